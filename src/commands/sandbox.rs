@@ -1,0 +1,46 @@
+//! `pyexec sandbox`: one script, one envelope on stdout. The sandbox pod's entrypoint, and a
+//! way to try the sandbox without the HTTP API.
+
+use std::io::{Read, Write};
+
+use crate::config::SandboxArgs;
+use crate::sandbox::Supervisor;
+use crate::{Error, Result};
+
+pub async fn run(args: SandboxArgs) -> Result<()> {
+    let path = args.script_file.to_string_lossy().into_owned();
+    let script = match args.script {
+        Some(script) => script,
+        None => read_script(&args.script_file).map_err(|source| Error::ReadScript { path, source })?,
+    };
+    let limits = args.sandbox.limits.defaults()?;
+    let supervisor = Supervisor::new(&args.sandbox)?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let envelope = supervisor.run(&id, &script, &limits).await;
+    let line = serde_json::to_string(&envelope).map_err(|e| Error::WriteEnvelope(e.into()))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").and_then(|()| stdout.flush()).map_err(Error::WriteEnvelope)?;
+    if let Some(path) = &args.termination_log {
+        let summary = format!(
+            "{} returncode={} duration_ms={}",
+            envelope.outcome.as_str(),
+            envelope.returncode,
+            envelope.duration_ms
+        );
+        // The termination message is a convenience; the envelope on stdout is the record.
+        if let Err(err) = std::fs::write(path, summary) {
+            tracing::warn!(path = %path.display(), error = %err, "could not write the termination message");
+        }
+    }
+    Ok(())
+}
+
+fn read_script(path: &std::path::Path) -> std::io::Result<String> {
+    let mut script = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut script)?;
+    } else {
+        script = std::fs::read_to_string(path)?;
+    }
+    Ok(script)
+}

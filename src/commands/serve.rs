@@ -1,0 +1,99 @@
+//! `pyexec serve`: wires the executor, the router and graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+use crate::config::{ExecutorKind, ServeArgs};
+use crate::executor::{Executor, LocalExecutor};
+use crate::metrics::Metrics;
+use crate::sandbox::Supervisor;
+use crate::server::{app, AppState};
+use crate::{Error, Result};
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let limits = args.sandbox.limits.clone();
+    let defaults = limits.defaults()?;
+    let executor: Arc<dyn Executor> = match args.executor {
+        ExecutorKind::Local => {
+            let supervisor = Supervisor::new(&args.sandbox)?;
+            let concurrency = args.max_concurrency.unwrap_or_else(num_cpus);
+            tracing::info!(
+                nsjail = %supervisor.paths().nsjail.display(),
+                config = %supervisor.paths().config.display(),
+                python_env = %supervisor.paths().python_env.display(),
+                cgroups = %supervisor.cgroups().describe(),
+                concurrency,
+                max_queue = args.max_queue,
+                "local executor ready"
+            );
+            Arc::new(LocalExecutor::new(supervisor, concurrency, args.max_queue, defaults, metrics.clone()))
+        }
+        ExecutorKind::Kubernetes => {
+            return Err(Error::Unsupported("the kubernetes executor is not built yet".into()));
+        }
+    };
+    let state = Arc::new(AppState {
+        executor,
+        limits,
+        metrics,
+        max_request_bytes: args.max_request_bytes,
+        max_script_bytes: args.max_script_bytes,
+        tolerant_json: !args.strict_json,
+        last_ready: Mutex::new(None),
+    });
+    let listener =
+        TcpListener::bind(args.listen).await.map_err(|source| Error::Listen { addr: args.listen, source })?;
+    let local = listener.local_addr().map_err(Error::Serve)?;
+    tracing::info!(listen = %local, "pyexec serving; POST /execute runs a script");
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let forced = async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tracing::info!(
+            grace_seconds = grace.as_secs(),
+            "shutting down: no new connections, finishing in-flight executions"
+        );
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server => served.map_err(Error::Serve)?,
+        () = forced => {
+            // Dropping the server drops in-flight executions: their sandboxes are killed and
+            // their cgroups removed by the supervisor's guards.
+            tracing::warn!("grace period over; killing in-flight executions");
+        }
+    }
+    tracing::info!("pyexec stopped");
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

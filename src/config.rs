@@ -1,0 +1,99 @@
+//! The command line: every setting, with its environment variable and default, parsed once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::sandbox::SandboxSettings;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pyexec",
+    version,
+    about = "Runs untrusted Python scripts in a sandbox and returns what main() returned"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogSettings,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP API (POST /execute).
+    Serve(ServeArgs),
+    /// Run one script in the sandbox and print its envelope as JSON (the sandbox pod's entrypoint).
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogSettings {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "PYEXEC_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing-subscriber EnvFilter syntax), e.g. "info" or "pyexec=debug".
+    #[arg(long, env = "PYEXEC_LOG", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Run scripts in nsjail on this machine.
+    Local,
+    /// Create PythonExecution resources in a Kubernetes cluster.
+    Kubernetes,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PYEXEC_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Where scripts run.
+    #[arg(long, env = "PYEXEC_EXECUTOR", value_enum, default_value = "local")]
+    pub executor: ExecutorKind,
+    /// Sandboxes running at once (default: the number of CPUs).
+    #[arg(long, env = "PYEXEC_MAX_CONCURRENCY")]
+    pub max_concurrency: Option<usize>,
+    /// Executions allowed to wait for a free sandbox; past it requests get 429.
+    #[arg(long, env = "PYEXEC_MAX_QUEUE", default_value_t = 64)]
+    pub max_queue: usize,
+    /// Largest request body, in bytes (413 past it).
+    #[arg(long, env = "PYEXEC_MAX_REQUEST_BYTES", default_value_t = 2 << 20)]
+    pub max_request_bytes: usize,
+    /// Largest script, in bytes (413 past it).
+    #[arg(long, env = "PYEXEC_MAX_SCRIPT_BYTES", default_value_t = 1 << 20)]
+    pub max_script_bytes: usize,
+    /// Refuse bodies that are not valid JSON, instead of reading the seed documents'
+    /// unescaped `{"script": "…"}` bodies with a warning.
+    #[arg(long, env = "PYEXEC_STRICT_JSON", default_value_t = false)]
+    pub strict_json: bool,
+    /// Seconds in-flight executions get to finish after SIGTERM or Ctrl-C before they are killed.
+    #[arg(long, env = "PYEXEC_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+    #[command(flatten)]
+    pub sandbox: SandboxSettings,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SandboxArgs {
+    /// The script itself (how a sandbox pod receives it); when set, --script-file is ignored.
+    #[arg(long, env = "PYEXEC_SCRIPT", hide_env_values = true)]
+    pub script: Option<String>,
+    /// File holding the script; "-" reads it from stdin.
+    #[arg(long, env = "PYEXEC_SCRIPT_FILE", default_value = "-")]
+    pub script_file: PathBuf,
+    /// Where to write a one-line summary when the run ends (Kubernetes' termination message).
+    #[arg(long, env = "PYEXEC_TERMINATION_LOG")]
+    pub termination_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub sandbox: SandboxSettings,
+}

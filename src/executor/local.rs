@@ -1,0 +1,110 @@
+//! The local placement: scripts run in nsjail on this machine, a bounded number at a time,
+//! behind a bounded queue.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::Semaphore;
+
+use super::{ExecuteError, ExecutionRequest, Executor};
+use crate::metrics::Metrics;
+use crate::sandbox::{Envelope, Limits, Outcome, Supervisor};
+
+/// The script /readyz runs: proves nsjail and the Python environment work end to end.
+const READINESS_SCRIPT: &str = "def main():\n    return {'ready': True}\n";
+
+pub struct LocalExecutor {
+    supervisor: Supervisor,
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    max_queue: usize,
+    /// A hint for Retry-After: roughly how long a queued request waits.
+    retry_after_seconds: u64,
+    metrics: Arc<Metrics>,
+    readiness_limits: Limits,
+}
+
+impl LocalExecutor {
+    pub fn new(
+        supervisor: Supervisor,
+        max_concurrency: usize,
+        max_queue: usize,
+        readiness_limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        LocalExecutor {
+            supervisor,
+            slots: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            waiting: AtomicUsize::new(0),
+            max_queue,
+            retry_after_seconds: 1,
+            metrics,
+            readiness_limits,
+        }
+    }
+
+    async fn run(&self, request: ExecutionRequest) -> Result<Envelope, ExecuteError> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Reserve a place in the queue, or refuse when it is full.
+                let reserved = self
+                    .waiting
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.max_queue).then_some(n + 1));
+                if reserved.is_err() {
+                    return Err(ExecuteError::Busy { retry_after_seconds: self.retry_after_seconds });
+                }
+                self.metrics.queue_depth.inc();
+                let _leave_queue = Leave { waiting: &self.waiting, metrics: &self.metrics };
+                self.slots.clone().acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?
+            }
+        };
+        self.metrics.in_flight.inc();
+        let started = Instant::now();
+        let envelope = self.supervisor.run(&request.id, &request.script, &request.limits).await;
+        self.metrics.in_flight.dec();
+        drop(permit);
+        self.metrics.record_execution(envelope.outcome, started.elapsed().as_secs_f64());
+        Ok(envelope)
+    }
+}
+
+/// Leaves the queue when the wait ends, however it ends (the request may be cancelled).
+struct Leave<'a> {
+    waiting: &'a AtomicUsize,
+    metrics: &'a Metrics,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.queue_depth.dec();
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn execute(&self, request: ExecutionRequest) -> BoxFuture<'_, Result<Envelope, ExecuteError>> {
+        self.run(request).boxed()
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            let id = format!("readyz-{}", uuid::Uuid::new_v4().simple());
+            let envelope = self.supervisor.run(&id, READINESS_SCRIPT, &self.readiness_limits).await;
+            match envelope.outcome {
+                Outcome::Success => Ok(()),
+                other => {
+                    Err(format!("a trivial script ended in {}: {}", other.as_str(), envelope.error.unwrap_or_default()))
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn name(&self) -> &'static str {
+        "local"
+    }
+}

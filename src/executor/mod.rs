@@ -1,0 +1,42 @@
+//! Where a script runs: the `Executor` trait and its placements.
+
+pub mod local;
+
+use futures::future::BoxFuture;
+
+use crate::sandbox::{Envelope, Limits};
+
+pub use local::LocalExecutor;
+
+/// One script to run, with the limits already resolved.
+#[derive(Clone, Debug)]
+pub struct ExecutionRequest {
+    /// Unique id of the execution, used in logs, metrics and resource names.
+    pub id: String,
+    pub script: String,
+    pub limits: Limits,
+}
+
+/// Why an execution could not be carried out (a script's own failure is an envelope, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error("too many executions are queued; retry in {retry_after_seconds} s")]
+    Busy { retry_after_seconds: u64 },
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    #[error("execution {name} did not finish in time")]
+    NotFinished { name: String },
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Runs scripts somewhere and reports their envelopes.
+pub trait Executor: Send + Sync {
+    fn execute(&self, request: ExecutionRequest) -> BoxFuture<'_, Result<Envelope, ExecuteError>>;
+
+    /// Whether executions can run now (for GET /readyz).
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Which placement this is, for logs.
+    fn name(&self) -> &'static str;
+}

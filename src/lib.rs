@@ -1,0 +1,13 @@
+//! pyexec: runs untrusted Python scripts in a sandbox and returns what `main()` returned.
+#![forbid(unsafe_code)]
+
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod executor;
+pub mod metrics;
+pub mod sandbox;
+pub mod server;
+pub mod telemetry;
+
+pub use error::{Error, Result};

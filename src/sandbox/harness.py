@@ -1,0 +1,238 @@
+# pyexec harness: runs inside the sandbox as `python3 -I -B -c <this file> RESULT_FD`.
+#
+# Reads the user's script from stdin, compiles and runs it, calls main(), converts the value to
+# JSON and writes one report to RESULT_FD, a pipe the user's stdout and stderr never share. The
+# supervisor decides everything else (exit status, signals, limits) from the outside.
+import sys
+import os
+
+_RESULT_FD = int(sys.argv[1])
+# Keep the result pipe away from fd 3 onwards that user code might close or write by accident,
+# and out of any subprocess the script starts.
+_result_fd = os.dup(_RESULT_FD)
+os.close(_RESULT_FD)
+os.set_inheritable(_result_fd, False)
+
+import json
+import math
+import linecache
+import traceback
+import faulthandler
+
+_SCRIPT_NAME = "script.py"
+_MAX_DEPTH = 100
+_exit = os._exit
+_write = os.write
+_dumps = json.dumps
+
+
+def _report(payload, code):
+    """Flush the user's streams, write the report, and end at once (threads left running
+    cannot keep the process alive)."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    data = _dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8", "surrogatepass")
+    view = memoryview(data)
+    try:
+        while view:
+            written = _write(_result_fd, view)
+            view = view[written:]
+    except BaseException:
+        pass
+    _exit(code)
+
+
+def _fail(kind, message, code=1):
+    _report({"ok": False, "kind": kind, "message": message}, code)
+
+
+class _Unconvertible(Exception):
+    pass
+
+
+def _type_name(value):
+    cls = type(value)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _key(key, path):
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (bool, int, float)):
+        return _dumps(_convert(key, path, 0))
+    converted = _convert(key, path, 0)
+    if isinstance(converted, str):
+        return converted
+    if converted is None or isinstance(converted, (bool, int, float)):
+        return _dumps(converted)
+    raise _Unconvertible(f"{path}: dict key of type {_type_name(key)} cannot be a JSON object key")
+
+
+def _convert(value, path, depth):
+    """main()'s value as plain JSON data; the table in README.md ('Result conversion')."""
+    if depth > _MAX_DEPTH:
+        raise _Unconvertible(f"{path}: nested more than {_MAX_DEPTH} levels deep (a cycle?)")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            name = _key(k, path)
+            out[name] = _convert(v, f"{path}[{name!r}]", depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_convert(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        items = list(value)
+        try:
+            items.sort()
+        except TypeError:
+            pass
+        return [_convert(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(items)]
+
+    import datetime
+    import decimal
+    import uuid
+
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            return None
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+
+    # numpy and pandas are only consulted when the script imported them: the harness never
+    # pays their import time itself.
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        if value is pd.NaT or value is getattr(pd, "NA", object()):
+            return None
+        if isinstance(value, pd.DataFrame):
+            return _convert(value.to_dict(orient="records"), path, depth + 1)
+        if isinstance(value, (pd.Series, pd.Index)):
+            return _convert(value.tolist(), path, depth + 1)
+        if isinstance(value, pd.Timestamp):
+            return value.isoformat()
+        if isinstance(value, pd.Timedelta):
+            return value.total_seconds()
+        if isinstance(value, pd.Period):
+            return str(value)
+        if isinstance(value, pd.Interval):
+            return str(value)
+        if isinstance(value, pd.Categorical):
+            return _convert(list(value), path, depth + 1)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        if isinstance(value, np.ndarray):
+            return _convert(value.tolist(), path, depth + 1)
+        if isinstance(value, np.datetime64):
+            return None if np.isnat(value) else str(value)
+        if isinstance(value, np.timedelta64):
+            return None if np.isnat(value) else value / np.timedelta64(1, "s")
+        if isinstance(value, np.generic):
+            return _convert(value.item(), path, depth + 1)
+    raise _Unconvertible(
+        f"{path}: value of type {_type_name(value)} cannot be converted to JSON"
+        " (return dicts, lists, strings, numbers, booleans, None, or numpy/pandas data)"
+    )
+
+
+def _user_traceback(exc):
+    """The traceback without the harness's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != _SCRIPT_NAME:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _one_line(exc):
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def _run_user_code(call, *args):
+    try:
+        return call(*args)
+    except SystemExit:
+        # sys.exit() ends the run the way it ends a Python program; the supervisor reports it.
+        raise
+    except BaseException as exc:
+        try:
+            sys.stderr.write(_user_traceback(exc))
+        except BaseException:
+            pass
+        _fail("exception", _one_line(exc))
+
+
+def _main():
+    faulthandler.enable()
+    raw = sys.stdin.buffer.read()
+    # The script arrives on stdin; the script itself sees an empty stdin.
+    devnull = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    try:
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _fail("syntax_error", f"SyntaxError: the script is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    try:
+        code = compile(source, _SCRIPT_NAME, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        line = exc.lineno if exc.lineno is not None else 0
+        column = exc.offset if exc.offset is not None else 0
+        _fail("syntax_error", f"{type(exc).__name__}: {exc.msg} (line {line}, column {column})")
+    except (ValueError, OverflowError, MemoryError, RecursionError) as exc:
+        _fail("syntax_error", f"SyntaxError: {_one_line(exc)}")
+    # Tracebacks of the user's code show its source lines.
+    linecache.cache[_SCRIPT_NAME] = (len(source), None, source.splitlines(True), _SCRIPT_NAME)
+    sys.stdout.reconfigure(line_buffering=True)
+
+    module = {"__name__": "__pyexec__", "__file__": _SCRIPT_NAME, "__builtins__": __builtins__}
+    sys.argv = [_SCRIPT_NAME]
+    _run_user_code(exec, code, module)
+
+    main = module.get("main")
+    if main is None:
+        _fail("no_main", "Script must contain a 'main()' function.")
+    if not callable(main):
+        _fail("invalid_main", f"'main' must be a function, but it is a {_type_name(main)}")
+    import inspect
+
+    if inspect.iscoroutinefunction(main) or inspect.isasyncgenfunction(main):
+        _fail("invalid_main", "main() must be a plain function: define it with 'def', not 'async def'")
+    try:
+        inspect.signature(main).bind()
+    except TypeError as exc:
+        _fail("invalid_main", f"main() must be callable without arguments: {exc}")
+    except ValueError:
+        pass
+
+    value = _run_user_code(main)
+    if inspect.isgenerator(value) or inspect.iscoroutine(value):
+        _fail("invalid_main", "main() must return a dict, not a generator or coroutine")
+    if not isinstance(value, dict):
+        _fail("not_a_dict", f"main() must return a dict, but it returned {_type_name(value)}")
+    try:
+        result = _convert(value, "result", 0)
+    except _Unconvertible as exc:
+        _fail("unserializable", str(exc))
+    except RecursionError:
+        _fail("unserializable", "result: nested too deeply to convert to JSON")
+    except BaseException as exc:
+        _fail("unserializable", f"result: converting to JSON failed: {_one_line(exc)}")
+    _report({"ok": True, "result": result}, 0)
+
+
+_main()

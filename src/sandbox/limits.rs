@@ -1,0 +1,223 @@
+//! Per-run resource limits: what a request may ask for, the server's defaults and maxima, and
+//! the pure function that turns the three into the limits one run gets.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// The limits one sandbox run is started with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Wall-clock time from start to kill.
+    pub timeout_ms: u64,
+    /// CPU seconds (RLIMIT_CPU); the kernel kills the script past it.
+    pub cpu_seconds: u64,
+    /// Memory of the whole process tree, in MiB (cgroup), or address space per process (rlimit).
+    pub memory_mb: u64,
+    /// Processes and threads at once (fork bombs).
+    pub max_pids: u64,
+    /// Size of the private writable /tmp, in MiB.
+    pub tmp_mb: u64,
+    /// Largest file the script may write, in MiB (RLIMIT_FSIZE).
+    pub file_size_mb: u64,
+    /// Open file descriptors (RLIMIT_NOFILE).
+    pub open_files: u64,
+    /// Bytes of stdout kept; the rest is dropped and `stdout_truncated` set.
+    pub stdout_bytes: u64,
+    /// Bytes of stderr kept; the rest is dropped and `stderr_truncated` set.
+    pub stderr_bytes: u64,
+    /// Largest serialised result accepted, in bytes.
+    pub result_bytes: u64,
+}
+
+impl Limits {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Limits a caller asks for; each one left out takes the server's default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestedLimits {
+    pub timeout_seconds: Option<f64>,
+    pub cpu_seconds: Option<u64>,
+    pub memory_mb: Option<u64>,
+    pub max_pids: Option<u64>,
+    pub tmp_mb: Option<u64>,
+    pub file_size_mb: Option<u64>,
+    pub open_files: Option<u64>,
+    pub stdout_bytes: Option<u64>,
+    pub stderr_bytes: Option<u64>,
+    pub result_bytes: Option<u64>,
+}
+
+/// Server settings: the default of every limit and the most a request may ask for.
+#[derive(Args, Clone, Debug)]
+pub struct LimitSettings {
+    /// Default wall-clock timeout of one execution, in seconds.
+    #[arg(long, env = "PYEXEC_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    pub timeout_seconds: f64,
+    /// Largest timeout a request may ask for, in seconds.
+    #[arg(long, env = "PYEXEC_MAX_TIMEOUT_SECONDS", default_value_t = 60.0)]
+    pub max_timeout_seconds: f64,
+    /// Default CPU time limit, in seconds (RLIMIT_CPU).
+    #[arg(long, env = "PYEXEC_CPU_SECONDS", default_value_t = 10)]
+    pub cpu_seconds: u64,
+    /// Largest CPU time limit a request may ask for, in seconds.
+    #[arg(long, env = "PYEXEC_MAX_CPU_SECONDS", default_value_t = 60)]
+    pub max_cpu_seconds: u64,
+    /// Default memory limit, in MiB (whole process tree with cgroups; per process otherwise).
+    #[arg(long, env = "PYEXEC_MEMORY_MB", default_value_t = 512)]
+    pub memory_mb: u64,
+    /// Largest memory limit a request may ask for, in MiB.
+    #[arg(long, env = "PYEXEC_MAX_MEMORY_MB", default_value_t = 4096)]
+    pub max_memory_mb: u64,
+    /// Default limit on processes and threads alive at once.
+    #[arg(long, env = "PYEXEC_MAX_PIDS", default_value_t = 64)]
+    pub max_pids: u64,
+    /// Largest process/thread limit a request may ask for.
+    #[arg(long, env = "PYEXEC_MAX_MAX_PIDS", default_value_t = 512)]
+    pub max_max_pids: u64,
+    /// Default size of the sandbox's private /tmp, in MiB.
+    #[arg(long, env = "PYEXEC_TMP_MB", default_value_t = 64)]
+    pub tmp_mb: u64,
+    /// Largest /tmp a request may ask for, in MiB.
+    #[arg(long, env = "PYEXEC_MAX_TMP_MB", default_value_t = 1024)]
+    pub max_tmp_mb: u64,
+    /// Default largest file a script may write, in MiB (RLIMIT_FSIZE).
+    #[arg(long, env = "PYEXEC_FILE_SIZE_MB", default_value_t = 16)]
+    pub file_size_mb: u64,
+    /// Largest file-size limit a request may ask for, in MiB.
+    #[arg(long, env = "PYEXEC_MAX_FILE_SIZE_MB", default_value_t = 1024)]
+    pub max_file_size_mb: u64,
+    /// Default limit on open file descriptors (RLIMIT_NOFILE).
+    #[arg(long, env = "PYEXEC_OPEN_FILES", default_value_t = 256)]
+    pub open_files: u64,
+    /// Largest open-file limit a request may ask for.
+    #[arg(long, env = "PYEXEC_MAX_OPEN_FILES", default_value_t = 4096)]
+    pub max_open_files: u64,
+    /// Default bytes of stdout kept (the rest is dropped, `stdout_truncated` is set).
+    #[arg(long, env = "PYEXEC_STDOUT_BYTES", default_value_t = 1 << 20)]
+    pub stdout_bytes: u64,
+    /// Largest stdout cap a request may ask for, in bytes.
+    #[arg(long, env = "PYEXEC_MAX_STDOUT_BYTES", default_value_t = 16 << 20)]
+    pub max_stdout_bytes: u64,
+    /// Default bytes of stderr kept (the rest is dropped, `stderr_truncated` is set).
+    #[arg(long, env = "PYEXEC_STDERR_BYTES", default_value_t = 1 << 20)]
+    pub stderr_bytes: u64,
+    /// Largest stderr cap a request may ask for, in bytes.
+    #[arg(long, env = "PYEXEC_MAX_STDERR_BYTES", default_value_t = 16 << 20)]
+    pub max_stderr_bytes: u64,
+    /// Default largest result (main()'s dict as JSON), in bytes.
+    #[arg(long, env = "PYEXEC_RESULT_BYTES", default_value_t = 4 << 20)]
+    pub result_bytes: u64,
+    /// Largest result cap a request may ask for, in bytes.
+    #[arg(long, env = "PYEXEC_MAX_RESULT_BYTES", default_value_t = 64 << 20)]
+    pub max_result_bytes: u64,
+}
+
+/// Why a request's limits were refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LimitError {
+    #[error("limits.{name} must be at least {min}, got {got}")]
+    TooSmall { name: &'static str, min: String, got: String },
+    #[error("limits.{name} may be at most {max} on this server, got {got}")]
+    TooLarge { name: &'static str, max: String, got: String },
+}
+
+impl LimitSettings {
+    /// The limits for one run: each requested value, or the default, checked against the maximum.
+    pub fn resolve(&self, requested: &RequestedLimits) -> Result<Limits, LimitError> {
+        let timeout =
+            pick_f64("timeout_seconds", requested.timeout_seconds, self.timeout_seconds, self.max_timeout_seconds)?;
+        Ok(Limits {
+            timeout_ms: (timeout * 1000.0).round() as u64,
+            cpu_seconds: pick("cpu_seconds", requested.cpu_seconds, self.cpu_seconds, self.max_cpu_seconds)?,
+            memory_mb: pick("memory_mb", requested.memory_mb, self.memory_mb, self.max_memory_mb)?,
+            max_pids: pick("max_pids", requested.max_pids, self.max_pids, self.max_max_pids)?,
+            tmp_mb: pick("tmp_mb", requested.tmp_mb, self.tmp_mb, self.max_tmp_mb)?,
+            file_size_mb: pick("file_size_mb", requested.file_size_mb, self.file_size_mb, self.max_file_size_mb)?,
+            open_files: pick("open_files", requested.open_files, self.open_files, self.max_open_files)?,
+            stdout_bytes: pick("stdout_bytes", requested.stdout_bytes, self.stdout_bytes, self.max_stdout_bytes)?,
+            stderr_bytes: pick("stderr_bytes", requested.stderr_bytes, self.stderr_bytes, self.max_stderr_bytes)?,
+            result_bytes: pick("result_bytes", requested.result_bytes, self.result_bytes, self.max_result_bytes)?,
+        })
+    }
+
+    /// The server's defaults, as a run with no requested limits gets them.
+    pub fn defaults(&self) -> Result<Limits, LimitError> {
+        self.resolve(&RequestedLimits::default())
+    }
+}
+
+fn pick(name: &'static str, requested: Option<u64>, default: u64, max: u64) -> Result<u64, LimitError> {
+    let value = requested.unwrap_or(default);
+    if value == 0 {
+        return Err(LimitError::TooSmall { name, min: "1".into(), got: value.to_string() });
+    }
+    if value > max {
+        return Err(LimitError::TooLarge { name, max: max.to_string(), got: value.to_string() });
+    }
+    Ok(value)
+}
+
+fn pick_f64(name: &'static str, requested: Option<f64>, default: f64, max: f64) -> Result<f64, LimitError> {
+    let value = requested.unwrap_or(default);
+    // A millisecond is the finest timeout the supervisor keeps.
+    if !value.is_finite() || value < 0.001 {
+        return Err(LimitError::TooSmall { name, min: "0.001".into(), got: value.to_string() });
+    }
+    if value > max {
+        return Err(LimitError::TooLarge { name, max: max.to_string(), got: value.to_string() });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        limits: LimitSettings,
+    }
+
+    fn settings() -> LimitSettings {
+        Wrapper::parse_from(["test"]).limits
+    }
+
+    #[test]
+    fn no_request_gives_the_defaults() {
+        let limits = settings().defaults().expect("defaults are valid");
+        assert_eq!(limits.timeout_ms, 10_000);
+        assert_eq!(limits.memory_mb, 512);
+        assert_eq!(limits.max_pids, 64);
+    }
+
+    #[test]
+    fn a_request_may_ask_for_less() {
+        let requested = RequestedLimits { timeout_seconds: Some(0.5), memory_mb: Some(128), ..Default::default() };
+        let limits = settings().resolve(&requested).expect("valid");
+        assert_eq!(limits.timeout_ms, 500);
+        assert_eq!(limits.memory_mb, 128);
+    }
+
+    #[test]
+    fn a_request_may_not_ask_for_more_than_the_maximum() {
+        let requested = RequestedLimits { memory_mb: Some(1 << 20), ..Default::default() };
+        let err = settings().resolve(&requested).expect_err("too large");
+        assert_eq!(err.to_string(), "limits.memory_mb may be at most 4096 on this server, got 1048576");
+    }
+
+    #[test]
+    fn zero_and_non_finite_values_are_refused() {
+        let zero = RequestedLimits { max_pids: Some(0), ..Default::default() };
+        assert!(matches!(settings().resolve(&zero), Err(LimitError::TooSmall { .. })));
+        let nan = RequestedLimits { timeout_seconds: Some(f64::NAN), ..Default::default() };
+        assert!(matches!(settings().resolve(&nan), Err(LimitError::TooSmall { .. })));
+    }
+}

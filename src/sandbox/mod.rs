@@ -1,0 +1,34 @@
+//! The sandbox: one untrusted script run in nsjail under limits, reported as one envelope.
+
+pub mod capture;
+pub mod cgroup;
+pub mod envelope;
+pub mod limits;
+pub mod nsjail;
+pub mod settings;
+pub mod supervisor;
+pub mod verdict;
+
+use std::path::PathBuf;
+
+pub use envelope::{Envelope, Outcome};
+pub use limits::{LimitSettings, Limits, RequestedLimits};
+pub use settings::SandboxSettings;
+pub use supervisor::Supervisor;
+
+/// Why the sandbox could not be set up or started (never a script's own failure).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{what} not found at {path}; run `make setup` or set its option (see --help)")]
+    Missing { what: &'static str, path: PathBuf },
+    #[error("creating the cgroup of run {run_id}: {source}")]
+    Cgroup {
+        run_id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting nsjail: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("nsjail's {0} pipe was not set up")]
+    Pipe(&'static str),
+}

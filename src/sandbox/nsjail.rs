@@ -1,0 +1,178 @@
+//! The nsjail command line for one run (a pure function of the configuration and the limits),
+//! and the reading of nsjail's log for how the jailed process ended.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::limits::Limits;
+
+/// Where the Python environment (interpreter symlink, pandas, numpy) appears inside the jail.
+pub const PYTHON_ENV_IN_JAIL: &str = "/opt/pyexec";
+/// The fd the harness writes its report to inside the jail.
+pub const RESULT_FD: i32 = 3;
+/// The fd nsjail writes its own log to, kept apart from the script's stderr.
+pub const LOG_FD: i32 = 4;
+
+/// The harness, embedded so the binary needs no file beside it.
+pub const HARNESS: &str = include_str!("harness.py");
+
+/// What nsjail needs from the installation, fixed for the process's lifetime.
+#[derive(Clone, Debug)]
+pub struct JailPaths {
+    pub nsjail: PathBuf,
+    pub config: PathBuf,
+    /// Host path of the Python environment (a venv made from the system Python).
+    pub python_env: PathBuf,
+}
+
+/// Which limits the kernel enforces through cgroups; the rest become rlimits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupLimits {
+    pub memory: bool,
+    pub pids: bool,
+}
+
+/// nsjail's arguments for one run (without the program name).
+pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::with_capacity(48);
+    let mut push = |a: &str| args.push(OsString::from(a));
+    push("--config");
+    args.push(paths.config.clone().into_os_string());
+    let mut push = |a: String| args.push(OsString::from(a));
+    push("--log_fd".into());
+    push(LOG_FD.to_string());
+    // nsjail's own limit is a backstop; the supervisor kills at the exact deadline first.
+    push("--time_limit".into());
+    push((limits.timeout_ms.div_ceil(1000) + 1).to_string());
+    push("--rlimit_cpu".into());
+    push(limits.cpu_seconds.to_string());
+    push("--rlimit_fsize".into());
+    push(limits.file_size_mb.to_string());
+    push("--rlimit_nofile".into());
+    push(limits.open_files.to_string());
+    push("--rlimit_as".into());
+    push(if cgroups.memory { "hard".into() } else { limits.memory_mb.to_string() });
+    push("--rlimit_nproc".into());
+    // RLIMIT_NPROC counts every process of uid 65534 on the host, so it is only a fallback.
+    push(if cgroups.pids { "soft".into() } else { limits.max_pids.to_string() });
+    push("--mount".into());
+    push(format!("none:/tmp:tmpfs:size={},mode=1777", limits.tmp_mb * 1024 * 1024));
+    push("--bindmount_ro".into());
+    push(format!("{}:{}", path_str(&paths.python_env), PYTHON_ENV_IN_JAIL));
+    push("--pass_fd".into());
+    push(RESULT_FD.to_string());
+    push("--".into());
+    push(format!("{PYTHON_ENV_IN_JAIL}/bin/python3"));
+    // -I: ignore PYTHON* variables and the user site; -B: write no .pyc files.
+    push("-I".into());
+    push("-B".into());
+    push("-c".into());
+    push(HARNESS.into());
+    push(RESULT_FD.to_string());
+    args
+}
+
+fn path_str(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// How the jailed process ended, as nsjail logged it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// Reads nsjail's final status line: `pid=N (...) exited with status: C, ...` or
+/// `pid=N (...) terminated with signal: NAME (S), ...`.
+pub fn parse_child_status(log: &str) -> Option<ChildStatus> {
+    log.lines().rev().find_map(|line| {
+        if let Some(rest) = after(line, "exited with status: ") {
+            return leading_number(rest).map(ChildStatus::Exited);
+        }
+        if let Some(rest) = after(line, "terminated with signal: ") {
+            let open = rest.find('(')?;
+            return leading_number(&rest[open + 1..]).map(ChildStatus::Signaled);
+        }
+        None
+    })
+}
+
+/// nsjail's own warnings and errors, for the service log (never sent to the caller).
+pub fn problems(log: &str) -> Vec<&str> {
+    log.lines().filter(|line| line.starts_with("[E]") || line.starts_with("[F]") || line.starts_with("[W]")).collect()
+}
+
+fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.find(marker).map(|at| &line[at + marker.len()..])
+}
+
+fn leading_number(text: &str) -> Option<i32> {
+    let digits: String = text.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            timeout_ms: 2500,
+            cpu_seconds: 5,
+            memory_mb: 256,
+            max_pids: 32,
+            tmp_mb: 8,
+            file_size_mb: 4,
+            open_files: 64,
+            stdout_bytes: 1024,
+            stderr_bytes: 1024,
+            result_bytes: 1024,
+        }
+    }
+
+    fn paths() -> JailPaths {
+        JailPaths { nsjail: "/x/nsjail".into(), config: "/x/nsjail.cfg".into(), python_env: "/x/venv".into() }
+    }
+
+    fn value_after(args: &[OsString], flag: &str) -> String {
+        let at = args.iter().position(|a| a == flag).expect(flag);
+        args[at + 1].to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn cgroups_replace_the_memory_and_process_rlimits() {
+        let with = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true });
+        assert_eq!(value_after(&with, "--rlimit_as"), "hard");
+        assert_eq!(value_after(&with, "--rlimit_nproc"), "soft");
+        let without = nsjail_args(&paths(), &limits(), CgroupLimits { memory: false, pids: false });
+        assert_eq!(value_after(&without, "--rlimit_as"), "256");
+        assert_eq!(value_after(&without, "--rlimit_nproc"), "32");
+    }
+
+    #[test]
+    fn per_run_limits_reach_nsjail() {
+        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true });
+        assert_eq!(value_after(&args, "--time_limit"), "4");
+        assert_eq!(value_after(&args, "--rlimit_cpu"), "5");
+        assert_eq!(value_after(&args, "--mount"), "none:/tmp:tmpfs:size=8388608,mode=1777");
+        assert_eq!(value_after(&args, "--bindmount_ro"), "/x/venv:/opt/pyexec");
+        assert_eq!(value_after(&args, "--pass_fd"), "3");
+    }
+
+    #[test]
+    fn the_python_environment_is_never_mounted_at_its_host_path() {
+        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true });
+        let program_at = args.iter().position(|a| a == "--").expect("separator") + 1;
+        assert_eq!(args[program_at], "/opt/pyexec/bin/python3");
+    }
+
+    #[test]
+    fn child_status_is_read_from_the_last_status_line() {
+        let exited = "[I][x] Mount: '/tmp'\n[I][x] pid=12 ([STANDALONE MODE]) exited with status: 3, (PIDs left: 0)\n";
+        assert_eq!(parse_child_status(exited), Some(ChildStatus::Exited(3)));
+        let signaled = "[I][x] pid=12 ([STANDALONE MODE]) terminated with signal: SIGSEGV (11), (PIDs left: 0)";
+        assert_eq!(parse_child_status(signaled), Some(ChildStatus::Signaled(11)));
+        assert_eq!(parse_child_status("[F][x] Launching child process failed"), None);
+    }
+}

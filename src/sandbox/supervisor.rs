@@ -1,0 +1,229 @@
+//! The sandbox supervisor: starts nsjail for one script, feeds it, reads its output with caps,
+//! enforces the deadline, cleans up, and returns one envelope.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
+use tokio::process::Command;
+
+use super::capture::{read_capped, read_tail, Captured};
+use super::cgroup::{self, CgroupMode, RunCgroup};
+use super::envelope::{Envelope, Outcome};
+use super::limits::Limits;
+use super::nsjail::{self, CgroupLimits, JailPaths};
+use super::settings::SandboxSettings;
+use super::verdict::{decide, RunFacts};
+use super::SandboxError;
+
+/// How long output readers may take to reach end of file once the jail has ended.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// nsjail's log is only read for its last lines and problems.
+const LOG_TAIL_BYTES: usize = 32 * 1024;
+/// A shell that moves itself into the run's cgroups, then becomes nsjail: everything nsjail
+/// starts is limited from its first instruction, with no window before the move.
+const ENTER_CGROUPS: &str = r#"while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#;
+
+/// Runs scripts in nsjail. Cheap to clone; shared by every request.
+#[derive(Clone, Debug)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    paths: JailPaths,
+    cgroups: CgroupMode,
+}
+
+impl Supervisor {
+    /// Checks the installation (nsjail, its configuration, the Python environment) and finds
+    /// the cgroup hierarchy. Runs once at start-up.
+    pub fn new(settings: &SandboxSettings) -> Result<Self, SandboxError> {
+        let paths = JailPaths {
+            nsjail: resolve_program(&settings.nsjail)?,
+            config: existing(&settings.nsjail_config, "nsjail configuration")?,
+            python_env: existing(&settings.python_env, "Python environment")?,
+        };
+        let interpreter = paths.python_env.join("bin/python3");
+        if !interpreter.exists() {
+            return Err(SandboxError::Missing { what: "Python interpreter", path: interpreter });
+        }
+        let cgroups = cgroup::detect(&settings.cgroups, &settings.cgroup_parent);
+        Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups }) })
+    }
+
+    pub fn cgroups(&self) -> &CgroupMode {
+        &self.inner.cgroups
+    }
+
+    pub fn paths(&self) -> &JailPaths {
+        &self.inner.paths
+    }
+
+    /// Runs one script to completion under `limits`. Never fails: every problem, the sandbox's
+    /// own included, is described in the envelope.
+    pub async fn run(&self, run_id: &str, script: &str, limits: &Limits) -> Envelope {
+        let started = Instant::now();
+        let envelope = match self.run_jailed(run_id, script, limits, started).await {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                tracing::error!(run_id, error = %err, "sandbox could not run");
+                Envelope::rejected(Outcome::SandboxFailure, "The sandbox failed to start")
+            }
+        };
+        Envelope { duration_ms: started.elapsed().as_millis() as u64, ..envelope }
+    }
+
+    async fn run_jailed(
+        &self,
+        run_id: &str,
+        script: &str,
+        limits: &Limits,
+        started: Instant,
+    ) -> Result<Envelope, SandboxError> {
+        let inner = &self.inner;
+        let memory_bytes = limits.memory_mb * 1024 * 1024;
+        // One pid more than the script's allowance: nsjail itself lives in the group too.
+        let cgroup = RunCgroup::create(&inner.cgroups, run_id, memory_bytes, limits.max_pids + 1)
+            .map_err(|source| SandboxError::Cgroup { run_id: run_id.to_string(), source })?;
+        let cgroup_limits = CgroupLimits { memory: cgroup.is_some(), pids: cgroup.is_some() };
+        let args = nsjail::nsjail_args(&inner.paths, limits, cgroup_limits);
+
+        let mut command = match &cgroup {
+            Some(group) => {
+                let mut command = Command::new("/bin/sh");
+                command.arg("-c").arg(ENTER_CGROUPS).arg("sh");
+                command.args(group.procs_files()).arg("--").arg(&inner.paths.nsjail);
+                command
+            }
+            None => Command::new(&inner.paths.nsjail),
+        };
+        command.args(&args);
+        // The service's own environment (tokens, secrets) never reaches nsjail or the script.
+        command.env_clear();
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.kill_on_drop(true);
+
+        let (result_read, result_write) = cloexec_pipe()?;
+        let (log_read, log_write) = cloexec_pipe()?;
+        command
+            .fd_mappings(vec![
+                FdMapping { parent_fd: result_write, child_fd: nsjail::RESULT_FD },
+                FdMapping { parent_fd: log_write, child_fd: nsjail::LOG_FD },
+            ])
+            .map_err(|e| SandboxError::Spawn(std::io::Error::other(e.to_string())))?;
+
+        let mut child = command.spawn().map_err(SandboxError::Spawn)?;
+        // The parent's copies of the write ends live in `command`; drop them so readers see EOF.
+        drop(command);
+
+        let mut stdin = child.stdin.take().ok_or(SandboxError::Pipe("stdin"))?;
+        let stdout = child.stdout.take().ok_or(SandboxError::Pipe("stdout"))?;
+        let stderr = child.stderr.take().ok_or(SandboxError::Pipe("stderr"))?;
+        let result_pipe = pipe::Receiver::from_owned_fd(result_read).map_err(SandboxError::Spawn)?;
+        let log_pipe = pipe::Receiver::from_owned_fd(log_read).map_err(SandboxError::Spawn)?;
+
+        let script_bytes = script.as_bytes().to_vec();
+        let feeder = tokio::spawn(async move {
+            // A script that ends before reading all of stdin closes the pipe: not an error.
+            let _ = stdin.write_all(&script_bytes).await;
+            let _ = stdin.shutdown().await;
+        });
+        let stdout_task = tokio::spawn(read_capped(stdout, limits.stdout_bytes));
+        let stderr_task = tokio::spawn(read_capped(stderr, limits.stderr_bytes));
+        let result_task = tokio::spawn(read_capped(result_pipe, limits.result_bytes));
+        let log_task = tokio::spawn(read_tail(log_pipe, LOG_TAIL_BYTES));
+
+        let deadline = started + limits.timeout();
+        let timed_out = tokio::time::timeout_at(deadline.into(), child.wait()).await.is_err();
+        if timed_out {
+            // SIGKILL to nsjail; the kernel then kills the jail's pid namespace (PDEATHSIG).
+            let _ = child.start_kill();
+        }
+        let _ = child.wait().await;
+        feeder.abort();
+
+        let stdout = drain(stdout_task).await;
+        let stderr = drain(stderr_task).await;
+        let report = drain(result_task).await;
+        let log = drain(log_task).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+
+        let oom_killed = cgroup.as_ref().is_some_and(RunCgroup::oom_killed);
+        let peak_memory = cgroup.as_ref().and_then(RunCgroup::peak_memory);
+        if let Some(group) = cgroup {
+            // Killing stragglers and rmdir may wait on the kernel: keep it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || drop(group)).await;
+        }
+
+        let log_text = log.text();
+        let child_status = nsjail::parse_child_status(&log_text);
+        if child_status.is_none() && !timed_out {
+            for line in nsjail::problems(&log_text) {
+                tracing::error!(run_id, nsjail = line, "nsjail failed");
+            }
+        }
+        let verdict = decide(&RunFacts {
+            limits,
+            timed_out,
+            oom_killed,
+            child: child_status,
+            report: &report.bytes,
+            report_overflow: report.truncated(),
+            elapsed_ms,
+        });
+        tracing::debug!(run_id, ?peak_memory, ?child_status, oom_killed, timed_out, "sandbox finished");
+        Ok(Envelope {
+            outcome: verdict.outcome,
+            result: verdict.result,
+            stdout: stdout.text(),
+            stderr: stderr.text(),
+            returncode: verdict.returncode,
+            error: verdict.error,
+            stdout_truncated: stdout.truncated(),
+            stderr_truncated: stderr.truncated(),
+            duration_ms: elapsed_ms,
+        })
+    }
+}
+
+/// Waits for a reader to reach end of file, but not for ever: a pipe still held open by
+/// something outside the jail must not hold the request.
+async fn drain(task: tokio::task::JoinHandle<Captured>) -> Captured {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(DRAIN_GRACE, task).await {
+        Ok(Ok(captured)) => captured,
+        _ => {
+            abort.abort();
+            Captured::default()
+        }
+    }
+}
+
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::Spawn(std::io::Error::from(e)))
+}
+
+fn existing(path: &PathBuf, what: &'static str) -> Result<PathBuf, SandboxError> {
+    std::fs::canonicalize(path).map_err(|_| SandboxError::Missing { what, path: path.clone() })
+}
+
+/// A program path as given, or looked up on PATH when it is a bare name.
+fn resolve_program(program: &PathBuf) -> Result<PathBuf, SandboxError> {
+    if program.components().count() > 1 {
+        return existing(program, "nsjail");
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| SandboxError::Missing { what: "nsjail", path: program.clone() })
+}

@@ -1,0 +1,272 @@
+//! Deciding what a finished run amounts to, from the facts the supervisor gathered: a pure
+//! function, so every branch has a unit test.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::envelope::Outcome;
+use super::limits::Limits;
+use super::nsjail::ChildStatus;
+
+/// Everything the supervisor observed about one run.
+#[derive(Debug)]
+pub struct RunFacts<'a> {
+    pub limits: &'a Limits,
+    /// The supervisor's deadline passed and it killed the run.
+    pub timed_out: bool,
+    /// The kernel's OOM killer killed a process of the run (cgroups only).
+    pub oom_killed: bool,
+    /// How the jailed process ended, from nsjail's log.
+    pub child: Option<ChildStatus>,
+    /// The bytes the harness wrote on the result channel (at most the result limit).
+    pub report: &'a [u8],
+    /// More than the result limit arrived on the result channel.
+    pub report_overflow: bool,
+    pub elapsed_ms: u64,
+}
+
+/// The decided part of an envelope.
+#[derive(Debug, PartialEq)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    pub result: Option<Map<String, Value>>,
+    pub returncode: i32,
+    pub error: Option<String>,
+}
+
+/// The harness's report, exactly as `harness.py` writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Report {
+    ok: bool,
+    #[serde(default)]
+    result: Option<Map<String, Value>>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+const SIGKILL: i32 = 9;
+
+pub fn decide(facts: &RunFacts) -> Verdict {
+    let returncode = match facts.child {
+        Some(ChildStatus::Exited(code)) => code,
+        Some(ChildStatus::Signaled(signal)) => -signal,
+        None => -SIGKILL,
+    };
+    let failed = |outcome, message: String| Verdict { outcome, result: None, returncode, error: Some(message) };
+
+    if facts.timed_out {
+        return Verdict {
+            returncode: -SIGKILL,
+            ..failed(
+                Outcome::Timeout,
+                format!("Execution timed out after {} (wall-clock limit)", seconds(facts.limits.timeout_ms)),
+            )
+        };
+    }
+    if facts.report_overflow {
+        return failed(
+            Outcome::ResultTooLarge,
+            format!("main()'s result is larger than the result limit of {} bytes", facts.limits.result_bytes),
+        );
+    }
+    if !facts.report.is_empty() {
+        return match serde_json::from_slice::<Report>(facts.report) {
+            Ok(report) => from_report(report, returncode),
+            Err(err) => failed(Outcome::NoResult, format!("The result channel held an invalid report ({err})")),
+        };
+    }
+    if facts.oom_killed {
+        return Verdict {
+            returncode: -SIGKILL,
+            ..failed(Outcome::MemoryLimit, format!("Memory limit of {} MiB exceeded", facts.limits.memory_mb))
+        };
+    }
+    match facts.child {
+        Some(ChildStatus::Signaled(SIGKILL)) if facts.elapsed_ms >= facts.limits.cpu_seconds * 1000 => {
+            failed(Outcome::Timeout, format!("CPU time limit of {} s exceeded", facts.limits.cpu_seconds))
+        }
+        Some(ChildStatus::Signaled(24)) => {
+            failed(Outcome::Timeout, format!("CPU time limit of {} s exceeded", facts.limits.cpu_seconds))
+        }
+        Some(ChildStatus::Signaled(signal)) => {
+            failed(Outcome::Signaled, format!("The script was killed by signal {} ({signal})", signal_name(signal)))
+        }
+        Some(ChildStatus::Exited(code)) => {
+            failed(Outcome::Exited, format!("The script exited with code {code} before main() returned"))
+        }
+        None => failed(Outcome::SandboxFailure, "The sandbox failed to start".to_string()),
+    }
+}
+
+fn from_report(report: Report, returncode: i32) -> Verdict {
+    if report.ok {
+        return match report.result {
+            Some(result) => Verdict { outcome: Outcome::Success, result: Some(result), returncode, error: None },
+            None => Verdict {
+                outcome: Outcome::NoResult,
+                result: None,
+                returncode,
+                error: Some("The harness reported success without a result".into()),
+            },
+        };
+    }
+    let outcome = match report.kind.as_deref() {
+        Some("syntax_error") => Outcome::SyntaxError,
+        Some("no_main") => Outcome::NoMain,
+        Some("invalid_main") => Outcome::InvalidMain,
+        Some("not_a_dict") => Outcome::NotADict,
+        Some("unserializable") => Outcome::Unserializable,
+        Some("exception") => Outcome::Exception,
+        _ => Outcome::NoResult,
+    };
+    let message = report.message.unwrap_or_else(|| "The script failed".into());
+    Verdict { outcome, result: None, returncode, error: Some(message) }
+}
+
+fn seconds(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.3} s", ms as f64 / 1000.0)
+    }
+}
+
+/// The conventional name of a Linux signal number.
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            timeout_ms: 2000,
+            cpu_seconds: 5,
+            memory_mb: 128,
+            max_pids: 16,
+            tmp_mb: 8,
+            file_size_mb: 1,
+            open_files: 64,
+            stdout_bytes: 100,
+            stderr_bytes: 100,
+            result_bytes: 100,
+        }
+    }
+
+    fn facts<'a>(limits: &'a Limits, child: Option<ChildStatus>, report: &'a [u8]) -> RunFacts<'a> {
+        RunFacts { limits, timed_out: false, oom_killed: false, child, report, report_overflow: false, elapsed_ms: 50 }
+    }
+
+    #[test]
+    fn a_reported_dict_is_a_success() {
+        let l = limits();
+        let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), br#"{"ok":true,"result":{"a":1}}"#));
+        assert_eq!(v.outcome, Outcome::Success);
+        assert_eq!(v.returncode, 0);
+        assert_eq!(v.result.expect("result")["a"], 1);
+    }
+
+    #[test]
+    fn the_deadline_wins_over_everything_else() {
+        let l = limits();
+        let mut f = facts(&l, Some(ChildStatus::Signaled(9)), b"");
+        f.timed_out = true;
+        f.oom_killed = true;
+        let v = decide(&f);
+        assert_eq!(v.outcome, Outcome::Timeout);
+        assert_eq!(v.returncode, -9);
+        assert_eq!(v.error.as_deref(), Some("Execution timed out after 2 s (wall-clock limit)"));
+    }
+
+    #[test]
+    fn an_oom_kill_without_report_is_the_memory_limit() {
+        let l = limits();
+        let mut f = facts(&l, Some(ChildStatus::Signaled(9)), b"");
+        f.oom_killed = true;
+        let v = decide(&f);
+        assert_eq!(v.outcome, Outcome::MemoryLimit);
+        assert_eq!(v.error.as_deref(), Some("Memory limit of 128 MiB exceeded"));
+    }
+
+    #[test]
+    fn a_segfault_names_its_signal() {
+        let l = limits();
+        let v = decide(&facts(&l, Some(ChildStatus::Signaled(11)), b""));
+        assert_eq!(v.outcome, Outcome::Signaled);
+        assert_eq!(v.returncode, -11);
+        assert_eq!(v.error.as_deref(), Some("The script was killed by signal SIGSEGV (11)"));
+    }
+
+    #[test]
+    fn sigkill_after_the_cpu_allowance_is_the_cpu_limit() {
+        let l = limits();
+        let mut f = facts(&l, Some(ChildStatus::Signaled(9)), b"");
+        f.elapsed_ms = 5200;
+        assert_eq!(decide(&f).outcome, Outcome::Timeout);
+    }
+
+    #[test]
+    fn exiting_before_main_returns_keeps_the_code() {
+        let l = limits();
+        let v = decide(&facts(&l, Some(ChildStatus::Exited(3)), b""));
+        assert_eq!(v.outcome, Outcome::Exited);
+        assert_eq!(v.returncode, 3);
+    }
+
+    #[test]
+    fn harness_failures_keep_their_kind_and_message() {
+        let l = limits();
+        let report = br#"{"ok":false,"kind":"not_a_dict","message":"main() must return a dict, but it returned int"}"#;
+        let v = decide(&facts(&l, Some(ChildStatus::Exited(1)), report));
+        assert_eq!(v.outcome, Outcome::NotADict);
+        assert_eq!(v.error.as_deref(), Some("main() must return a dict, but it returned int"));
+    }
+
+    #[test]
+    fn a_forged_or_broken_report_is_no_result() {
+        let l = limits();
+        let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), br#"{"ok":true,"result":{"a":1},"extra":2}"#));
+        assert_eq!(v.outcome, Outcome::NoResult);
+        let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), b"not json"));
+        assert_eq!(v.outcome, Outcome::NoResult);
+    }
+
+    #[test]
+    fn an_oversized_report_is_result_too_large() {
+        let l = limits();
+        let mut f = facts(&l, Some(ChildStatus::Exited(0)), b"{\"ok\":true,");
+        f.report_overflow = true;
+        assert_eq!(decide(&f).outcome, Outcome::ResultTooLarge);
+    }
+
+    #[test]
+    fn no_status_at_all_is_a_sandbox_failure() {
+        let l = limits();
+        assert_eq!(decide(&facts(&l, None, b"")).outcome, Outcome::SandboxFailure);
+    }
+}

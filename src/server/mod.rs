@@ -1,0 +1,184 @@
+//! The HTTP API: routes, handlers and graceful shutdown.
+
+pub mod body;
+pub mod error;
+pub mod openapi;
+pub mod response;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::executor::{ExecuteError, ExecutionRequest, Executor};
+use crate::metrics::Metrics;
+use crate::sandbox::envelope::NO_MAIN_MESSAGE;
+use crate::sandbox::{Envelope, LimitSettings, Outcome};
+use error::ApiError;
+
+/// How long a successful readiness check is reused: probes then cost one sandbox run per
+/// interval, not one per probe.
+const READINESS_CACHE: Duration = Duration::from_secs(5);
+
+/// What every handler shares.
+pub struct AppState {
+    pub executor: Arc<dyn Executor>,
+    pub limits: LimitSettings,
+    pub metrics: Arc<Metrics>,
+    pub max_request_bytes: usize,
+    pub max_script_bytes: usize,
+    pub tolerant_json: bool,
+    pub last_ready: Mutex<Option<Instant>>,
+}
+
+/// The router, without a listener: tests drive it directly.
+pub fn app(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/execute", post(execute))
+        .route("/executions/{name}", get(get_execution))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "Not found: POST /execute runs a script; GET /openapi.json describes the API",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed: see GET /openapi.json")
+        })
+        .with_state(state)
+}
+
+async fn execute(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    match run_execute(&state, &headers, body).await {
+        Ok(response) => response,
+        Err(err) => {
+            let reason = match err.status.as_u16() {
+                413 => "too_large",
+                415 => "content_type",
+                429 => "busy",
+                503 => "shutting_down",
+                _ => "invalid",
+            };
+            state.metrics.record_rejection(reason);
+            err.into_response()
+        }
+    }
+}
+
+async fn run_execute(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("The request body is larger than {} bytes", state.max_request_bytes),
+        )
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_request_bytes as u64) {
+        return Err(too_large());
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    // Refuse an unsupported type before reading what may be a large body.
+    let bytes = axum::body::to_bytes(body, state.max_request_bytes).await.map_err(|_| too_large())?;
+    let request = body::parse(content_type, &bytes, state.tolerant_json).map_err(|err| match err {
+        body::BodyError::UnsupportedType(m) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
+        body::BodyError::Invalid(m) => ApiError::bad_request(m),
+    })?;
+    if request.script.len() > state.max_script_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("The script is {} bytes; the limit is {} bytes", request.script.len(), state.max_script_bytes),
+        ));
+    }
+    let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+
+    // No sandbox is needed to see that a script cannot define main().
+    let envelope = if !mentions_main(&request.script) {
+        Envelope::rejected(Outcome::NoMain, NO_MAIN_MESSAGE)
+    } else {
+        let execution = ExecutionRequest { id: id.clone(), script: request.script.clone(), limits };
+        state.executor.execute(execution).await.map_err(|err| execute_error(&id, err))?
+    };
+    tracing::info!(
+        id = %id,
+        outcome = envelope.outcome.as_str(),
+        duration_ms = envelope.duration_ms,
+        returncode = envelope.returncode,
+        script_bytes = request.script.len(),
+        "execution finished"
+    );
+    let (status, body) = response::to_http(&id, &envelope, &request.warnings);
+    Ok((status, Json(body)).into_response())
+}
+
+fn mentions_main(script: &str) -> bool {
+    script.contains("main")
+}
+
+fn execute_error(id: &str, err: ExecuteError) -> ApiError {
+    match err {
+        ExecuteError::Busy { retry_after_seconds } => ApiError {
+            retry_after_seconds: Some(retry_after_seconds),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, err.to_string())
+        },
+        ExecuteError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+        ExecuteError::NotFinished { ref name } => {
+            let name = name.clone();
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, err.to_string()).with("name", name)
+        }
+        ExecuteError::Internal(detail) => {
+            tracing::error!(id, error = %detail, "execution failed inside the service");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; the service log has the details")
+                .with("id", id.to_string())
+        }
+    }
+}
+
+async fn get_execution(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "Execution {name} is not stored: the {} executor keeps no executions (the kubernetes executor does)",
+            state.executor.name()
+        ),
+    )
+    .into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let mut last = state.last_ready.lock().await;
+    if last.is_some_and(|at| at.elapsed() < READINESS_CACHE) {
+        return Json(json!({"status": "ready"})).into_response();
+    }
+    match state.executor.ready().await {
+        Ok(()) => {
+            *last = Some(Instant::now());
+            Json(json!({"status": "ready"})).into_response()
+        }
+        Err(reason) => {
+            *last = None;
+            tracing::warn!(reason = %reason, "not ready");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Not ready: {reason}")).into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+        .into_response()
+}

@@ -1,0 +1,99 @@
+//! The OpenAPI description served at GET /openapi.json.
+
+use serde_json::{json, Value};
+
+pub fn document() -> Value {
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "pyexec",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Runs untrusted Python scripts in a sandbox and returns what main() returned."
+        },
+        "paths": {
+            "/execute": {
+                "post": {
+                    "summary": "Run a script and return main()'s dict",
+                    "requestBody": {
+                        "required": true,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/ExecuteRequest"}},
+                            "text/x-python": {"schema": {"type": "string", "description": "The script itself"}}
+                        }
+                    },
+                    "responses": {
+                        "200": {"description": "The script ran; `error` is set when it failed at run time",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteResponse"}}}},
+                        "400": {"description": "No main(), a syntax error, a non-dict or unconvertible result, or an invalid body",
+                                "content": {"application/json": {"schema": error}}},
+                        "413": {"description": "Body or script too large", "content": {"application/json": {"schema": error}}},
+                        "415": {"description": "Unsupported content type", "content": {"application/json": {"schema": error}}},
+                        "429": {"description": "Too many executions queued; see Retry-After", "content": {"application/json": {"schema": error}}},
+                        "500": {"description": "The sandbox itself failed", "content": {"application/json": {"schema": error}}},
+                        "504": {"description": "The cluster did not finish the execution in time (kubernetes executor)", "content": {"application/json": {"schema": error}}}
+                    }
+                }
+            },
+            "/executions/{name}": {
+                "get": {
+                    "summary": "A stored execution (kubernetes executor)",
+                    "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "The execution", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteResponse"}}}},
+                        "404": {"description": "No such execution", "content": {"application/json": {"schema": error}}}
+                    }
+                }
+            },
+            "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "alive"}}}},
+            "/readyz": {"get": {"summary": "nsjail and Python work (or the cluster is reachable)", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "OpenMetrics text"}}}}
+        },
+        "components": {
+            "schemas": {
+                "ExecuteRequest": {
+                    "type": "object",
+                    "required": ["script"],
+                    "properties": {
+                        "script": {"type": "string", "description": "Python source defining main()"},
+                        "limits": {"$ref": "#/components/schemas/Limits"}
+                    }
+                },
+                "Limits": {
+                    "type": "object",
+                    "description": "Each limit may be lowered below the server's default, or raised up to its maximum",
+                    "additionalProperties": false,
+                    "properties": {
+                        "timeout_seconds": {"type": "number"},
+                        "cpu_seconds": {"type": "integer"},
+                        "memory_mb": {"type": "integer"},
+                        "max_pids": {"type": "integer"},
+                        "tmp_mb": {"type": "integer"},
+                        "file_size_mb": {"type": "integer"},
+                        "open_files": {"type": "integer"},
+                        "stdout_bytes": {"type": "integer"},
+                        "stderr_bytes": {"type": "integer"},
+                        "result_bytes": {"type": "integer"}
+                    }
+                },
+                "ExecuteResponse": {
+                    "type": "object",
+                    "properties": {
+                        "result": {"type": "object", "nullable": true},
+                        "stdout": {"type": "string"},
+                        "stderr": {"type": "string"},
+                        "returncode": {"type": "integer"},
+                        "error": {"type": "string"},
+                        "outcome": {"type": "string", "enum": crate::sandbox::Outcome::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>()},
+                        "id": {"type": "string"},
+                        "duration_ms": {"type": "integer"},
+                        "stdout_truncated": {"type": "boolean"},
+                        "stderr_truncated": {"type": "boolean"},
+                        "warnings": {"type": "array", "items": {"type": "string"}}
+                    }
+                },
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+            }
+        }
+    })
+}

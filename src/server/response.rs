@@ -1,0 +1,122 @@
+//! Mapping an envelope to the HTTP response of the contract (DESIGN.md, "HTTP contract"): a pure
+//! function, the one place where outcomes become statuses.
+
+use axum::http::StatusCode;
+use serde_json::{json, Map, Value};
+
+use crate::sandbox::{Envelope, Outcome};
+
+/// The status and JSON body for a finished execution.
+pub fn to_http(id: &str, envelope: &Envelope, warnings: &[String]) -> (StatusCode, Value) {
+    let (status, mut body) = match envelope.outcome {
+        // The contract gives these two bodies exactly.
+        Outcome::NoMain | Outcome::SyntaxError => {
+            (StatusCode::BAD_REQUEST, json!({ "error": envelope.error.clone().unwrap_or_default() }))
+        }
+        Outcome::SandboxFailure => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({
+                "error": "The sandbox failed to run the script; the service log has the details",
+                "id": id,
+            }),
+        ),
+        Outcome::InvalidMain | Outcome::NotADict | Outcome::Unserializable | Outcome::ResultTooLarge => {
+            (StatusCode::BAD_REQUEST, full_body(id, envelope))
+        }
+        Outcome::Success
+        | Outcome::Exception
+        | Outcome::Exited
+        | Outcome::Timeout
+        | Outcome::MemoryLimit
+        | Outcome::Signaled
+        | Outcome::NoResult => (StatusCode::OK, full_body(id, envelope)),
+    };
+    if !warnings.is_empty() {
+        if let Some(map) = body.as_object_mut() {
+            map.insert("warnings".into(), json!(warnings));
+        }
+    }
+    (status, body)
+}
+
+fn full_body(id: &str, envelope: &Envelope) -> Value {
+    let mut body = Map::new();
+    body.insert("result".into(), envelope.result.clone().map(Value::Object).unwrap_or(Value::Null));
+    body.insert("stdout".into(), json!(envelope.stdout));
+    body.insert("stderr".into(), json!(envelope.stderr));
+    body.insert("returncode".into(), json!(envelope.returncode));
+    if let Some(error) = &envelope.error {
+        body.insert("error".into(), json!(error));
+    }
+    body.insert("outcome".into(), json!(envelope.outcome.as_str()));
+    body.insert("id".into(), json!(id));
+    body.insert("duration_ms".into(), json!(envelope.duration_ms));
+    body.insert("stdout_truncated".into(), json!(envelope.stdout_truncated));
+    body.insert("stderr_truncated".into(), json!(envelope.stderr_truncated));
+    Value::Object(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(outcome: Outcome) -> Envelope {
+        Envelope {
+            outcome,
+            result: None,
+            stdout: "out\n".into(),
+            stderr: String::new(),
+            returncode: 1,
+            error: Some("boom".into()),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration_ms: 12,
+        }
+    }
+
+    #[test]
+    fn success_carries_the_seed_fields() {
+        let mut e = envelope(Outcome::Success);
+        e.result = Some(serde_json::from_str(r#"{"a": 1}"#).expect("json"));
+        e.returncode = 0;
+        e.error = None;
+        let (status, body) = to_http("x", &e, &[]);
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["result"], json!({"a": 1}));
+        assert_eq!(body["stdout"], "out\n");
+        assert_eq!(body["returncode"], 0);
+        assert!(body.get("error").is_none());
+    }
+
+    #[test]
+    fn no_main_is_exactly_the_contract_body() {
+        let mut e = envelope(Outcome::NoMain);
+        e.error = Some("Script must contain a 'main()' function.".into());
+        let (status, body) = to_http("x", &e, &[]);
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body, json!({"error": "Script must contain a 'main()' function."}));
+    }
+
+    #[test]
+    fn runtime_failures_are_200_with_a_null_result() {
+        for outcome in [Outcome::Exception, Outcome::Timeout, Outcome::MemoryLimit, Outcome::Exited] {
+            let (status, body) = to_http("x", &envelope(outcome), &[]);
+            assert_eq!(status, StatusCode::OK, "{outcome:?}");
+            assert_eq!(body["result"], Value::Null);
+            assert_eq!(body["error"], "boom");
+        }
+    }
+
+    #[test]
+    fn a_non_dict_is_400_with_output() {
+        let (status, body) = to_http("x", &envelope(Outcome::NotADict), &[]);
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["stdout"], "out\n");
+    }
+
+    #[test]
+    fn warnings_are_added() {
+        let (_, body) = to_http("x", &envelope(Outcome::Exception), &["w".to_string()]);
+        assert_eq!(body["warnings"], json!(["w"]));
+    }
+}
