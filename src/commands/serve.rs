@@ -17,9 +17,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let limits = args.sandbox.limits.clone();
     let defaults = limits.defaults()?;
+    let supervisor_for_shutdown;
     let executor: Arc<dyn Executor> = match args.executor {
         ExecutorKind::Local => {
             let supervisor = Supervisor::new(&args.sandbox)?;
+            supervisor_for_shutdown = Some(supervisor.clone());
             let concurrency = args.max_concurrency.unwrap_or_else(num_cpus);
             tracing::info!(
                 nsjail = %supervisor.paths().nsjail.display(),
@@ -71,6 +73,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             // their cgroups removed by the supervisor's guards.
             tracing::warn!("grace period over; killing in-flight executions");
         }
+    }
+    if let Some(supervisor) = supervisor_for_shutdown {
+        supervisor.shutdown();
     }
     tracing::info!("pyexec stopped");
     Ok(())

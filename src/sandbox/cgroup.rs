@@ -44,6 +44,35 @@ impl CgroupMode {
 /// Finds the hierarchy and creates pyexec's parent group in it. `wanted` is "auto", "v1", "v2"
 /// or "off".
 pub fn detect(wanted: &str, parent_name: &str) -> CgroupMode {
+    detect_parent(wanted, parent_name).0
+}
+
+/// Like `detect`, and also says whether this call created the parent group (so that the one who
+/// created it removes it at shutdown).
+pub fn detect_parent(wanted: &str, parent_name: &str) -> (CgroupMode, bool) {
+    let existed = [Path::new(CGROUP_ROOT).join(parent_name), Path::new(CGROUP_ROOT).join("memory").join(parent_name)]
+        .iter()
+        .any(|p| p.exists());
+    let mode = detect_inner(wanted, parent_name);
+    let created = mode.enabled() && !existed;
+    (mode, created)
+}
+
+/// Removes the parent group(s); fails harmlessly while another run still uses them.
+pub fn remove_parent(mode: &CgroupMode) {
+    let dirs = match mode {
+        CgroupMode::V1 { memory, pids } => vec![memory.clone(), pids.clone()],
+        CgroupMode::V2 { parent } => vec![parent.clone()],
+        CgroupMode::Off { .. } => vec![],
+    };
+    for dir in dirs {
+        if let Err(err) = fs::remove_dir(&dir) {
+            tracing::warn!(cgroup = %dir.display(), error = %err, "could not remove pyexec's parent cgroup");
+        }
+    }
+}
+
+fn detect_inner(wanted: &str, parent_name: &str) -> CgroupMode {
     let root = Path::new(CGROUP_ROOT);
     let v2_root = if root.join("cgroup.controllers").exists() { Some(root.to_path_buf()) } else { None };
     let try_v2 = || -> Result<CgroupMode, String> {

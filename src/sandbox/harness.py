@@ -7,6 +7,9 @@ import sys
 import os
 
 _RESULT_FD = int(sys.argv[1])
+# Processes the script forks inherit the harness: only the original process reports.
+_getpid = os.getpid
+_HARNESS_PID = _getpid()
 # Keep the result pipe away from fd 3 onwards that user code might close or write by accident,
 # and out of any subprocess the script starts.
 _result_fd = os.dup(_RESULT_FD)
@@ -29,6 +32,8 @@ _dumps = json.dumps
 def _report(payload, code):
     """Flush the user's streams, write the report, and end at once (threads left running
     cannot keep the process alive)."""
+    if _getpid() != _HARNESS_PID:
+        _exit(code)
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             stream.flush()
@@ -98,6 +103,11 @@ def _convert(value, path, depth):
             pass
         return [_convert(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(items)]
 
+    # pandas' missing values first: NaT is also a datetime.
+    pd = sys.modules.get("pandas")
+    if pd is not None and (value is pd.NaT or value is getattr(pd, "NA", None)):
+        return None
+
     import datetime
     import decimal
     import uuid
@@ -115,10 +125,7 @@ def _convert(value, path, depth):
 
     # numpy and pandas are only consulted when the script imported them: the harness never
     # pays their import time itself.
-    pd = sys.modules.get("pandas")
     if pd is not None:
-        if value is pd.NaT or value is getattr(pd, "NA", object()):
-            return None
         if isinstance(value, pd.DataFrame):
             return _convert(value.to_dict(orient="records"), path, depth + 1)
         if isinstance(value, (pd.Series, pd.Index)):

@@ -41,6 +41,8 @@ pub struct Supervisor {
 struct Inner {
     paths: JailPaths,
     cgroups: CgroupMode,
+    /// This process created the parent cgroup, so it removes it at shutdown.
+    owns_parent_cgroup: bool,
 }
 
 impl Supervisor {
@@ -56,8 +58,15 @@ impl Supervisor {
         if !interpreter.exists() {
             return Err(SandboxError::Missing { what: "Python interpreter", path: interpreter });
         }
-        let cgroups = cgroup::detect(&settings.cgroups, &settings.cgroup_parent);
-        Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups }) })
+        let (cgroups, owns_parent_cgroup) = cgroup::detect_parent(&settings.cgroups, &settings.cgroup_parent);
+        Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups, owns_parent_cgroup }) })
+    }
+
+    /// Removes what start-up created (the parent cgroup), once no run is left.
+    pub fn shutdown(&self) {
+        if self.inner.owns_parent_cgroup {
+            cgroup::remove_parent(&self.inner.cgroups);
+        }
     }
 
     pub fn cgroups(&self) -> &CgroupMode {

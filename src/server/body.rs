@@ -1,8 +1,6 @@
 //! Reading a POST /execute body: strict JSON, the seed's not-quite-JSON `{"script": "…"}`, or a
 //! raw script sent as text/x-python. Pure functions of the content type and the bytes.
 
-use serde::Deserialize;
-
 use crate::sandbox::RequestedLimits;
 
 /// What a caller asked to run.
@@ -25,13 +23,6 @@ pub enum BodyError {
 
 const HOW_TO: &str = "send {\"script\": \"def main(): ...\"} with Content-Type: application/json, \
 or the script itself with Content-Type: text/x-python";
-
-#[derive(Deserialize)]
-struct JsonBody {
-    script: Option<serde_json::Value>,
-    #[serde(default)]
-    limits: Option<RequestedLimits>,
-}
 
 /// Which reader a content type selects.
 #[derive(Debug, PartialEq, Eq)]
@@ -84,12 +75,16 @@ fn parse_json(body: &[u8], tolerant: bool) -> Result<ScriptRequest, BodyError> {
 }
 
 fn from_value(value: serde_json::Value) -> Result<ScriptRequest, BodyError> {
-    if !value.is_object() {
+    let serde_json::Value::Object(mut fields) = value else {
         return Err(BodyError::Invalid(format!("The request body must be a JSON object: {HOW_TO}")));
-    }
-    let body: JsonBody = serde_json::from_value(value)
-        .map_err(|e| BodyError::Invalid(format!("The request body has an invalid field: {e}")))?;
-    let script = match body.script {
+    };
+    let limits = match fields.remove("limits") {
+        None | Some(serde_json::Value::Null) => RequestedLimits::default(),
+        Some(limits) => {
+            serde_json::from_value(limits).map_err(|e| BodyError::Invalid(format!("\"limits\" is invalid: {e}")))?
+        }
+    };
+    let script = match fields.remove("script") {
         None => return Err(BodyError::Invalid(format!("The request body has no \"script\" field: {HOW_TO}"))),
         Some(serde_json::Value::String(script)) => script,
         Some(other) => {
@@ -99,7 +94,7 @@ fn from_value(value: serde_json::Value) -> Result<ScriptRequest, BodyError> {
             )))
         }
     };
-    Ok(ScriptRequest { script, limits: body.limits.unwrap_or_default(), warnings: vec![] })
+    Ok(ScriptRequest { script, limits, warnings: vec![] })
 }
 
 fn json_type(value: &serde_json::Value) -> &'static str {

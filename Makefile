@@ -1,0 +1,46 @@
+# pyexec: `make run` starts the service, `make test` runs every test. Both install what they
+# need (nsjail, a pandas/numpy Python environment) into .tools/ first; see hack/setup.sh.
+
+CARGO ?= cargo
+LISTEN ?= 0.0.0.0:8080
+TOOLS := $(CURDIR)/.tools
+
+# The sandbox's installation, passed to the binary as environment (see `pyexec serve --help`).
+export PYEXEC_NSJAIL ?= $(TOOLS)/nsjail/bin/nsjail
+export PYEXEC_NSJAIL_CONFIG ?= $(CURDIR)/nsjail.cfg
+export PYEXEC_PYTHON_ENV ?= $(TOOLS)/python
+
+.PHONY: all setup build run test unit-test integration-test lint check-leftovers bench crd help
+
+all: build
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+setup: ## Install nsjail and the sandbox Python environment into .tools/ (pinned)
+	@bash hack/setup.sh
+
+build: setup ## Build the release binary
+	$(CARGO) build --release --locked
+
+run: build ## Start the service on $(LISTEN) (local placement)
+	./target/release/pyexec serve --listen $(LISTEN)
+
+test: setup lint unit-test integration-test check-leftovers ## Run every test
+	@echo "make test: all checks passed"
+
+lint: ## cargo fmt --check and clippy -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+unit-test: ## Unit tests of the pure functions
+	$(CARGO) test --locked --lib --bins
+
+integration-test: setup ## Real server, real nsjail, real Python over HTTP
+	$(CARGO) test --locked --tests -- --test-threads=4
+
+check-leftovers: ## Assert no sandbox process, cgroup or temp file outlived the tests
+	@bash hack/check-leftovers.sh
+
+bench: build ## Latency and throughput against bare python3, printed side by side
+	$(CARGO) run --release --locked --example bench

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Fails if anything a sandbox run creates outlived it: processes of the sandbox uid, nsjail
+# processes, per-run cgroups of the tests' parents, or files the sandbox uid left in /tmp.
+set -uo pipefail
+status=0
+fail() { printf 'leftover: %s\n' "$*" >&2; status=1; }
+
+if pids=$(pgrep -u 65534 2>/dev/null); then
+  fail "processes of uid 65534 still running: $(ps -o pid=,args= -p "$(echo $pids | tr ' ' ',')" | head -5)"
+fi
+if pgrep -x nsjail >/dev/null 2>&1; then
+  fail "nsjail processes still running: $(pgrep -ax nsjail | head -5)"
+fi
+for hierarchy in /sys/fs/cgroup/memory /sys/fs/cgroup/pids /sys/fs/cgroup; do
+  for dir in "$hierarchy"/pyexec-test-*; do
+    [ -d "$dir" ] && fail "cgroup left behind: $dir"
+  done
+done
+# nsjail's two fixed work directories (/tmp/nsjail.0.root, /tmp/nsjail.0.tmp) are mount points
+# it reuses for every run; they must stay empty. Anything else the sandbox uid owns is a leftover.
+for dir in /tmp/nsjail.0.root /tmp/nsjail.0.tmp; do
+  if [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then fail "nsjail work directory not empty: $dir"; fi
+done
+if files=$(find /tmp -maxdepth 2 -user 65534 ! -path /tmp/nsjail.0.root ! -path /tmp/nsjail.0.tmp 2>/dev/null | head -5) && [ -n "$files" ]; then
+  fail "files owned by the sandbox uid in /tmp: $files"
+fi
+[ "$status" -eq 0 ] && echo "check-leftovers: no sandbox process, cgroup or temp file left behind"
+exit "$status"

@@ -1,0 +1,165 @@
+//! A real `pyexec serve` process for integration tests: started on a free loopback port with
+//! the repository's nsjail and Python environment, stopped with SIGTERM when dropped.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static SERVERS: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a server may take to become ready (it starts in milliseconds; CI machines are slow).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Server {
+    pub base: String,
+    pub cgroup_parent: String,
+    child: Option<Child>,
+    client: reqwest::Client,
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `serve` flags; a secret in its environment checks that
+    /// nothing of the service's environment reaches a sandbox.
+    pub async fn start_with(extra: &[&str]) -> Server {
+        let port = free_port();
+        let n = SERVERS.fetch_add(1, Ordering::SeqCst);
+        let cgroup_parent = format!("pyexec-test-{}-{n}", std::process::id());
+        let repo = repo();
+        let tools = repo.join(".tools");
+        assert!(
+            tools.join("nsjail/bin/nsjail").exists() && tools.join("python/bin/python3").exists(),
+            "run `make setup` (or `make test`) first: .tools/ is missing nsjail or the Python environment"
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_pyexec"))
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--cgroup-parent", &cgroup_parent])
+            .args(["--shutdown-grace-seconds", "5"])
+            .args(extra)
+            .current_dir(&repo)
+            .env("PYEXEC_NSJAIL", tools.join("nsjail/bin/nsjail"))
+            .env("PYEXEC_NSJAIL_CONFIG", repo.join("nsjail.cfg"))
+            .env("PYEXEC_PYTHON_ENV", tools.join("python"))
+            .env("PYEXEC_LOG", "warn")
+            .env("PYEXEC_TEST_SECRET", "hunter2")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pyexec serve");
+        let server = Server {
+            base: format!("http://127.0.0.1:{port}"),
+            cgroup_parent,
+            child: Some(child),
+            client: reqwest::Client::new(),
+        };
+        server.wait_until_healthy().await;
+        server
+    }
+
+    async fn wait_until_healthy(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(response) = self.client.get(format!("{}/healthz", self.base)).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become healthy in {START_TIMEOUT:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// POSTs a script as JSON, optionally with limits; returns (status, body).
+    pub async fn execute(&self, script: &str, limits: Option<Value>) -> (u16, Value) {
+        let mut body = serde_json::json!({ "script": script });
+        if let Some(limits) = limits {
+            body["limits"] = limits;
+        }
+        let response = self.client.post(self.url("/execute")).json(&body).send().await.expect("POST /execute");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON response"))
+    }
+
+    /// POSTs raw bytes with a content type, exactly as given.
+    pub async fn post_raw(&self, content_type: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+        let mut request = self.client.post(self.url("/execute")).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send().await.expect("POST /execute")
+    }
+
+    /// Asserts the service still answers and runs scripts, and left no cgroup of a run behind.
+    pub async fn assert_healthy_and_clean(&self) {
+        let health = self.client.get(self.url("/healthz")).send().await.expect("GET /healthz");
+        assert_eq!(health.status().as_u16(), 200, "service unhealthy after the case");
+        let (status, body) = self.execute("def main():\n    return {'alive': True}\n", None).await;
+        assert_eq!((status, &body["result"]), (200, &serde_json::json!({"alive": true})), "{body}");
+        assert_eq!(self.run_cgroups(), Vec::<String>::new(), "cgroups of finished runs left behind");
+    }
+
+    /// Per-run cgroups that exist now under this server's parent.
+    pub fn run_cgroups(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        for hierarchy in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"] {
+            let parent = Path::new(hierarchy).join(&self.cgroup_parent);
+            if let Ok(entries) = std::fs::read_dir(&parent) {
+                for entry in entries.flatten() {
+                    if entry.path().is_dir() {
+                        left.push(entry.path().display().to_string());
+                    }
+                }
+            }
+        }
+        left
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
