@@ -10,12 +10,12 @@ export PYEXEC_NSJAIL ?= $(TOOLS)/nsjail/bin/nsjail
 export PYEXEC_NSJAIL_CONFIG ?= $(CURDIR)/nsjail.cfg
 export PYEXEC_PYTHON_ENV ?= $(TOOLS)/python
 
-.PHONY: all setup build run test unit-test integration-test lint check-leftovers bench crd help
+.PHONY: all setup build run test unit-test integration-test lint crd-check check-leftovers bench crd help
 
 all: build
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 setup: ## Install nsjail and the sandbox Python environment into .tools/ (pinned)
 	@bash hack/setup.sh
@@ -26,7 +26,7 @@ build: setup ## Build the release binary
 run: build ## Start the service on $(LISTEN) (local placement)
 	./target/release/pyexec serve --listen $(LISTEN)
 
-test: setup lint unit-test integration-test check-leftovers ## Run every test
+test: setup lint crd-check helm-lint unit-test integration-test check-leftovers ## Run every test
 	@echo "make test: all checks passed"
 
 lint: ## cargo fmt --check and clippy -D warnings
@@ -39,8 +39,19 @@ unit-test: ## Unit tests of the pure functions
 integration-test: setup ## Real server, real nsjail, real Python over HTTP
 	$(CARGO) test --locked --tests -- --test-threads=4
 
+crd: ## Regenerate crds/ and the chart's copy from the Rust types
+	$(CARGO) run --locked --quiet -- crd > crds/pythonexecution.yaml
+	bash hack/sync-chart-crd.sh
+
+crd-check: ## Fail when crds/ or the chart's CRD is stale
+	$(CARGO) test --locked --test crd
+	bash hack/sync-chart-crd.sh --check
+
 check-leftovers: ## Assert no sandbox process, cgroup or temp file outlived the tests
 	@bash hack/check-leftovers.sh
 
 bench: build ## Latency and throughput against bare python3, printed side by side
 	$(CARGO) run --release --locked --example bench
+
+# The Kubernetes placement: helm, kind, images, deploy, e2e (see the file).
+include hack/kube.mk

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::controller::ControllerArgs;
+use crate::executor::kube::KubeSettings;
 use crate::sandbox::SandboxSettings;
 
 #[derive(Parser, Debug)]
@@ -26,6 +28,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run one script in the sandbox and print its envelope as JSON (the sandbox pod's entrypoint).
     Sandbox(SandboxArgs),
+    /// Run PythonExecution resources in sandbox pods (the Kubernetes controller).
+    Controller(ControllerArgs),
+    /// Print the PythonExecution CustomResourceDefinition as YAML.
+    Crd,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -81,6 +87,9 @@ pub struct ServeArgs {
     pub shutdown_grace_seconds: u64,
     #[command(flatten)]
     pub sandbox: SandboxSettings,
+    /// Settings of the kubernetes executor.
+    #[command(flatten)]
+    pub kube: KubeSettings,
 }
 
 #[derive(Args, Debug, Clone)]

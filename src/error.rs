@@ -24,8 +24,8 @@ pub enum Error {
     },
     #[error("writing the envelope: {0}")]
     WriteEnvelope(#[source] std::io::Error),
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("connecting to Kubernetes: {0}")]
+    Kube(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

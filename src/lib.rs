@@ -3,6 +3,8 @@
 
 pub mod commands;
 pub mod config;
+pub mod controller;
+pub mod crd;
 pub mod error;
 pub mod executor;
 pub mod metrics;

@@ -7,9 +7,11 @@ use pyexec::config::{Cli, Command};
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     pyexec::telemetry::init(&cli.log);
-    let outcome = match cli.command {
-        Command::Serve(args) => pyexec::commands::serve::run(args).await,
-        Command::Sandbox(args) => pyexec::commands::sandbox::run(args).await,
+    let outcome: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Serve(args) => pyexec::commands::serve::run(args).await.map_err(Into::into),
+        Command::Sandbox(args) => pyexec::commands::sandbox::run(args).await.map_err(Into::into),
+        Command::Controller(args) => pyexec::commands::controller::run(args).await.map_err(Into::into),
+        Command::Crd => pyexec::commands::crd::run().map_err(Into::into),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,4 +1,6 @@
 //! The subcommands' bodies; `main.rs` only dispatches.
 
+pub mod controller;
+pub mod crd;
 pub mod sandbox;
 pub mod serve;

@@ -7,7 +7,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use crate::config::{ExecutorKind, ServeArgs};
-use crate::executor::{Executor, LocalExecutor};
+use crate::executor::kube::DEFAULT_MAX_IN_FLIGHT;
+use crate::executor::{Executor, KubeExecutor, LocalExecutor};
 use crate::metrics::Metrics;
 use crate::sandbox::Supervisor;
 use crate::server::{app, AppState};
@@ -18,6 +19,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let limits = args.sandbox.limits.clone();
     let defaults = limits.defaults()?;
     let supervisor_for_shutdown;
+    let mut max_script_bytes = args.max_script_bytes;
     let executor: Arc<dyn Executor> = match args.executor {
         ExecutorKind::Local => {
             let supervisor = Supervisor::new(&args.sandbox)?;
@@ -35,7 +37,23 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             Arc::new(LocalExecutor::new(supervisor, concurrency, args.max_queue, defaults, metrics.clone()))
         }
         ExecutorKind::Kubernetes => {
-            return Err(Error::Unsupported("the kubernetes executor is not built yet".into()));
+            supervisor_for_shutdown = None;
+            if args.max_script_bytes > crate::crd::MAX_SCRIPT_CHARS {
+                // A larger script could not be stored in a PythonExecution: refuse it with 413.
+                max_script_bytes = crate::crd::MAX_SCRIPT_CHARS;
+                tracing::info!(max_script_bytes, "scripts are limited to what a PythonExecution holds");
+            }
+            let max_in_flight = args.max_concurrency.unwrap_or(DEFAULT_MAX_IN_FLIGHT) + args.max_queue;
+            let executor = KubeExecutor::connect(args.kube.clone(), max_in_flight, metrics.clone())
+                .await
+                .map_err(|err| Error::Kube(err.to_string()))?;
+            tracing::info!(
+                namespace = %args.kube.kube_namespace,
+                keep_executions = args.kube.keep_executions,
+                max_in_flight,
+                "kubernetes executor ready; waiting on one shared watch of PythonExecutions"
+            );
+            Arc::new(executor)
         }
     };
     let state = Arc::new(AppState {
@@ -43,7 +61,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         limits,
         metrics,
         max_request_bytes: args.max_request_bytes,
-        max_script_bytes: args.max_script_bytes,
+        max_script_bytes,
         tolerant_json: !args.strict_json,
         last_ready: Mutex::new(None),
     });

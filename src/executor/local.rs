@@ -62,13 +62,20 @@ impl LocalExecutor {
                 self.slots.clone().acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?
             }
         };
-        self.metrics.in_flight.inc();
-        let started = Instant::now();
-        let envelope = self.supervisor.run(&request.id, &request.script, &request.limits).await;
-        self.metrics.in_flight.dec();
-        drop(permit);
-        self.metrics.record_execution(envelope.outcome, started.elapsed().as_secs_f64());
-        Ok(envelope)
+        // The run is its own task: a caller that disconnects does not cut it short (it is bounded
+        // by its timeout), and its slot is freed only when the sandbox is gone.
+        let supervisor = self.supervisor.clone();
+        let metrics = self.metrics.clone();
+        let run = tokio::spawn(async move {
+            metrics.in_flight.inc();
+            let started = Instant::now();
+            let envelope = supervisor.run(&request.id, &request.script, &request.limits).await;
+            metrics.in_flight.dec();
+            drop(permit);
+            metrics.record_execution(envelope.outcome, started.elapsed().as_secs_f64());
+            envelope
+        });
+        run.await.map_err(|err| ExecuteError::Internal(format!("the sandbox task failed: {err}")))
     }
 }
 

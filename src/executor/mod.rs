@@ -1,11 +1,14 @@
 //! Where a script runs: the `Executor` trait and its placements.
 
+pub mod kube;
 pub mod local;
 
 use futures::future::BoxFuture;
+use futures::FutureExt;
 
 use crate::sandbox::{Envelope, Limits};
 
+pub use self::kube::KubeExecutor;
 pub use local::LocalExecutor;
 
 /// One script to run, with the limits already resolved.
@@ -39,4 +42,28 @@ pub trait Executor: Send + Sync {
 
     /// Which placement this is, for logs.
     fn name(&self) -> &'static str;
+
+    /// A stored execution, by name or request id (GET /executions/{name}).
+    fn get(&self, name: &str) -> BoxFuture<'_, Lookup> {
+        let _ = name;
+        async { Lookup::NotStored }.boxed()
+    }
+}
+
+/// What a placement knows of a stored execution.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lookup {
+    /// This placement keeps no executions.
+    NotStored,
+    /// No such execution (finished ones may have been deleted).
+    Missing,
+    /// Not finished yet.
+    Running {
+        name: String,
+        phase: String,
+    },
+    Finished {
+        name: String,
+        envelope: Envelope,
+    },
 }

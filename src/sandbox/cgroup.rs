@@ -107,8 +107,26 @@ fn detect_inner(wanted: &str, parent_name: &str) -> CgroupMode {
         "v1" => try_v1(),
         "v2" => try_v2(),
         _ => try_v2().or_else(|v2| try_v1().map_err(|v1| format!("{v2}; {v1}"))),
-    };
+    }
+    .and_then(probe);
     outcome.unwrap_or_else(|reason| CgroupMode::Off { reason })
+}
+
+/// A parent group can exist and still refuse us children (it belongs to root and we are not):
+/// create and remove one to know.
+fn probe(mode: CgroupMode) -> Result<CgroupMode, String> {
+    let name = format!("probe-{}", std::process::id());
+    let parents = match &mode {
+        CgroupMode::V1 { memory, pids } => vec![memory.clone(), pids.clone()],
+        CgroupMode::V2 { parent } => vec![parent.clone()],
+        CgroupMode::Off { .. } => vec![],
+    };
+    for parent in parents {
+        let dir = parent.join(&name);
+        fs::create_dir(&dir).map_err(|e| format!("cannot create cgroups under {}: {e}", parent.display()))?;
+        let _ = fs::remove_dir(&dir);
+    }
+    Ok(mode)
 }
 
 /// The cgroup(s) of one run. Dropping it kills whatever is left inside and removes the groups.

@@ -1,4 +1,7 @@
-# pyexec harness: runs inside the sandbox as `python3 -I -B -c <this file> RESULT_FD`.
+# pyexec harness: runs inside the sandbox as `python3 -I -S -B -c <this file> RESULT_FD`.
+#
+# Start-up time is most of a small script's cost, so the happy path imports only json; the
+# modules for tracebacks and signatures load when they are needed.
 #
 # Reads the user's script from stdin, compiles and runs it, calls main(), converts the value to
 # JSON and writes one report to RESULT_FD, a pipe the user's stdout and stderr never share. The
@@ -16,17 +19,59 @@ _result_fd = os.dup(_RESULT_FD)
 os.close(_RESULT_FD)
 os.set_inheritable(_result_fd, False)
 
-import json
+# -S skipped the site module, which is also what finds a virtual environment: add the
+# environment's packages (numpy, pandas) by hand. sys.executable is <env>/bin/python3.
+_env = os.path.dirname(os.path.dirname(sys.executable))
+sys.path.append(f"{_env}/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")
+
 import math
-import linecache
-import traceback
 import faulthandler
+# The C string encoder of the json package, without importing json itself (json.decoder pulls
+# in re and enum: 6 ms of a 20 ms run).
+from _json import encode_basestring as _encode_str
 
 _SCRIPT_NAME = "script.py"
 _MAX_DEPTH = 100
 _exit = os._exit
 _write = os.write
-_dumps = json.dumps
+
+
+def _dumps(value):
+    """JSON text of converted data (dicts with str keys, lists, str, int, finite float, bool, None)."""
+    parts = []
+    _encode(value, parts)
+    return "".join(parts)
+
+
+def _encode(value, parts):
+    if value is None:
+        parts.append("null")
+    elif value is True:
+        parts.append("true")
+    elif value is False:
+        parts.append("false")
+    elif isinstance(value, str):
+        parts.append(_encode_str(value))
+    elif isinstance(value, int):
+        parts.append(int.__repr__(value))
+    elif isinstance(value, float):
+        parts.append(float.__repr__(value) if math.isfinite(value) else "null")
+    elif isinstance(value, dict):
+        parts.append("{")
+        for i, (k, v) in enumerate(value.items()):
+            if i:
+                parts.append(",")
+            parts.append(_encode_str(k))
+            parts.append(":")
+            _encode(v, parts)
+        parts.append("}")
+    else:
+        parts.append("[")
+        for i, v in enumerate(value):
+            if i:
+                parts.append(",")
+            _encode(v, parts)
+        parts.append("]")
 
 
 def _report(payload, code):
@@ -39,7 +84,13 @@ def _report(payload, code):
             stream.flush()
         except BaseException:
             pass
-    data = _dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8", "surrogatepass")
+    try:
+        text = _dumps(payload)
+    except ValueError as exc:
+        # int too large to print (sys.set_int_max_str_digits): report it like any other value.
+        text = _dumps({"ok": False, "kind": "unserializable", "message": f"result: {exc}"})
+        code = 1
+    data = text.encode("utf-8", "replace")
     view = memoryview(data)
     try:
         while view:
@@ -64,9 +115,18 @@ def _type_name(value):
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
+def _valid_text(text):
+    """The string, with lone surrogates (which UTF-8 cannot carry) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
 def _key(key, path):
     if isinstance(key, str):
-        return key
+        return key if key.isascii() else _valid_text(key)
     if key is None or isinstance(key, (bool, int, float)):
         return _dumps(_convert(key, path, 0))
     converted = _convert(key, path, 0)
@@ -81,8 +141,10 @@ def _convert(value, path, depth):
     """main()'s value as plain JSON data; the table in README.md ('Result conversion')."""
     if depth > _MAX_DEPTH:
         raise _Unconvertible(f"{path}: nested more than {_MAX_DEPTH} levels deep (a cycle?)")
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return value if value.isascii() else _valid_text(value)
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -158,6 +220,11 @@ def _convert(value, path, depth):
 
 def _user_traceback(exc):
     """The traceback without the harness's own frames."""
+    import linecache
+    import traceback
+
+    # Tracebacks of the user's code show its source lines.
+    linecache.cache[_SCRIPT_NAME] = (len(_source), None, _source.splitlines(True), _SCRIPT_NAME)
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename != _SCRIPT_NAME:
         tb = tb.tb_next
@@ -165,6 +232,8 @@ def _user_traceback(exc):
 
 
 def _one_line(exc):
+    import traceback
+
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return text.splitlines()[-1] if text else type(exc).__name__
 
@@ -181,6 +250,41 @@ def _run_user_code(call, *args):
         except BaseException:
             pass
         _fail("exception", _one_line(exc))
+
+
+# Code flags of `async def` functions and async generators (inspect.CO_COROUTINE, ...).
+_ASYNC_FLAGS = 0x80 | 0x200
+
+
+def _check_plain_call(main):
+    """main must be callable as main(): not async, no required arguments."""
+    code = getattr(main, "__code__", None)
+    if code is not None and code.co_flags & _ASYNC_FLAGS:
+        _fail("invalid_main", "main() must be a plain function: define it with 'def', not 'async def'")
+    if code is not None and type(main).__name__ == "function":
+        defaults = len(main.__defaults__ or ())
+        kw_defaults = main.__kwdefaults__ or {}
+        required = code.co_varnames[: code.co_argcount - defaults]
+        required_kw = [
+            name
+            for name in code.co_varnames[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
+            if name not in kw_defaults
+        ]
+        missing = list(required) + required_kw
+        if missing:
+            _fail("invalid_main", f"main() must be callable without arguments: missing a required argument: '{missing[0]}'")
+        return
+    import inspect
+
+    try:
+        inspect.signature(main).bind()
+    except TypeError as exc:
+        _fail("invalid_main", f"main() must be callable without arguments: {exc}")
+    except ValueError:
+        pass
+
+
+_source = ""
 
 
 def _main():
@@ -202,8 +306,8 @@ def _main():
         _fail("syntax_error", f"{type(exc).__name__}: {exc.msg} (line {line}, column {column})")
     except (ValueError, OverflowError, MemoryError, RecursionError) as exc:
         _fail("syntax_error", f"SyntaxError: {_one_line(exc)}")
-    # Tracebacks of the user's code show its source lines.
-    linecache.cache[_SCRIPT_NAME] = (len(source), None, source.splitlines(True), _SCRIPT_NAME)
+    global _source
+    _source = source
     sys.stdout.reconfigure(line_buffering=True)
 
     module = {"__name__": "__pyexec__", "__file__": _SCRIPT_NAME, "__builtins__": __builtins__}
@@ -215,19 +319,12 @@ def _main():
         _fail("no_main", "Script must contain a 'main()' function.")
     if not callable(main):
         _fail("invalid_main", f"'main' must be a function, but it is a {_type_name(main)}")
-    import inspect
-
-    if inspect.iscoroutinefunction(main) or inspect.isasyncgenfunction(main):
-        _fail("invalid_main", "main() must be a plain function: define it with 'def', not 'async def'")
-    try:
-        inspect.signature(main).bind()
-    except TypeError as exc:
-        _fail("invalid_main", f"main() must be callable without arguments: {exc}")
-    except ValueError:
-        pass
+    _check_plain_call(main)
 
     value = _run_user_code(main)
-    if inspect.isgenerator(value) or inspect.iscoroutine(value):
+    if type(value).__name__ in ("generator", "coroutine", "async_generator"):
+        if hasattr(value, "close"):
+            value.close()
         _fail("invalid_main", "main() must return a dict, not a generator or coroutine")
     if not isinstance(value, dict):
         _fail("not_a_dict", f"main() must return a dict, but it returned {_type_name(value)}")

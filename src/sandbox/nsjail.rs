@@ -63,8 +63,10 @@ pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits) ->
     push(RESULT_FD.to_string());
     push("--".into());
     push(format!("{PYTHON_ENV_IN_JAIL}/bin/python3"));
-    // -I: ignore PYTHON* variables and the user site; -B: write no .pyc files.
+    // -I: ignore PYTHON* variables and the user site; -S: skip the site module (the harness
+    // adds the environment's packages itself, 4 ms sooner); -B: write no .pyc files.
     push("-I".into());
+    push("-S".into());
     push("-B".into());
     push("-c".into());
     push(HARNESS.into());

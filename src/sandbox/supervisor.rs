@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
 use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::pipe2;
+use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::process::Command;
@@ -23,6 +25,8 @@ use super::settings::SandboxSettings;
 use super::verdict::{decide, RunFacts};
 use super::SandboxError;
 
+/// How long nsjail gets to kill and reap the script after SIGTERM before it is killed itself.
+const NSJAIL_TERM_GRACE: Duration = Duration::from_secs(1);
 /// How long output readers may take to reach end of file once the jail has ended.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// nsjail's log is only read for its last lines and problems.
@@ -119,7 +123,6 @@ impl Supervisor {
         // The service's own environment (tokens, secrets) never reaches nsjail or the script.
         command.env_clear();
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        command.kill_on_drop(true);
 
         let (result_read, result_write) = cloexec_pipe()?;
         let (log_read, log_write) = cloexec_pipe()?;
@@ -131,6 +134,9 @@ impl Supervisor {
             .map_err(|e| SandboxError::Spawn(std::io::Error::other(e.to_string())))?;
 
         let mut child = command.spawn().map_err(SandboxError::Spawn)?;
+        // If this run is abandoned (shutdown past its grace period), nsjail still gets to kill
+        // and reap the script itself.
+        let mut terminate_on_drop = TerminateOnDrop(child.id());
         // The parent's copies of the write ends live in `command`; drop them so readers see EOF.
         drop(command);
 
@@ -154,10 +160,18 @@ impl Supervisor {
         let deadline = started + limits.timeout();
         let timed_out = tokio::time::timeout_at(deadline.into(), child.wait()).await.is_err();
         if timed_out {
-            // SIGKILL to nsjail; the kernel then kills the jail's pid namespace (PDEATHSIG).
-            let _ = child.start_kill();
+            // SIGTERM makes nsjail kill and reap the script; SIGKILL to nsjail would leave the
+            // killed script for the host's init to reap.
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            if tokio::time::timeout(NSJAIL_TERM_GRACE, child.wait()).await.is_err() {
+                let _ = child.start_kill();
+            }
         }
         let _ = child.wait().await;
+        // Reaped: the pid may now belong to someone else.
+        terminate_on_drop.0 = None;
         feeder.abort();
 
         let stdout = drain(stdout_task).await;
@@ -201,6 +215,17 @@ impl Supervisor {
             stderr_truncated: stderr.truncated(),
             duration_ms: elapsed_ms,
         })
+    }
+}
+
+/// Sends SIGTERM to nsjail if the run is dropped before nsjail was reaped.
+struct TerminateOnDrop(Option<u32>);
+
+impl Drop for TerminateOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::executor::{ExecuteError, ExecutionRequest, Executor};
+use crate::executor::{ExecuteError, ExecutionRequest, Executor, Lookup};
 use crate::metrics::Metrics;
 use crate::sandbox::envelope::NO_MAIN_MESSAGE;
 use crate::sandbox::{Envelope, LimitSettings, Outcome};
@@ -150,14 +150,32 @@ fn execute_error(id: &str, err: ExecuteError) -> ApiError {
 }
 
 async fn get_execution(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!(
-            "Execution {name} is not stored: the {} executor keeps no executions (the kubernetes executor does)",
-            state.executor.name()
-        ),
-    )
-    .into_response()
+    match state.executor.get(&name).await {
+        Lookup::NotStored => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "Execution {name} is not stored: the {} executor keeps no executions (the kubernetes executor does)",
+                state.executor.name()
+            ),
+        )
+        .into_response(),
+        Lookup::Missing => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Execution {name} not found; answered executions are deleted unless PYEXEC_KEEP_EXECUTIONS is set"),
+        )
+        .into_response(),
+        Lookup::Running { name, phase } => {
+            (StatusCode::ACCEPTED, Json(json!({ "name": name, "phase": phase }))).into_response()
+        }
+        // The same answer POST /execute gave, with the execution's name.
+        Lookup::Finished { name, envelope } => {
+            let (status, mut body) = response::to_http(&name, &envelope, &[]);
+            if let Some(map) = body.as_object_mut() {
+                map.insert("name".into(), json!(name));
+            }
+            (status, Json(body)).into_response()
+        }
+    }
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

@@ -110,6 +110,25 @@ impl Server {
         request.send().await.expect("POST /execute")
     }
 
+    /// Sends a raw HTTP/1.1 request (head and the given body bytes, which may be fewer than the
+    /// head declares) and returns the status and body: for checking that an oversized body is
+    /// refused before it is read.
+    pub fn raw_request(&self, head: &str, body: &[u8]) -> (u16, String) {
+        use std::io::{Read, Write};
+        let address = self.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        stream.write_all(head.as_bytes()).expect("write head");
+        // The server may answer and close before all of the body is sent: that is the point.
+        let _ = stream.write_all(body);
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
     /// Asserts the service still answers and runs scripts, and left no cgroup of a run behind.
     pub async fn assert_healthy_and_clean(&self) {
         let health = self.client.get(self.url("/healthz")).send().await.expect("GET /healthz");

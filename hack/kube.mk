@@ -1,0 +1,87 @@
+# The Kubernetes placement's tooling: the Helm chart's checks, and a kind cluster with gVisor for
+# the e2e suite. Included by the top Makefile (`include hack/kube.mk`); every variable below is a
+# default that the command line or the environment can override, e.g.
+#   make kind-up images kind-load deploy e2e          from nothing to a passing e2e suite
+#   make deploy IMAGE_TAG=v0.1.0 KIND_CLUSTER=other
+# Only `helm` and `helm-lint` work without a Docker engine.
+
+KUBE_TOOLS_BIN ?= $(CURDIR)/.tools/bin
+
+# Pinned tools, built from the Go module proxy into $(KUBE_TOOLS_BIN) (hack/go-tool.sh).
+HELM_VERSION ?= v3.21.4
+# client-go v0.36 inside helm v3.21: the Kubernetes version `helm template` and `helm lint`
+# assume (otherwise v1.20, older than the chart's kubeVersion).
+HELM_KUBE_MINOR ?= 36
+KIND_VERSION ?= v0.33.0
+HELM ?= $(KUBE_TOOLS_BIN)/helm
+KIND ?= $(KUBE_TOOLS_BIN)/kind
+# kubectl is not built here: it comes with Docker Desktop, or from your package manager.
+KUBECTL ?= kubectl
+DOCKER ?= docker
+
+# The cluster and the release.
+KIND_CLUSTER ?= pyexec
+KIND_CONFIG ?= $(CURDIR)/kind-config.yaml
+HELM_RELEASE ?= pyexec
+HELM_NAMESPACE ?= pyexec
+SANDBOX_NAMESPACE ?= pyexec-sandbox
+HELM_CHART ?= $(CURDIR)/charts/pyexec
+
+# Images: built by `make images`, loaded into kind by `make kind-load`.
+IMAGE_TAG ?= dev
+SERVICE_IMAGE_REPO ?= pyexec-service
+SANDBOX_IMAGE_REPO ?= pyexec-sandbox
+SERVICE_IMAGE ?= $(SERVICE_IMAGE_REPO):$(IMAGE_TAG)
+SANDBOX_IMAGE ?= $(SANDBOX_IMAGE_REPO):$(IMAGE_TAG)
+# More `docker build` flags, e.g. --provenance=false where `kind load` trips over attestations.
+DOCKER_BUILD_FLAGS ?=
+
+# Local port the e2e suite reaches the API on (through kubectl port-forward).
+E2E_PORT ?= 18080
+# Where hack/gvisor/build-runsc.sh caches runsc and its containerd shim (outside the repository).
+PYEXEC_CLUSTER_CACHE ?= $(if $(filter 0,$(shell id -u)),/var/cache/pyexec-cluster,$(HOME)/.cache/pyexec-cluster)
+
+HELM_LDFLAGS = -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_KUBE_MINOR) \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_KUBE_MINOR)
+
+# Passed to the hack/ scripts, which hold the logic.
+KUBE_ENV = HELM="$(HELM)" KIND="$(KIND)" KUBECTL="$(KUBECTL)" DOCKER="$(DOCKER)" \
+	KIND_CLUSTER="$(KIND_CLUSTER)" KIND_CONFIG="$(KIND_CONFIG)" HELM_CHART="$(HELM_CHART)" \
+	HELM_RELEASE="$(HELM_RELEASE)" HELM_NAMESPACE="$(HELM_NAMESPACE)" SANDBOX_NAMESPACE="$(SANDBOX_NAMESPACE)" \
+	SERVICE_IMAGE_REPO="$(SERVICE_IMAGE_REPO)" SANDBOX_IMAGE_REPO="$(SANDBOX_IMAGE_REPO)" IMAGE_TAG="$(IMAGE_TAG)" \
+	SERVICE_IMAGE="$(SERVICE_IMAGE)" SANDBOX_IMAGE="$(SANDBOX_IMAGE)" E2E_PORT="$(E2E_PORT)" \
+	DOCKER_BUILD_FLAGS="$(DOCKER_BUILD_FLAGS)" \
+	PYEXEC_CLUSTER_CACHE="$(PYEXEC_CLUSTER_CACHE)" CARGO="$(or $(CARGO),cargo)"
+
+.PHONY: helm kind helm-lint sync-chart-crd kind-up images kind-load deploy e2e kind-down
+
+helm: ## Build helm (pinned) into .tools/bin (skipped when already there)
+	@TOOLS_BIN="$(KUBE_TOOLS_BIN)" bash hack/go-tool.sh helm helm.sh/helm/v3/cmd/helm $(HELM_VERSION) "$(HELM_LDFLAGS)"
+
+kind: ## Build kind (pinned) into .tools/bin (skipped when already there)
+	@TOOLS_BIN="$(KUBE_TOOLS_BIN)" bash hack/go-tool.sh kind sigs.k8s.io/kind $(KIND_VERSION) "-s -w"
+
+helm-lint: helm ## Lint and render the chart (several value sets); check its CRD copy is current
+	@$(KUBE_ENV) bash hack/helm-lint.sh
+
+sync-chart-crd: ## Copy crds/pythonexecution.yaml into the chart
+	@bash hack/sync-chart-crd.sh
+
+kind-up: kind ## Create the kind cluster with gVisor (runsc) and the gvisor RuntimeClass
+	@$(KUBE_ENV) bash hack/cluster.sh up
+
+images: ## docker build the sandbox and service images (needs a Docker engine)
+	@$(KUBE_ENV) bash hack/cluster.sh images
+
+kind-load: kind ## Load both images into the kind cluster's node
+	@$(KUBE_ENV) bash hack/cluster.sh load
+
+deploy: helm ## helm upgrade --install the chart with the dev images into the current cluster
+	@$(KUBE_ENV) bash hack/cluster.sh deploy
+
+e2e: ## Run the e2e suite against the deployed API (port-forward to 127.0.0.1:E2E_PORT)
+	@$(KUBE_ENV) bash hack/cluster.sh e2e
+
+kind-down: kind ## Delete the kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)

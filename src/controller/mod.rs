@@ -1,0 +1,144 @@
+//! `pyexec controller`: turns each PythonExecution into one sandbox pod, and the pod's output
+//! into the execution's status.
+
+mod http;
+pub mod limits;
+pub mod metrics;
+pub mod pod;
+pub mod reconcile;
+pub mod settings;
+pub mod status;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{watcher, Controller};
+use kube::Client;
+
+use crate::crd::PythonExecution;
+use metrics::ControllerMetrics;
+use reconcile::{error_policy, reconcile, Context};
+pub use settings::ControllerArgs;
+
+/// The controller's name in events and logs.
+pub const CONTROLLER_NAME: &str = "pyexec-controller";
+
+/// Why a reconcile, or the controller itself, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the execution has no {0}")]
+    MissingObjectKey(&'static str),
+    #[error("reading the execution: {0}")]
+    ExecutionGetFailed(#[source] kube::Error),
+    #[error("reading the sandbox pod: {0}")]
+    PodGetFailed(#[source] kube::Error),
+    #[error("creating the sandbox pod: {0}")]
+    PodCreationFailed(#[source] kube::Error),
+    #[error("requesting the sandbox pod's log: {0}")]
+    PodLogFailed(#[source] kube::Error),
+    #[error("reading the sandbox pod's log: {0}")]
+    PodLogRead(#[source] std::io::Error),
+    #[error("deleting the sandbox pod: {0}")]
+    PodDeletionFailed(#[source] kube::Error),
+    #[error("writing the status: {0}")]
+    StatusPatchFailed(#[source] kube::Error),
+    #[error("deleting the finished execution: {0}")]
+    ExecutionDeletionFailed(#[source] kube::Error),
+    #[error("connecting to Kubernetes (KUBECONFIG or the in-cluster service account): {0}")]
+    Connect(#[source] kube::Error),
+    #[error("PythonExecutions cannot be listed; is the CRD installed (`pyexec crd | kubectl apply -f -`)? {0}")]
+    CrdNotQueryable(#[source] kube::Error),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A stable label for the failures metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::MissingObjectKey(_) => "missing_object_key",
+            Error::ExecutionGetFailed(_) => "execution_get_failed",
+            Error::PodGetFailed(_) => "pod_get_failed",
+            Error::PodCreationFailed(_) => "pod_creation_failed",
+            Error::PodLogFailed(_) | Error::PodLogRead(_) => "pod_log_failed",
+            Error::PodDeletionFailed(_) => "pod_deletion_failed",
+            Error::StatusPatchFailed(_) => "status_patch_failed",
+            Error::ExecutionDeletionFailed(_) => "execution_deletion_failed",
+            Error::Connect(_) | Error::CrdNotQueryable(_) | Error::Listen { .. } => "startup",
+        }
+    }
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub async fn run(args: ControllerArgs) -> Result<()> {
+    let client = Client::try_default().await.map_err(Error::Connect)?;
+    let (executions, pods): (Api<PythonExecution>, Api<Pod>) = if args.namespace.is_empty() {
+        (Api::all(client.clone()), Api::all(client.clone()))
+    } else {
+        (Api::namespaced(client.clone(), &args.namespace), Api::namespaced(client.clone(), &args.namespace))
+    };
+    executions.list(&ListParams::default().limit(1)).await.map_err(Error::CrdNotQueryable)?;
+
+    let metrics = Arc::new(ControllerMetrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| Error::Listen { addr: args.listen, source })?;
+    let router = http::router(ready.clone(), metrics.clone());
+    let server = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(error = %err, "the health and metrics server stopped");
+        }
+    });
+
+    let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: None };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        pod: args.pod,
+        limits: args.limits,
+        pod_start_timeout: Duration::from_secs(args.pod_start_timeout_seconds),
+        metrics,
+    });
+    let controller = Controller::new(executions, watcher::Config::default())
+        .owns(pods, watcher::Config::default().labels(pod::SANDBOX_SELECTOR));
+    let store = controller.store();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            ready.store(true, Ordering::SeqCst);
+            tracing::info!("caches synced; ready");
+        }
+    });
+    tracing::info!(
+        listen = %args.listen,
+        namespace = if args.namespace.is_empty() { "(all)" } else { args.namespace.as_str() },
+        "pyexec controller running"
+    );
+    controller
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|outcome| async move {
+            if let Err(err) = outcome {
+                tracing::debug!(error = %err, "controller event");
+            }
+        })
+        .await;
+    server.abort();
+    tracing::info!("pyexec controller stopped");
+    Ok(())
+}

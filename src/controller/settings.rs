@@ -1,0 +1,68 @@
+//! Settings of `pyexec controller`, parsed once by clap (flags and environment variables).
+
+use std::net::SocketAddr;
+
+use clap::{Args, ValueEnum};
+
+use crate::sandbox::LimitSettings;
+
+#[derive(Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Address of /healthz, /readyz (ready once the caches have synced) and /metrics.
+    #[arg(long, env = "PYEXEC_CONTROLLER_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+    /// Namespace whose PythonExecutions are run; empty watches all namespaces.
+    #[arg(long, env = "PYEXEC_WATCH_NAMESPACE", default_value = "")]
+    pub namespace: String,
+    #[command(flatten)]
+    pub pod: PodSettings,
+    /// Seconds a sandbox pod may take to start (scheduling, image pull) before its execution fails.
+    #[arg(long, env = "PYEXEC_POD_START_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub pod_start_timeout_seconds: u64,
+    /// Defaults and maxima of the limits; a PythonExecution's limits above a maximum are lowered to it.
+    #[command(flatten)]
+    pub limits: LimitSettings,
+}
+
+/// Everything about the sandbox pod that comes from configuration rather than the resource.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct PodSettings {
+    /// Image of sandbox pods: Python with pandas and numpy, nsjail, and `pyexec` on PATH.
+    #[arg(long, env = "PYEXEC_SANDBOX_IMAGE", default_value = "pyexec-sandbox:dev")]
+    pub sandbox_image: String,
+    /// imagePullPolicy of sandbox pods.
+    #[arg(
+        long,
+        env = "PYEXEC_SANDBOX_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent",
+        value_parser = ["Always", "IfNotPresent", "Never"]
+    )]
+    pub sandbox_image_pull_policy: String,
+    /// runtimeClassName of sandbox pods; empty runs them without one (the node's default runtime).
+    #[arg(long, env = "PYEXEC_RUNTIME_CLASS", default_value = "gvisor")]
+    pub runtime_class: String,
+    /// CPU of a sandbox pod, in millicores (request = limit).
+    #[arg(long, env = "PYEXEC_POD_CPU_MILLICORES", default_value_t = 1000)]
+    pub pod_cpu_millicores: u64,
+    /// Privileges of the sandbox container: nsjail inside it needs to create namespaces.
+    #[arg(long, env = "PYEXEC_SANDBOX_SECURITY", value_enum, default_value_t = DEFAULT_SANDBOX_SECURITY)]
+    pub sandbox_security: SandboxSecurity,
+}
+
+/// The sandbox container's privileges until the gVisor findings settle them: nsjail inside the
+/// container needs to create user, mount and network namespaces.
+pub const DEFAULT_SANDBOX_SECURITY: SandboxSecurity = SandboxSecurity::Nsjail;
+
+/// What the sandbox container may do. nsjail builds its jail from namespaces, so the container
+/// needs more than the restricted profile; gVisor (the runtime class) contains whatever it gets.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SandboxSecurity {
+    /// Root in the container with only SYS_ADMIN, SETUID and SETGID, seccomp and AppArmor
+    /// unconfined (their default profiles refuse unshare and mount), read-only root file system.
+    Nsjail,
+    /// A privileged container: for runtimes where the capabilities above are not enough.
+    Privileged,
+    /// The restricted Pod Security profile (non-root, no capabilities, RuntimeDefault seccomp):
+    /// for an image whose sandbox runs without nsjail namespaces, gVisor being the isolation.
+    Restricted,
+}

@@ -1,0 +1,218 @@
+//! Test fixtures: sample objects, and a mocked API server that answers the reconciler's calls one
+//! by one so tests can assert exactly which calls it makes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use http::{Method, Request, Response};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod,
+    PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::metrics::ControllerMetrics;
+use super::pod::{build_pod, pod_name};
+use super::reconcile::Context;
+use super::settings::{PodSettings, SandboxSecurity};
+use crate::crd::{Phase, PythonExecution, PythonExecutionSpec, PythonExecutionStatus};
+use crate::sandbox::{LimitSettings, Limits};
+
+pub const POD_START_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Parser)]
+struct LimitWrapper {
+    #[command(flatten)]
+    limits: LimitSettings,
+}
+
+pub fn limit_settings() -> LimitSettings {
+    LimitWrapper::parse_from(["test"]).limits
+}
+
+pub fn limits() -> Limits {
+    limit_settings().defaults().expect("the default limits are valid")
+}
+
+pub fn pod_settings() -> PodSettings {
+    PodSettings {
+        sandbox_image: "pyexec-sandbox:dev".into(),
+        sandbox_image_pull_policy: "IfNotPresent".into(),
+        runtime_class: "gvisor".into(),
+        pod_cpu_millicores: 1000,
+        sandbox_security: SandboxSecurity::Nsjail,
+    }
+}
+
+/// A new execution, as the API server stores it before the controller has seen it.
+pub fn execution(name: &str) -> PythonExecution {
+    let spec = PythonExecutionSpec {
+        script: "def main():\n    return {'ok': True}\n".into(),
+        limits: None,
+        ttl_seconds_after_finished: None,
+    };
+    let mut execution = PythonExecution::new(name, spec);
+    execution.metadata.namespace = Some("default".into());
+    execution.metadata.uid = Some(format!("uid-{name}"));
+    execution.metadata.resource_version = Some("1".into());
+    execution.metadata.generation = Some(1);
+    execution.metadata.creation_timestamp = Some(Time(Timestamp::now()));
+    execution
+}
+
+/// The execution once its pod was created.
+pub fn pending(name: &str) -> PythonExecution {
+    let mut execution = execution(name);
+    execution.status = Some(PythonExecutionStatus {
+        phase: Some(Phase::Pending),
+        pod_name: Some(pod_name(name)),
+        start_time: Some(Time(Timestamp::now())),
+        ..Default::default()
+    });
+    execution
+}
+
+/// The execution finished `ago` before now.
+pub fn finished(name: &str, phase: Phase, ago: SignedDuration) -> PythonExecution {
+    let mut execution = pending(name);
+    execution.status = Some(PythonExecutionStatus {
+        phase: Some(phase),
+        completion_time: Some(Time(Timestamp::now() - ago)),
+        ..execution.status.unwrap_or_default()
+    });
+    execution
+}
+
+/// The execution's pod as the controller builds it, with the given pod status.
+pub fn sandbox_pod(execution: &PythonExecution, status: PodStatus) -> Pod {
+    let mut pod = build_pod(execution, &pod_settings(), &limits()).expect("buildable");
+    pod.metadata.uid = Some(format!("pod-uid-{}", execution.metadata.name.clone().unwrap_or_default()));
+    pod.metadata.creation_timestamp = Some(Time(Timestamp::now()));
+    pod.status = Some(status);
+    pod
+}
+
+fn container(state: ContainerState) -> Option<Vec<ContainerStatus>> {
+    Some(vec![ContainerStatus { name: "sandbox".into(), state: Some(state), ..Default::default() }])
+}
+
+pub fn running_status() -> PodStatus {
+    PodStatus {
+        phase: Some("Running".into()),
+        container_statuses: container(ContainerState {
+            running: Some(ContainerStateRunning { started_at: Some(Time(Timestamp::now())) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn ended_status(phase: &str, exit_code: i32) -> PodStatus {
+    PodStatus {
+        phase: Some(phase.into()),
+        container_statuses: container(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code,
+                reason: Some(if exit_code == 0 { "Completed" } else { "Error" }.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn waiting_status(reason: &str) -> PodStatus {
+    PodStatus {
+        phase: Some("Pending".into()),
+        container_statuses: container(ContainerState {
+            waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The body of a 404 from the API server.
+pub fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": "not found", "reason": "NotFound", "code": 404})
+}
+
+/// The body of a 409 from the API server.
+pub fn conflict() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": "the object has been modified", "reason": "Conflict", "code": 409})
+}
+
+/// A reconcile context whose client talks to the returned mocked API server.
+pub fn context() -> (Arc<Context>, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let reporter = Reporter { controller: "pyexec-controller-test".into(), instance: None };
+    let ctx = Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        pod: pod_settings(),
+        limits: limit_settings(),
+        pod_start_timeout: POD_START_TIMEOUT,
+        metrics: Arc::new(ControllerMetrics::default()),
+    };
+    (Arc::new(ctx), ApiServer(handle))
+}
+
+/// One call the reconciler made.
+#[derive(Debug)]
+pub struct Call {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub body: Value,
+}
+
+impl Call {
+    /// Asserts the method and path, and returns the call for more assertions.
+    pub fn expect(self, method: Method, path: &str) -> Self {
+        assert_eq!((&self.method, self.path.as_str()), (&method, path), "unexpected call {self:?}");
+        self
+    }
+}
+
+/// The mocked API server: each `answer` takes the next call and answers it.
+pub struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>);
+
+impl ApiServer {
+    pub async fn answer(&mut self, status: u16, body: impl Serialize) -> Call {
+        let bytes = serde_json::to_vec(&body).expect("the answer serialises");
+        self.answer_bytes(status, bytes).await
+    }
+
+    pub async fn answer_bytes(&mut self, status: u16, answer: Vec<u8>) -> Call {
+        self.respond(status, Some(answer)).await
+    }
+
+    /// Answers with the request's own body, as the API server does for a create.
+    pub async fn echo(&mut self, status: u16) -> Call {
+        self.respond(status, None).await
+    }
+
+    async fn respond(&mut self, status: u16, answer: Option<Vec<u8>>) -> Call {
+        let (request, send) = self.0.next_request().await.expect("the reconciler made another call");
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or_default().to_string();
+        let bytes = request.into_body().collect_bytes().await.expect("the request body is readable").to_vec();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let answer = answer.unwrap_or(bytes);
+        let response = Response::builder().status(status).body(Body::from(answer)).expect("a valid response");
+        send.send_response(response);
+        Call { method, path, query, body }
+    }
+}

@@ -1,0 +1,265 @@
+//! Reconcile scenarios against a mocked API server: each test lists the exact calls the
+//! reconciler must make, in order, and what the server answers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use k8s_openapi::jiff::SignedDuration;
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+use super::reconcile::{error_policy, reconcile, Context};
+use super::status::{REASON_POD_CREATED, REASON_POD_FAILED, REASON_POD_START_TIMEOUT, REASON_POD_VANISHED};
+use super::testing::*;
+use super::{Error, Result};
+use crate::crd::{Phase, PythonExecution};
+use crate::sandbox::{Envelope, Outcome};
+
+const EXECUTION: &str = "/apis/pyexec.dev/v1alpha1/namespaces/default/pythonexecutions/hello";
+const STATUS: &str = "/apis/pyexec.dev/v1alpha1/namespaces/default/pythonexecutions/hello/status";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const POD: &str = "/api/v1/namespaces/default/pods/hello-sandbox";
+const POD_LOG: &str = "/api/v1/namespaces/default/pods/hello-sandbox/log";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+
+/// Reconciles `execution` while `scenario` answers the calls; fails if the scenario's calls are
+/// not all made within a second.
+async fn reconcile_with<F, Fut>(execution: PythonExecution, scenario: F) -> (Result<Action>, Arc<Context>)
+where
+    F: FnOnce(ApiServer) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (ctx, server) = context();
+    let verifier = tokio::spawn(scenario(server));
+    let action = reconcile(Arc::new(execution), ctx.clone()).await;
+    tokio::time::timeout(Duration::from_secs(1), verifier)
+        .await
+        .expect("the reconciler made every expected call")
+        .expect("the scenario's assertions held");
+    (action, ctx)
+}
+
+fn envelope_line() -> Vec<u8> {
+    let envelope = Envelope {
+        outcome: Outcome::Success,
+        result: Some(serde_json::from_value(json!({"ok": true})).expect("map")),
+        stdout: "hi\n".into(),
+        stderr: String::new(),
+        returncode: 0,
+        error: None,
+        stdout_truncated: false,
+        stderr_truncated: false,
+        duration_ms: 31,
+    };
+    let line = serde_json::to_string(&envelope).expect("json");
+    format!("INFO supervisor starting\n{line}\n").into_bytes()
+}
+
+fn assert_status_apply(call: &super::testing::Call, phase: &str) {
+    assert!(call.query.contains("fieldManager=pyexec-controller"), "{}", call.query);
+    assert!(call.query.contains("force=true"), "{}", call.query);
+    assert_eq!(call.body["apiVersion"], "pyexec.dev/v1alpha1");
+    assert_eq!(call.body["kind"], "PythonExecution");
+    assert_eq!(call.body["metadata"]["resourceVersion"], "1", "the write is conditional on what was read");
+    assert_eq!(call.body["status"]["phase"], phase);
+}
+
+#[tokio::test]
+async fn a_new_execution_gets_one_pod_and_a_pending_status() {
+    let new = execution("hello");
+    let fresh = new.clone();
+    let (action, _) = reconcile_with(new, |mut server| async move {
+        server.answer(200, &fresh).await.expect(Method::GET, EXECUTION);
+        let create = server.echo(201).await.expect(Method::POST, PODS);
+        assert_eq!(create.body["metadata"]["name"], "hello-sandbox");
+        assert_eq!(create.body["metadata"]["ownerReferences"][0]["uid"], "uid-hello");
+        assert_eq!(create.body["spec"]["runtimeClassName"], "gvisor");
+        let patch = server.answer(200, &fresh).await.expect(Method::PATCH, STATUS);
+        assert_status_apply(&patch, "Pending");
+        assert_eq!(patch.body["status"]["podName"], "hello-sandbox");
+        let event = server.echo(201).await.expect(Method::POST, EVENTS);
+        assert_eq!(event.body["reason"], REASON_POD_CREATED);
+    })
+    .await;
+    assert_eq!(action.expect("reconciled"), Action::requeue(POD_START_TIMEOUT));
+}
+
+#[tokio::test]
+async fn a_stale_cache_never_creates_a_second_pod() {
+    let cached = execution("hello");
+    let fresh = pending("hello");
+    let (action, _) = reconcile_with(cached, |mut server| async move {
+        server.answer(200, &fresh).await.expect(Method::GET, EXECUTION);
+    })
+    .await;
+    assert_eq!(action.expect("reconciled"), Action::requeue(Duration::from_secs(1)));
+}
+
+#[tokio::test]
+async fn a_pod_left_by_a_restarted_controller_is_adopted_not_recreated() {
+    let new = execution("hello");
+    let fresh = new.clone();
+    let (action, _) = reconcile_with(new, |mut server| async move {
+        server.answer(200, &fresh).await.expect(Method::GET, EXECUTION);
+        server.answer(409, conflict()).await.expect(Method::POST, PODS);
+        let patch = server.answer(200, &fresh).await.expect(Method::PATCH, STATUS);
+        assert_eq!(patch.body["status"]["podName"], "hello-sandbox");
+        server.echo(201).await.expect(Method::POST, EVENTS);
+    })
+    .await;
+    assert!(action.is_ok());
+}
+
+#[tokio::test]
+async fn a_running_pod_moves_the_execution_to_running() {
+    let execution = pending("hello");
+    let pod = sandbox_pod(&execution, running_status());
+    let echo = execution.clone();
+    let (action, _) = reconcile_with(execution, |mut server| async move {
+        server.answer(200, &pod).await.expect(Method::GET, POD);
+        let patch = server.answer(200, &echo).await.expect(Method::PATCH, STATUS);
+        assert_status_apply(&patch, "Running");
+    })
+    .await;
+    assert!(action.is_ok());
+}
+
+#[tokio::test]
+async fn a_succeeded_pod_puts_its_envelope_in_the_status_and_is_deleted() {
+    let execution = pending("hello");
+    let pod = sandbox_pod(&execution, ended_status("Succeeded", 0));
+    let echo = execution.clone();
+    let (action, ctx) = reconcile_with(execution, |mut server| async move {
+        server.answer(200, &pod).await.expect(Method::GET, POD);
+        let log = server.answer_bytes(200, envelope_line()).await.expect(Method::GET, POD_LOG);
+        assert!(log.query.contains("container=sandbox"), "{}", log.query);
+        assert!(log.query.contains("limitBytes="), "the log read is bounded: {}", log.query);
+        let patch = server.answer(200, &echo).await.expect(Method::PATCH, STATUS);
+        assert_status_apply(&patch, "Succeeded");
+        assert_eq!(patch.body["status"]["result"], json!({"ok": true}));
+        assert_eq!(patch.body["status"]["stdout"], "hi\n");
+        assert_eq!(patch.body["status"]["outcome"], "success");
+        assert_eq!(patch.body["status"]["returncode"], 0);
+        let delete = server.answer(200, &pod).await.expect(Method::DELETE, POD);
+        assert_eq!(delete.body["preconditions"]["uid"], "pod-uid-hello");
+        let event = server.echo(201).await.expect(Method::POST, EVENTS);
+        assert_eq!(event.body["type"], "Normal");
+        assert_eq!(event.body["reason"], "Succeeded");
+    })
+    .await;
+    assert_eq!(action.expect("reconciled"), Action::await_change());
+    assert!(ctx.metrics.render().contains("phase=\"Succeeded\""), "the outcome is counted");
+}
+
+#[tokio::test]
+async fn a_pod_that_failed_without_an_envelope_fails_the_execution_with_its_log() {
+    let execution = pending("hello");
+    let pod = sandbox_pod(&execution, ended_status("Failed", 1));
+    let echo = execution.clone();
+    let (action, _) = reconcile_with(execution, |mut server| async move {
+        server.answer(200, &pod).await.expect(Method::GET, POD);
+        server.answer_bytes(200, b"pyexec: nsjail not found\n".to_vec()).await.expect(Method::GET, POD_LOG);
+        let patch = server.answer(200, &echo).await.expect(Method::PATCH, STATUS);
+        assert_status_apply(&patch, "Failed");
+        assert_eq!(patch.body["status"]["outcome"], "sandbox_failure");
+        let error = patch.body["status"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("nsjail not found"), "{error}");
+        server.answer(200, &pod).await.expect(Method::DELETE, POD);
+        let event = server.echo(201).await.expect(Method::POST, EVENTS);
+        assert_eq!(event.body["type"], "Warning");
+        assert_eq!(event.body["reason"], REASON_POD_FAILED);
+    })
+    .await;
+    assert!(action.is_ok());
+}
+
+#[tokio::test]
+async fn a_vanished_pod_fails_the_execution_and_is_never_recreated() {
+    let execution = pending("hello");
+    let echo = execution.clone();
+    let (action, _) = reconcile_with(execution, |mut server| async move {
+        server.answer(404, not_found()).await.expect(Method::GET, POD);
+        let patch = server.answer(200, &echo).await.expect(Method::PATCH, STATUS);
+        assert_status_apply(&patch, "Failed");
+        assert_eq!(patch.body["status"]["conditions"][0]["reason"], REASON_POD_VANISHED);
+        server.echo(201).await.expect(Method::POST, EVENTS);
+    })
+    .await;
+    assert_eq!(action.expect("reconciled"), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_start_within_the_timeout_fails_the_execution() {
+    let execution = pending("hello");
+    let mut pod = sandbox_pod(&execution, waiting_status("ImagePullBackOff"));
+    pod.metadata.creation_timestamp = pod
+        .metadata
+        .creation_timestamp
+        .map(|t| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t.0 - SignedDuration::from_mins(10)));
+    let echo = execution.clone();
+    let (action, _) = reconcile_with(execution, |mut server| async move {
+        server.answer(200, &pod).await.expect(Method::GET, POD);
+        let patch = server.answer(200, &echo).await.expect(Method::PATCH, STATUS);
+        assert_status_apply(&patch, "Failed");
+        assert_eq!(patch.body["status"]["conditions"][0]["reason"], REASON_POD_START_TIMEOUT);
+        let error = patch.body["status"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("ImagePullBackOff"), "{error}");
+        server.answer(200, &pod).await.expect(Method::DELETE, POD);
+        server.echo(201).await.expect(Method::POST, EVENTS);
+    })
+    .await;
+    assert!(action.is_ok());
+}
+
+#[tokio::test]
+async fn a_status_conflict_means_a_stale_copy_and_a_quick_retry() {
+    let execution = pending("hello");
+    let pod = sandbox_pod(&execution, running_status());
+    let (action, _) = reconcile_with(execution, |mut server| async move {
+        server.answer(200, &pod).await.expect(Method::GET, POD);
+        server.answer(409, conflict()).await.expect(Method::PATCH, STATUS);
+    })
+    .await;
+    assert_eq!(action.expect("reconciled"), Action::requeue(Duration::from_secs(1)));
+}
+
+#[tokio::test]
+async fn a_finished_execution_past_its_ttl_is_deleted() {
+    let mut execution = finished("hello", Phase::Succeeded, SignedDuration::from_mins(2));
+    execution.spec.ttl_seconds_after_finished = Some(60);
+    let echo = execution.clone();
+    let (action, _) = reconcile_with(execution, |mut server| async move {
+        let delete = server.answer(200, &echo).await.expect(Method::DELETE, EXECUTION);
+        assert_eq!(delete.body["preconditions"]["uid"], "uid-hello");
+    })
+    .await;
+    assert_eq!(action.expect("reconciled"), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_finished_execution_within_its_ttl_waits_without_calls() {
+    let mut execution = finished("hello", Phase::Failed, SignedDuration::from_secs(10));
+    execution.spec.ttl_seconds_after_finished = Some(60);
+    let (action, _) = reconcile_with(execution, |_server| async {}).await;
+    let action = action.expect("reconciled");
+    assert_ne!(action, Action::await_change());
+    assert!(action != Action::requeue(Duration::from_secs(60)), "the wait counts from completion");
+}
+
+#[tokio::test]
+async fn an_already_finished_execution_makes_no_calls() {
+    let execution = finished("hello", Phase::Succeeded, SignedDuration::from_secs(10));
+    let (action, _) = reconcile_with(execution, |_server| async {}).await;
+    assert_eq!(action.expect("reconciled without calls"), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_failed_reconcile_is_counted_and_retried_soon() {
+    let (ctx, _server) = context();
+    let error = Error::MissingObjectKey("namespace");
+    let action = error_policy(Arc::new(execution("hello")), &error, ctx.clone());
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    assert!(ctx.metrics.render().contains("error=\"missing_object_key\""));
+}

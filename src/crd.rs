@@ -1,0 +1,316 @@
+//! The `PythonExecution` custom resource: the Rust types are the source of truth, `pyexec crd`
+//! prints the CustomResourceDefinition generated from them, and `crds/` holds that output.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::sandbox::{Envelope, Outcome};
+
+/// Largest script a PythonExecution holds, in characters: scripts reach the sandbox pod in an
+/// environment variable or, past 120 KiB, in an annotation, and a pod's annotations are limited
+/// to 256 KiB in all.
+pub const MAX_SCRIPT_CHARS: usize = 240 * 1024;
+
+/// A Python script to run once in a sandbox pod; the controller writes what `main()` returned,
+/// with the script's output, into the status.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "pyexec.dev",
+    version = "v1alpha1",
+    kind = "PythonExecution",
+    namespaced,
+    status = "PythonExecutionStatus",
+    shortname = "pyx",
+    derive = "PartialEq",
+    doc = "A Python script run once in a sandbox pod; the status holds what main() returned.",
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+    printcolumn = r#"{"name": "ReturnCode", "type": "integer", "jsonPath": ".status.returncode",
+        "description": "Exit code of the script (minus the signal that killed it)"}"#,
+    printcolumn = r#"{"name": "Duration-ms", "type": "integer", "jsonPath": ".status.durationMs",
+        "description": "Wall-clock time of the sandbox run, in milliseconds"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "Outcome", "type": "string", "jsonPath": ".status.outcome", "priority": 1}"#
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable; create a new PythonExecution instead"))]
+#[serde(rename_all = "camelCase")]
+pub struct PythonExecutionSpec {
+    /// The Python script. It must define main() returning a dict.
+    #[schemars(length(max = 245760))]
+    pub script: String,
+    /// Limits for this run; each one left out takes the controller's default, and each one above
+    /// the controller's maximum is lowered to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ExecutionLimits>,
+    /// Seconds after the execution finishes before the controller deletes it; absent keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub ttl_seconds_after_finished: Option<i64>,
+}
+
+/// Requested limits, the same as the HTTP API's `limits` field. CPU is CPU time in seconds (the
+/// RLIMIT_CPU of the script), not a rate: the pod's CPU rate is a controller setting.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionLimits {
+    /// Wall-clock timeout, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001, max = 86400.0))]
+    pub timeout_seconds: Option<f64>,
+    /// CPU time, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub cpu_seconds: Option<i64>,
+    /// Memory of the script's process tree, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_048_576))]
+    pub memory_mb: Option<i64>,
+    /// Processes and threads alive at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub max_pids: Option<i64>,
+    /// Size of the private writable /tmp, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_048_576))]
+    pub tmp_mb: Option<i64>,
+    /// Largest file the script may write, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_048_576))]
+    pub file_size_mb: Option<i64>,
+    /// Open file descriptors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_048_576))]
+    pub open_files: Option<i64>,
+    /// Bytes of stdout kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_073_741_824))]
+    pub stdout_bytes: Option<i64>,
+    /// Bytes of stderr kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_073_741_824))]
+    pub stderr_bytes: Option<i64>,
+    /// Largest result (main()'s dict as JSON), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_073_741_824))]
+    pub result_bytes: Option<i64>,
+}
+
+/// Where an execution is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Accepted; the sandbox pod is being created, scheduled or started.
+    Pending,
+    /// The sandbox pod runs the script.
+    Running,
+    /// main() returned a dict; `result` holds it.
+    Succeeded,
+    /// The script failed (`outcome` and `error` say how) or its pod could not run it.
+    Failed,
+}
+
+impl Phase {
+    pub fn is_finished(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+/// What the controller observed; the result fields are the HTTP response's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PythonExecutionStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// main()'s dict, when it returned one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_object")]
+    pub result: Option<Map<String, Value>>,
+    /// What the script printed, cut at the stdout limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    /// What the script wrote to stderr (tracebacks), cut at the stderr limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// Exit code of the script, or minus the signal that killed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returncode: Option<i32>,
+    /// One line saying what went wrong; absent on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The run's outcome in one word (success, exception, timeout, no_main, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Whether stdout was cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_truncated: Option<bool>,
+    /// Whether stderr was cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_truncated: Option<bool>,
+    /// Wall-clock time of the sandbox run, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    /// The sandbox pod; once set, the controller never creates another one for this execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// When the controller created the sandbox pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the execution finished; the TTL counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// `Running` and `Finished`, with reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The metadata.generation this status was written for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// main()'s dict is any JSON object: the API server must keep its fields as they are.
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+impl PythonExecution {
+    /// The phase, Pending when the controller has not written a status yet.
+    pub fn phase(&self) -> Phase {
+        self.status.as_ref().and_then(|s| s.phase).unwrap_or(Phase::Pending)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.phase().is_finished()
+    }
+}
+
+impl PythonExecutionStatus {
+    /// The envelope of a finished execution: the same record the local placement produces, so
+    /// the HTTP layer answers identically. None while the execution runs.
+    pub fn envelope(&self) -> Option<Envelope> {
+        if !self.phase?.is_finished() {
+            return None;
+        }
+        let outcome = self
+            .outcome
+            .as_deref()
+            .and_then(|o| serde_json::from_value::<Outcome>(Value::String(o.to_string())).ok())
+            .unwrap_or(Outcome::SandboxFailure);
+        Some(Envelope {
+            outcome,
+            result: self.result.clone(),
+            stdout: self.stdout.clone().unwrap_or_default(),
+            stderr: self.stderr.clone().unwrap_or_default(),
+            returncode: self.returncode.unwrap_or(1),
+            error: self.error.clone(),
+            stdout_truncated: self.stdout_truncated.unwrap_or(false),
+            stderr_truncated: self.stderr_truncated.unwrap_or(false),
+            duration_ms: self.duration_ms.and_then(|ms| u64::try_from(ms).ok()).unwrap_or(0),
+        })
+    }
+}
+
+/// Why the CRD could not be printed.
+#[derive(Debug, thiserror::Error)]
+#[error("serialising the CustomResourceDefinition as YAML: {0}")]
+pub struct CrdError(String);
+
+/// The CustomResourceDefinition as YAML, exactly as `crds/pythonexecution.yaml` holds it.
+pub fn crd_yaml() -> Result<String, CrdError> {
+    let yaml = serde_saphyr::to_string(&PythonExecution::crd()).map_err(|e| CrdError(e.to_string()))?;
+    Ok(format!("# Generated by `pyexec crd` from src/crd.rs; do not edit.\n{yaml}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn crd_json() -> Value {
+        serde_json::to_value(PythonExecution::crd()).expect("the CRD serialises")
+    }
+
+    #[test]
+    fn the_crd_is_namespaced_v1alpha1_with_short_name_pyx() {
+        let crd = crd_json();
+        assert_eq!(crd["metadata"]["name"], "pythonexecutions.pyexec.dev");
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        assert_eq!(crd["spec"]["names"]["shortNames"], json!(["pyx"]));
+        assert_eq!(crd["spec"]["versions"][0]["name"], "v1alpha1");
+        assert_eq!(crd["spec"]["versions"][0]["subresources"]["status"], json!({}));
+    }
+
+    #[test]
+    fn the_spec_is_immutable_and_the_script_bounded() {
+        let crd = crd_json();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(spec["x-kubernetes-validations"][0]["rule"], "self == oldSelf");
+        assert_eq!(spec["properties"]["script"]["maxLength"], json!(MAX_SCRIPT_CHARS));
+    }
+
+    #[test]
+    fn the_result_keeps_unknown_fields() {
+        let crd = crd_json();
+        let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+        assert_eq!(status["properties"]["result"]["x-kubernetes-preserve-unknown-fields"], true);
+    }
+
+    #[test]
+    fn printer_columns_show_phase_return_code_duration_and_age() {
+        let crd = crd_json();
+        let names: Vec<&str> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["Phase", "ReturnCode", "Duration-ms", "Age", "Outcome"]);
+    }
+
+    #[test]
+    fn a_running_status_has_no_envelope() {
+        let status = PythonExecutionStatus { phase: Some(Phase::Running), ..Default::default() };
+        assert_eq!(status.envelope(), None);
+    }
+
+    #[test]
+    fn a_finished_status_maps_back_to_the_envelope_it_came_from() {
+        let status = PythonExecutionStatus {
+            phase: Some(Phase::Failed),
+            stdout: Some("hi\n".into()),
+            stderr: Some("Traceback ...".into()),
+            returncode: Some(1),
+            error: Some("ValueError: x".into()),
+            outcome: Some("exception".into()),
+            stdout_truncated: Some(true),
+            duration_ms: Some(42),
+            ..Default::default()
+        };
+        let envelope = status.envelope().expect("finished");
+        assert_eq!(envelope.outcome, Outcome::Exception);
+        assert_eq!(envelope.stdout, "hi\n");
+        assert_eq!(envelope.returncode, 1);
+        assert!(envelope.stdout_truncated);
+        assert!(!envelope.stderr_truncated);
+        assert_eq!(envelope.duration_ms, 42);
+    }
+
+    #[test]
+    fn an_unknown_outcome_reads_as_a_sandbox_failure() {
+        let status =
+            PythonExecutionStatus { phase: Some(Phase::Failed), outcome: Some("novel".into()), ..Default::default() };
+        assert_eq!(status.envelope().expect("finished").outcome, Outcome::SandboxFailure);
+    }
+}

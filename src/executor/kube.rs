@@ -1,0 +1,465 @@
+//! The kubernetes placement: each execution becomes a PythonExecution that the controller runs in
+//! a sandbox pod. Every request waits on one shared watch of the namespace's PythonExecutions
+//! (a reflector store plus a wake-up per name), never on a watch of its own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ::kube::api::{Api, DeleteParams, PostParams};
+use ::kube::runtime::reflector::{self, ObjectRef, Store};
+use ::kube::runtime::{watcher, WatchStreamExt};
+use ::kube::{Client, ResourceExt};
+use clap::Args;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::{ExecuteError, ExecutionRequest, Executor, Lookup};
+use crate::crd::{ExecutionLimits, PythonExecution, PythonExecutionSpec};
+use crate::metrics::Metrics;
+use crate::sandbox::{Envelope, Limits, Outcome};
+
+/// Names of the PythonExecutions the API creates start with this.
+pub const GENERATE_NAME: &str = "pyx-";
+/// Label holding the HTTP request's id, so GET /executions/{id} finds the execution too.
+pub const LABEL_REQUEST_ID: &str = "pyexec.dev/request-id";
+const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+const MANAGED_BY: &str = "pyexec-api";
+/// How long /readyz waits for the API server to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Executions in flight when --max-concurrency is not set: the cluster, not this process, runs them.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+
+/// Settings of the kubernetes placement (`pyexec serve --executor kubernetes`).
+#[derive(Args, Debug, Clone)]
+pub struct KubeSettings {
+    /// Namespace the API creates PythonExecutions in; the controller must watch it.
+    #[arg(long, env = "PYEXEC_KUBE_NAMESPACE", default_value = "default")]
+    pub kube_namespace: String,
+    /// Keep each PythonExecution after answering (GET /executions/{name} then finds it) instead of
+    /// deleting it; kept ones are still deleted after --kube-ttl-seconds.
+    #[arg(long, env = "PYEXEC_KEEP_EXECUTIONS", default_value_t = false)]
+    pub keep_executions: bool,
+    /// Seconds to wait past an execution's timeout (pod scheduling and start) before answering 504
+    /// with the execution's name.
+    #[arg(long, env = "PYEXEC_KUBE_EXTRA_WAIT_SECONDS", default_value_t = 60)]
+    pub kube_extra_wait_seconds: u64,
+    /// ttlSecondsAfterFinished of the PythonExecutions the API creates: the clean-up of kept
+    /// executions and of those not answered in time.
+    #[arg(long, env = "PYEXEC_KUBE_TTL_SECONDS", default_value_t = 3600)]
+    pub kube_ttl_seconds: i64,
+}
+
+/// Why the kubernetes placement could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeExecutorError {
+    #[error("connecting to Kubernetes (KUBECONFIG or the in-cluster service account): {0}")]
+    Connect(#[source] ::kube::Error),
+}
+
+pub struct KubeExecutor {
+    client: Client,
+    api: Api<PythonExecution>,
+    namespace: String,
+    settings: KubeSettings,
+    watch: Arc<SharedWatch>,
+    watch_task: JoinHandle<()>,
+    metrics: Arc<Metrics>,
+    in_flight: AtomicUsize,
+    max_in_flight: usize,
+}
+
+impl KubeExecutor {
+    /// Connects with the usual kubeconfig inference and starts the shared watch.
+    pub async fn connect(
+        settings: KubeSettings,
+        max_in_flight: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, KubeExecutorError> {
+        let client = Client::try_default().await.map_err(KubeExecutorError::Connect)?;
+        Ok(Self::start(client, settings, max_in_flight, metrics))
+    }
+
+    /// Starts the one watch every request shares.
+    pub fn start(client: Client, settings: KubeSettings, max_in_flight: usize, metrics: Arc<Metrics>) -> Self {
+        let api: Api<PythonExecution> = Api::namespaced(client.clone(), &settings.kube_namespace);
+        let (store, writer) = reflector::store();
+        let watch = Arc::new(SharedWatch::new(store));
+        let stream = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()).default_backoff());
+        let watch_task = tokio::spawn(follow_watch(stream, watch.clone()));
+        KubeExecutor {
+            client,
+            namespace: settings.kube_namespace.clone(),
+            api,
+            settings,
+            watch,
+            watch_task,
+            metrics,
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: max_in_flight.max(1),
+        }
+    }
+
+    async fn run(&self, request: ExecutionRequest) -> Result<Envelope, ExecuteError> {
+        let reserved = self
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.max_in_flight).then_some(n + 1));
+        if reserved.is_err() {
+            return Err(ExecuteError::Busy { retry_after_seconds: 1 });
+        }
+        let _leave = InFlight { count: &self.in_flight, metrics: &self.metrics };
+        self.metrics.in_flight.inc();
+        let started = Instant::now();
+        let execution = new_execution(&request, self.settings.kube_ttl_seconds);
+        let created = self
+            .api
+            .create(&PostParams::default(), &execution)
+            .await
+            .map_err(|e| ExecuteError::Internal(format!("creating a PythonExecution: {e}")))?;
+        let name = created.name_any();
+        let wait = request.limits.timeout() + Duration::from_secs(self.settings.kube_extra_wait_seconds);
+        let key = ObjectRef::new(&name).within(&self.namespace);
+        let finished = match self.watch.wait_finished(&key, tokio::time::Instant::now() + wait).await {
+            Ok(finished) => finished,
+            Err(WaitError::Timeout) => return Err(ExecuteError::NotFinished { name }),
+            Err(WaitError::Deleted) => {
+                return Err(ExecuteError::Internal(format!("PythonExecution {name} was deleted before it finished")))
+            }
+        };
+        let envelope = finished
+            .status
+            .as_ref()
+            .and_then(|s| s.envelope())
+            .ok_or_else(|| ExecuteError::Internal(format!("PythonExecution {name} finished without a status")))?;
+        if envelope.outcome == Outcome::SandboxFailure {
+            tracing::warn!(execution = %name, error = ?envelope.error, "the sandbox pod did not run the script");
+        }
+        if !self.settings.keep_executions {
+            self.delete_later(name);
+        }
+        self.metrics.record_execution(envelope.outcome, started.elapsed().as_secs_f64());
+        Ok(envelope)
+    }
+
+    /// Deletes an answered execution without delaying the answer.
+    fn delete_later(&self, name: String) {
+        let api = self.api.clone();
+        tokio::spawn(async move {
+            if let Err(err) = api.delete(&name, &DeleteParams::background()).await {
+                tracing::warn!(execution = %name, error = %err, "could not delete an answered PythonExecution");
+            }
+        });
+    }
+}
+
+impl Drop for KubeExecutor {
+    fn drop(&mut self) {
+        self.watch_task.abort();
+    }
+}
+
+impl Executor for KubeExecutor {
+    fn execute(&self, request: ExecutionRequest) -> BoxFuture<'_, Result<Envelope, ExecuteError>> {
+        self.run(request).boxed()
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            if !self.watch.synced.load(Ordering::SeqCst) {
+                return Err("the watch of PythonExecutions has not synced yet".to_string());
+            }
+            match tokio::time::timeout(READY_TIMEOUT, self.client.apiserver_version()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(format!("the Kubernetes API server refused: {err}")),
+                Err(_) => Err(format!("the Kubernetes API server did not answer within {} s", READY_TIMEOUT.as_secs())),
+            }
+        }
+        .boxed()
+    }
+
+    fn get(&self, name: &str) -> BoxFuture<'_, Lookup> {
+        let lookup = lookup(&self.watch.store, &self.namespace, name);
+        async move { lookup }.boxed()
+    }
+
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+}
+
+/// Leaves the in-flight count however the request ends (it may be cancelled).
+struct InFlight<'a> {
+    count: &'a AtomicUsize,
+    metrics: &'a Metrics,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.in_flight.dec();
+    }
+}
+
+/// A stored execution by its name or its request's id, from the shared watch's store.
+fn lookup(store: &Store<PythonExecution>, namespace: &str, name_or_id: &str) -> Lookup {
+    let found = store.get(&ObjectRef::new(name_or_id).within(namespace)).or_else(|| {
+        store.state().into_iter().find(|e| e.labels().get(LABEL_REQUEST_ID).map(String::as_str) == Some(name_or_id))
+    });
+    let Some(execution) = found else { return Lookup::Missing };
+    let name = execution.name_any();
+    match execution.status.as_ref().and_then(|s| s.envelope()) {
+        Some(envelope) => Lookup::Finished { name, envelope },
+        None => Lookup::Running { name, phase: execution.phase().as_str().to_string() },
+    }
+}
+
+/// The PythonExecution for one request: a generated name, the resolved limits, a TTL.
+pub fn new_execution(request: &ExecutionRequest, ttl_seconds: i64) -> PythonExecution {
+    let spec = PythonExecutionSpec {
+        script: request.script.clone(),
+        limits: Some(spec_limits(&request.limits)),
+        ttl_seconds_after_finished: Some(ttl_seconds.max(0)),
+    };
+    let mut execution = PythonExecution::new("", spec);
+    execution.metadata.name = None;
+    execution.metadata.generate_name = Some(GENERATE_NAME.into());
+    execution.metadata.labels = Some(BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_REQUEST_ID.to_string(), request.id.clone()),
+    ]));
+    execution
+}
+
+/// The resolved limits in the resource's terms (the controller caps them again to its maxima).
+pub fn spec_limits(limits: &Limits) -> ExecutionLimits {
+    let int = |v: u64| Some(i64::try_from(v).unwrap_or(i64::MAX));
+    ExecutionLimits {
+        timeout_seconds: Some(limits.timeout_ms as f64 / 1000.0),
+        cpu_seconds: int(limits.cpu_seconds),
+        memory_mb: int(limits.memory_mb),
+        max_pids: int(limits.max_pids),
+        tmp_mb: int(limits.tmp_mb),
+        file_size_mb: int(limits.file_size_mb),
+        open_files: int(limits.open_files),
+        stdout_bytes: int(limits.stdout_bytes),
+        stderr_bytes: int(limits.stderr_bytes),
+        result_bytes: int(limits.result_bytes),
+    }
+}
+
+/// The shared watch: the reflector's store, and one wake-up per execution a request waits for.
+struct SharedWatch {
+    store: Store<PythonExecution>,
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    synced: AtomicBool,
+}
+
+#[derive(Debug, PartialEq)]
+enum WaitError {
+    Timeout,
+    Deleted,
+}
+
+impl SharedWatch {
+    fn new(store: Store<PythonExecution>) -> Self {
+        SharedWatch { store, waiters: Mutex::new(HashMap::new()), synced: AtomicBool::new(false) }
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.waiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Wakes the request waiting for `name`, if any; a wake-up before it waits is kept.
+    fn wake(&self, name: &str) {
+        if let Some(notify) = self.waiters().get(name) {
+            notify.notify_one();
+        }
+    }
+
+    fn wake_all(&self) {
+        for notify in self.waiters().values() {
+            notify.notify_one();
+        }
+    }
+
+    /// Waits until the store holds `key` finished, it disappears, or `deadline` passes.
+    async fn wait_finished(
+        &self,
+        key: &ObjectRef<PythonExecution>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<PythonExecution>, WaitError> {
+        let notify = Arc::new(Notify::new());
+        self.waiters().insert(key.name.clone(), notify.clone());
+        let _unregister = Unregister { watch: self, name: &key.name };
+        let mut seen = false;
+        loop {
+            match self.store.get(key) {
+                Some(execution) if execution.is_finished() => return Ok(execution),
+                Some(_) => seen = true,
+                None if seen => return Err(WaitError::Deleted),
+                None => {}
+            }
+            tokio::time::timeout_at(deadline, notify.notified()).await.map_err(|_| WaitError::Timeout)?;
+        }
+    }
+}
+
+struct Unregister<'a> {
+    watch: &'a SharedWatch,
+    name: &'a str,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.watch.waiters().remove(self.name);
+    }
+}
+
+/// Drives the reflector (which fills the store) and wakes the requests whose executions changed.
+async fn follow_watch<S>(stream: S, watch: Arc<SharedWatch>)
+where
+    S: futures::Stream<Item = Result<watcher::Event<PythonExecution>, watcher::Error>>,
+{
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Apply(execution) | watcher::Event::Delete(execution)) => {
+                watch.wake(&execution.name_any())
+            }
+            Ok(watcher::Event::InitDone) => {
+                watch.synced.store(true, Ordering::SeqCst);
+                watch.wake_all();
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Err(err) => tracing::warn!(error = %err, "watching PythonExecutions failed; retrying"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{Phase, PythonExecutionStatus};
+    use ::kube::runtime::reflector::store::Writer;
+
+    fn request() -> ExecutionRequest {
+        let limits = crate::controller::testing::limits();
+        ExecutionRequest { id: "abc123".into(), script: "def main(): return {}".into(), limits }
+    }
+
+    fn execution(name: &str, phase: Phase) -> PythonExecution {
+        let mut execution = new_execution(&request(), 60);
+        execution.metadata.name = Some(name.into());
+        execution.metadata.namespace = Some("default".into());
+        execution.status = Some(PythonExecutionStatus {
+            phase: Some(phase),
+            outcome: phase.is_finished().then(|| "success".to_string()),
+            returncode: Some(0),
+            ..Default::default()
+        });
+        execution
+    }
+
+    fn watch() -> (Arc<SharedWatch>, Writer<PythonExecution>) {
+        let (store, writer) = reflector::store();
+        (Arc::new(SharedWatch::new(store)), writer)
+    }
+
+    /// Lets a spawned waiter run until it has registered and looked at the store.
+    async fn registered(watch: &SharedWatch, name: &str) {
+        while !watch.waiters().contains_key(name) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn apply(writer: &mut Writer<PythonExecution>, watch: &SharedWatch, execution: PythonExecution) {
+        let name = execution.name_any();
+        writer.apply_watcher_event(&watcher::Event::Apply(execution));
+        watch.wake(&name);
+    }
+
+    #[test]
+    fn a_request_becomes_a_generated_name_with_its_limits_and_ttl() {
+        let execution = new_execution(&request(), 600);
+        assert_eq!(execution.metadata.name, None);
+        assert_eq!(execution.metadata.generate_name.as_deref(), Some("pyx-"));
+        assert_eq!(execution.labels()[LABEL_REQUEST_ID], "abc123");
+        assert_eq!(execution.spec.ttl_seconds_after_finished, Some(600));
+        let limits = execution.spec.limits.expect("limits");
+        assert_eq!(limits.timeout_seconds, Some(10.0));
+        assert_eq!(limits.memory_mb, Some(512));
+    }
+
+    #[test]
+    fn a_stored_execution_is_found_by_name_or_by_request_id() {
+        let (watch, mut writer) = watch();
+        apply(&mut writer, &watch, execution("pyx-a", Phase::Succeeded));
+        apply(&mut writer, &watch, execution("pyx-b", Phase::Running));
+        let Lookup::Finished { name, envelope } = lookup(&watch.store, "default", "pyx-a") else { panic!("finished") };
+        assert_eq!((name.as_str(), envelope.outcome), ("pyx-a", Outcome::Success));
+        let running = Lookup::Running { name: "pyx-b".into(), phase: "Running".into() };
+        assert_eq!(lookup(&watch.store, "default", "pyx-b"), running);
+        assert!(matches!(lookup(&watch.store, "default", "abc123"), Lookup::Finished { .. } | Lookup::Running { .. }));
+        assert_eq!(lookup(&watch.store, "default", "pyx-zzz"), Lookup::Missing);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_wakes_when_its_execution_finishes() {
+        let (watch, mut writer) = watch();
+        let key = ObjectRef::new("pyx-a").within("default");
+        let waiting = {
+            let watch = watch.clone();
+            tokio::spawn(async move {
+                watch.wait_finished(&key, tokio::time::Instant::now() + Duration::from_secs(5)).await.map(|e| e.phase())
+            })
+        };
+        registered(&watch, "pyx-a").await;
+        apply(&mut writer, &watch, execution("pyx-b", Phase::Succeeded));
+        apply(&mut writer, &watch, execution("pyx-a", Phase::Running));
+        apply(&mut writer, &watch, execution("pyx-a", Phase::Succeeded));
+        let outcome = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken").expect("joined");
+        assert_eq!(outcome, Ok(Phase::Succeeded));
+        assert!(watch.waiters().is_empty(), "the waiter unregisters");
+    }
+
+    #[tokio::test]
+    async fn an_execution_already_finished_is_returned_at_once() {
+        let (watch, mut writer) = watch();
+        apply(&mut writer, &watch, execution("pyx-a", Phase::Failed));
+        let key = ObjectRef::new("pyx-a").within("default");
+        let found = watch.wait_finished(&key, tokio::time::Instant::now() + Duration::from_millis(10)).await;
+        assert_eq!(found.map(|e| e.phase()), Ok(Phase::Failed));
+    }
+
+    #[tokio::test]
+    async fn a_request_gives_up_at_its_deadline() {
+        let (watch, mut writer) = watch();
+        apply(&mut writer, &watch, execution("pyx-a", Phase::Running));
+        let key = ObjectRef::new("pyx-a").within("default");
+        let outcome = watch.wait_finished(&key, tokio::time::Instant::now() + Duration::from_millis(20)).await;
+        assert_eq!(outcome.map(|e| e.phase()), Err(WaitError::Timeout));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_execution_ends_the_wait() {
+        let (watch, mut writer) = watch();
+        let running = execution("pyx-a", Phase::Running);
+        apply(&mut writer, &watch, running.clone());
+        let key = ObjectRef::new("pyx-a").within("default");
+        let waiting = {
+            let watch = watch.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                watch.wait_finished(&key, tokio::time::Instant::now() + Duration::from_secs(5)).await.map(|e| e.phase())
+            })
+        };
+        registered(&watch, "pyx-a").await;
+        writer.apply_watcher_event(&watcher::Event::Delete(running));
+        watch.wake("pyx-a");
+        let outcome = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken").expect("joined");
+        assert_eq!(outcome, Err(WaitError::Deleted));
+    }
+}
