@@ -344,3 +344,13 @@ async fn main_that_cannot_be_called_plainly_is_a_400() {
         assert_eq!((status, text(&body, "error")), (400, expected.to_string()), "{script}");
     }
 }
+
+#[tokio::test]
+async fn opening_more_files_than_the_limit_fails_with_emfile() {
+    let server = Server::start().await;
+    let script = "def main():\n    files = []\n    try:\n        while True:\n            files.append(open('/dev/null'))\n    except OSError as e:\n        return {'errno': e.errno, 'opened': len(files)}";
+    let (status, body) = run(&server, script, json!({"open_files": 32})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["errno"], 24, "EMFILE expected: {body}");
+    assert!(body["result"]["opened"].as_u64().is_some_and(|n| n < 32), "{body}");
+}

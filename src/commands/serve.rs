@@ -22,7 +22,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let mut max_script_bytes = args.max_script_bytes;
     let executor: Arc<dyn Executor> = match args.executor {
         ExecutorKind::Local => {
-            let supervisor = Supervisor::new(&args.sandbox)?;
+            let supervisor = Supervisor::new(&args.sandbox)?.with_compiled_harness();
             supervisor_for_shutdown = Some(supervisor.clone());
             let concurrency = args.max_concurrency.unwrap_or_else(num_cpus);
             tracing::info!(

@@ -20,7 +20,7 @@ use super::capture::{read_capped, read_tail, Captured};
 use super::cgroup::{self, CgroupMode, RunCgroup};
 use super::envelope::{Envelope, Outcome};
 use super::limits::Limits;
-use super::nsjail::{self, CgroupLimits, JailPaths};
+use super::nsjail::{self, CgroupLimits, Harness, JailPaths};
 use super::settings::SandboxSettings;
 use super::verdict::{decide, RunFacts};
 use super::SandboxError;
@@ -53,17 +53,30 @@ impl Supervisor {
     /// Checks the installation (nsjail, its configuration, the Python environment) and finds
     /// the cgroup hierarchy. Runs once at start-up.
     pub fn new(settings: &SandboxSettings) -> Result<Self, SandboxError> {
-        let paths = JailPaths {
-            nsjail: resolve_program(&settings.nsjail)?,
-            config: existing(&settings.nsjail_config, "nsjail configuration")?,
-            python_env: existing(&settings.python_env, "Python environment")?,
-        };
-        let interpreter = paths.python_env.join("bin/python3");
+        let python_env = existing(&settings.python_env, "Python environment")?;
+        let interpreter = python_env.join("bin/python3");
         if !interpreter.exists() {
             return Err(SandboxError::Missing { what: "Python interpreter", path: interpreter });
         }
+        let paths = JailPaths {
+            nsjail: resolve_program(&settings.nsjail)?,
+            config: existing(&settings.nsjail_config, "nsjail configuration")?,
+            harness: Harness::Source,
+            python_env,
+        };
         let (cgroups, owns_parent_cgroup) = cgroup::detect_parent(&settings.cgroups, &settings.cgroup_parent);
         Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups, owns_parent_cgroup }) })
+    }
+
+    /// Compiles the harness once with the sandbox's interpreter, so that runs skip compiling
+    /// it: worth it for a server, not for a single run.
+    pub fn with_compiled_harness(self) -> Self {
+        let interpreter = self.inner.paths.python_env.join("bin/python3");
+        let harness = compile_harness(&interpreter);
+        let paths = JailPaths { harness, ..self.inner.paths.clone() };
+        let inner =
+            Inner { paths, cgroups: self.inner.cgroups.clone(), owns_parent_cgroup: self.inner.owns_parent_cgroup };
+        Supervisor { inner: Arc::new(inner) }
     }
 
     /// Removes what start-up created (the parent cgroup), once no run is left.
@@ -238,6 +251,40 @@ async fn drain(task: tokio::task::JoinHandle<Captured>) -> Captured {
         _ => {
             abort.abort();
             Captured::default()
+        }
+    }
+}
+
+/// The harness as byte code of the sandbox's own interpreter, compiled once (outside the jail,
+/// by the trusted interpreter, on trusted source); its source if that fails.
+fn compile_harness(interpreter: &std::path::Path) -> Harness {
+    use std::io::Write;
+    let program =
+        "import sys,marshal;sys.stdout.write(marshal.dumps(compile(sys.stdin.read(),'harness','exec')).hex())";
+    let compiled = std::process::Command::new(interpreter)
+        .args(["-I", "-S", "-B", "-c", program])
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(nsjail::HARNESS.as_bytes())?;
+            }
+            child.wait_with_output()
+        });
+    match compiled {
+        Ok(output) if output.status.success() && !output.stdout.is_empty() => {
+            Harness::Compiled(String::from_utf8_lossy(&output.stdout).into_owned())
+        }
+        Ok(output) => {
+            tracing::warn!(stderr = %String::from_utf8_lossy(&output.stderr), "compiling the harness failed; using its source");
+            Harness::Source
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "compiling the harness failed; using its source");
+            Harness::Source
         }
     }
 }
