@@ -26,7 +26,7 @@ build: setup ## Build the release binary
 run: build ## Start the service on $(LISTEN) (local placement)
 	./target/release/pyexec serve --listen $(LISTEN)
 
-test: setup lint crd-check helm-lint unit-test integration-test check-leftovers ## Run every test
+test: setup lint crd-check helm-lint unit-test integration-test gvisor-test check-leftovers ## Run every test
 	@echo "make test: all checks passed"
 
 lint: ## cargo fmt --check and clippy -D warnings
@@ -55,3 +55,5 @@ bench: build ## Latency and throughput against bare python3, printed side by sid
 
 # The Kubernetes placement: helm, kind, images, deploy, e2e (see the file).
 include hack/kube.mk
+# The sandbox inside gVisor (runsc built from the Go module proxy, cached outside the repo).
+include hack/gvisor.mk

@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use super::limits::log_limit_bytes;
 use super::settings::{PodSettings, SandboxSecurity};
 use crate::crd::PythonExecution;
-use crate::sandbox::Limits;
+use crate::sandbox::{Isolation, Limits};
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
@@ -105,7 +105,11 @@ pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &L
     owner.block_owner_deletion = Some(false);
 
     let script = &execution.spec.script;
-    let mut env = vec![env_var("PYEXEC_TERMINATION_LOG", TERMINATION_LOG)];
+    let isolation = sandbox_isolation(settings);
+    let mut env = vec![
+        env_var("PYEXEC_TERMINATION_LOG", TERMINATION_LOG),
+        env_var("PYEXEC_ISOLATION", isolation_name(isolation)),
+    ];
     let mut annotations = BTreeMap::new();
     let mut volumes = vec![Volume {
         name: "scratch".into(),
@@ -149,7 +153,7 @@ pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &L
             limits: Some(resources),
             ..Default::default()
         }),
-        security_context: Some(security_context(settings.sandbox_security)),
+        security_context: Some(security_context(settings.sandbox_security, isolation)),
         termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("File".into()),
         volume_mounts: Some(mounts),
@@ -181,6 +185,23 @@ pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &L
         }),
         status: None,
     })
+}
+
+/// How `pyexec sandbox` must start nsjail in the pod: a runtime class is taken to be gVisor's
+/// (the chart's RuntimeClass selects the runsc handler), none means the node's kernel.
+pub fn sandbox_isolation(settings: &PodSettings) -> Isolation {
+    if settings.runtime_class.is_empty() {
+        Isolation::Host
+    } else {
+        Isolation::Gvisor
+    }
+}
+
+fn isolation_name(isolation: Isolation) -> &'static str {
+    match isolation {
+        Isolation::Host => "host",
+        Isolation::Gvisor => "gvisor",
+    }
 }
 
 fn env_var(name: &str, value: &str) -> EnvVar {
@@ -245,13 +266,20 @@ pub fn active_deadline_seconds(limits: &Limits) -> i64 {
     i64::try_from(limits.timeout_ms.div_ceil(1000)).unwrap_or(i64::MAX / 2) + DEADLINE_MARGIN_SECONDS
 }
 
-/// The sandbox container's security context for a profile (see `SandboxSecurity`).
-pub fn security_context(profile: SandboxSecurity) -> SecurityContext {
+/// The sandbox container's security context for a profile (see `SandboxSecurity`) and the
+/// isolation the sandbox runs under.
+pub fn security_context(profile: SandboxSecurity, isolation: Isolation) -> SecurityContext {
     match profile {
         SandboxSecurity::Nsjail => SecurityContext {
-            // nsjail maps the script to uid 65534 (CAP_SETUID/SETGID) and creates namespaces and
-            // mounts (CAP_SYS_ADMIN); the default seccomp and AppArmor profiles refuse both.
-            // allowPrivilegeEscalation stays unset: the API refuses false together with SYS_ADMIN.
+            // On a kernel nsjail maps the script to uid 65534 (CAP_SETUID/SETGID) and creates
+            // namespaces and mounts (CAP_SYS_ADMIN); the default seccomp and AppArmor profiles
+            // refuse both. Inside gVisor the supervisor drops to 65534 itself (SETUID/SETGID) and
+            // hands nsjail CAP_SYS_ADMIN as an ambient capability (hack/gvisor/FINDINGS.md); the
+            // pod's seccomp profile is not applied there (runsc without --oci-seccomp), gVisor
+            // and nsjail's own policy are.
+            // allowPrivilegeEscalation: false (no_new_privs) was tested inside gVisor only. The
+            // API accepts it with SYS_ADMIN (it refuses only the spelling CAP_SYS_ADMIN).
+            allow_privilege_escalation: (isolation == Isolation::Gvisor).then_some(false),
             run_as_user: Some(0),
             run_as_non_root: Some(false),
             privileged: Some(false),
@@ -404,18 +432,40 @@ mod tests {
 
     #[test]
     fn the_default_profile_grants_nsjail_its_capabilities_and_nothing_else() {
-        let context = security_context(SandboxSecurity::Nsjail);
+        let context = security_context(SandboxSecurity::Nsjail, Isolation::Host);
         let caps = context.capabilities.expect("capabilities");
         assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
         assert_eq!(caps.add, Some(vec!["SYS_ADMIN".to_string(), "SETUID".to_string(), "SETGID".to_string()]));
         assert_eq!(context.privileged, Some(false));
         assert_eq!(context.read_only_root_filesystem, Some(true));
-        assert_eq!(context.allow_privilege_escalation, None, "the API refuses false with SYS_ADMIN");
+        assert_eq!(context.allow_privilege_escalation, None, "untested without gVisor");
+    }
+
+    #[test]
+    fn under_gvisor_the_supervisor_is_root_with_three_capabilities_and_no_new_privileges() {
+        let context = security_context(SandboxSecurity::Nsjail, Isolation::Gvisor);
+        assert_eq!(context.run_as_user, Some(0));
+        let caps = context.capabilities.expect("capabilities");
+        assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(caps.add, Some(vec!["SYS_ADMIN".to_string(), "SETUID".to_string(), "SETGID".to_string()]));
+        assert_eq!(context.allow_privilege_escalation, Some(false));
+        assert_eq!(context.read_only_root_filesystem, Some(true));
+        assert_eq!(context.seccomp_profile.map(|p| p.type_).as_deref(), Some("Unconfined"));
+    }
+
+    #[test]
+    fn a_runtime_class_makes_the_sandbox_start_nsjail_the_gvisor_way() {
+        assert_eq!(env_of(&build("def main(): return {}"))["PYEXEC_ISOLATION"], "gvisor");
+        let settings = PodSettings { runtime_class: String::new(), ..pod_settings() };
+        let pod = build_pod(&execution("hello"), &settings, &limits()).expect("buildable");
+        assert_eq!(env_of(&pod)["PYEXEC_ISOLATION"], "host");
+        let context = pod.spec.expect("spec").containers[0].security_context.clone().expect("context");
+        assert_eq!(context.allow_privilege_escalation, None);
     }
 
     #[test]
     fn the_restricted_profile_runs_as_nobody_without_capabilities() {
-        let context = security_context(SandboxSecurity::Restricted);
+        let context = security_context(SandboxSecurity::Restricted, Isolation::Gvisor);
         assert_eq!(context.run_as_non_root, Some(true));
         assert_eq!(context.allow_privilege_escalation, Some(false));
         assert_eq!(context.capabilities.and_then(|c| c.add), None);

@@ -39,6 +39,7 @@ pub struct PodSettings {
     )]
     pub sandbox_image_pull_policy: String,
     /// runtimeClassName of sandbox pods; empty runs them without one (the node's default runtime).
+    /// A runtime class is taken to be gVisor's: its pods get PYEXEC_ISOLATION=gvisor.
     #[arg(long, env = "PYEXEC_RUNTIME_CLASS", default_value = "gvisor")]
     pub runtime_class: String,
     /// CPU of a sandbox pod, in millicores (request = limit).
@@ -49,8 +50,8 @@ pub struct PodSettings {
     pub sandbox_security: SandboxSecurity,
 }
 
-/// The sandbox container's privileges until the gVisor findings settle them: nsjail inside the
-/// container needs to create user, mount and network namespaces.
+/// The sandbox container's privileges: root with SYS_ADMIN, SETUID and SETGID, which nsjail
+/// needs on a kernel and the supervisor needs inside gVisor (hack/gvisor/FINDINGS.md).
 pub const DEFAULT_SANDBOX_SECURITY: SandboxSecurity = SandboxSecurity::Nsjail;
 
 /// What the sandbox container may do. nsjail builds its jail from namespaces, so the container
@@ -58,7 +59,8 @@ pub const DEFAULT_SANDBOX_SECURITY: SandboxSecurity = SandboxSecurity::Nsjail;
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SandboxSecurity {
     /// Root in the container with only SYS_ADMIN, SETUID and SETGID, seccomp and AppArmor
-    /// unconfined (their default profiles refuse unshare and mount), read-only root file system.
+    /// unconfined (their default profiles refuse unshare and mount), read-only root file system;
+    /// under gVisor also allowPrivilegeEscalation: false.
     Nsjail,
     /// A privileged container: for runtimes where the capabilities above are not enough.
     Privileged,

@@ -3,6 +3,7 @@
 pub mod capture;
 pub mod cgroup;
 pub mod envelope;
+pub mod gvisor;
 pub mod limits;
 pub mod nsjail;
 pub mod settings;
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 
 pub use envelope::{Envelope, Outcome};
 pub use limits::{LimitSettings, Limits, RequestedLimits};
-pub use settings::SandboxSettings;
+pub use settings::{Isolation, SandboxSettings};
 pub use supervisor::Supervisor;
 
 /// Why the sandbox could not be set up or started (never a script's own failure).
@@ -21,6 +22,8 @@ pub use supervisor::Supervisor;
 pub enum SandboxError {
     #[error("{what} not found at {path}; run `make setup` or set its option (see --help)")]
     Missing { what: &'static str, path: PathBuf },
+    #[error("{0} not found on PATH; --isolation gvisor starts nsjail with util-linux's prlimit and setpriv")]
+    MissingGvisorTool(&'static str),
     #[error("creating the cgroup of run {run_id}: {source}")]
     Cgroup {
         run_id: String,

@@ -2,23 +2,37 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::limits::LimitSettings;
 
 #[derive(Args, Clone, Debug)]
 pub struct SandboxSettings {
+    /// What the supervisor runs on: `host` (a Linux kernel: nsjail with --nsjail-config, user and
+    /// network namespaces, cgroups) or `gvisor` (inside a gVisor sandbox such as a pod with the
+    /// gvisor runtime class: nsjail with --nsjail-gvisor-config, started by util-linux's prlimit
+    /// and setpriv as uid 65534 with CAP_SYS_ADMIN; needs root with SYS_ADMIN, SETUID and SETGID,
+    /// and runsc's network set to none; no cgroups, memory is RLIMIT_AS). See
+    /// hack/gvisor/FINDINGS.md.
+    #[arg(long, env = "PYEXEC_ISOLATION", value_enum, default_value_t = Isolation::Host)]
+    pub isolation: Isolation,
     /// The nsjail binary (a path, or a name looked up on PATH).
     #[arg(long, env = "PYEXEC_NSJAIL", default_value = ".tools/nsjail/bin/nsjail")]
     pub nsjail: PathBuf,
-    /// nsjail configuration with the settings shared by every run (see nsjail.cfg).
+    /// nsjail configuration with the settings shared by every run (see nsjail.cfg), for
+    /// `--isolation host`.
     #[arg(long, env = "PYEXEC_NSJAIL_CONFIG", default_value = "nsjail.cfg")]
     pub nsjail_config: PathBuf,
+    /// nsjail configuration for `--isolation gvisor` (see nsjail-gvisor.cfg): no user, network or
+    /// cgroup namespace, no rlimits set by nsjail, a seccomp policy.
+    #[arg(long, env = "PYEXEC_NSJAIL_GVISOR_CONFIG", default_value = "nsjail-gvisor.cfg")]
+    pub nsjail_gvisor_config: PathBuf,
     /// Python environment (a virtual environment made from a system Python, with pandas and
     /// numpy) mounted read-only at /opt/pyexec inside the sandbox.
     #[arg(long, env = "PYEXEC_PYTHON_ENV", default_value = ".tools/python")]
     pub python_env: PathBuf,
     /// Which cgroups limit memory and processes: auto (v2, then v1, else rlimits), v1, v2 or off.
+    /// Always off with `--isolation gvisor` (gVisor does not enforce cgroup memory limits).
     #[arg(long, env = "PYEXEC_CGROUPS", default_value = "auto", value_parser = ["auto", "v1", "v2", "off"])]
     pub cgroups: String,
     /// Name of the parent cgroup that per-run cgroups are created under.
@@ -26,4 +40,13 @@ pub struct SandboxSettings {
     pub cgroup_parent: String,
     #[command(flatten)]
     pub limits: LimitSettings,
+}
+
+/// What the sandbox runs on, which decides how nsjail is configured and started.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// A Linux kernel (a machine, or a container under runc): today's nsjail.cfg.
+    Host,
+    /// Inside gVisor (runsc), where nsjail can make neither user nor network namespaces.
+    Gvisor,
 }

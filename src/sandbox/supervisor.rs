@@ -2,7 +2,7 @@
 //! enforces the deadline, cleans up, and returns one envelope.
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,9 +19,10 @@ use tokio::process::Command;
 use super::capture::{read_capped, read_tail, Captured};
 use super::cgroup::{self, CgroupMode, RunCgroup};
 use super::envelope::{Envelope, Outcome};
+use super::gvisor::{self, GvisorTools};
 use super::limits::Limits;
 use super::nsjail::{self, CgroupLimits, Harness, JailPaths};
-use super::settings::SandboxSettings;
+use super::settings::{Isolation, SandboxSettings};
 use super::verdict::{decide, RunFacts};
 use super::SandboxError;
 
@@ -50,21 +51,34 @@ struct Inner {
 }
 
 impl Supervisor {
-    /// Checks the installation (nsjail, its configuration, the Python environment) and finds
-    /// the cgroup hierarchy. Runs once at start-up.
+    /// Checks the installation (nsjail, its configuration, the Python environment, and inside
+    /// gVisor prlimit and setpriv) and finds the cgroup hierarchy. Runs once at start-up.
     pub fn new(settings: &SandboxSettings) -> Result<Self, SandboxError> {
         let python_env = existing(&settings.python_env, "Python environment")?;
         let interpreter = python_env.join("bin/python3");
         if !interpreter.exists() {
             return Err(SandboxError::Missing { what: "Python interpreter", path: interpreter });
         }
-        let paths = JailPaths {
-            nsjail: resolve_program(&settings.nsjail)?,
-            config: existing(&settings.nsjail_config, "nsjail configuration")?,
-            harness: Harness::Source,
-            python_env,
+        let nsjail = resolve_program(&settings.nsjail, "nsjail")?;
+        let (paths, cgroups, owns_parent_cgroup) = match settings.isolation {
+            Isolation::Host => {
+                let config = existing(&settings.nsjail_config, "nsjail configuration")?;
+                let paths = JailPaths { nsjail, config, harness: Harness::Source, python_env, gvisor: None };
+                let (cgroups, owns) = cgroup::detect_parent(&settings.cgroups, &settings.cgroup_parent);
+                (paths, cgroups, owns)
+            }
+            Isolation::Gvisor => {
+                let config = existing(&settings.nsjail_gvisor_config, "nsjail configuration for gVisor")?;
+                let on_path = |name: &'static str| {
+                    resolve_program(Path::new(name), name).map_err(|_| SandboxError::MissingGvisorTool(name))
+                };
+                let tools = GvisorTools { prlimit: on_path("prlimit")?, setpriv: on_path("setpriv")? };
+                let paths = JailPaths { nsjail, config, harness: Harness::Source, python_env, gvisor: Some(tools) };
+                // gVisor accepts cgroup memory limits without enforcing them: RLIMIT_AS instead.
+                let reason = "--isolation gvisor: gVisor does not enforce cgroup memory limits".to_string();
+                (paths, CgroupMode::Off { reason }, false)
+            }
         };
-        let (cgroups, owns_parent_cgroup) = cgroup::detect_parent(&settings.cgroups, &settings.cgroup_parent);
         Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups, owns_parent_cgroup }) })
     }
 
@@ -123,16 +137,26 @@ impl Supervisor {
         let cgroup_limits = CgroupLimits { memory: cgroup.is_some(), pids: cgroup.is_some() };
         let args = nsjail::nsjail_args(&inner.paths, limits, cgroup_limits);
 
-        let mut command = match &cgroup {
-            Some(group) => {
+        let mut command = match (&cgroup, &inner.paths.gvisor) {
+            (_, Some(tools)) => {
+                let (program, args) = gvisor::launch_command(tools, &inner.paths.nsjail, args, limits);
+                let mut command = Command::new(program);
+                command.args(args);
+                command
+            }
+            (Some(group), None) => {
                 let mut command = Command::new("/bin/sh");
                 command.arg("-c").arg(ENTER_CGROUPS).arg("sh");
                 command.args(group.procs_files()).arg("--").arg(&inner.paths.nsjail);
+                command.args(args);
                 command
             }
-            None => Command::new(&inner.paths.nsjail),
+            (None, None) => {
+                let mut command = Command::new(&inner.paths.nsjail);
+                command.args(args);
+                command
+            }
         };
-        command.args(&args);
         // The service's own environment (tokens, secrets) never reaches nsjail or the script.
         command.env_clear();
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -149,7 +173,7 @@ impl Supervisor {
         let mut child = command.spawn().map_err(SandboxError::Spawn)?;
         // If this run is abandoned (shutdown past its grace period), nsjail still gets to kill
         // and reap the script itself.
-        let mut terminate_on_drop = TerminateOnDrop(child.id());
+        let mut terminate_on_drop = TerminateOnDrop { pid: child.id(), gvisor: inner.paths.gvisor.clone() };
         // The parent's copies of the write ends live in `command`; drop them so readers see EOF.
         drop(command);
 
@@ -176,15 +200,20 @@ impl Supervisor {
             // SIGTERM makes nsjail kill and reap the script; SIGKILL to nsjail would leave the
             // killed script for the host's init to reap.
             if let Some(pid) = child.id() {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                signal_nsjail(pid, Signal::SIGTERM, inner.paths.gvisor.as_ref());
             }
             if tokio::time::timeout(NSJAIL_TERM_GRACE, child.wait()).await.is_err() {
-                let _ = child.start_kill();
+                match (child.id(), &inner.paths.gvisor) {
+                    (Some(pid), Some(tools)) => signal_nsjail(pid, Signal::SIGKILL, Some(tools)),
+                    _ => {
+                        let _ = child.start_kill();
+                    }
+                }
             }
         }
         let _ = child.wait().await;
         // Reaped: the pid may now belong to someone else.
-        terminate_on_drop.0 = None;
+        terminate_on_drop.pid = None;
         feeder.abort();
 
         let stdout = drain(stdout_task).await;
@@ -215,6 +244,7 @@ impl Supervisor {
             report: &report.bytes,
             report_overflow: report.truncated(),
             elapsed_ms,
+            memory_error_is_limit: inner.paths.gvisor.is_some(),
         });
         tracing::debug!(run_id, ?peak_memory, ?child_status, oom_killed, timed_out, "sandbox finished");
         Ok(Envelope {
@@ -232,13 +262,45 @@ impl Supervisor {
 }
 
 /// Sends SIGTERM to nsjail if the run is dropped before nsjail was reaped.
-struct TerminateOnDrop(Option<u32>);
+struct TerminateOnDrop {
+    pid: Option<u32>,
+    gvisor: Option<GvisorTools>,
+}
 
 impl Drop for TerminateOnDrop {
     fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        if let Some(pid) = self.pid {
+            signal_nsjail(pid, Signal::SIGTERM, self.gvisor.as_ref());
         }
+    }
+}
+
+/// Signals nsjail. Inside gVisor nsjail runs as 65534 and this process is root without
+/// CAP_KILL (the pod drops it), so the signal is sent by a short-lived process of nsjail's uid.
+fn signal_nsjail(pid: u32, signal: Signal, gvisor: Option<&GvisorTools>) {
+    let Some(tools) = gvisor else {
+        let _ = kill(Pid::from_raw(pid as i32), signal);
+        return;
+    };
+    if kill(Pid::from_raw(pid as i32), signal).is_ok() {
+        return;
+    }
+    tracing::debug!(pid, ?signal, "signalling nsjail as its own uid");
+    let name = signal.as_str().trim_start_matches("SIG");
+    let (program, args) = gvisor::signal_command(tools, pid, name);
+    let sent = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    match sent {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => {
+            tracing::warn!(pid, stderr = %String::from_utf8_lossy(&output.stderr), "could not signal nsjail")
+        }
+        Err(err) => tracing::warn!(pid, error = %err, "could not signal nsjail"),
     }
 }
 
@@ -293,18 +355,18 @@ fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::Spawn(std::io::Error::from(e)))
 }
 
-fn existing(path: &PathBuf, what: &'static str) -> Result<PathBuf, SandboxError> {
-    std::fs::canonicalize(path).map_err(|_| SandboxError::Missing { what, path: path.clone() })
+fn existing(path: &Path, what: &'static str) -> Result<PathBuf, SandboxError> {
+    std::fs::canonicalize(path).map_err(|_| SandboxError::Missing { what, path: path.to_path_buf() })
 }
 
 /// A program path as given, or looked up on PATH when it is a bare name.
-fn resolve_program(program: &PathBuf) -> Result<PathBuf, SandboxError> {
+fn resolve_program(program: &Path, what: &'static str) -> Result<PathBuf, SandboxError> {
     if program.components().count() > 1 {
-        return existing(program, "nsjail");
+        return existing(program, what);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
-        .ok_or_else(|| SandboxError::Missing { what: "nsjail", path: program.clone() })
+        .ok_or_else(|| SandboxError::Missing { what, path: program.to_path_buf() })
 }

@@ -23,6 +23,9 @@ pub struct RunFacts<'a> {
     /// More than the result limit arrived on the result channel.
     pub report_overflow: bool,
     pub elapsed_ms: u64,
+    /// RLIMIT_AS is the run's only memory bound (inside gVisor), so a MemoryError that ended
+    /// the script means the memory limit was reached.
+    pub memory_error_is_limit: bool,
 }
 
 /// The decided part of an envelope.
@@ -74,6 +77,10 @@ pub fn decide(facts: &RunFacts) -> Verdict {
     }
     if !facts.report.is_empty() {
         return match serde_json::from_slice::<Report>(facts.report) {
+            Ok(report) if facts.memory_error_is_limit && is_memory_error(&report) => failed(
+                Outcome::MemoryLimit,
+                format!("Memory limit of {} MiB exceeded (MemoryError)", facts.limits.memory_mb),
+            ),
             Ok(report) => from_report(report, returncode),
             Err(err) => failed(Outcome::NoResult, format!("The result channel held an invalid report ({err})")),
         };
@@ -99,6 +106,13 @@ pub fn decide(facts: &RunFacts) -> Verdict {
         }
         None => failed(Outcome::SandboxFailure, "The sandbox failed to start".to_string()),
     }
+}
+
+/// The script ended with a MemoryError of its own (the harness's one-line message).
+fn is_memory_error(report: &Report) -> bool {
+    !report.ok
+        && report.kind.as_deref() == Some("exception")
+        && report.message.as_deref().is_some_and(|m| m == "MemoryError" || m.starts_with("MemoryError:"))
 }
 
 fn from_report(report: Report, returncode: i32) -> Verdict {
@@ -179,7 +193,16 @@ mod tests {
     }
 
     fn facts<'a>(limits: &'a Limits, child: Option<ChildStatus>, report: &'a [u8]) -> RunFacts<'a> {
-        RunFacts { limits, timed_out: false, oom_killed: false, child, report, report_overflow: false, elapsed_ms: 50 }
+        RunFacts {
+            limits,
+            timed_out: false,
+            oom_killed: false,
+            child,
+            report,
+            report_overflow: false,
+            elapsed_ms: 50,
+            memory_error_is_limit: false,
+        }
     }
 
     #[test]
@@ -211,6 +234,25 @@ mod tests {
         let v = decide(&f);
         assert_eq!(v.outcome, Outcome::MemoryLimit);
         assert_eq!(v.error.as_deref(), Some("Memory limit of 128 MiB exceeded"));
+    }
+
+    #[test]
+    fn a_memory_error_is_the_memory_limit_only_where_rlimit_as_is_the_limit() {
+        let l = limits();
+        let report = br#"{"ok":false,"kind":"exception","message":"MemoryError"}"#;
+        let mut f = facts(&l, Some(ChildStatus::Exited(1)), report);
+        assert_eq!(decide(&f).outcome, Outcome::Exception);
+        f.memory_error_is_limit = true;
+        let v = decide(&f);
+        assert_eq!(v.outcome, Outcome::MemoryLimit);
+        assert_eq!(v.returncode, 1);
+        assert_eq!(v.error.as_deref(), Some("Memory limit of 128 MiB exceeded (MemoryError)"));
+        let other = br#"{"ok":false,"kind":"exception","message":"ValueError: MemoryError"}"#;
+        assert_eq!(decide(&facts_with_limit(&l, other)).outcome, Outcome::Exception);
+    }
+
+    fn facts_with_limit<'a>(limits: &'a Limits, report: &'a [u8]) -> RunFacts<'a> {
+        RunFacts { memory_error_is_limit: true, ..facts(limits, Some(ChildStatus::Exited(1)), report) }
     }
 
     #[test]
