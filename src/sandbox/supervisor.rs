@@ -17,7 +17,7 @@ use tokio::net::unix::pipe;
 use tokio::process::Command;
 
 use super::capture::{read_capped, read_tail, Captured};
-use super::cgroup::{self, CgroupMode, RunCgroup};
+use super::cgroup::{self, CgroupMode, CgroupPool, RunCgroup};
 use super::envelope::{Envelope, Outcome};
 use super::gvisor::{self, GvisorTools};
 use super::limits::Limits;
@@ -45,7 +45,7 @@ pub struct Supervisor {
 #[derive(Debug)]
 struct Inner {
     paths: JailPaths,
-    cgroups: CgroupMode,
+    cgroups: Arc<CgroupPool>,
     /// This process created the parent cgroup, so it removes it at shutdown.
     owns_parent_cgroup: bool,
 }
@@ -79,6 +79,7 @@ impl Supervisor {
                 (paths, CgroupMode::Off { reason }, false)
             }
         };
+        let cgroups = CgroupPool::new(cgroups);
         Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups, owns_parent_cgroup }) })
     }
 
@@ -93,15 +94,17 @@ impl Supervisor {
         Supervisor { inner: Arc::new(inner) }
     }
 
-    /// Removes what start-up created (the parent cgroup), once no run is left.
+    /// Removes what start-up and runs created (the runs' cgroups, the parent cgroup), once no
+    /// run is left.
     pub fn shutdown(&self) {
+        self.inner.cgroups.remove_idle();
         if self.inner.owns_parent_cgroup {
-            cgroup::remove_parent(&self.inner.cgroups);
+            cgroup::remove_parent(self.inner.cgroups.mode());
         }
     }
 
     pub fn cgroups(&self) -> &CgroupMode {
-        &self.inner.cgroups
+        self.inner.cgroups.mode()
     }
 
     pub fn paths(&self) -> &JailPaths {
@@ -132,7 +135,9 @@ impl Supervisor {
         let inner = &self.inner;
         let memory_bytes = limits.memory_mb * 1024 * 1024;
         // One pid more than the script's allowance: nsjail itself lives in the group too.
-        let cgroup = RunCgroup::create(&inner.cgroups, run_id, memory_bytes, limits.max_pids + 1)
+        let cgroup = inner
+            .cgroups
+            .acquire(memory_bytes, limits.max_pids + 1)
             .map_err(|source| SandboxError::Cgroup { run_id: run_id.to_string(), source })?;
         let cgroup_limits = CgroupLimits { memory: cgroup.is_some(), pids: cgroup.is_some() };
         let args = nsjail::nsjail_args(&inner.paths, limits, cgroup_limits);
