@@ -57,3 +57,5 @@ bench: build ## Latency and throughput against bare python3, printed side by sid
 include hack/kube.mk
 # The sandbox inside gVisor (runsc built from the Go module proxy, cached outside the repo).
 include hack/gvisor.mk
+# A real single-node Kubernetes built from package registries, for the e2e suite in CI.
+include hack/cluster.mk

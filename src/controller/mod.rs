@@ -21,7 +21,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
 use kube::Client;
 
 use crate::crd::PythonExecution;
@@ -115,15 +115,21 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         pod_start_timeout: Duration::from_secs(args.pod_start_timeout_seconds),
         metrics,
     });
-    let controller = Controller::new(executions, watcher::Config::default())
+    // Readiness comes from the executions watcher's own "initial list done" event, not from
+    // awaiting the store: kube-runtime's store wakes only the last of several waiters, and the
+    // controller itself already waits on it.
+    let (reader, writer) = reflector::store();
+    let executions_stream = watcher(executions, watcher::Config::default())
+        .default_backoff()
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) && !ready.swap(true, Ordering::SeqCst) {
+                tracing::info!("caches synced; ready");
+            }
+        })
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(executions_stream, reader)
         .owns(pods, watcher::Config::default().labels(pod::SANDBOX_SELECTOR));
-    let store = controller.store();
-    tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready.store(true, Ordering::SeqCst);
-            tracing::info!("caches synced; ready");
-        }
-    });
     tracing::info!(
         listen = %args.listen,
         namespace = if args.namespace.is_empty() { "(all)" } else { args.namespace.as_str() },

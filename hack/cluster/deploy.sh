@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs charts/pyexec into the local cluster with the local images (make cluster-deploy).
+# CLUSTER_RUNTIME_CLASS picks the sandbox pods' RuntimeClass: gvisor (default) or "" for runc.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=hack/cluster/config.sh
+. "$HERE/config.sh"
+HELM=${HELM:-$REPO/.tools/bin/helm}
+HELM_RELEASE=${HELM_RELEASE:-pyexec}
+HELM_NAMESPACE=${HELM_NAMESPACE:-pyexec}
+SANDBOX_NAMESPACE=${SANDBOX_NAMESPACE:-pyexec-sandbox}
+IMAGE_TAG=${IMAGE_TAG:-dev}
+SERVICE_IMAGE_REPO=${SERVICE_IMAGE_REPO:-pyexec-service}
+SANDBOX_IMAGE_REPO=${SANDBOX_IMAGE_REPO:-pyexec-sandbox}
+CLUSTER_RUNTIME_CLASS=${CLUSTER_RUNTIME_CLASS-gvisor}
+DEPLOY_TIMEOUT=${DEPLOY_TIMEOUT:-5m}
+[ -x "$HELM" ] || cdie "no helm at $HELM (make helm)"
+[ -f "$ADMIN_KUBECONFIG" ] || cdie "the cluster is not up (make cluster-up)"
+export KUBECONFIG=$ADMIN_KUBECONFIG
+# Nothing can be pulled here: both images must have been imported (make cluster-images).
+for ref in "$(qualify "$SERVICE_IMAGE_REPO:$IMAGE_TAG")" "$(qualify "$SANDBOX_IMAGE_REPO:$IMAGE_TAG")"; do
+  ctr_k8s images ls -q | grep -xF "$ref" >/dev/null || cdie "image $ref is not in the cluster's containerd: make cluster-images first"
+done
+
+# Same tag, new build: the image id in a pod annotation rolls the Deployments out again.
+image_id=$(buildah inspect --type image --format '{{.FromImageID}}' "$(qualify "$SERVICE_IMAGE_REPO:$IMAGE_TAG")" 2>/dev/null | cut -c1-16 || true)
+start=$(date +%s)
+"$HELM" upgrade --install "$HELM_RELEASE" "$REPO/charts/pyexec" \
+  --namespace "$HELM_NAMESPACE" --create-namespace \
+  --set-string "image.repository=$SERVICE_IMAGE_REPO" --set-string "image.tag=$IMAGE_TAG" \
+  --set-string image.pullPolicy=Never \
+  --set-string "sandbox.image.repository=$SANDBOX_IMAGE_REPO" --set-string "sandbox.image.tag=$IMAGE_TAG" \
+  --set-string sandbox.image.pullPolicy=Never \
+  --set-string "sandbox.namespace.name=$SANDBOX_NAMESPACE" \
+  --set-string "sandbox.runtimeClassName=$CLUSTER_RUNTIME_CLASS" \
+  --set-string "api.podAnnotations.pyexec\.dev/image-id=${image_id:-none}" \
+  --set-string "controller.podAnnotations.pyexec\.dev/image-id=${image_id:-none}" \
+  --timeout "$DEPLOY_TIMEOUT"
+case "$HELM_RELEASE" in *pyexec*) fullname=$HELM_RELEASE ;; *) fullname=$HELM_RELEASE-pyexec ;; esac
+# Not `helm --wait`: when the controller's /readyz never turned ready (kube-runtime's store woke only
+# the last of its waiters; fixed in src/controller/mod.rs on 2026-11-26) the release never became
+# ready although executions ran. The API must be Ready; the controller must have started, and a
+# controller that is not Ready 60 s later is reported, not fatal.
+kc -n "$HELM_NAMESPACE" rollout status "deployment/$fullname-api" --timeout="$DEPLOY_TIMEOUT"
+deadline=$(( $(date +%s) + 300 ))
+until [ "$(kc -n "$HELM_NAMESPACE" get deployment "$fullname-controller" -o jsonpath='{.status.updatedReplicas}')" = 1 ] &&
+  kc -n "$HELM_NAMESPACE" get pods -l app.kubernetes.io/component=controller \
+    -o jsonpath='{range .items[*]}{.metadata.deletionTimestamp}{"/"}{.status.containerStatuses[0].started}{"\n"}{end}' | grep -x '/true' >/dev/null; do
+  [ "$(date +%s)" -lt "$deadline" ] || cdie "the controller pod did not start"
+  sleep 1
+done
+kc -n "$HELM_NAMESPACE" wait --for=condition=Ready pod -l app.kubernetes.io/component=controller --timeout=60s >/dev/null 2>&1 ||
+  clog "warning: the controller runs but its readiness probe (/readyz) fails; continuing"
+clog "deployed release $HELM_RELEASE (sandbox runtime class '${CLUSTER_RUNTIME_CLASS}') in $(( $(date +%s) - start ))s"
+kc -n "$HELM_NAMESPACE" get pods -o wide
