@@ -53,16 +53,7 @@ async fn with_no_queue_a_second_request_gets_429_while_the_first_runs() {
         let body = json!({"script": "import time\ndef main():\n    time.sleep(2)\n    return {'first': True}"});
         client.post(url).json(&body).send().await.expect("POST").json::<Value>().await.expect("json")
     });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let metrics =
-            server.client().get(server.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
-        if metrics.lines().any(|l| l == "pyexec_in_flight 1") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "first execution never started");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    server.wait_for_in_flight(1).await;
     let (status, body) = server.execute("def main():\n    return {}", None).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(first.await.expect("first")["result"], json!({"first": true}));

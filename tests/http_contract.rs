@@ -321,16 +321,7 @@ async fn sigterm_lets_an_in_flight_execution_finish_then_exits_zero() {
         response.json::<Value>().await.expect("json")
     });
     // Wait until the execution is running before asking the server to stop.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let metrics =
-            server.client().get(server.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
-        if metrics.lines().any(|l| l == "pyexec_in_flight 1") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "execution never started");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    server.wait_for_in_flight(1).await;
     let stopping = tokio::task::spawn_blocking(move || {
         let status = server.stop();
         (status, server.run_cgroups())

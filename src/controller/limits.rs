@@ -62,17 +62,7 @@ pub fn log_limit_bytes(limits: &Limits) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        limits: LimitSettings,
-    }
-
-    fn settings() -> LimitSettings {
-        Wrapper::parse_from(["test"]).limits
-    }
+    use crate::sandbox::limits::testing::settings;
 
     const ROOMY: u64 = 1 << 40;
 

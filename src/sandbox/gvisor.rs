@@ -94,18 +94,7 @@ mod tests {
     }
 
     fn limits() -> Limits {
-        Limits {
-            timeout_ms: 2500,
-            cpu_seconds: 5,
-            memory_mb: 256,
-            max_pids: 32,
-            tmp_mb: 8,
-            file_size_mb: 4,
-            open_files: 64,
-            stdout_bytes: 1024,
-            stderr_bytes: 1024,
-            result_bytes: 1024,
-        }
+        crate::sandbox::limits::testing::small_limits()
     }
 
     fn strings(args: &[OsString]) -> Vec<String> {

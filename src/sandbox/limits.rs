@@ -175,8 +175,9 @@ fn pick_f64(name: &'static str, requested: Option<f64>, default: f64, max: f64) 
     Ok(value)
 }
 
+/// Fixtures for unit tests across the crate.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use clap::Parser;
 
@@ -186,9 +187,32 @@ mod tests {
         limits: LimitSettings,
     }
 
-    fn settings() -> LimitSettings {
+    /// The settings with every default, as `pyexec serve` with no flags has them.
+    pub(crate) fn settings() -> LimitSettings {
         Wrapper::parse_from(["test"]).limits
     }
+
+    /// Small, distinct limits, easy to recognise in command lines.
+    pub(crate) fn small_limits() -> Limits {
+        Limits {
+            timeout_ms: 2500,
+            cpu_seconds: 5,
+            memory_mb: 256,
+            max_pids: 32,
+            tmp_mb: 8,
+            file_size_mb: 4,
+            open_files: 64,
+            stdout_bytes: 1024,
+            stderr_bytes: 1024,
+            result_bytes: 1024,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::settings;
+    use super::*;
 
     #[test]
     fn no_request_gives_the_defaults() {

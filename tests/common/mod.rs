@@ -110,6 +110,21 @@ impl Server {
         request.send().await.expect("POST /execute")
     }
 
+    /// Waits until the server reports `n` executions running (from /metrics).
+    pub async fn wait_for_in_flight(&self, n: usize) {
+        let expected = format!("pyexec_in_flight {n}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics =
+                self.client.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+            if metrics.lines().any(|line| line == expected) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never saw {n} executions in flight");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends a raw HTTP/1.1 request (head and the given body bytes, which may be fewer than the
     /// head declares) and returns the status and body: for checking that an oversized body is
     /// refused before it is read.
