@@ -332,3 +332,12 @@ async fn sigterm_lets_an_in_flight_execution_finish_then_exits_zero() {
     assert_eq!(status.and_then(|s| s.code()), Some(0));
     assert!(cgroups_left.is_empty(), "{cgroups_left:?}");
 }
+
+#[tokio::test]
+async fn responses_keep_the_seed_field_order_and_mains_key_order() {
+    let server = Server::start().await;
+    let body = serde_json::json!({"script": "def main():\n    return {'z': 1, 'a': 2, 'm': 3}"});
+    let response = server.client().post(server.url("/execute")).json(&body).send().await.expect("POST");
+    let text = response.text().await.expect("text");
+    assert!(text.starts_with(r#"{"result":{"z":1,"a":2,"m":3},"stdout":"","stderr":"","returncode":0,"#), "{text}");
+}
