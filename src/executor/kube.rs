@@ -3,7 +3,7 @@
 //! (a reflector store plus a wake-up per name), never on a watch of its own.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, Lookup};
 use crate::crd::{ExecutionLimits, PythonExecution, PythonExecutionSpec};
 use crate::metrics::Metrics;
@@ -68,8 +69,8 @@ pub struct KubeExecutor {
     watch: Arc<SharedWatch>,
     watch_task: JoinHandle<()>,
     metrics: Arc<Metrics>,
-    in_flight: AtomicUsize,
-    max_in_flight: usize,
+    /// Places for requests being answered: each holds a watch waiter and a resource.
+    in_flight: Places,
 }
 
 impl KubeExecutor {
@@ -98,20 +99,14 @@ impl KubeExecutor {
             watch,
             watch_task,
             metrics,
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: max_in_flight.max(1),
+            in_flight: Places::new(max_in_flight.max(1)),
         }
     }
 
     async fn run(&self, request: ExecutionRequest) -> Result<Envelope, ExecuteError> {
-        let reserved = self
-            .in_flight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.max_in_flight).then_some(n + 1));
-        if reserved.is_err() {
+        let Some(_in_flight) = self.in_flight.take(&self.metrics.in_flight) else {
             return Err(ExecuteError::Busy { retry_after_seconds: 1 });
-        }
-        let _leave = InFlight { count: &self.in_flight, metrics: &self.metrics };
-        self.metrics.in_flight.inc();
+        };
         let started = Instant::now();
         let execution = new_execution(&request, self.settings.kube_ttl_seconds);
         let created = self
@@ -187,19 +182,6 @@ impl Executor for KubeExecutor {
 
     fn name(&self) -> &'static str {
         "kubernetes"
-    }
-}
-
-/// Leaves the in-flight count however the request ends (it may be cancelled).
-struct InFlight<'a> {
-    count: &'a AtomicUsize,
-    metrics: &'a Metrics,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::SeqCst);
-        self.metrics.in_flight.dec();
     }
 }
 

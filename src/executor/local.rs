@@ -1,7 +1,6 @@
 //! The local placement: scripts run in nsjail on this machine, a bounded number at a time,
 //! behind a bounded queue.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,6 +8,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::Semaphore;
 
+use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor};
 use crate::metrics::Metrics;
 use crate::sandbox::{Envelope, Limits, Outcome, Supervisor};
@@ -19,8 +19,8 @@ const READINESS_SCRIPT: &str = "def main():\n    return {'ready': True}\n";
 pub struct LocalExecutor {
     supervisor: Supervisor,
     slots: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    max_queue: usize,
+    /// Places in the queue for requests waiting for a slot.
+    queue: Places,
     /// A hint for Retry-After: roughly how long a queued request waits.
     retry_after_seconds: u64,
     metrics: Arc<Metrics>,
@@ -38,8 +38,7 @@ impl LocalExecutor {
         LocalExecutor {
             supervisor,
             slots: Arc::new(Semaphore::new(max_concurrency.max(1))),
-            waiting: AtomicUsize::new(0),
-            max_queue,
+            queue: Places::new(max_queue),
             retry_after_seconds: 1,
             metrics,
             readiness_limits,
@@ -50,15 +49,10 @@ impl LocalExecutor {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                // Reserve a place in the queue, or refuse when it is full.
-                let reserved = self
-                    .waiting
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.max_queue).then_some(n + 1));
-                if reserved.is_err() {
+                // Take a place in the queue, or refuse when it is full.
+                let Some(_in_queue) = self.queue.take(&self.metrics.queue_depth) else {
                     return Err(ExecuteError::Busy { retry_after_seconds: self.retry_after_seconds });
-                }
-                self.metrics.queue_depth.inc();
-                let _leave_queue = Leave { waiting: &self.waiting, metrics: &self.metrics };
+                };
                 self.slots.clone().acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?
             }
         };
@@ -76,19 +70,6 @@ impl LocalExecutor {
             envelope
         });
         run.await.map_err(|err| ExecuteError::Internal(format!("the sandbox task failed: {err}")))
-    }
-}
-
-/// Leaves the queue when the wait ends, however it ends (the request may be cancelled).
-struct Leave<'a> {
-    waiting: &'a AtomicUsize,
-    metrics: &'a Metrics,
-}
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        self.metrics.queue_depth.dec();
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod kube;
 pub mod local;
+mod places;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;

@@ -43,13 +43,8 @@ impl CgroupMode {
     }
 }
 
-/// Finds the hierarchy and creates pyexec's parent group in it. `wanted` is "auto", "v1", "v2"
-/// or "off".
-pub fn detect(wanted: &str, parent_name: &str) -> CgroupMode {
-    detect_parent(wanted, parent_name).0
-}
-
-/// Like `detect`, and also says whether this call created the parent group (so that the one who
+/// Finds the hierarchy (`wanted` is "auto", "v1", "v2" or "off") and creates pyexec's parent
+/// group in it; also says whether this call created the parent group (so that the one who
 /// created it removes it at shutdown).
 pub fn detect_parent(wanted: &str, parent_name: &str) -> (CgroupMode, bool) {
     let existed = [Path::new(CGROUP_ROOT).join(parent_name), Path::new(CGROUP_ROOT).join("memory").join(parent_name)]
