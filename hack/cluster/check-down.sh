@@ -5,30 +5,12 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/cluster/config.sh
 . "$HERE/config.sh"
-# The binary cache the running cluster was started from (up.sh records it).
-if [ -f "$CLUSTER_RUN_DIR/cache-dir" ]; then PYEXEC_CLUSTER_CACHE=$(cat "$CLUSTER_RUN_DIR/cache-dir"); fi
-# This script and the processes that started it (make's shell has the run directory in its
-# command line) are never counted or killed.
-ANCESTORS=""
-a=$$
-while [ -n "$a" ] && [ "$a" != 0 ] && [ "$a" != 1 ]; do
-  ANCESTORS="$ANCESTORS $a"
-  a=$(awk '/^PPid:/ {print $2}' "/proc/$a/status" 2>/dev/null)
-done
+adopt_running_cluster
 status=0
 fail() { printf '[cluster] leftover: %s\n' "$*" >&2; status=1; }
 
-for p in /proc/[0-9]*; do
-  p=${p#/proc/}
-  [ "$p" = "$$" ] && continue
-  cmd=$( { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null) || continue
-  case " $ANCESTORS " in *" $p "*) continue ;; esac
-  exe=$(readlink "/proc/$p/exe" 2>/dev/null || true)
-  case "$cmd|$exe" in
-    *"$CLUSTER_RUN_DIR"*|*"|$PYEXEC_CLUSTER_CACHE/"*/bin/*)
-      case "$cmd" in *check-down.sh*|*down.sh*) continue ;; esac
-      fail "process $p: $cmd" ;;
-  esac
+for p in $(own_pids); do
+  fail "process $p: $( { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null)"
 done
 grep -q " $CLUSTER_RUN_DIR" /proc/self/mountinfo && fail "mounts: $(awk -v d="$CLUSTER_RUN_DIR" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | head -3)"
 ip link show "$CLUSTER_BRIDGE" >/dev/null 2>&1 && fail "network device $CLUSTER_BRIDGE"

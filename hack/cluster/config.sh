@@ -54,3 +54,33 @@ clog() { printf '[cluster %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 cdie() { clog "ERROR: $*"; exit 1; }
 kc() { "$KUBECTL_BIN" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
+
+# For down.sh and check-down.sh: adopt the binary cache the running cluster was started from
+# (up.sh records it), and list in ANCESTORS this script and the processes that started it
+# (make's shell has the run directory in its command line), which are never counted or killed.
+adopt_running_cluster() {
+  if [ -f "$CLUSTER_RUN_DIR/cache-dir" ]; then PYEXEC_CLUSTER_CACHE=$(cat "$CLUSTER_RUN_DIR/cache-dir"); fi
+  ANCESTORS=""
+  local a=$$
+  while [ -n "$a" ] && [ "$a" != 0 ] && [ "$a" != 1 ]; do
+    ANCESTORS="$ANCESTORS $a"
+    a=$(awk '/^PPid:/ {print $2}' "/proc/$a/status" 2>/dev/null)
+  done
+}
+# Pids of processes whose command line or executable is under the run directory or the binary
+# cache (the cluster's own processes: the components, shims, runsc sandboxes and gofers), less
+# ANCESTORS and the tear-down scripts themselves.
+own_pids() {
+  local p cmd exe
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    [ "$p" = "$$" ] && continue
+    cmd=$( { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null) || continue
+    case " $ANCESTORS " in *" $p "*) continue ;; esac
+    case "$cmd" in *check-down.sh*|*down.sh*) continue ;; esac
+    exe=$(readlink "/proc/$p/exe" 2>/dev/null || true)
+    case "$cmd|$exe" in
+      *"$CLUSTER_RUN_DIR"*|*"|$PYEXEC_CLUSTER_CACHE/"*/bin/*) echo "$p" ;;
+    esac
+  done
+}

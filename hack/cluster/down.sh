@@ -7,33 +7,9 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/cluster/config.sh
 . "$HERE/config.sh"
-# The binary cache the running cluster was started from (up.sh records it).
-if [ -f "$CLUSTER_RUN_DIR/cache-dir" ]; then PYEXEC_CLUSTER_CACHE=$(cat "$CLUSTER_RUN_DIR/cache-dir"); fi
-# This script and the processes that started it (make's shell has the run directory in its
-# command line) are never counted or killed.
-ANCESTORS=""
-a=$$
-while [ -n "$a" ] && [ "$a" != 0 ] && [ "$a" != 1 ]; do
-  ANCESTORS="$ANCESTORS $a"
-  a=$(awk '/^PPid:/ {print $2}' "/proc/$a/status" 2>/dev/null)
-done
+adopt_running_cluster
 [ "$(id -u)" = 0 ] || cdie "cluster-down needs root"
 
-# Pids of processes whose command line or executable is under the run directory or the binary
-# cache (the cluster's own processes: the components, shims, runsc sandboxes and gofers).
-own_pids() {
-  local p cmd exe
-  for p in /proc/[0-9]*; do
-    p=${p#/proc/}
-    [ "$p" = "$$" ] && continue
-    cmd=$( { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null) || continue
-    case " $ANCESTORS " in *" $p "*) continue ;; esac
-    exe=$(readlink "/proc/$p/exe" 2>/dev/null || true)
-    case "$cmd|$exe" in
-      *"$CLUSTER_RUN_DIR"*|*"|$PYEXEC_CLUSTER_CACHE/"*/bin/*) echo "$p" ;;
-    esac
-  done
-}
 # Pids in the cluster's pod cgroups (container processes of runc pods).
 pod_pids() {
   local d
