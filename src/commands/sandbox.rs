@@ -17,7 +17,7 @@ pub async fn run(args: SandboxArgs) -> Result<()> {
     let supervisor = Supervisor::new(&args.sandbox)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let envelope = supervisor.run(&id, &script, &limits).await;
-    supervisor.shutdown();
+    supervisor.shutdown().await;
     let line = serde_json::to_string(&envelope).map_err(|e| Error::WriteEnvelope(e.into()))?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}").and_then(|()| stdout.flush()).map_err(Error::WriteEnvelope)?;

@@ -93,7 +93,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
     }
     if let Some(supervisor) = supervisor_for_shutdown {
-        supervisor.shutdown();
+        supervisor.shutdown().await;
     }
     tracing::info!("pyexec stopped");
     Ok(())

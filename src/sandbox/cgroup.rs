@@ -6,11 +6,13 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use super::settings::CgroupChoice;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// How long to wait for a killed run's processes to leave its cgroup before giving up on rmdir.
@@ -43,10 +45,10 @@ impl CgroupMode {
     }
 }
 
-/// Finds the hierarchy (`wanted` is "auto", "v1", "v2" or "off") and creates pyexec's parent
+/// Finds the hierarchy `wanted` and creates pyexec's parent
 /// group in it; also says whether this call created the parent group (so that the one who
 /// created it removes it at shutdown).
-pub fn detect_parent(wanted: &str, parent_name: &str) -> (CgroupMode, bool) {
+pub fn detect_parent(wanted: CgroupChoice, parent_name: &str) -> (CgroupMode, bool) {
     let existed = [Path::new(CGROUP_ROOT).join(parent_name), Path::new(CGROUP_ROOT).join("memory").join(parent_name)]
         .iter()
         .any(|p| p.exists());
@@ -69,7 +71,7 @@ pub fn remove_parent(mode: &CgroupMode) {
     }
 }
 
-fn detect_inner(wanted: &str, parent_name: &str) -> CgroupMode {
+fn detect_inner(wanted: CgroupChoice, parent_name: &str) -> CgroupMode {
     let root = Path::new(CGROUP_ROOT);
     let v2_root = if root.join("cgroup.controllers").exists() { Some(root.to_path_buf()) } else { None };
     let try_v2 = || -> Result<CgroupMode, String> {
@@ -100,10 +102,10 @@ fn detect_inner(wanted: &str, parent_name: &str) -> CgroupMode {
         Ok(CgroupMode::V1 { memory, pids })
     };
     let outcome = match wanted {
-        "off" => Err("turned off by --cgroups off".to_string()),
-        "v1" => try_v1(),
-        "v2" => try_v2(),
-        _ => try_v2().or_else(|v2| try_v1().map_err(|v1| format!("{v2}; {v1}"))),
+        CgroupChoice::Off => Err("turned off by --cgroups off".to_string()),
+        CgroupChoice::V1 => try_v1(),
+        CgroupChoice::V2 => try_v2(),
+        CgroupChoice::Auto => try_v2().or_else(|v2| try_v1().map_err(|v1| format!("{v2}; {v1}"))),
     }
     .and_then(probe);
     outcome.unwrap_or_else(|reason| CgroupMode::Off { reason })
@@ -135,6 +137,9 @@ pub struct CgroupPool {
     mode: CgroupMode,
     idle: Mutex<Vec<Slot>>,
     next: AtomicUsize,
+    /// Slots being emptied on the blocking pool; shutdown waits for them.
+    draining: Mutex<usize>,
+    drained: Condvar,
 }
 
 /// The directories of one slot.
@@ -147,7 +152,13 @@ struct Slot {
 
 impl CgroupPool {
     pub fn new(mode: CgroupMode) -> Arc<Self> {
-        Arc::new(CgroupPool { mode, idle: Mutex::new(Vec::new()), next: AtomicUsize::new(0) })
+        Arc::new(CgroupPool {
+            mode,
+            idle: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            draining: Mutex::new(0),
+            drained: Condvar::new(),
+        })
     }
 
     pub fn mode(&self) -> &CgroupMode {
@@ -171,33 +182,93 @@ impl CgroupPool {
         Ok(Some(lease))
     }
 
+    /// A new slot; a directory left by an earlier process is reused only when it is empty, so
+    /// that no run waits here for someone else's processes to die.
     fn new_slot(&self) -> io::Result<Slot> {
-        let name = format!("slot-{}", self.next.fetch_add(1, Ordering::SeqCst));
-        let slot = match &self.mode {
-            CgroupMode::V1 { memory, pids } => {
-                Slot { memory: memory.join(&name), pids: pids.join(&name), unified: false }
+        loop {
+            let name = format!("slot-{}", self.next.fetch_add(1, Ordering::SeqCst));
+            let slot = match &self.mode {
+                CgroupMode::V1 { memory, pids } => {
+                    Slot { memory: memory.join(&name), pids: pids.join(&name), unified: false }
+                }
+                CgroupMode::V2 { parent } => {
+                    Slot { memory: parent.join(&name), pids: parent.join(&name), unified: true }
+                }
+                CgroupMode::Off { .. } => return Err(io::Error::other("cgroups are off")),
+            };
+            for dir in slot.dirs() {
+                match fs::create_dir(dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
             }
-            CgroupMode::V2 { parent } => Slot { memory: parent.join(&name), pids: parent.join(&name), unified: true },
-            CgroupMode::Off { .. } => return Err(io::Error::other("cgroups are off")),
-        };
-        for dir in slot.dirs() {
-            match fs::create_dir(dir) {
-                Ok(()) => {}
-                // Left by a process that was killed: reused once it is emptied.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
+            if pids_inside(&slot).is_empty() {
+                return Ok(slot);
             }
+            tracing::warn!(cgroup = %slot.memory.display(), "a leftover cgroup still has processes; skipping it");
         }
-        kill_all(&slot);
-        Ok(slot)
     }
 
-    /// Removes the idle slots (at shutdown, once no run is left).
+    /// Takes back a slot after its run: at once when the run left no process (the usual case),
+    /// else on the blocking pool, which kills and waits without holding up an async worker.
+    fn give_back(self: &Arc<Self>, slot: Slot) {
+        if pids_inside(&slot).is_empty() {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+            return;
+        }
+        let drain = Draining::start(self.clone());
+        let empty = move || drain.finish(slot);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(empty)),
+            Err(_) => empty(),
+        }
+    }
+
+    /// Removes the idle slots, after waiting (bounded) for slots still being emptied: at
+    /// shutdown, once no run is left. Blocks; call it off the async workers.
     pub fn remove_idle(&self) {
+        let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + DRAIN_TIMEOUT * 2;
+        while *draining > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            draining = self.drained.wait_timeout(draining, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        drop(draining);
         let slots: Vec<Slot> = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
         for slot in slots {
             remove_slot(&slot);
         }
+    }
+}
+
+/// One slot being emptied; counted in the pool until it is back or retired, also when the
+/// blocking task never runs (a runtime shutting down drops it).
+struct Draining(Arc<CgroupPool>);
+
+impl Draining {
+    fn start(pool: Arc<CgroupPool>) -> Self {
+        *pool.draining.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        Draining(pool)
+    }
+
+    fn finish(self, slot: Slot) {
+        if kill_all(&slot) {
+            self.0.idle.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+        } else {
+            tracing::warn!(cgroup = %slot.memory.display(), "processes outlived a run; retiring its cgroup");
+            remove_slot(&slot);
+        }
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        *self.0.draining.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.0.drained.notify_all();
     }
 }
 
@@ -280,12 +351,8 @@ impl RunCgroup {
 
 impl Drop for RunCgroup {
     fn drop(&mut self) {
-        let Some(slot) = self.slot.take() else { return };
-        if kill_all(&slot) {
-            self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
-        } else {
-            tracing::warn!(cgroup = %slot.memory.display(), "processes outlived a run; retiring its cgroup");
-            remove_slot(&slot);
+        if let Some(slot) = self.slot.take() {
+            self.pool.give_back(slot);
         }
     }
 }

@@ -33,8 +33,8 @@ pub struct SandboxSettings {
     pub python_env: PathBuf,
     /// Which cgroups limit memory and processes: auto (v2, then v1, else rlimits), v1, v2 or off.
     /// Always off with `--isolation gvisor` (gVisor does not enforce cgroup memory limits).
-    #[arg(long, env = "PYEXEC_CGROUPS", default_value = "auto", value_parser = ["auto", "v1", "v2", "off"])]
-    pub cgroups: String,
+    #[arg(long, env = "PYEXEC_CGROUPS", value_enum, default_value_t = CgroupChoice::Auto)]
+    pub cgroups: CgroupChoice,
     /// Name of the parent cgroup that per-run cgroups are created under.
     #[arg(long, env = "PYEXEC_CGROUP_PARENT", default_value = "pyexec")]
     pub cgroup_parent: String,
@@ -49,4 +49,15 @@ pub enum Isolation {
     Host,
     /// Inside gVisor (runsc), where nsjail can make neither user nor network namespaces.
     Gvisor,
+}
+
+/// Which cgroup hierarchy `--cgroups` asks for.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupChoice {
+    /// v2 when the unified hierarchy has the memory and pids controllers, then v1, else rlimits.
+    Auto,
+    V1,
+    V2,
+    /// No cgroups: per-process rlimits only.
+    Off,
 }

@@ -64,7 +64,7 @@ impl Supervisor {
             Isolation::Host => {
                 let config = existing(&settings.nsjail_config, "nsjail configuration")?;
                 let paths = JailPaths { nsjail, config, harness: Harness::Source, python_env, gvisor: None };
-                let (cgroups, owns) = cgroup::detect_parent(&settings.cgroups, &settings.cgroup_parent);
+                let (cgroups, owns) = cgroup::detect_parent(settings.cgroups, &settings.cgroup_parent);
                 (paths, cgroups, owns)
             }
             Isolation::Gvisor => {
@@ -95,11 +95,17 @@ impl Supervisor {
     }
 
     /// Removes what start-up and runs created (the runs' cgroups, the parent cgroup), once no
-    /// run is left.
-    pub fn shutdown(&self) {
-        self.inner.cgroups.remove_idle();
-        if self.inner.owns_parent_cgroup {
-            cgroup::remove_parent(self.inner.cgroups.mode());
+    /// run is left; on the blocking pool, since emptying a cgroup waits for processes to die.
+    pub async fn shutdown(&self) {
+        let inner = self.inner.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            inner.cgroups.remove_idle();
+            if inner.owns_parent_cgroup {
+                cgroup::remove_parent(inner.cgroups.mode());
+            }
+        });
+        if let Err(err) = removed.await {
+            tracing::warn!(error = %err, "removing the sandbox cgroups failed");
         }
     }
 
