@@ -310,7 +310,14 @@ def _main():
     _source = source
     sys.stdout.reconfigure(line_buffering=True)
 
-    module = {"__name__": "__pyexec__", "__file__": _SCRIPT_NAME, "__builtins__": __builtins__}
+    # A real module in sys.modules, so that pickle finds what the script defines (functions for
+    # multiprocessing.Pool, dataclasses); not named __main__, so a closing
+    # `if __name__ == "__main__": main()` does not run main() a second time.
+    script_module = type(sys)("__pyexec__")
+    script_module.__file__ = _SCRIPT_NAME
+    script_module.__builtins__ = __builtins__
+    sys.modules["__pyexec__"] = script_module
+    module = script_module.__dict__
     sys.argv = [_SCRIPT_NAME]
     _run_user_code(exec, code, module)
 
