@@ -17,6 +17,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::abandoned::DeleteIfAbandoned;
 use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, Lookup};
 use crate::crd::{ExecutionLimits, PythonExecution, PythonExecutionSpec};
@@ -156,40 +157,6 @@ impl KubeExecutor {
         tokio::spawn(async move {
             if let Err(err) = api.delete(&name, &DeleteParams::background()).await {
                 tracing::warn!(execution = %name, error = %err, "could not delete an answered PythonExecution");
-            }
-        });
-    }
-}
-
-/// Deletes a PythonExecution (best effort, in the background) if the request waiting for it is
-/// dropped before `disarm`: its client went away, so nobody will read the result.
-struct DeleteIfAbandoned {
-    armed: Option<(Api<PythonExecution>, String, String)>,
-    metrics: Arc<Metrics>,
-}
-
-impl DeleteIfAbandoned {
-    fn new(api: Api<PythonExecution>, name: &str, id: &str, metrics: Arc<Metrics>) -> Self {
-        DeleteIfAbandoned { armed: Some((api, name.to_string(), id.to_string())), metrics }
-    }
-
-    fn disarm(mut self) {
-        self.armed = None;
-    }
-}
-
-impl Drop for DeleteIfAbandoned {
-    fn drop(&mut self) {
-        let Some((api, name, id)) = self.armed.take() else { return };
-        self.metrics.cancelled.inc();
-        tracing::info!(id = %id, execution = %name, "the client went away: deleting its PythonExecution");
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(execution = %name, "no runtime to delete an abandoned PythonExecution; its TTL will");
-            return;
-        };
-        runtime.spawn(async move {
-            if let Err(err) = api.delete(&name, &DeleteParams::background()).await {
-                tracing::warn!(execution = %name, error = %err, "could not delete an abandoned PythonExecution");
             }
         });
     }
@@ -406,26 +373,6 @@ mod tests {
         let name = execution.name_any();
         writer.apply_watcher_event(&watcher::Event::Apply(execution));
         watch.wake(&name);
-    }
-
-    #[tokio::test]
-    async fn an_abandoned_request_deletes_its_execution_and_an_answered_one_does_not() {
-        let (service, mut handle) =
-            tower_test::mock::pair::<http::Request<::kube::client::Body>, http::Response<::kube::client::Body>>();
-        let api: Api<PythonExecution> = Api::namespaced(Client::new(service, "default"), "default");
-        let metrics = Arc::new(Metrics::default());
-
-        DeleteIfAbandoned::new(api.clone(), "pyx-answered", "id1", metrics.clone()).disarm();
-        drop(DeleteIfAbandoned::new(api, "pyx-abandoned", "id2", metrics.clone()));
-
-        let (request, send) =
-            tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await.expect("a call").expect("open");
-        assert_eq!(request.method(), http::Method::DELETE);
-        assert_eq!(request.uri().path(), "/apis/pyexec.dev/v1alpha1/namespaces/default/pythonexecutions/pyx-abandoned");
-        send.send_response(
-            http::Response::builder().status(200).body(::kube::client::Body::from(b"{}".to_vec())).expect("response"),
-        );
-        assert_eq!(metrics.cancelled.get(), 1);
     }
 
     #[test]

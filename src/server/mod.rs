@@ -5,6 +5,7 @@ mod distinct_keys;
 pub mod error;
 pub mod extract;
 pub mod guard;
+mod loopback;
 pub mod openapi;
 pub mod response;
 #[cfg(test)]
