@@ -2,7 +2,7 @@
 # need (nsjail, a pandas/numpy Python environment) into .tools/ first; see hack/setup.sh.
 
 CARGO ?= cargo
-LISTEN ?= 0.0.0.0:8080
+LISTEN ?= 127.0.0.1:8080
 TOOLS := $(CURDIR)/.tools
 
 # The sandbox's installation, passed to the binary as environment (see `pyexec serve --help`).

@@ -168,6 +168,7 @@ cmd_e2e() {
     PYEXEC_E2E_NAMESPACE=$SANDBOX_NAMESPACE \
     PYEXEC_E2E_CONTROLLER_NAMESPACE=$HELM_NAMESPACE \
     PYEXEC_E2E_CONTROLLER_DEPLOYMENT=$fullname-controller \
+    PYEXEC_E2E_API_TOKEN_SECRET=$fullname-api-token \
     "$CARGO" test --locked --test e2e -- --ignored --test-threads=1; then
     dump_cluster_state "$fullname"
     exit 1

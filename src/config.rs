@@ -60,9 +60,18 @@ pub enum ExecutorKind {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "PYEXEC_LISTEN", default_value = "0.0.0.0:8080")]
+    /// Address to listen on. On a loopback address only loopback Host names are answered (a guard
+    /// against DNS rebinding); beyond loopback, set --api-token-file.
+    #[arg(long, env = "PYEXEC_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// File holding a bearer token every route but /healthz and /readyz then requires
+    /// (`Authorization: Bearer <token>`); read once at start-up, one trailing newline ignored.
+    #[arg(long, env = "PYEXEC_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Origins (scheme://host[:port], comma-separated) whose browser pages may call the API;
+    /// requests with any other Origin header get 403. None by default.
+    #[arg(long, env = "PYEXEC_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Where scripts run.
     #[arg(long, env = "PYEXEC_EXECUTOR", value_enum, default_value = "local")]
     pub executor: ExecutorKind,

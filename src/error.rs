@@ -24,6 +24,8 @@ pub enum Error {
     },
     #[error("writing the envelope: {0}")]
     WriteEnvelope(#[source] std::io::Error),
+    #[error(transparent)]
+    ApiToken(#[from] crate::server::guard::TokenError),
     #[error("connecting to Kubernetes: {0}")]
     Kube(String),
 }

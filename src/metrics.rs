@@ -22,6 +22,47 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Why a request was refused before any execution: the label of `pyexec_rejected_requests_total`,
+/// carried by the refusal itself (see `server::error::ApiError`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// A body or script over its size limit (413).
+    TooLarge,
+    /// A missing or unsupported Content-Type (415).
+    ContentType,
+    /// A body that is not a valid request (400).
+    Invalid,
+    /// The queue is full (429).
+    Busy,
+    /// The service is stopping (503).
+    ShuttingDown,
+    /// A cross-origin request from an origin not in --allowed-origins (403).
+    Origin,
+    /// A Host that is not a loopback name while listening on loopback: DNS rebinding (421).
+    Host,
+    /// No bearer token where one is required (401).
+    TokenMissing,
+    /// A bearer token that is not the service's (401).
+    TokenWrong,
+}
+
+impl Rejection {
+    /// A stable label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::TooLarge => "too_large",
+            Rejection::ContentType => "content_type",
+            Rejection::Invalid => "invalid",
+            Rejection::Busy => "busy",
+            Rejection::ShuttingDown => "shutting_down",
+            Rejection::Origin => "origin",
+            Rejection::Host => "host",
+            Rejection::TokenMissing => "token_missing",
+            Rejection::TokenWrong => "token_wrong",
+        }
+    }
+}
+
 /// Every metric the service exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -31,6 +72,8 @@ pub struct Metrics {
     pub rejected: Family<ReasonLabels, Counter>,
     pub queue_depth: Gauge,
     pub in_flight: Gauge,
+    /// Executions killed because their client went away before the answer.
+    pub cancelled: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -46,6 +89,7 @@ impl Default for Metrics {
         let rejected = Family::<ReasonLabels, Counter>::default();
         let queue_depth = Gauge::default();
         let in_flight = Gauge::default();
+        let cancelled = Counter::default();
         let mut registry = Registry::with_prefix("pyexec");
         registry.register("executions", "Finished executions by outcome", executions.clone());
         registry.register(
@@ -56,11 +100,16 @@ impl Default for Metrics {
         registry.register("rejected_requests", "Requests refused before execution, by reason", rejected.clone());
         registry.register("queue_depth", "Executions waiting for a free sandbox slot", queue_depth.clone());
         registry.register("in_flight", "Executions running now", in_flight.clone());
+        registry.register(
+            "cancelled_executions",
+            "Executions cancelled because their client disconnected before the answer",
+            cancelled.clone(),
+        );
         for outcome in Outcome::ALL {
             let labels = OutcomeLabels { outcome: outcome.as_str().to_string() };
             let _ = executions.get_or_create(&labels);
         }
-        Metrics { registry: Mutex::new(registry), executions, duration, rejected, queue_depth, in_flight }
+        Metrics { registry: Mutex::new(registry), executions, duration, rejected, queue_depth, in_flight, cancelled }
     }
 }
 
@@ -71,8 +120,8 @@ impl Metrics {
         self.duration.get_or_create(&labels).observe(seconds);
     }
 
-    pub fn record_rejection(&self, reason: &str) {
-        self.rejected.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+    pub fn record_rejection(&self, reason: Rejection) {
+        self.rejected.get_or_create(&ReasonLabels { reason: reason.as_str().to_string() }).inc();
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -10,6 +10,9 @@
 //!   PYEXEC_E2E_CONTROLLER_NAMESPACE    namespace of the controller Deployment (pyexec)
 //!   PYEXEC_E2E_CONTROLLER_DEPLOYMENT   the controller Deployment's name (pyexec-controller)
 //!   PYEXEC_E2E_RUNTIME_CLASS           runtimeClassName sandbox pods must have (gvisor; empty: none)
+//!   PYEXEC_E2E_API_TOKEN               the API's bearer token (default: read from the Secret below)
+//!   PYEXEC_E2E_API_TOKEN_SECRET        the chart's token Secret in the controller's namespace
+//!                                      (pyexec-api-token; absent: the API needs no token)
 //! Each test uses fresh names and deletes what it created; a failing test prints the executions,
 //! sandbox pods and their logs first.
 
@@ -162,15 +165,32 @@ where
 
 async fn post_script(url: &str, script: &str) -> (u16, Value) {
     let client = reqwest::Client::builder().timeout(FINISH_TIMEOUT).build().expect("an HTTP client");
-    let response = client
-        .post(format!("{url}/execute"))
-        .json(&json!({ "script": script }))
+    let mut request = client.post(format!("{url}/execute")).json(&json!({ "script": script }));
+    if let Some(token) = api_token().await {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .send()
         .await
         .unwrap_or_else(|e| panic!("POST {url}/execute: {e} (is the API port-forwarded? see `make e2e`)"));
     let status = response.status().as_u16();
     let body = response.json::<Value>().await.expect("a JSON body");
     (status, body)
+}
+
+/// The API's bearer token: PYEXEC_E2E_API_TOKEN, else the chart's Secret
+/// (PYEXEC_E2E_API_TOKEN_SECRET, default pyexec-api-token, key `token`, in the release namespace
+/// PYEXEC_E2E_CONTROLLER_NAMESPACE); None when neither exists (a chart installed without a token).
+async fn api_token() -> Option<String> {
+    if let Ok(token) = std::env::var("PYEXEC_E2E_API_TOKEN") {
+        return Some(token);
+    }
+    let name = std::env::var("PYEXEC_E2E_API_TOKEN_SECRET").unwrap_or_else(|_| "pyexec-api-token".into());
+    let client = Client::try_default().await.expect("a cluster: KUBECONFIG or in-cluster credentials");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, &settings().controller_namespace);
+    let secret = secrets.get_opt(&name).await.unwrap_or_else(|e| panic!("reading Secret {name}: {e}"))?;
+    let token = secret.data?.remove("token")?;
+    Some(String::from_utf8(token.0).expect("a UTF-8 token"))
 }
 
 fn status_of(execution: &PythonExecution) -> pyexec::crd::PythonExecutionStatus {

@@ -254,12 +254,12 @@ async fn wrong_or_missing_content_types_get_415() {
 async fn oversized_bodies_and_scripts_get_413() {
     let server = Server::start_with(&["--max-request-bytes", "100000", "--max-script-bytes", "50000"]).await;
     // Declared too large: refused from the Content-Length alone, before any of the body is read.
-    let head = "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n";
+    let head = "POST /execute HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n";
     let (status, body) = server.raw_request(head, b"");
     assert_eq!((status, body.as_str()), (413, r#"{"error":"The request body is larger than 100000 bytes"}"#));
     // Streamed without a length: refused once the limit is crossed.
     let chunk = format!("{:x}\r\n{}\r\n", 60_000, "#".repeat(60_000));
-    let head = "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let head = "POST /execute HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     let (status, body) = server.raw_request(head, chunk.repeat(2).as_bytes());
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("The request body is larger than 100000 bytes"), "{body}");

@@ -41,6 +41,7 @@ PYEXEC_E2E_URL=http://127.0.0.1:$E2E_PORT \
   PYEXEC_E2E_CONTROLLER_NAMESPACE=$HELM_NAMESPACE \
   PYEXEC_E2E_CONTROLLER_DEPLOYMENT=$fullname-controller \
   PYEXEC_E2E_RUNTIME_CLASS=$CLUSTER_RUNTIME_CLASS \
+  PYEXEC_E2E_API_TOKEN_SECRET=$fullname-api-token \
   "$CARGO" test --locked --test e2e -- --ignored --test-threads=1
 rc=$?
 set -e

@@ -66,6 +66,10 @@ fi
 
 if [[ $WHAT == *api* ]]; then
   bash "$HERE/port-forward.sh" start
+  # The chart requires a bearer token by default (api.token.create); none when its Secret is absent.
+  token=$(kc -n "${HELM_NAMESPACE:-pyexec}" get secret "${API_TOKEN_SECRET:-pyexec-api-token}" \
+    -o jsonpath='{.data.token}' 2>/dev/null | base64 -d || true)
+  auth=(); [ -z "$token" ] || auth=(-H "Authorization: Bearer $token")
   hello='def main():\n    return {"message": "hello"}\n'
   pandas='import pandas as pd\n\ndef main():\n    df = pd.DataFrame({"a": [1, 2, 3]})\n    return {"sum": int(df["a"].sum())}\n'
   for kind in hello pandas; do
@@ -73,7 +77,7 @@ if [[ $WHAT == *api* ]]; then
     times=()
     for i in $(seq 1 "$RUNS"); do
       t0=$(now_ms)
-      out=$(curl -sS -m 120 -H 'Content-Type: application/json' --data "{\"script\": \"$script\"}" \
+      out=$(curl -sS -m 120 "${auth[@]}" -H 'Content-Type: application/json' --data "{\"script\": \"$script\"}" \
         -w ' HTTP%{http_code}' "http://127.0.0.1:$E2E_PORT/execute")
       t=$(( $(now_ms) - t0 ))
       case "$out" in *HTTP200) times+=("$t") ;; *) echo "- $kind run $i failed: $out" >&2 ;; esac

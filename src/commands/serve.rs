@@ -11,10 +11,12 @@ use crate::executor::kube::DEFAULT_MAX_IN_FLIGHT;
 use crate::executor::{Executor, KubeExecutor, LocalExecutor};
 use crate::metrics::Metrics;
 use crate::sandbox::Supervisor;
+use crate::server::guard::{ApiToken, Guard};
 use crate::server::{app, AppState};
 use crate::{Error, Result};
 
 pub async fn run(args: ServeArgs) -> Result<()> {
+    let guard = guard(&args)?;
     let metrics = Arc::new(Metrics::default());
     let limits = args.sandbox.limits.clone();
     let defaults = limits.defaults()?;
@@ -63,6 +65,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_request_bytes: args.max_request_bytes,
         max_script_bytes,
         tolerant_json: !args.strict_json,
+        guard,
         last_ready: Mutex::new(None),
     });
     let listener =
@@ -97,6 +100,25 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("pyexec stopped");
     Ok(())
+}
+
+/// The API's guard from the settings: the token is read here, once.
+fn guard(args: &ServeArgs) -> Result<Guard> {
+    let token = args.api_token_file.as_deref().map(ApiToken::read).transpose()?;
+    let loopback = args.listen.ip().is_loopback();
+    if !loopback && token.is_none() {
+        tracing::warn!(
+            listen = %args.listen,
+            "listening beyond loopback without --api-token-file: anyone who can reach this address can run code"
+        );
+    }
+    tracing::info!(
+        token_required = token.is_some(),
+        loopback_hosts_only = loopback,
+        allowed_origins = ?args.allowed_origins,
+        "API guard"
+    );
+    Ok(Guard::new(&args.allowed_origins, loopback, token))
 }
 
 fn num_cpus() -> usize {

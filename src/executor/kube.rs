@@ -17,6 +17,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::abandoned::DeleteIfAbandoned;
 use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, Lookup};
 use crate::crd::{ExecutionLimits, PythonExecution, PythonExecutionSpec};
@@ -115,6 +116,17 @@ impl KubeExecutor {
             .await
             .map_err(|e| ExecuteError::Internal(format!("creating a PythonExecution: {e}")))?;
         let name = created.name_any();
+        // A request dropped before its answer (the client went away) deletes its execution,
+        // which stops its pod.
+        let abandoned = DeleteIfAbandoned::new(self.api.clone(), &name, &request.id, self.metrics.clone());
+        let answer = self.answer(&name, &request, started).await;
+        abandoned.disarm();
+        answer
+    }
+
+    /// Waits for the execution `name` to finish and reads its envelope.
+    async fn answer(&self, name: &str, request: &ExecutionRequest, started: Instant) -> Result<Envelope, ExecuteError> {
+        let name = name.to_string();
         let wait = request.limits.timeout() + Duration::from_secs(self.settings.kube_extra_wait_seconds);
         let key = ObjectRef::new(&name).within(&self.namespace);
         let finished = match self.watch.wait_finished(&key, tokio::time::Instant::now() + wait).await {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor};
@@ -56,17 +57,29 @@ impl LocalExecutor {
                 self.slots.clone().acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?
             }
         };
-        // The run is its own task: a caller that disconnects does not cut it short (it is bounded
-        // by its timeout), and its slot is freed only when the sandbox is gone.
+        // The run is its own task so that its slot is freed only once the sandbox is gone; a
+        // request dropped before its answer (the client went away) cancels it, which kills the
+        // sandbox the way a timeout does.
+        let cancel = CancellationToken::new();
+        let _cancel_when_dropped = cancel.clone().drop_guard();
         let supervisor = self.supervisor.clone();
         let metrics = self.metrics.clone();
         let run = tokio::spawn(async move {
             metrics.in_flight.inc();
             let started = Instant::now();
-            let envelope = supervisor.run(&request.id, &request.script, &request.limits).await;
+            let envelope = supervisor.run_cancellable(&request.id, &request.script, &request.limits, &cancel).await;
             metrics.in_flight.dec();
             drop(permit);
-            metrics.record_execution(envelope.outcome, started.elapsed().as_secs_f64());
+            if cancel.is_cancelled() {
+                metrics.cancelled.inc();
+                tracing::info!(
+                    id = %request.id,
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "the client went away: execution cancelled, its sandbox killed and its slot freed"
+                );
+            } else {
+                metrics.record_execution(envelope.outcome, started.elapsed().as_secs_f64());
+            }
             envelope
         });
         run.await.map_err(|err| ExecuteError::Internal(format!("the sandbox task failed: {err}")))

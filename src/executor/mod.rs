@@ -1,5 +1,6 @@
 //! Where a script runs: the `Executor` trait and its placements.
 
+mod abandoned;
 pub mod kube;
 pub mod local;
 mod places;

@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
 
 use super::capture::{read_capped, read_tail, Captured};
 use super::cgroup::{self, CgroupMode, CgroupPool, RunCgroup};
@@ -120,8 +121,20 @@ impl Supervisor {
     /// Runs one script to completion under `limits`. Never fails: every problem, the sandbox's
     /// own included, is described in the envelope.
     pub async fn run(&self, run_id: &str, script: &str, limits: &Limits) -> Envelope {
+        self.run_cancellable(run_id, script, limits, &CancellationToken::new()).await
+    }
+
+    /// `run`, except that cancelling `cancel` ends the run early the way a timeout does: nsjail
+    /// kills and reaps the whole tree, and the run's cgroup is emptied and given back.
+    pub async fn run_cancellable(
+        &self,
+        run_id: &str,
+        script: &str,
+        limits: &Limits,
+        cancel: &CancellationToken,
+    ) -> Envelope {
         let started = Instant::now();
-        let envelope = match self.run_jailed(run_id, script, limits, started).await {
+        let envelope = match self.run_jailed(run_id, script, limits, started, cancel).await {
             Ok(envelope) => envelope,
             Err(err) => {
                 tracing::error!(run_id, error = %err, "sandbox could not run");
@@ -137,6 +150,7 @@ impl Supervisor {
         script: &str,
         limits: &Limits,
         started: Instant,
+        cancel: &CancellationToken,
     ) -> Result<Envelope, SandboxError> {
         let inner = &self.inner;
         let memory_bytes = limits.memory_mb * 1024 * 1024;
@@ -206,8 +220,11 @@ impl Supervisor {
         let log_task = tokio::spawn(read_tail(log_pipe, LOG_TAIL_BYTES));
 
         let deadline = started + limits.timeout();
-        let timed_out = tokio::time::timeout_at(deadline.into(), child.wait()).await.is_err();
-        if timed_out {
+        let (timed_out, cancelled) = tokio::select! {
+            waited = tokio::time::timeout_at(deadline.into(), child.wait()) => (waited.is_err(), false),
+            () = cancel.cancelled() => (false, true),
+        };
+        if timed_out || cancelled {
             // SIGTERM makes nsjail kill and reap the script; SIGKILL to nsjail would leave the
             // killed script for the host's init to reap.
             if let Some(pid) = child.id() {
@@ -242,7 +259,7 @@ impl Supervisor {
 
         let log_text = log.text();
         let child_status = nsjail::parse_child_status(&log_text);
-        if child_status.is_none() && !timed_out {
+        if child_status.is_none() && !timed_out && !cancelled {
             for line in nsjail::problems(&log_text) {
                 tracing::error!(run_id, nsjail = line, "nsjail failed");
             }
@@ -257,7 +274,7 @@ impl Supervisor {
             elapsed_ms,
             memory_error_is_limit: inner.paths.gvisor.is_some(),
         });
-        tracing::debug!(run_id, ?peak_memory, ?child_status, oom_killed, timed_out, "sandbox finished");
+        tracing::debug!(run_id, ?peak_memory, ?child_status, oom_killed, timed_out, cancelled, "sandbox finished");
         Ok(Envelope {
             outcome: verdict.outcome,
             result: verdict.result,

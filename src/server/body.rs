@@ -1,6 +1,7 @@
 //! Reading a POST /execute body: strict JSON, the seed's not-quite-JSON `{"script": "…"}`, or a
 //! raw script sent as text/x-python. Pure functions of the content type and the bytes.
 
+use super::distinct_keys::{self, JsonError};
 use crate::sandbox::RequestedLimits;
 
 /// What a caller asked to run.
@@ -25,13 +26,14 @@ const HOW_TO: &str = "send {\"script\": \"def main(): ...\"} with Content-Type: 
 or the script itself with Content-Type: text/x-python";
 
 /// Which reader a content type selects.
-#[derive(Debug, PartialEq, Eq)]
-enum Kind {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
     Json,
     Python,
 }
 
-fn kind_of(content_type: Option<&str>) -> Result<Kind, BodyError> {
+/// The reader for a Content-Type, or why there is none: decided before the body is read.
+pub fn kind_of(content_type: Option<&str>) -> Result<Kind, BodyError> {
     let essence =
         content_type.map(|value| value.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).unwrap_or_default();
     match essence.as_str() {
@@ -45,7 +47,12 @@ fn kind_of(content_type: Option<&str>) -> Result<Kind, BodyError> {
 
 /// Reads a body. `tolerant` accepts the seed documents' unescaped `{"script": "…"}` bodies.
 pub fn parse(content_type: Option<&str>, body: &[u8], tolerant: bool) -> Result<ScriptRequest, BodyError> {
-    match kind_of(content_type)? {
+    read(kind_of(content_type)?, body, tolerant)
+}
+
+/// Reads a body of a known kind.
+pub fn read(kind: Kind, body: &[u8], tolerant: bool) -> Result<ScriptRequest, BodyError> {
+    match kind {
         Kind::Python => {
             let script = std::str::from_utf8(body).map_err(|e| {
                 BodyError::Invalid(format!("The script is not valid UTF-8 (at byte {})", e.valid_up_to()))
@@ -57,9 +64,13 @@ pub fn parse(content_type: Option<&str>, body: &[u8], tolerant: bool) -> Result<
 }
 
 fn parse_json(body: &[u8], tolerant: bool) -> Result<ScriptRequest, BodyError> {
-    let strict_error = match serde_json::from_slice::<serde_json::Value>(body) {
+    let strict_error = match distinct_keys::from_slice(body) {
         Ok(value) => return from_value(value),
-        Err(err) => err,
+        // Valid JSON that says two things is never guessed at.
+        Err(JsonError::DuplicateKey(err)) => {
+            return Err(BodyError::Invalid(format!("The request body is ambiguous ({err}): send each key once")))
+        }
+        Err(JsonError::Syntax(err)) => err,
     };
     if tolerant {
         if let Some(script) = std::str::from_utf8(body).ok().and_then(lenient_script) {
@@ -241,6 +252,20 @@ mod tests {
         assert!(err.to_string().starts_with("The request body has no \"script\" field"));
         let err = parse(JSON, br#"["x"]"#, true).expect_err("array");
         assert!(err.to_string().starts_with("The request body must be a JSON object"));
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_even_when_tolerant() {
+        for body in [
+            &br#"{"script": "def main(): return {}", "script": "x = 1"}"#[..],
+            br#"{"script": "def main(): return {}", "limits": {"timeout_seconds": 1, "timeout_seconds": 60}}"#,
+        ] {
+            let err = parse(JSON, body, true).expect_err("duplicate");
+            assert!(
+                matches!(&err, BodyError::Invalid(m) if m.starts_with("The request body is ambiguous") && m.contains("appears twice")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

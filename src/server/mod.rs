@@ -1,16 +1,22 @@
 //! The HTTP API: routes, handlers and graceful shutdown.
 
 pub mod body;
+mod distinct_keys;
 pub mod error;
+pub mod extract;
+pub mod guard;
+mod loopback;
 pub mod openapi;
 pub mod response;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,10 +24,12 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::executor::{ExecuteError, ExecutionRequest, Executor, Lookup};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Rejection};
 use crate::sandbox::envelope::NO_MAIN_MESSAGE;
 use crate::sandbox::{Envelope, LimitSettings, Outcome};
 use error::ApiError;
+use extract::ExecuteBody;
+use guard::Guard;
 
 /// How long a successful readiness check is reused: probes then cost one sandbox run per
 /// interval, not one per probe.
@@ -35,6 +43,8 @@ pub struct AppState {
     pub max_request_bytes: usize,
     pub max_script_bytes: usize,
     pub tolerant_json: bool,
+    /// Who may call: origins, hosts, the bearer token.
+    pub guard: Guard,
     pub last_ready: Mutex<Option<Instant>>,
 }
 
@@ -59,52 +69,14 @@ pub fn app(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed: see GET /openapi.json")
         })
+        // Outermost last: refusals by the guard are counted too.
+        .layer(middleware::from_fn_with_state(state.clone(), guard::enforce))
+        .layer(middleware::from_fn_with_state(state.clone(), count_rejections))
         .with_state(state)
 }
 
-async fn execute(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    match run_execute(&state, &headers, body).await {
-        Ok(response) => response,
-        Err(err) => {
-            let reason = match err.status.as_u16() {
-                413 => "too_large",
-                415 => "content_type",
-                429 => "busy",
-                503 => "shutting_down",
-                _ => "invalid",
-            };
-            state.metrics.record_rejection(reason);
-            err.into_response()
-        }
-    }
-}
-
-async fn run_execute(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("The request body is larger than {} bytes", state.max_request_bytes),
-        )
-    };
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.max_request_bytes as u64) {
-        return Err(too_large());
-    }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    // Refuse an unsupported type before reading what may be a large body.
-    let bytes = axum::body::to_bytes(body, state.max_request_bytes).await.map_err(|_| too_large())?;
-    let request = body::parse(content_type, &bytes, state.tolerant_json).map_err(|err| match err {
-        body::BodyError::UnsupportedType(m) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
-        body::BodyError::Invalid(m) => ApiError::bad_request(m),
-    })?;
-    if request.script.len() > state.max_script_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("The script is {} bytes; the limit is {} bytes", request.script.len(), state.max_script_bytes),
-        ));
-    }
-    let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::bad_request(e.to_string()))?;
+async fn execute(State(state): State<Arc<AppState>>, ExecuteBody(request): ExecuteBody) -> Result<Response, ApiError> {
+    let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::invalid(e.to_string()))?;
     let id = uuid::Uuid::new_v4().simple().to_string();
 
     // No sandbox is needed to see that a script cannot define main().
@@ -126,6 +98,15 @@ async fn run_execute(state: &AppState, headers: &HeaderMap, body: Body) -> Resul
     Ok((status, Json(body)).into_response())
 }
 
+/// Counts the refusals the routes and the guard answered with, by the reason they carry.
+async fn count_rejections(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(reason) = response.extensions().get::<Rejection>() {
+        state.metrics.record_rejection(*reason);
+    }
+    response
+}
+
 fn mentions_main(script: &str) -> bool {
     script.contains("main")
 }
@@ -134,9 +115,11 @@ fn execute_error(id: &str, err: ExecuteError) -> ApiError {
     match err {
         ExecuteError::Busy { retry_after_seconds } => ApiError {
             retry_after_seconds: Some(retry_after_seconds),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, err.to_string())
+            ..ApiError::refused(StatusCode::TOO_MANY_REQUESTS, Rejection::Busy, err.to_string())
         },
-        ExecuteError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+        ExecuteError::ShuttingDown => {
+            ApiError::refused(StatusCode::SERVICE_UNAVAILABLE, Rejection::ShuttingDown, err.to_string())
+        }
         ExecuteError::NotFinished { ref name } => {
             let name = name.clone();
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, err.to_string()).with("name", name)

@@ -27,8 +27,11 @@ pub fn document() -> Value {
                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteResponse"}}}},
                         "400": {"description": "No main(), a syntax error, a non-dict or unconvertible result, or an invalid body",
                                 "content": {"application/json": {"schema": error}}},
+                        "401": {"description": "No or a wrong bearer token (with --api-token-file)", "content": {"application/json": {"schema": error}}},
+                        "403": {"description": "An Origin not in --allowed-origins", "content": {"application/json": {"schema": error}}},
                         "413": {"description": "Body or script too large", "content": {"application/json": {"schema": error}}},
                         "415": {"description": "Unsupported content type", "content": {"application/json": {"schema": error}}},
+                        "421": {"description": "A Host that is not a loopback name while listening on loopback", "content": {"application/json": {"schema": error}}},
                         "429": {"description": "Too many executions queued; see Retry-After", "content": {"application/json": {"schema": error}}},
                         "500": {"description": "The sandbox itself failed", "content": {"application/json": {"schema": error}}},
                         "504": {"description": "The cluster did not finish the execution in time (kubernetes executor)", "content": {"application/json": {"schema": error}}}
@@ -45,11 +48,14 @@ pub fn document() -> Value {
                     }
                 }
             },
-            "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "alive"}}}},
-            "/readyz": {"get": {"summary": "nsjail and Python work (or the cluster is reachable)", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+            "/healthz": {"get": {"summary": "The process is alive", "security": [], "responses": {"200": {"description": "alive"}}}},
+            "/readyz": {"get": {"summary": "nsjail and Python work (or the cluster is reachable)", "security": [], "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "OpenMetrics text"}}}}
         },
+        // Required only when the service has --api-token-file; /healthz and /readyz never need it.
+        "security": [{"bearer": []}],
         "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "ExecuteRequest": {
                     "type": "object",

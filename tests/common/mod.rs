@@ -180,6 +180,34 @@ impl Server {
         left
     }
 
+    /// The text of GET /metrics.
+    pub async fn metrics(&self) -> String {
+        self.client.get(self.url("/metrics")).send().await.expect("GET /metrics").text().await.expect("text")
+    }
+
+    /// The value of the metric line that starts with `name ` (a counter or gauge), if present.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let prefix = format!("{name} ");
+        self.metrics().await.lines().find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+    }
+
+    /// Processes whose parent is the server (nsjail, or the shell that starts it): none once
+    /// every run has ended.
+    pub fn child_processes(&self) -> Vec<u32> {
+        let Some(server) = self.child.as_ref().map(Child::id) else { return Vec::new() };
+        let mut children = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if ppid == Some(server) {
+                children.push(pid);
+            }
+        }
+        children
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
@@ -205,6 +233,28 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+/// A file holding `text`, removed when dropped (a token file, for example).
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, text: &str) -> TempFile {
+        let n = SERVERS.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("pyexec-test-{}-{n}-{name}", std::process::id()));
+        std::fs::write(&path, text).expect("write a temporary file");
+        TempFile(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temporary path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
