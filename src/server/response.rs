@@ -11,18 +11,18 @@ use crate::sandbox::{Envelope, Outcome};
 
 /// A response body: its fields, with main()'s result written verbatim at the `result` key, so
 /// that a large result is never copied into a tree of values.
-pub struct Body<'a> {
+pub struct ResponseBody<'a> {
     fields: Value,
     result: Option<&'a RawValue>,
 }
 
-impl Body<'_> {
+impl ResponseBody<'_> {
     pub fn as_object_mut(&mut self) -> Option<&mut Map<String, Value>> {
         self.fields.as_object_mut()
     }
 }
 
-impl Serialize for Body<'_> {
+impl Serialize for ResponseBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let (Some(fields), Some(result)) = (self.fields.as_object(), self.result) else {
             return self.fields.serialize(serializer);
@@ -40,7 +40,7 @@ impl Serialize for Body<'_> {
 }
 
 /// The status and JSON body for a finished execution.
-pub fn to_http<'a>(id: &str, envelope: &'a Envelope, warnings: &[String]) -> (StatusCode, Body<'a>) {
+pub fn to_http<'a>(id: &str, envelope: &'a Envelope, warnings: &[String]) -> (StatusCode, ResponseBody<'a>) {
     let (status, mut body) = match envelope.outcome {
         // The contract gives these two bodies exactly.
         Outcome::NoMain | Outcome::SyntaxError => {
@@ -69,12 +69,12 @@ pub fn to_http<'a>(id: &str, envelope: &'a Envelope, warnings: &[String]) -> (St
             map.insert("warnings".into(), json!(warnings));
         }
     }
-    (status, Body { fields: body, result: envelope.result.as_ref().map(ResultJson::json) })
+    (status, ResponseBody { fields: body, result: envelope.result.as_ref().map(ResultJson::json) })
 }
 
 fn full_body(id: &str, envelope: &Envelope) -> Value {
     let mut body = Map::new();
-    // A placeholder that keeps the key's place: `Body` writes main()'s result there.
+    // A placeholder that keeps the key's place: `ResponseBody` writes main()'s result there.
     body.insert("result".into(), Value::Null);
     body.insert("stdout".into(), json!(envelope.stdout));
     body.insert("stderr".into(), json!(envelope.stderr));
