@@ -210,7 +210,7 @@ impl PythonExecutionStatus {
             .unwrap_or(Outcome::SandboxFailure);
         Some(Envelope {
             outcome,
-            result: self.result.clone(),
+            result: self.result.as_ref().and_then(crate::sandbox::envelope::ResultJson::from_map),
             stdout: self.stdout.clone().unwrap_or_default(),
             stderr: self.stderr.clone().unwrap_or_default(),
             returncode: self.returncode.unwrap_or(1),

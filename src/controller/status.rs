@@ -244,7 +244,7 @@ pub fn running(current: &PythonExecutionStatus, stamp: Stamp) -> PythonExecution
 pub fn finished(current: &PythonExecutionStatus, envelope: &Envelope, stamp: Stamp) -> PythonExecutionStatus {
     let succeeded = envelope.outcome == Outcome::Success;
     let mut status = terminal(current, if succeeded { Phase::Succeeded } else { Phase::Failed }, stamp);
-    status.result = envelope.result.clone();
+    status.result = envelope.result.as_ref().and_then(|result| result.to_map());
     status.stdout = Some(envelope.stdout.clone());
     status.stderr = Some(envelope.stderr.clone());
     status.returncode = Some(envelope.returncode);
@@ -499,7 +499,7 @@ mod tests {
         e.result = Some(serde_json::from_value(json!({"sum": 6})).expect("map"));
         let status = finished(&PythonExecutionStatus::default(), &e, stamp());
         assert_eq!(status.phase, Some(Phase::Succeeded));
-        assert_eq!(status.result, e.result);
+        assert_eq!(status.result.clone().map(serde_json::Value::Object), Some(json!({"sum": 6})));
         assert_eq!(status.stdout.as_deref(), Some("out\n"));
         assert_eq!(status.outcome.as_deref(), Some("success"));
         assert_eq!(status.completion_time, Some(Time(stamp().now)));

@@ -26,52 +26,30 @@ sys.path.append(f"{_env}/lib/python{sys.version_info[0]}.{sys.version_info[1]}/s
 
 import math
 import faulthandler
-# The C string encoder of the json package, without importing json itself (json.decoder pulls
-# in re and enum: 6 ms of a 20 ms run).
-from _json import encode_basestring as _encode_str
+# The C encoders of the json package, without importing json itself (json.decoder pulls in re
+# and enum: 6 ms of a 20 ms run).
+from _json import encode_basestring as _encode_str, make_encoder as _make_encoder
 
 _SCRIPT_NAME = "script.py"
 _MAX_DEPTH = 100
 _exit = os._exit
 _write = os.write
+# Values that are their own JSON data: a list of many of them converts without a call each.
+_PLAIN = frozenset((int, bool, type(None)))
+
+
+def _not_converted(value):
+    raise TypeError(f"{type(value).__name__} is not converted data")
+
+
+# json.dumps's own C encoder, for converted data only (str keys, no cycles, finite floats): a
+# large result encodes several times faster, into far less memory, than a list of parts.
+_encoder = _make_encoder(None, _not_converted, _encode_str, None, ":", ",", False, False, False)
 
 
 def _dumps(value):
     """JSON text of converted data (dicts with str keys, lists, str, int, finite float, bool, None)."""
-    parts = []
-    _encode(value, parts)
-    return "".join(parts)
-
-
-def _encode(value, parts):
-    if value is None:
-        parts.append("null")
-    elif value is True:
-        parts.append("true")
-    elif value is False:
-        parts.append("false")
-    elif isinstance(value, str):
-        parts.append(_encode_str(value))
-    elif isinstance(value, int):
-        parts.append(int.__repr__(value))
-    elif isinstance(value, float):
-        parts.append(float.__repr__(value) if math.isfinite(value) else "null")
-    elif isinstance(value, dict):
-        parts.append("{")
-        for i, (k, v) in enumerate(value.items()):
-            if i:
-                parts.append(",")
-            parts.append(_encode_str(k))
-            parts.append(":")
-            _encode(v, parts)
-        parts.append("}")
-    else:
-        parts.append("[")
-        for i, v in enumerate(value):
-            if i:
-                parts.append(",")
-            _encode(v, parts)
-        parts.append("]")
+    return "".join(_encoder(value, 0))
 
 
 def _report(payload, code):
@@ -156,7 +134,7 @@ def _convert(value, path, depth):
             out[name] = _convert(v, f"{path}[{name!r}]", depth + 1)
         return out
     if isinstance(value, (list, tuple)):
-        return [_convert(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        return [v if type(v) in _PLAIN else _convert(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, (set, frozenset)):
         items = list(value)
         try:

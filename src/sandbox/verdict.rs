@@ -2,9 +2,9 @@
 //! function, so every branch has a unit test.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
-use super::envelope::Outcome;
+use super::envelope::{Outcome, ResultJson};
 use super::limits::Limits;
 use super::nsjail::ChildStatus;
 
@@ -32,18 +32,19 @@ pub struct RunFacts<'a> {
 #[derive(Debug, PartialEq)]
 pub struct Verdict {
     pub outcome: Outcome,
-    pub result: Option<Map<String, Value>>,
+    pub result: Option<ResultJson>,
     pub returncode: i32,
     pub error: Option<String>,
 }
 
-/// The harness's report, exactly as `harness.py` writes it.
+/// The harness's report, exactly as `harness.py` writes it: a field it does not write, or one
+/// written twice, makes it a forged report. The result stays text, checked by `ResultJson`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Report {
+struct Report<'a> {
     ok: bool,
-    #[serde(default)]
-    result: Option<Map<String, Value>>,
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
     #[serde(default)]
     kind: Option<String>,
     #[serde(default)]
@@ -81,7 +82,9 @@ pub fn decide(facts: &RunFacts) -> Verdict {
                 Outcome::MemoryLimit,
                 format!("Memory limit of {} MiB exceeded (MemoryError)", facts.limits.memory_mb),
             ),
-            Ok(report) => from_report(report, returncode),
+            Ok(report) => from_report(report, returncode).unwrap_or_else(|err| {
+                failed(Outcome::NoResult, format!("The result channel held an invalid report ({err})"))
+            }),
             Err(err) => failed(Outcome::NoResult, format!("The result channel held an invalid report ({err})")),
         };
     }
@@ -115,17 +118,21 @@ fn is_memory_error(report: &Report) -> bool {
         && report.message.as_deref().is_some_and(|m| m == "MemoryError" || m.starts_with("MemoryError:"))
 }
 
-fn from_report(report: Report, returncode: i32) -> Verdict {
+/// The verdict a well-formed report gives; an error when its result is not one JSON object.
+fn from_report(report: Report, returncode: i32) -> Result<Verdict, serde_json::Error> {
     if report.ok {
-        return match report.result {
-            Some(result) => Verdict { outcome: Outcome::Success, result: Some(result), returncode, error: None },
+        return Ok(match report.result {
+            Some(raw) => {
+                let result = ResultJson::from_raw(raw)?;
+                Verdict { outcome: Outcome::Success, result: Some(result), returncode, error: None }
+            }
             None => Verdict {
                 outcome: Outcome::NoResult,
                 result: None,
                 returncode,
                 error: Some("The harness reported success without a result".into()),
             },
-        };
+        });
     }
     let outcome = match report.kind.as_deref() {
         Some("syntax_error") => Outcome::SyntaxError,
@@ -137,7 +144,7 @@ fn from_report(report: Report, returncode: i32) -> Verdict {
         _ => Outcome::NoResult,
     };
     let message = report.message.unwrap_or_else(|| "The script failed".into());
-    Verdict { outcome, result: None, returncode, error: Some(message) }
+    Ok(Verdict { outcome, result: None, returncode, error: Some(message) })
 }
 
 fn seconds(ms: u64) -> String {
@@ -211,7 +218,7 @@ mod tests {
         let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), br#"{"ok":true,"result":{"a":1}}"#));
         assert_eq!(v.outcome, Outcome::Success);
         assert_eq!(v.returncode, 0);
-        assert_eq!(v.result.expect("result")["a"], 1);
+        assert_eq!(v.result.expect("result").json().get(), r#"{"a":1}"#);
     }
 
     #[test]
@@ -296,6 +303,72 @@ mod tests {
         assert_eq!(v.outcome, Outcome::NoResult);
         let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), b"not json"));
         assert_eq!(v.outcome, Outcome::NoResult);
+    }
+
+    #[test]
+    fn a_result_is_kept_as_the_text_the_harness_wrote() {
+        let l = limits();
+        let report = br#"{"ok":true,"result":{"z":1, "a":[1.0,1e+16,100000000000000000000000000000],"m":"\u00e9"}}"#;
+        let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), report));
+        assert_eq!(v.outcome, Outcome::Success);
+        let result = v.result.expect("result");
+        assert_eq!(result.json().get(), r#"{"z":1, "a":[1.0,1e+16,100000000000000000000000000000],"m":"\u00e9"}"#);
+    }
+
+    #[test]
+    fn a_report_whose_result_is_not_one_json_object_is_no_result() {
+        let l = limits();
+        for report in [
+            &br#"{"ok":true,"result":[1,2]}"#[..],
+            br#"{"ok":true,"result":"{}"}"#,
+            br#"{"ok":true,"result":7}"#,
+            br#"{"ok":true,"result":{"a":1,}}"#,
+            br#"{"ok":true,"result":{"a":01}}"#,
+            br#"{"ok":true,"result":{"a":1}"#,
+            br#"{"ok":true,"result":{"a":1}} trailing"#,
+            br#"{"ok":true,"result":{"a":1}}{"ok":true,"result":{"a":2}}"#,
+            br#"{"ok":true,"result":{"a":"\x"}}"#,
+            br#"{"ok":true,"result":{"a":"\ud800"}}"#,
+            br#"{"ok":true,"result":{"a":1e400}}"#,
+            b"{\"ok\":true,\"result\":{\"a\":\"\xff\"}}",
+            b"{\"ok\":true,\"result\":{\"a\":\"tab\there\"}}",
+        ] {
+            let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), report));
+            assert_eq!(v.outcome, Outcome::NoResult, "{}", String::from_utf8_lossy(report));
+            assert_eq!(v.result, None);
+            assert!(v.error.is_some_and(|e| e.starts_with("The result channel held an invalid report")));
+        }
+    }
+
+    #[test]
+    fn a_result_nested_deeper_than_a_value_may_be_is_no_result() {
+        let l = limits();
+        let nested =
+            |depth: usize| format!(r#"{{"ok":true,"result":{{"a":{}{}}}}}"#, "[".repeat(depth), "]".repeat(depth));
+        let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), nested(120).as_bytes()));
+        assert_eq!(v.outcome, Outcome::Success, "the harness allows 100 levels");
+        let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), nested(200).as_bytes()));
+        assert_eq!(v.outcome, Outcome::NoResult);
+    }
+
+    #[test]
+    fn a_report_repeating_a_key_is_forged() {
+        let l = limits();
+        for report in [
+            &br#"{"ok":true,"ok":true,"result":{"a":1}}"#[..],
+            br#"{"ok":true,"result":{"a":1},"result":{"a":2}}"#,
+            br#"{"ok":false,"kind":"exception","kind":"no_main","message":"m"}"#,
+            br#"{"ok":true,"result":{"a":1,"b":2,"a":3}}"#,
+            br#"{"ok":true,"result":{"a":[{"x":1},{"y":{"k":1,"k":1}}]}}"#,
+            br#"{"ok":true,"result":{"a":1,"\u0061":2}}"#,
+            br#"{"ok":true,"result":{"\"":1,"\u0022":2}}"#,
+        ] {
+            let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), report));
+            assert_eq!(v.outcome, Outcome::NoResult, "{}", String::from_utf8_lossy(report));
+        }
+        let same_key_in_sibling_objects = br#"{"ok":true,"result":{"a":{"k":1},"b":{"k":1},"\"":[{"k":2}]}}"#;
+        let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), same_key_in_sibling_objects));
+        assert_eq!(v.outcome, Outcome::Success);
     }
 
     #[test]

@@ -2,12 +2,45 @@
 //! function, the one place where outcomes become statuses.
 
 use axum::http::StatusCode;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
+use crate::sandbox::envelope::ResultJson;
 use crate::sandbox::{Envelope, Outcome};
 
+/// A response body: its fields, with main()'s result written verbatim at the `result` key, so
+/// that a large result is never copied into a tree of values.
+pub struct ResponseBody<'a> {
+    fields: Value,
+    result: Option<&'a RawValue>,
+}
+
+impl ResponseBody<'_> {
+    pub fn as_object_mut(&mut self) -> Option<&mut Map<String, Value>> {
+        self.fields.as_object_mut()
+    }
+}
+
+impl Serialize for ResponseBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (Some(fields), Some(result)) = (self.fields.as_object(), self.result) else {
+            return self.fields.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(Some(fields.len()))?;
+        for (key, value) in fields {
+            if key == "result" {
+                map.serialize_entry(key, result)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
 /// The status and JSON body for a finished execution.
-pub fn to_http(id: &str, envelope: &Envelope, warnings: &[String]) -> (StatusCode, Value) {
+pub fn to_http<'a>(id: &str, envelope: &'a Envelope, warnings: &[String]) -> (StatusCode, ResponseBody<'a>) {
     let (status, mut body) = match envelope.outcome {
         // The contract gives these two bodies exactly.
         Outcome::NoMain | Outcome::SyntaxError => {
@@ -36,12 +69,13 @@ pub fn to_http(id: &str, envelope: &Envelope, warnings: &[String]) -> (StatusCod
             map.insert("warnings".into(), json!(warnings));
         }
     }
-    (status, body)
+    (status, ResponseBody { fields: body, result: envelope.result.as_ref().map(ResultJson::json) })
 }
 
 fn full_body(id: &str, envelope: &Envelope) -> Value {
     let mut body = Map::new();
-    body.insert("result".into(), envelope.result.clone().map(Value::Object).unwrap_or(Value::Null));
+    // A placeholder that keeps the key's place: `ResponseBody` writes main()'s result there.
+    body.insert("result".into(), Value::Null);
     body.insert("stdout".into(), json!(envelope.stdout));
     body.insert("stderr".into(), json!(envelope.stderr));
     body.insert("returncode".into(), json!(envelope.returncode));
@@ -59,6 +93,12 @@ fn full_body(id: &str, envelope: &Envelope) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The status and the body as a client reads it.
+    fn to_http(id: &str, envelope: &Envelope, warnings: &[String]) -> (StatusCode, Value) {
+        let (status, body) = super::to_http(id, envelope, warnings);
+        (status, serde_json::to_value(&body).expect("a JSON body"))
+    }
 
     fn envelope(outcome: Outcome) -> Envelope {
         Envelope {
@@ -86,6 +126,17 @@ mod tests {
         assert_eq!(body["stdout"], "out\n");
         assert_eq!(body["returncode"], 0);
         assert!(body.get("error").is_none());
+    }
+
+    #[test]
+    fn the_result_is_written_verbatim_first() {
+        let mut e = envelope(Outcome::Success);
+        let raw = RawValue::from_string(r#"{"z": 1, "a": [1.0, 1e+16]}"#.into()).expect("json");
+        e.result = Some(ResultJson::from_raw(&raw).expect("an object"));
+        let (_, body) = super::to_http("x", &e, &["w".to_string()]);
+        let text = serde_json::to_string(&body).expect("json");
+        assert!(text.starts_with(r#"{"result":{"z": 1, "a": [1.0, 1e+16]},"stdout":"out\n","#), "{text}");
+        assert!(text.ends_with(r#","warnings":["w"]}"#), "{text}");
     }
 
     #[test]

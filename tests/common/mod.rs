@@ -82,6 +82,11 @@ impl Server {
         }
     }
 
+    /// The server's process id, while it runs (for reading its memory use from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn client(&self) -> &reqwest::Client {
         &self.client
     }
