@@ -21,7 +21,7 @@ use super::guard::Guard;
 use super::{app, AppState};
 use crate::executor::{ExecuteError, ExecutionRequest, Executor};
 use crate::metrics::Metrics;
-use crate::sandbox::envelope::NO_MAIN_MESSAGE;
+use crate::sandbox::envelope::{ResultJson, NO_MAIN_MESSAGE};
 use crate::sandbox::{Envelope, Outcome};
 
 type Reply = fn(&ExecutionRequest) -> Result<Envelope, ExecuteError>;
@@ -51,7 +51,7 @@ impl Executor for StandIn {
 /// An envelope as the sandbox would report it.
 fn envelope(outcome: Outcome, result: Option<Value>, returncode: i32, error: Option<&str>) -> Envelope {
     let mut envelope = Envelope::rejected(outcome, "");
-    envelope.result = result.and_then(|r| r.as_object().cloned());
+    envelope.result = result.as_ref().and_then(Value::as_object).and_then(ResultJson::from_map);
     envelope.returncode = returncode;
     envelope.error = error.map(str::to_string);
     envelope.stdout = "printed\n".into();
