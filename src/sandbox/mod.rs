@@ -4,6 +4,7 @@ pub mod capture;
 pub mod cgroup;
 pub mod envelope;
 pub mod gvisor;
+pub mod job;
 pub mod limits;
 pub mod nsjail;
 pub mod settings;
@@ -13,6 +14,7 @@ pub mod verdict;
 use std::path::PathBuf;
 
 pub use envelope::{Envelope, Outcome};
+pub use job::Job;
 pub use limits::{LimitSettings, Limits, RequestedLimits};
 pub use settings::{Isolation, SandboxSettings};
 pub use supervisor::Supervisor;
