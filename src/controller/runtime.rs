@@ -71,7 +71,8 @@ pub async fn verify(client: &Client, pod: &PodSettings, gvisor_handlers: &[Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::testing::pod_settings;
+    use crate::controller::testing::{context, not_found, pod_settings};
+    use serde_json::json;
 
     fn runsc() -> Vec<String> {
         vec!["runsc".to_string()]
@@ -118,5 +119,35 @@ mod tests {
     fn a_missing_class_is_refused() {
         let err = check_handler("gvisor", None, &runsc()).expect_err("missing");
         assert!(matches!(err, RuntimeRefusal::Missing { .. }));
+    }
+
+    async fn verify_against(answer_status: u16, answer: serde_json::Value) -> Result<()> {
+        let (ctx, mut server) = context();
+        let scenario = tokio::spawn(async move {
+            let call = server.answer(answer_status, answer).await;
+            call.expect(http::Method::GET, "/apis/node.k8s.io/v1/runtimeclasses/gvisor");
+        });
+        let verdict = verify(&ctx.client, &pod_settings(), &runsc()).await;
+        scenario.await.expect("the controller read its RuntimeClass");
+        verdict
+    }
+
+    #[tokio::test]
+    async fn start_up_reads_the_runtime_class_and_accepts_runsc() {
+        let class = json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "gvisor"}, "handler": "runsc"});
+        verify_against(200, class).await.expect("runsc is gVisor's");
+    }
+
+    #[tokio::test]
+    async fn start_up_refuses_a_runc_runtime_class() {
+        let class = json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "gvisor"}, "handler": "runc"});
+        let err = verify_against(200, class).await.expect_err("runc is not gVisor");
+        assert!(matches!(err, Error::RuntimeRefused(RuntimeRefusal::NotGvisor { .. })), "{err}");
+    }
+
+    #[tokio::test]
+    async fn start_up_refuses_a_missing_runtime_class() {
+        let err = verify_against(404, not_found()).await.expect_err("no such class");
+        assert!(matches!(err, Error::RuntimeRefused(RuntimeRefusal::Missing { .. })), "{err}");
     }
 }
