@@ -67,7 +67,8 @@ refuse() {
 
 render defaults
 for kind_count in CustomResourceDefinition:1 Namespace:1 NetworkPolicy:1 Deployment:2 Service:1 \
-  ServiceAccount:2 Role:2 RoleBinding:2 RuntimeClass:0 ClusterRole:0 ClusterRoleBinding:0; do
+  ServiceAccount:2 Role:2 RoleBinding:2 RuntimeClass:0 ClusterRole:1 ClusterRoleBinding:1 \
+  ValidatingAdmissionPolicy:1 ValidatingAdmissionPolicyBinding:1 ResourceQuota:1; do
   expect defaults "${kind_count%:*}" "${kind_count#*:}"
 done
 expect_line defaults 'helm.sh/resource-policy: keep'
@@ -75,6 +76,18 @@ expect_line defaults 'value: "pyexec-sandbox:dev"'
 expect_line defaults 'command: ["pyexec", "serve", "--executor", "kubernetes"]'
 expect_line defaults 'command: ["pyexec", "controller"]'
 expect_line defaults 'value: "nsjail"'
+# The admission policy: bound to the sandbox namespace, only the controller's service account,
+# the sandbox image, the profile's three capabilities; the network probe is off.
+expect_line defaults 'kubernetes.io/metadata.name: pyexec-sandbox'
+expect_line defaults "expression: \"request.userInfo.username == 'system:serviceaccount:pyexec:pyexec-controller'\""
+expect_line defaults "expression: \"object.spec.containers.all(c, c.image == 'pyexec-sandbox:dev')\""
+expect_line defaults "c.securityContext.capabilities.add.all(a, !variables.probe && a in ['SYS_ADMIN', 'SETUID', 'SETGID'])))"
+expect_line defaults "'' != '' && request.userInfo.username == '' &&"
+expect_line defaults 'message: "a sandbox container is not privileged"'
+# Fail closed on the runtime: the controller may read its one RuntimeClass, runs with gVisor.
+expect_line defaults 'resourceNames: ["gvisor"]'
+expect_line defaults 'value: "runsc"'
+expect_line defaults 'pods: "64"'
 # The restricted security context, on both pods and both containers.
 for line_count in 'runAsNonRoot: true:4' 'type: RuntimeDefault:2' 'allowPrivilegeEscalation: false:2' \
   'readOnlyRootFilesystem: true:2' '- ALL:2'; do
@@ -97,8 +110,25 @@ render existing-namespace --set sandbox.namespace.create=false --set sandbox.nam
 expect existing-namespace Namespace 0
 expect_line existing-namespace 'namespace: executions'
 
-render no-gvisor-no-policy --set sandbox.runtimeClassName= --set sandbox.networkPolicy.enabled=false
+render no-gvisor-no-policy --set sandbox.runtimeClassName= --set sandbox.withoutGvisor=true \
+  --set sandbox.networkPolicy.enabled=false
 expect no-gvisor-no-policy NetworkPolicy 0
+expect no-gvisor-no-policy ClusterRole 0
+expect_line no-gvisor-no-policy "(variables.probe ? '' : '')"
+
+render no-admission-no-quota --set sandbox.admission.enabled=false --set sandbox.resourceQuota.enabled=false
+expect no-admission-no-quota ValidatingAdmissionPolicy 0
+expect no-admission-no-quota ValidatingAdmissionPolicyBinding 0
+expect no-admission-no-quota ResourceQuota 0
+
+render network-probe --set sandbox.admission.networkProbeUser=pyexec-admin
+expect_line network-probe "'pyexec-admin' != '' && request.userInfo.username == 'pyexec-admin' &&"
+
+render restricted --set sandbox.security=restricted
+expect_line restricted "c.securityContext.capabilities.add.all(a, !variables.probe && a in [])))"
+
+render privileged --set sandbox.security=privileged
+grep -q 'a sandbox container is not privileged' "$tmp/privileged.yaml" && fail "privileged: the policy still refuses privileged"
 
 render digests --set image.digest=sha256:0123 --set sandbox.image.digest=sha256:4567
 expect_line digests 'image: "pyexec-service@sha256:0123"'
@@ -114,6 +144,7 @@ refuse sandbox-is-release-namespace --set sandbox.namespace.name=$NAMESPACE
 refuse isolating-the-release --set sandbox.namespace.create=false --set sandbox.namespace.name=$NAMESPACE
 refuse bad-log-format --set logFormat=xml
 refuse bad-sandbox-security --set sandbox.security=root
+refuse no-runtime-class-with-gvisor --set sandbox.runtimeClassName=
 
 if [ "$failures" -ne 0 ]; then
   echo "helm-lint: $failures check(s) failed" >&2

@@ -13,6 +13,9 @@
 //!   PYEXEC_E2E_API_TOKEN               the API's bearer token (default: read from the Secret below)
 //!   PYEXEC_E2E_API_TOKEN_SECRET        the chart's token Secret in the controller's namespace
 //!                                      (pyexec-api-token; absent: the API needs no token)
+//! The admission and NetworkPolicy tests read the controller's settings from its Deployment, and
+//! the NetworkPolicy test needs the chart deployed with sandbox.admission.networkProbeUser set to
+//! the user KUBECONFIG authenticates as (hack/cluster/deploy.sh does).
 //! Each test uses fresh names and deletes what it created; a failing test prints the executions,
 //! sandbox pods and their logs first.
 
@@ -31,6 +34,9 @@ use pyexec::controller::pod::{LABEL_EXECUTION, SANDBOX_SELECTOR};
 use pyexec::controller::status::REASON_POD_CREATED;
 use pyexec::crd::{ExecutionLimits, Phase, PythonExecution, PythonExecutionSpec};
 use serde_json::{json, Value};
+
+#[path = "e2e/guards.rs"]
+mod guards;
 
 /// A sandbox pod starts, imports pandas under gVisor and reports; slow CI nodes take a while.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(180);

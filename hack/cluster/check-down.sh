@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fails if anything of the local cluster is still there: a process, a mount, the bridge or a veth
-# on it, a KUBE-/CNI- iptables chain, a pod cgroup, or the run directory. down.sh ends with it.
+# on it, a KUBE-/CNI- iptables chain, the NetworkPolicy enforcer's nftables table, a pod cgroup,
+# or the run directory. down.sh ends with it.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/cluster/config.sh
@@ -23,11 +24,14 @@ for table in filter nat mangle; do
   chains=$(iptables -t "$table" -S 2>/dev/null | awk '$1 == "-N" && ($2 ~ /^(KUBE|CNI)-/) {print $2}')
   [ -n "$chains" ] && fail "iptables $table chains: $(echo "$chains" | head -3 | tr '\n' ' ')"
 done
+if command -v nft >/dev/null && nft list table inet "$KNP_NFT_TABLE" >/dev/null 2>&1; then
+  fail "nftables table inet $KNP_NFT_TABLE"
+fi
 for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
   for top in kubepods kubepods.slice k8s.io; do
     [ -d "$h$top" ] && fail "cgroup $h$top"
   done
 done
 [ -e "$CLUSTER_RUN_DIR" ] && fail "run directory $CLUSTER_RUN_DIR"
-[ "$status" = 0 ] && clog "cluster down: no process, mount, network device, iptables chain or cgroup left"
+[ "$status" = 0 ] && clog "cluster down: no process, mount, network device, iptables chain, nftables table or cgroup left"
 exit "$status"

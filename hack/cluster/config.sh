@@ -6,9 +6,11 @@
 # failCgroupV1=false and still supports containerd 1.6 (Debian bookworm's).
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+# The NetworkPolicy enforcer (sigs.k8s.io/kube-network-policies, patched: build-network-policies.sh).
+KNP_VERSION=${KNP_VERSION:-v0.8.0}
 GVISOR_VERSION=${GVISOR_VERSION:-v0.0.0-20260905035102-160fafc42237}
 # Debian bookworm packages the node uses (installed by hack/cluster/deps.sh with apt-get).
-DEBIAN_PACKAGES=${DEBIAN_PACKAGES:-containerd runc containernetworking-plugins buildah mmdebstrap iptables iproute2 openssl curl gcc libc6-dev}
+DEBIAN_PACKAGES=${DEBIAN_PACKAGES:-containerd runc containernetworking-plugins buildah mmdebstrap iptables nftables iproute2 openssl curl gcc libc6-dev}
 
 # Built binaries and the base image, kept between runs OUTSIDE the repository.
 PYEXEC_CLUSTER_CACHE=${PYEXEC_CLUSTER_CACHE:-/var/cache/pyexec-cluster}
@@ -38,6 +40,9 @@ BIN_ETCD=$PYEXEC_CLUSTER_CACHE/etcd-$ETCD_VERSION/bin
 BIN_GVISOR=$PYEXEC_CLUSTER_CACHE/gvisor-$GVISOR_VERSION/bin
 # containerd-shim-runsc-v1 with its fatal -999 oom_score_adj made non-fatal (build-runsc-shim.sh).
 BIN_GVISOR_SHIM=$PYEXEC_CLUSTER_CACHE/gvisor-$GVISOR_VERSION-shim-oomfix/bin
+BIN_KNP=$PYEXEC_CLUSTER_CACHE/kube-network-policies-$KNP_VERSION-pyexec/bin
+# The nftables table kube-network-policies keeps its rules in (inet family).
+KNP_NFT_TABLE=kube-network-policies
 CNI_BIN_DIR=${CNI_BIN_DIR:-/usr/lib/cni}
 
 PKI=$CLUSTER_RUN_DIR/pki

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs charts/pyexec into the local cluster with the local images (make cluster-deploy).
-# CLUSTER_RUNTIME_CLASS picks the sandbox pods' RuntimeClass: gvisor (default) or "" for runc.
+# CLUSTER_RUNTIME_CLASS picks the sandbox pods' RuntimeClass: gvisor (default) or "" for runc
+# (then with sandbox.withoutGvisor=true, which the controller requires to run without gVisor).
+# The cluster admin (pyexec-admin, pki.sh) may create the e2e suite's NetworkPolicy probe pod in
+# the sandbox namespace (sandbox.admission.networkProbeUser; tests/e2e.rs).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -15,6 +18,9 @@ SERVICE_IMAGE_REPO=${SERVICE_IMAGE_REPO:-pyexec-service}
 SANDBOX_IMAGE_REPO=${SANDBOX_IMAGE_REPO:-pyexec-sandbox}
 CLUSTER_RUNTIME_CLASS=${CLUSTER_RUNTIME_CLASS-gvisor}
 DEPLOY_TIMEOUT=${DEPLOY_TIMEOUT:-5m}
+E2E_PROBE_USER=${E2E_PROBE_USER:-pyexec-admin}
+without_gvisor=false
+[ -n "$CLUSTER_RUNTIME_CLASS" ] || without_gvisor=true
 [ -x "$HELM" ] || cdie "no helm at $HELM (make helm)"
 [ -f "$ADMIN_KUBECONFIG" ] || cdie "the cluster is not up (make cluster-up)"
 export KUBECONFIG=$ADMIN_KUBECONFIG
@@ -34,6 +40,8 @@ start=$(date +%s)
   --set-string sandbox.image.pullPolicy=Never \
   --set-string "sandbox.namespace.name=$SANDBOX_NAMESPACE" \
   --set-string "sandbox.runtimeClassName=$CLUSTER_RUNTIME_CLASS" \
+  --set "sandbox.withoutGvisor=$without_gvisor" \
+  --set-string "sandbox.admission.networkProbeUser=$E2E_PROBE_USER" \
   --set-string "api.podAnnotations.pyexec\.dev/image-id=${image_id:-none}" \
   --set-string "controller.podAnnotations.pyexec\.dev/image-id=${image_id:-none}" \
   --timeout "$DEPLOY_TIMEOUT"

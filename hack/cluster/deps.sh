@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local cluster needs (containerd, runc, CNI plugins, buildah,
-# mmdebstrap, ...) with apt-get, only when one of their commands is missing.
+# mmdebstrap, nftables, ...) with apt-get, only when one of their commands is missing.
 set -euo pipefail
 # shellcheck source=hack/cluster/config.sh
 . "$(dirname "$0")/config.sh"
 missing=0
-for c in containerd ctr runc buildah mmdebstrap iptables ip openssl curl gcc; do
+for c in containerd ctr runc buildah mmdebstrap iptables nft ip openssl curl gcc perl; do
   command -v "$c" >/dev/null 2>&1 || { clog "missing command: $c"; missing=1; }
 done
 [ -x "$CNI_BIN_DIR/bridge" ] && [ -x "$CNI_BIN_DIR/host-local" ] || missing=1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Tears the local cluster down (make cluster-down) and leaves nothing behind: no process, mount,
-# network device (the bridge, veths, network namespaces), iptables rule or cgroup. Safe to run
+# network device (the bridge, veths, network namespaces), iptables rule, nftables table or cgroup. Safe to run
 # at any time, also after a failed or half-done bring-up, and twice. Keeps the binary cache and
 # copies the run's logs to $CLUSTER_LOG_KEEP. Exits non-zero if something could not be removed.
 set -uo pipefail
@@ -45,7 +45,9 @@ if [ -S "$CONTAINERD_SOCK" ] && timeout 5 ctr --address "$CONTAINERD_SOCK" versi
     timeout 10 ctr --address "$CONTAINERD_SOCK" -n k8s.io containers delete "$c" >/dev/null 2>&1 || true
   done
 fi
-# 3. The control plane and containerd.
+# 3. The NetworkPolicy enforcer (SIGINT is what makes it remove its nftables table), the control
+# plane and containerd.
+stop_pidfile kube-network-policies INT
 for c in kube-scheduler kube-controller-manager kube-apiserver containerd etcd; do stop_pidfile "$c"; done
 # 4. Whatever is left: shims, runsc sandboxes/gofers, container processes.
 for round in 1 2 3; do
@@ -84,6 +86,11 @@ for table in filter nat mangle; do
   done
 done
 
+# The enforcer's nftables table, if it could not remove it itself.
+if command -v nft >/dev/null && nft list table inet "$KNP_NFT_TABLE" >/dev/null 2>&1; then
+  nft delete table inet "$KNP_NFT_TABLE" 2>/dev/null || true
+fi
+
 # 7. cgroups the kubelet, containerd and runsc made (v1 hierarchies and the unified one).
 for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
   for top in kubepods kubepods.slice k8s.io; do
@@ -92,10 +99,14 @@ for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
   done
 done
 
-# 8. The host's IPv4 forwarding as it was before cluster-up.
+# 8. The host's IPv4 forwarding and bridge netfilter settings as they were before cluster-up.
 if [ -f "$CLUSTER_RUN_DIR/ip_forward.orig" ]; then
   orig=$(cat "$CLUSTER_RUN_DIR/ip_forward.orig")
   [ "$(cat /proc/sys/net/ipv4/ip_forward)" = "$orig" ] || echo "$orig" >/proc/sys/net/ipv4/ip_forward
+fi
+if [ -f "$CLUSTER_RUN_DIR/bridge-nf-call-iptables.orig" ]; then
+  orig=$(cat "$CLUSTER_RUN_DIR/bridge-nf-call-iptables.orig")
+  [ "$(cat /proc/sys/net/bridge/bridge-nf-call-iptables)" = "$orig" ] || echo "$orig" >/proc/sys/net/bridge/bridge-nf-call-iptables
 fi
 
 # 9. Keep the logs, remove the run directory.

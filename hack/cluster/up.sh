@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up a real single-node Kubernetes on this machine (make cluster-up):
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd (runc + gVisor's
-#   runsc), kubelet, a bridge CNI network without uplink, and the RuntimeClass `gvisor`.
+#   runsc), kubelet, a bridge CNI network without uplink, kube-network-policies (the NetworkPolicy
+#   enforcer), and the RuntimeClass `gvisor`.
 # Binaries come from the cache (hack/cluster/build-*.sh build what is missing), all state is under
 # $CLUSTER_RUN_DIR, every process has a pid file in $CLUSTER_RUN_DIR/pids. hack/cluster/down.sh
 # undoes all of it; a failed bring-up calls it itself.
@@ -25,8 +26,10 @@ bash "$HERE/build-k8s.sh" >/dev/null
 bash "$HERE/build-etcd.sh" >/dev/null
 PYEXEC_CLUSTER_CACHE=$PYEXEC_CLUSTER_CACHE GVISOR_VERSION=$GVISOR_VERSION bash "$REPO/hack/gvisor/build-runsc.sh" >/dev/null
 PYEXEC_CLUSTER_CACHE=$PYEXEC_CLUSTER_CACHE GVISOR_VERSION=$GVISOR_VERSION bash "$HERE/build-runsc-shim.sh" >/dev/null
+PYEXEC_CLUSTER_CACHE=$PYEXEC_CLUSTER_CACHE KNP_VERSION=$KNP_VERSION bash "$HERE/build-network-policies.sh" >/dev/null
 for b in "$BIN_K8S"/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kubectl} "$BIN_ETCD/etcd" \
-  "$BIN_GVISOR/runsc" "$BIN_GVISOR_SHIM/containerd-shim-runsc-v1" "$CNI_BIN_DIR"/{bridge,host-local,loopback}; do
+  "$BIN_GVISOR/runsc" "$BIN_GVISOR_SHIM/containerd-shim-runsc-v1" "$BIN_KNP/kube-network-policies" \
+  "$CNI_BIN_DIR"/{bridge,host-local,loopback}; do
   [ -x "$b" ] || cdie "missing $b"
 done
 clog "binaries ready ($(elapsed)s): kubernetes $K8S_VERSION, etcd $ETCD_VERSION, gvisor $GVISOR_VERSION, $(containerd --version | awk '{print $1, $3}'), $(runc --version | head -1)"
@@ -39,6 +42,11 @@ mkdir -p "$CLUSTER_RUN_DIR" "$LOGS" "$PIDS"
 # IPv4 forwarding setting (restored if anything changed it).
 echo "$PYEXEC_CLUSTER_CACHE" >"$CLUSTER_RUN_DIR/cache-dir"
 [ -f "$CLUSTER_RUN_DIR/ip_forward.orig" ] || cat /proc/sys/net/ipv4/ip_forward >"$CLUSTER_RUN_DIR/ip_forward.orig"
+# Bridged pod-to-pod traffic must pass netfilter's IPv4 hooks for the NetworkPolicy enforcer.
+BRIDGE_NF=/proc/sys/net/bridge/bridge-nf-call-iptables
+[ -f "$BRIDGE_NF" ] || cdie "no $BRIDGE_NF: the kernel needs br_netfilter for NetworkPolicy between pods on the bridge"
+[ -f "$CLUSTER_RUN_DIR/bridge-nf-call-iptables.orig" ] || cat "$BRIDGE_NF" >"$CLUSTER_RUN_DIR/bridge-nf-call-iptables.orig"
+echo 1 >"$BRIDGE_NF"
 bash "$HERE/pki.sh"
 
 # start <name> <command...>: runs it in its own session, logs to $LOGS/<name>.log, pid file.
@@ -202,6 +210,11 @@ start kube-controller-manager "$BIN_K8S/kube-controller-manager" \
   --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
   --use-service-account-credentials=true --allocate-node-cidrs=false \
   --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false
+# The NetworkPolicy enforcer, before any pod exists: nftables rules (table inet
+# $KNP_NFT_TABLE) queue the new connections of pods that a NetworkPolicy selects, and it drops
+# what the policies do not allow (build-network-policies.sh says what was patched and why).
+start kube-network-policies env KUBECONFIG="$ADMIN_KUBECONFIG" "$BIN_KNP/kube-network-policies" \
+  --hostname-override="$NODE_NAME" --metrics-bind-address=127.0.0.1:9080 --v=1
 start kube-scheduler "$BIN_K8S/kube-scheduler" \
   --kubeconfig="$KCFG/scheduler.kubeconfig" \
   --authentication-kubeconfig="$KCFG/scheduler.kubeconfig" \
@@ -260,7 +273,8 @@ start kubelet "$BIN_K8S/kubelet" --config="$CLUSTER_RUN_DIR/kubelet-config.yaml"
   --cert-dir="$CLUSTER_RUN_DIR/kubelet/pki" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1
 
 wait_for "node $NODE_NAME Ready" 120 kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=2s
-for c in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet; do
+wait_for "NetworkPolicy enforcer (nftables table $KNP_NFT_TABLE)" 60 nft list table inet "$KNP_NFT_TABLE"
+for c in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kube-network-policies kubelet; do
   alive "$c" || cdie "$c exited; see $LOGS/$c.log"
 done
 

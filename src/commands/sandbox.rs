@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 
 use crate::config::SandboxArgs;
-use crate::sandbox::Supervisor;
+use crate::sandbox::{gvisor, Envelope, Isolation, Outcome, SandboxSettings, Supervisor};
 use crate::{Error, Result};
 
 pub async fn run(args: SandboxArgs) -> Result<()> {
@@ -14,10 +14,16 @@ pub async fn run(args: SandboxArgs) -> Result<()> {
         None => read_script(&args.script_file).map_err(|source| Error::ReadScript { path, source })?,
     };
     let limits = args.sandbox.limits.defaults()?;
-    let supervisor = Supervisor::new(&args.sandbox)?;
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let envelope = supervisor.run(&id, &script, &limits).await;
-    supervisor.shutdown().await;
+    let envelope = match refusal(&args.sandbox) {
+        Some(envelope) => envelope,
+        None => {
+            let supervisor = Supervisor::new(&args.sandbox)?;
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let envelope = supervisor.run(&id, &script, &limits).await;
+            supervisor.shutdown().await;
+            envelope
+        }
+    };
     let line = serde_json::to_string(&envelope).map_err(|e| Error::WriteEnvelope(e.into()))?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}").and_then(|()| stdout.flush()).map_err(Error::WriteEnvelope)?;
@@ -34,6 +40,16 @@ pub async fn run(args: SandboxArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fails closed: the gVisor profile runs only where it finds gVisor without network devices.
+fn refusal(settings: &SandboxSettings) -> Option<Envelope> {
+    if settings.isolation != Isolation::Gvisor {
+        return None;
+    }
+    let refusal = gvisor::check_this_environment().err()?;
+    tracing::error!(error = %refusal, "refusing to run the script");
+    Some(Envelope::rejected(Outcome::SandboxFailure, refusal.to_string()))
 }
 
 fn read_script(path: &std::path::Path) -> std::io::Result<String> {

@@ -6,6 +6,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pod;
 pub mod reconcile;
+pub mod runtime;
 pub mod settings;
 pub mod status;
 #[cfg(test)]
@@ -53,6 +54,10 @@ pub enum Error {
     StatusPatchFailed(#[source] kube::Error),
     #[error("deleting the finished execution: {0}")]
     ExecutionDeletionFailed(#[source] kube::Error),
+    #[error("reading the sandbox RuntimeClass: {0}")]
+    RuntimeClassGetFailed(#[source] kube::Error),
+    #[error(transparent)]
+    RuntimeRefused(#[from] runtime::RuntimeRefusal),
     #[error("connecting to Kubernetes (KUBECONFIG or the in-cluster service account): {0}")]
     Connect(#[source] kube::Error),
     #[error("PythonExecutions cannot be listed; is the CRD installed (`pyexec crd | kubectl apply -f -`)? {0}")]
@@ -79,7 +84,11 @@ impl Error {
             Error::PodDeletionFailed(_) => "pod_deletion_failed",
             Error::StatusPatchFailed(_) => "status_patch_failed",
             Error::ExecutionDeletionFailed(_) => "execution_deletion_failed",
-            Error::Connect(_) | Error::CrdNotQueryable(_) | Error::Listen { .. } => "startup",
+            Error::Connect(_)
+            | Error::CrdNotQueryable(_)
+            | Error::RuntimeClassGetFailed(_)
+            | Error::RuntimeRefused(_)
+            | Error::Listen { .. } => "startup",
         }
     }
 }
@@ -93,6 +102,7 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         (Api::namespaced(client.clone(), &args.namespace), Api::namespaced(client.clone(), &args.namespace))
     };
     executions.list(&ListParams::default().limit(1)).await.map_err(Error::CrdNotQueryable)?;
+    runtime::verify(&client, &args.pod, &args.gvisor_handlers).await?;
 
     let metrics = Arc::new(ControllerMetrics::default());
     let ready = Arc::new(AtomicBool::new(false));

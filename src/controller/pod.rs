@@ -187,10 +187,11 @@ pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &L
     })
 }
 
-/// How `pyexec sandbox` must start nsjail in the pod: a runtime class is taken to be gVisor's
-/// (the chart's RuntimeClass selects the runsc handler), none means the node's kernel.
+/// How `pyexec sandbox` must start nsjail in the pod: under gVisor unless the controller was told
+/// explicitly that it runs without it (the runtime class itself is checked at start-up, see
+/// `runtime`), never inferred from the class's name.
 pub fn sandbox_isolation(settings: &PodSettings) -> Isolation {
-    if settings.runtime_class.is_empty() {
+    if settings.without_gvisor {
         Isolation::Host
     } else {
         Isolation::Gvisor
@@ -384,7 +385,7 @@ mod tests {
 
     #[test]
     fn an_empty_runtime_class_is_left_out() {
-        let settings = PodSettings { runtime_class: String::new(), ..pod_settings() };
+        let settings = PodSettings { runtime_class: String::new(), without_gvisor: true, ..pod_settings() };
         let pod = build_pod(&execution("hello"), &settings, &limits()).expect("buildable");
         assert_eq!(pod.spec.expect("spec").runtime_class_name, None);
     }
@@ -454,13 +455,23 @@ mod tests {
     }
 
     #[test]
-    fn a_runtime_class_makes_the_sandbox_start_nsjail_the_gvisor_way() {
+    fn the_sandbox_starts_nsjail_the_gvisor_way_unless_told_it_runs_without_gvisor() {
         assert_eq!(env_of(&build("def main(): return {}"))["PYEXEC_ISOLATION"], "gvisor");
-        let settings = PodSettings { runtime_class: String::new(), ..pod_settings() };
+        let settings = PodSettings { runtime_class: String::new(), without_gvisor: true, ..pod_settings() };
         let pod = build_pod(&execution("hello"), &settings, &limits()).expect("buildable");
         assert_eq!(env_of(&pod)["PYEXEC_ISOLATION"], "host");
         let context = pod.spec.expect("spec").containers[0].security_context.clone().expect("context");
         assert_eq!(context.allow_privilege_escalation, None);
+    }
+
+    #[test]
+    fn a_runtime_class_name_alone_never_means_the_node_kernel_or_gvisor() {
+        // Any other class name is still started the gVisor way (and refused at start-up if its
+        // handler is not gVisor's); with --without-gvisor a named class runs the host way.
+        let runc = PodSettings { runtime_class: "runc".into(), ..pod_settings() };
+        assert_eq!(sandbox_isolation(&runc), Isolation::Gvisor);
+        let told = PodSettings { without_gvisor: true, ..runc };
+        assert_eq!(sandbox_isolation(&told), Isolation::Host);
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub struct ControllerArgs {
     pub namespace: String,
     #[command(flatten)]
     pub pod: PodSettings,
+    /// RuntimeClass handlers that are gVisor's: unless --without-gvisor, the controller refuses to
+    /// start when the sandbox runtime class does not exist or selects another handler.
+    #[arg(long, env = "PYEXEC_GVISOR_HANDLERS", value_delimiter = ',', default_value = "runsc")]
+    pub gvisor_handlers: Vec<String>,
     /// Seconds a sandbox pod may take to start (scheduling, image pull) before its execution fails.
     #[arg(long, env = "PYEXEC_POD_START_TIMEOUT_SECONDS", default_value_t = 120)]
     pub pod_start_timeout_seconds: u64,
@@ -38,10 +42,16 @@ pub struct PodSettings {
         value_parser = ["Always", "IfNotPresent", "Never"]
     )]
     pub sandbox_image_pull_policy: String,
-    /// runtimeClassName of sandbox pods; empty runs them without one (the node's default runtime).
-    /// A runtime class is taken to be gVisor's: its pods get PYEXEC_ISOLATION=gvisor.
+    /// runtimeClassName of sandbox pods: gVisor's (checked at start-up against
+    /// --gvisor-handlers), whose pods get PYEXEC_ISOLATION=gvisor. With --without-gvisor, any
+    /// class or none (empty: the node's default runtime), not checked.
     #[arg(long, env = "PYEXEC_RUNTIME_CLASS", default_value = "gvisor")]
     pub runtime_class: String,
+    /// Run sandbox pods without gVisor, on the node's own kernel (PYEXEC_ISOLATION=host): nsjail
+    /// is then the only isolation. Without this flag the controller refuses a runtime class that
+    /// is not gVisor's, and an empty one.
+    #[arg(long, env = "PYEXEC_WITHOUT_GVISOR", default_value_t = false)]
+    pub without_gvisor: bool,
     /// CPU of a sandbox pod, in millicores (request = limit).
     #[arg(long, env = "PYEXEC_POD_CPU_MILLICORES", default_value_t = 1000)]
     pub pod_cpu_millicores: u64,

@@ -46,6 +46,7 @@ pub fn pod_settings() -> PodSettings {
         sandbox_image: "pyexec-sandbox:dev".into(),
         sandbox_image_pull_policy: "IfNotPresent".into(),
         runtime_class: "gvisor".into(),
+        without_gvisor: false,
         pod_cpu_millicores: 1000,
         sandbox_security: SandboxSecurity::Nsjail,
     }

@@ -7,6 +7,73 @@ use std::path::{Path, PathBuf};
 
 use super::limits::Limits;
 
+/// gVisor's kernel version string (its uname -v and the end of /proc/version), the same in every
+/// gVisor release: gVisor's pkg/sentry/kernel/version.LinuxVersion.
+const GVISOR_LINUX_VERSION: &str = "#1 SMP Sun Jan 10 15:06:54 PST 2016";
+/// gVisor's release names end so ("4.19.0-gvisor", "5.15.0-gvisor"; older ones said "4.4.0").
+const GVISOR_RELEASE_SUFFIX: &str = "-gvisor";
+const PROC_VERSION: &str = "/proc/version";
+const PROC_NET_DEV: &str = "/proc/net/dev";
+
+/// Why `--isolation gvisor` refuses to run a script where it finds itself.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvironmentRefusal {
+    #[error(
+        "--isolation gvisor, but this is not gVisor's kernel ({PROC_VERSION}: {0:?}): refusing to run the \
+         script with the gVisor profile on a host kernel (is the pod's runtime class gVisor's?)"
+    )]
+    NotGvisor(String),
+    #[error(
+        "--isolation gvisor needs a sandbox without network devices, but it has {0:?}: refusing to run the \
+         script (runsc's network must be \"none\")"
+    )]
+    NetworkDevices(Vec<String>),
+    #[error("--isolation gvisor: reading {path}: {source}")]
+    Unreadable {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Whether /proc/version's text is gVisor's.
+pub fn is_gvisor_kernel(proc_version: &str) -> bool {
+    let mut words = proc_version.split_whitespace();
+    let release = words.nth(2).unwrap_or_default();
+    proc_version.trim_end().ends_with(GVISOR_LINUX_VERSION) || release.ends_with(GVISOR_RELEASE_SUFFIX)
+}
+
+/// The network devices other than loopback that /proc/net/dev lists (two header lines, then
+/// one `name: counters` line per device).
+pub fn non_loopback_devices(proc_net_dev: &str) -> Vec<String> {
+    proc_net_dev
+        .lines()
+        .skip(2)
+        .filter_map(|line| line.split_once(':').map(|(name, _)| name.trim().to_string()))
+        .filter(|name| !name.is_empty() && name != "lo")
+        .collect()
+}
+
+/// Refuses unless the texts of /proc/version and /proc/net/dev say gVisor with loopback only.
+pub fn check_environment(proc_version: &str, proc_net_dev: &str) -> Result<(), EnvironmentRefusal> {
+    if !is_gvisor_kernel(proc_version) {
+        return Err(EnvironmentRefusal::NotGvisor(proc_version.trim().to_string()));
+    }
+    let devices = non_loopback_devices(proc_net_dev);
+    if !devices.is_empty() {
+        return Err(EnvironmentRefusal::NetworkDevices(devices));
+    }
+    Ok(())
+}
+
+/// `check_environment` on this process's own /proc.
+pub fn check_this_environment() -> Result<(), EnvironmentRefusal> {
+    let read = |path: &'static str| {
+        std::fs::read_to_string(path).map_err(|source| EnvironmentRefusal::Unreadable { path, source })
+    };
+    check_environment(&read(PROC_VERSION)?, &read(PROC_NET_DEV)?)
+}
+
 /// The uid and gid nsjail and the script run as (nobody): without a user namespace nsjail
 /// cannot change them, so it starts with them.
 pub const JAIL_ID: u32 = 65534;
@@ -134,6 +201,37 @@ mod tests {
         let (_, args) = launch_command(&tools(), Path::new("/x/nsjail"), vec![], &limits());
         let caps: Vec<String> = strings(&args).into_iter().filter(|a| a.contains("caps=")).collect();
         assert_eq!(caps, ["--inh-caps=-all,+sys_admin", "--ambient-caps=+sys_admin"]);
+    }
+
+    const GVISOR_VERSION: &str = "Linux version 4.19.0-gvisor #1 SMP Sun Jan 10 15:06:54 PST 2016\n";
+    const HOST_VERSION: &str = "Linux version 6.18.44-fc-v669 (root@build) (gcc 12.2.0) #1 SMP PREEMPT_DYNAMIC\n";
+    const LOOPBACK_ONLY: &str = "Inter-|   Receive                            |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n";
+
+    #[test]
+    fn gvisor_is_recognised_by_its_kernel_version_string_or_release() {
+        assert!(is_gvisor_kernel(GVISOR_VERSION));
+        assert!(is_gvisor_kernel("Linux version 4.4.0 #1 SMP Sun Jan 10 15:06:54 PST 2016\n"));
+        assert!(is_gvisor_kernel("Linux version 5.15.0-gvisor #1 SMP Sun Jan 10 15:06:54 PST 2016"));
+        assert!(!is_gvisor_kernel(HOST_VERSION));
+        assert!(!is_gvisor_kernel(""));
+    }
+
+    #[test]
+    fn loopback_alone_is_no_network() {
+        assert_eq!(non_loopback_devices(LOOPBACK_ONLY), Vec::<String>::new());
+        let with_eth0 = format!("{LOOPBACK_ONLY}  eth0: 1296 16 0 0 0 0 0 0 866 11 0 0 0 0 0 0\n");
+        assert_eq!(non_loopback_devices(&with_eth0), ["eth0"]);
+    }
+
+    #[test]
+    fn the_environment_check_refuses_a_host_kernel_and_network_devices() {
+        assert!(check_environment(GVISOR_VERSION, LOOPBACK_ONLY).is_ok());
+        let host = check_environment(HOST_VERSION, LOOPBACK_ONLY).expect_err("a host kernel");
+        assert!(matches!(host, EnvironmentRefusal::NotGvisor(_)), "{host}");
+        assert!(host.to_string().contains("not gVisor's kernel"), "{host}");
+        let eth0 = format!("{LOOPBACK_ONLY}  eth0: 1296 16 0 0 0 0 0 0 866 11 0 0 0 0 0 0\n");
+        let networked = check_environment(GVISOR_VERSION, &eth0).expect_err("a network device");
+        assert!(networked.to_string().contains("eth0"), "{networked}");
     }
 
     #[test]

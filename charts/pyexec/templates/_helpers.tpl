@@ -75,6 +75,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if not (has .Values.sandbox.security (list "nsjail" "privileged" "restricted")) }}
 {{- fail (printf "sandbox.security must be nsjail, privileged or restricted, not %q" .Values.sandbox.security) }}
 {{- end }}
+{{- if and (not .Values.sandbox.withoutGvisor) (empty .Values.sandbox.runtimeClassName) }}
+{{- fail "sandbox.runtimeClassName is empty: sandbox pods would run without gVisor; name gVisor's RuntimeClass, or set sandbox.withoutGvisor=true to run them on the node's kernel knowingly" }}
+{{- end }}
 {{- if not (has .Values.logFormat (list "json" "text")) }}
 {{- fail (printf "logFormat must be json or text, not %q" .Values.logFormat) }}
 {{- end }}
