@@ -103,7 +103,15 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct SandboxArgs {
-    /// The script itself (how a sandbox pod receives it); when set, --script-file is ignored.
+    /// The job document (JSON: {"script": ..., "limits": {...}} with every limit resolved), how a
+    /// sandbox pod receives its work; when set, --job-file, --script and --script-file are ignored.
+    #[arg(long, env = "PYEXEC_JOB", hide_env_values = true)]
+    pub job: Option<String>,
+    /// File holding the job document (a sandbox pod's, when too large for --job); when set,
+    /// --script and --script-file are ignored.
+    #[arg(long, env = "PYEXEC_JOB_FILE")]
+    pub job_file: Option<PathBuf>,
+    /// The script itself, run under the default limits; when set, --script-file is ignored.
     #[arg(long, env = "PYEXEC_SCRIPT", hide_env_values = true)]
     pub script: Option<String>,
     /// File holding the script; "-" reads it from stdin.

@@ -7,17 +7,18 @@ use pyexec::config::{Cli, Command};
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     pyexec::telemetry::init(&cli.log);
-    let outcome: Result<(), Box<dyn std::error::Error>> = match cli.command {
-        Command::Serve(args) => pyexec::commands::serve::run(args).await.map_err(Into::into),
-        Command::Sandbox(args) => pyexec::commands::sandbox::run(args).await.map_err(Into::into),
-        Command::Controller(args) => pyexec::commands::controller::run(args).await.map_err(Into::into),
-        Command::Crd => pyexec::commands::crd::run().map_err(Into::into),
+    let outcome = match cli.command {
+        Command::Serve(args) => pyexec::commands::serve::run(args).await,
+        Command::Sandbox(args) => pyexec::commands::sandbox::run(args).await,
+        Command::Controller(args) => pyexec::commands::controller::run(args).await,
+        Command::Crd => pyexec::commands::crd::run(),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %err, "pyexec stopped");
-            eprintln!("pyexec: {err}");
+            let chain = pyexec::error::chain(&err);
+            tracing::error!(error = %chain, "pyexec stopped");
+            eprintln!("pyexec: {chain}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -32,7 +32,8 @@ use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 use pyexec::controller::pod::{LABEL_EXECUTION, SANDBOX_SELECTOR};
 use pyexec::controller::status::REASON_POD_CREATED;
-use pyexec::crd::{ExecutionLimits, Phase, PythonExecution, PythonExecutionSpec};
+use pyexec::crd::{Phase, PythonExecution, PythonExecutionSpec};
+use pyexec::sandbox::RequestedLimits;
 use serde_json::{json, Value};
 
 #[path = "e2e/guards.rs"]
@@ -95,7 +96,7 @@ impl Case {
         format!("{}-{suffix}", self.prefix)
     }
 
-    async fn create(&self, suffix: &str, script: &str, limits: Option<ExecutionLimits>, ttl: Option<i64>) -> String {
+    async fn create(&self, suffix: &str, script: &str, limits: Option<RequestedLimits>, ttl: Option<i64>) -> String {
         let name = self.name(suffix);
         let spec = PythonExecutionSpec { script: script.into(), limits, ttl_seconds_after_finished: ttl };
         self.executions
@@ -301,7 +302,7 @@ async fn resources_run_the_seed_contract() {
 async fn sandbox_pods_are_hardened() {
     run_case("hardening", |case| async move {
         let slow = "import time\n\ndef main():\n    time.sleep(8)\n    return {'slept': True}\n";
-        let limits = ExecutionLimits { timeout_seconds: Some(30.0), ..Default::default() };
+        let limits = RequestedLimits { timeout_seconds: Some(30.0), ..Default::default() };
         let name = case.create("slow", slow, Some(limits), None).await;
         let pod_name = pyexec::controller::pod::pod_name(&name);
         let pod = tokio::time::timeout(
@@ -405,7 +406,7 @@ async fn finished_executions_are_deleted_after_their_ttl() {
 async fn a_controller_restart_mid_run_completes_the_execution_once() {
     run_case("restart", |case| async move {
         let slow = "import time\n\ndef main():\n    print('ran')\n    time.sleep(15)\n    return {'done': True}\n";
-        let limits = ExecutionLimits { timeout_seconds: Some(45.0), ..Default::default() };
+        let limits = RequestedLimits { timeout_seconds: Some(45.0), ..Default::default() };
         let name = case.create("restart", slow, Some(limits), None).await;
         let running = |e: Option<&PythonExecution>| e.is_some_and(|e| e.phase() == Phase::Running);
         let before = case.wait_until(&name, "running", FINISH_TIMEOUT, running).await.expect("the execution");

@@ -1,7 +1,8 @@
 //! `pyexec controller`: runs PythonExecutions in sandbox pods until SIGTERM or Ctrl-C.
 
 use crate::controller::{self, ControllerArgs};
+use crate::Result;
 
-pub async fn run(args: ControllerArgs) -> controller::Result<()> {
-    controller::run(args).await
+pub async fn run(args: ControllerArgs) -> Result<()> {
+    Ok(controller::run(args).await?)
 }

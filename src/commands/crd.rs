@@ -3,20 +3,10 @@
 use std::io::Write;
 
 use crate::crd::crd_yaml;
+use crate::{Error, Result};
 
-/// Why the CRD could not be printed.
-#[derive(Debug, thiserror::Error)]
-pub enum CrdCommandError {
-    #[error(transparent)]
-    Generate(#[from] crate::crd::CrdError),
-    #[error("writing the CRD to stdout: {0}")]
-    Write(#[from] std::io::Error),
-}
-
-pub fn run() -> Result<(), CrdCommandError> {
+pub fn run() -> Result<()> {
     let yaml = crd_yaml()?;
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(yaml.as_bytes())?;
-    stdout.flush()?;
-    Ok(())
+    stdout.write_all(yaml.as_bytes()).and_then(|()| stdout.flush()).map_err(Error::WriteCrd)
 }

@@ -4,16 +4,11 @@
 use std::io::{Read, Write};
 
 use crate::config::SandboxArgs;
-use crate::sandbox::{gvisor, Envelope, Isolation, Outcome, SandboxSettings, Supervisor};
+use crate::sandbox::{gvisor, Envelope, Isolation, Job, Outcome, SandboxSettings, Supervisor};
 use crate::{Error, Result};
 
 pub async fn run(args: SandboxArgs) -> Result<()> {
-    let path = args.script_file.to_string_lossy().into_owned();
-    let script = match args.script {
-        Some(script) => script,
-        None => read_script(&args.script_file).map_err(|source| Error::ReadScript { path, source })?,
-    };
-    let limits = args.sandbox.limits.defaults()?;
+    let Job { script, limits } = job(&args)?;
     let envelope = match refusal(&args.sandbox) {
         Some(envelope) => envelope,
         None => {
@@ -50,6 +45,25 @@ fn refusal(settings: &SandboxSettings) -> Option<Envelope> {
     let refusal = gvisor::check_this_environment().err()?;
     tracing::error!(error = %refusal, "refusing to run the script");
     Some(Envelope::rejected(Outcome::SandboxFailure, refusal.to_string()))
+}
+
+/// The work to do: a job document (`--job`, then `--job-file`), else a script under the
+/// default limits.
+fn job(args: &SandboxArgs) -> Result<Job> {
+    if let Some(text) = &args.job {
+        return serde_json::from_str(text).map_err(Error::InvalidJob);
+    }
+    if let Some(file) = &args.job_file {
+        let path = file.to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(file).map_err(|source| Error::ReadJob { path, source })?;
+        return serde_json::from_str(&text).map_err(Error::InvalidJob);
+    }
+    let script = match &args.script {
+        Some(script) => script.clone(),
+        None => read_script(&args.script_file)
+            .map_err(|source| Error::ReadScript { path: args.script_file.to_string_lossy().into_owned(), source })?,
+    };
+    Ok(Job { script, limits: args.sandbox.limits.defaults()? })
 }
 
 fn read_script(path: &std::path::Path) -> std::io::Result<String> {

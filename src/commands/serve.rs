@@ -46,9 +46,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 tracing::info!(max_script_bytes, "scripts are limited to what a PythonExecution holds");
             }
             let max_in_flight = args.max_concurrency.unwrap_or(DEFAULT_MAX_IN_FLIGHT) + args.max_queue;
-            let executor = KubeExecutor::connect(args.kube.clone(), max_in_flight, metrics.clone())
-                .await
-                .map_err(|err| Error::Kube(err.to_string()))?;
+            let executor = KubeExecutor::connect(args.kube.clone(), max_in_flight, metrics.clone()).await?;
             tracing::info!(
                 namespace = %args.kube.kube_namespace,
                 keep_executions = args.kube.keep_executions,

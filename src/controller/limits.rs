@@ -1,7 +1,9 @@
-//! The limits one sandbox pod runs with: a PythonExecution's requested limits capped to the
-//! controller's maxima, and its output limits lowered so the status fits in the object.
+//! The limits one sandbox pod runs with: a PythonExecution's requested limits resolved by the
+//! one policy (`LimitSettings::resolve`: defaults filled in, a value above a maximum refused),
+//! then its output limits lowered so the status fits in the object.
 
-use crate::crd::{ExecutionLimits, PythonExecution};
+use crate::crd::PythonExecution;
+use crate::sandbox::limits::LimitError;
 use crate::sandbox::{LimitSettings, Limits};
 
 /// Bytes an object may take in etcd (its default --max-request-bytes is 1.5 MiB), less room for
@@ -14,35 +16,21 @@ pub const LOG_OVERHEAD_BYTES: u64 = 256 * 1024;
 /// JSON escapes a control character as \u00XX: six bytes for one.
 const WORST_JSON_ESCAPE: u64 = 6;
 
-/// The limits for one run: each requested value or the default, lowered to the maximum, and
-/// stdout, stderr and result lowered to their share of `status_budget`.
-pub fn resolve(settings: &LimitSettings, requested: Option<&ExecutionLimits>, status_budget: u64) -> Limits {
-    let none = ExecutionLimits::default();
-    let r = requested.unwrap_or(&none);
-    let timeout_seconds = r
-        .timeout_seconds
-        .filter(|t| t.is_finite())
-        .unwrap_or(settings.timeout_seconds)
-        .min(settings.max_timeout_seconds)
-        .max(0.001);
-    Limits {
-        timeout_ms: (timeout_seconds * 1000.0).round() as u64,
-        cpu_seconds: cap(r.cpu_seconds, settings.cpu_seconds, settings.max_cpu_seconds),
-        memory_mb: cap(r.memory_mb, settings.memory_mb, settings.max_memory_mb),
-        max_pids: cap(r.max_pids, settings.max_pids, settings.max_max_pids),
-        tmp_mb: cap(r.tmp_mb, settings.tmp_mb, settings.max_tmp_mb),
-        file_size_mb: cap(r.file_size_mb, settings.file_size_mb, settings.max_file_size_mb),
-        open_files: cap(r.open_files, settings.open_files, settings.max_open_files),
-        stdout_bytes: cap(r.stdout_bytes, settings.stdout_bytes, settings.max_stdout_bytes).min(status_budget / 4),
-        stderr_bytes: cap(r.stderr_bytes, settings.stderr_bytes, settings.max_stderr_bytes).min(status_budget / 4),
-        result_bytes: cap(r.result_bytes, settings.result_bytes, settings.max_result_bytes).min(status_budget / 2),
-    }
+/// The limits `execution` runs with, or why its requested limits are refused.
+pub fn resolve(settings: &LimitSettings, execution: &PythonExecution) -> Result<Limits, LimitError> {
+    let limits = settings.resolve(&execution.spec.limits.clone().unwrap_or_default())?;
+    Ok(fit_to_status(limits, status_budget(execution)))
 }
 
-/// The requested value, or the default, at most the maximum and at least 1.
-fn cap(requested: Option<i64>, default: u64, max: u64) -> u64 {
-    let value = requested.and_then(|v| u64::try_from(v).ok()).unwrap_or(default);
-    value.min(max).max(1)
+/// Stdout, stderr and result lowered to their share of `status_budget`: what the status can
+/// hold is a fact of the object, not a request to refuse.
+pub fn fit_to_status(limits: Limits, status_budget: u64) -> Limits {
+    Limits {
+        stdout_bytes: limits.stdout_bytes.min(status_budget / 4),
+        stderr_bytes: limits.stderr_bytes.min(status_budget / 4),
+        result_bytes: limits.result_bytes.min(status_budget / 2),
+        ..limits
+    }
 }
 
 /// Room for stdout, stderr and result in the status of `execution`: what the object may take
@@ -53,85 +41,88 @@ pub fn status_budget(execution: &PythonExecution) -> u64 {
     OBJECT_BUDGET_BYTES.saturating_sub(used).max(MIN_STATUS_BUDGET_BYTES)
 }
 
+/// The most of `execution`'s pod log worth reading; with limits the settings now refuse (they
+/// changed since the pod was made), what the status could hold bounds it.
+pub fn log_limit_of(settings: &LimitSettings, execution: &PythonExecution) -> u64 {
+    match resolve(settings, execution) {
+        Ok(limits) => log_limit_bytes(&limits),
+        Err(_) => {
+            let budget = status_budget(execution);
+            log_limit(budget / 4 + budget / 4, budget / 2)
+        }
+    }
+}
+
 /// The most of a sandbox pod's log worth reading: the envelope with its output fully escaped,
 /// and the supervisor's log lines.
 pub fn log_limit_bytes(limits: &Limits) -> u64 {
-    WORST_JSON_ESCAPE * (limits.stdout_bytes + limits.stderr_bytes) + limits.result_bytes + LOG_OVERHEAD_BYTES
+    log_limit(limits.stdout_bytes + limits.stderr_bytes, limits.result_bytes)
+}
+
+fn log_limit(output_bytes: u64, result_bytes: u64) -> u64 {
+    WORST_JSON_ESCAPE * output_bytes + result_bytes + LOG_OVERHEAD_BYTES
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::PythonExecutionSpec;
     use crate::sandbox::limits::testing::settings;
+    use crate::sandbox::RequestedLimits;
 
     const ROOMY: u64 = 1 << 40;
 
+    fn execution(limits: Option<RequestedLimits>) -> PythonExecution {
+        let spec =
+            PythonExecutionSpec { script: "def main(): return {}".into(), limits, ttl_seconds_after_finished: None };
+        PythonExecution::new("a", spec)
+    }
+
     #[test]
     fn no_requested_limits_give_the_defaults() {
-        let limits = resolve(&settings(), None, ROOMY);
-        assert_eq!(limits, settings().defaults().expect("valid defaults"));
+        let limits = resolve(&settings(), &execution(None)).expect("valid");
+        assert_eq!(
+            limits,
+            fit_to_status(settings().defaults().expect("valid defaults"), status_budget(&execution(None)))
+        );
+        assert_eq!(limits.memory_mb, 512);
     }
 
     #[test]
     fn requested_limits_below_the_maxima_are_kept() {
-        let requested = ExecutionLimits {
+        let requested = RequestedLimits {
             timeout_seconds: Some(2.5),
             memory_mb: Some(128),
             cpu_seconds: Some(3),
             ..Default::default()
         };
-        let limits = resolve(&settings(), Some(&requested), ROOMY);
+        let limits = resolve(&settings(), &execution(Some(requested))).expect("valid");
         assert_eq!(limits.timeout_ms, 2500);
         assert_eq!(limits.memory_mb, 128);
         assert_eq!(limits.cpu_seconds, 3);
     }
 
     #[test]
-    fn requested_limits_above_the_maxima_are_lowered_to_them() {
-        let requested = ExecutionLimits {
-            timeout_seconds: Some(3600.0),
-            memory_mb: Some(1 << 20),
-            max_pids: Some(100_000),
-            ..Default::default()
-        };
-        let limits = resolve(&settings(), Some(&requested), ROOMY);
-        assert_eq!(limits.timeout_ms, 60_000);
-        assert_eq!(limits.memory_mb, 4096);
-        assert_eq!(limits.max_pids, 512);
-    }
-
-    #[test]
-    fn nonsense_values_are_raised_to_the_least_that_works() {
-        let requested = ExecutionLimits {
-            timeout_seconds: Some(0.0),
-            memory_mb: Some(-5),
-            open_files: Some(0),
-            ..Default::default()
-        };
-        let limits = resolve(&settings(), Some(&requested), ROOMY);
-        assert_eq!(limits.timeout_ms, 1);
-        assert_eq!(limits.memory_mb, settings().memory_mb, "a negative value reads as absent");
-        assert_eq!(limits.open_files, 1);
+    fn requested_limits_above_the_maxima_are_refused_as_the_http_api_refuses_them() {
+        let requested = RequestedLimits { memory_mb: Some(1 << 20), ..Default::default() };
+        let err = resolve(&settings(), &execution(Some(requested.clone()))).expect_err("above the maximum");
+        assert_eq!(err, settings().resolve(&requested).expect_err("the same rule"));
+        assert_eq!(err.to_string(), "limits.memory_mb may be at most 4096 on this server, got 1048576");
     }
 
     #[test]
     fn output_limits_share_the_status_budget() {
-        let limits = resolve(&settings(), None, 400_000);
+        let limits = fit_to_status(settings().defaults().expect("valid"), 400_000);
         assert_eq!(limits.stdout_bytes, 100_000);
         assert_eq!(limits.stderr_bytes, 100_000);
         assert_eq!(limits.result_bytes, 200_000);
+        let roomy = fit_to_status(settings().defaults().expect("valid"), ROOMY);
+        assert_eq!(roomy, settings().defaults().expect("valid"), "a roomy status lowers nothing");
     }
 
     #[test]
     fn a_large_script_leaves_less_room_for_output() {
-        let small = PythonExecution::new(
-            "a",
-            crate::crd::PythonExecutionSpec {
-                script: "def main(): return {}".into(),
-                limits: None,
-                ttl_seconds_after_finished: None,
-            },
-        );
+        let small = execution(None);
         let mut large = small.clone();
         large.spec.script = "#".repeat(200_000);
         assert!(status_budget(&small) - status_budget(&large) > 190_000, "the script's bytes come off the budget");
@@ -140,7 +131,15 @@ mod tests {
 
     #[test]
     fn the_log_limit_covers_a_fully_escaped_envelope() {
-        let limits = resolve(&settings(), None, 400_000);
+        let limits = fit_to_status(settings().defaults().expect("valid"), 400_000);
         assert_eq!(log_limit_bytes(&limits), 6 * 200_000 + 200_000 + LOG_OVERHEAD_BYTES);
+    }
+
+    #[test]
+    fn refused_limits_still_bound_the_log_read_by_the_status_budget() {
+        let refused = execution(Some(RequestedLimits { memory_mb: Some(1 << 20), ..Default::default() }));
+        let budget = status_budget(&refused);
+        let expected = WORST_JSON_ESCAPE * 2 * (budget / 4) + budget / 2 + LOG_OVERHEAD_BYTES;
+        assert_eq!(log_limit_of(&settings(), &refused), expected);
     }
 }

@@ -1,5 +1,6 @@
 //! The sandbox pod of an execution, built by a pure function of the resource, the settings and
-//! the resolved limits.
+//! the resolved limits. The script and its limits reach `pyexec sandbox` as one `sandbox::Job`
+//! document (JSON), in an environment variable or, when large, in an annotation read as a file.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use super::limits::log_limit_bytes;
 use super::settings::{PodSettings, SandboxSecurity};
 use crate::crd::PythonExecution;
-use crate::sandbox::{Isolation, Limits};
+use crate::sandbox::{Isolation, Job, Limits};
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
@@ -24,18 +25,18 @@ pub const APP_NAME: &str = "pyexec";
 pub const COMPONENT_SANDBOX: &str = "sandbox";
 /// Selects every sandbox pod, and only those.
 pub const SANDBOX_SELECTOR: &str = "app.kubernetes.io/name=pyexec,app.kubernetes.io/component=sandbox";
-/// Annotation carrying a script too large for an environment variable.
-pub const SCRIPT_ANNOTATION: &str = "pyexec.dev/script";
+/// Annotation carrying a job document too large for an environment variable.
+pub const JOB_ANNOTATION: &str = "pyexec.dev/job";
 pub const CONTAINER_NAME: &str = "sandbox";
 const POD_NAME_SUFFIX: &str = "-sandbox";
 
-/// Scripts up to this size travel in PYEXEC_SCRIPT: Linux refuses to exec with a single
+/// Job documents up to this size travel in PYEXEC_JOB: Linux refuses to exec with a single
 /// environment string above 128 KiB (MAX_ARG_STRLEN).
-pub const MAX_ENV_SCRIPT_BYTES: usize = 120 * 1024;
-/// Larger scripts travel in an annotation, read as a file; a pod's annotations hold 256 KiB in all.
-pub const MAX_ANNOTATION_SCRIPT_BYTES: usize = 250 * 1024;
-const SCRIPT_DIR: &str = "/etc/pyexec";
-const SCRIPT_FILE: &str = "script.py";
+pub const MAX_ENV_JOB_BYTES: usize = 120 * 1024;
+/// Larger ones travel in an annotation, read as a file; a pod's annotations hold 256 KiB in all.
+pub const MAX_ANNOTATION_JOB_BYTES: usize = 250 * 1024;
+const JOB_DIR: &str = "/etc/pyexec";
+const JOB_FILE: &str = "job.json";
 /// Where Kubernetes reads the termination message from (the container's one-line summary).
 const TERMINATION_LOG: &str = "/dev/termination-log";
 
@@ -58,7 +59,7 @@ const MIB: u64 = 1024 * 1024;
 pub enum BuildError {
     #[error("the execution has no {0}")]
     MissingField(&'static str),
-    #[error("the script is {bytes} bytes; a sandbox pod takes at most {max}")]
+    #[error("the script and its limits take {bytes} bytes as JSON; a sandbox pod takes at most {max}")]
     ScriptTooLarge { bytes: usize, max: usize },
 }
 
@@ -104,7 +105,9 @@ pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &L
     // Blocking the owner's deletion would need update rights on pythonexecutions/finalizers.
     owner.block_owner_deletion = Some(false);
 
-    let script = &execution.spec.script;
+    let job = Job { script: execution.spec.script.clone(), limits: limits.clone() };
+    // A String and integers always serialise.
+    let job = serde_json::to_string(&job).unwrap_or_default();
     let isolation = sandbox_isolation(settings);
     let mut env = vec![
         env_var("PYEXEC_TERMINATION_LOG", TERMINATION_LOG),
@@ -120,22 +123,21 @@ pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &L
         ..Default::default()
     }];
     let mut mounts = vec![VolumeMount { name: "scratch".into(), mount_path: "/tmp".into(), ..Default::default() }];
-    if script.len() <= MAX_ENV_SCRIPT_BYTES {
-        env.push(env_var("PYEXEC_SCRIPT", script));
-    } else if script.len() <= MAX_ANNOTATION_SCRIPT_BYTES {
-        annotations.insert(SCRIPT_ANNOTATION.to_string(), script.clone());
-        volumes.push(script_volume());
+    if job.len() <= MAX_ENV_JOB_BYTES {
+        env.push(env_var("PYEXEC_JOB", &escape_env_value(&job)));
+    } else if job.len() <= MAX_ANNOTATION_JOB_BYTES {
+        annotations.insert(JOB_ANNOTATION.to_string(), job);
+        volumes.push(job_volume());
         mounts.push(VolumeMount {
-            name: "script".into(),
-            mount_path: SCRIPT_DIR.into(),
+            name: "job".into(),
+            mount_path: JOB_DIR.into(),
             read_only: Some(true),
             ..Default::default()
         });
-        env.push(env_var("PYEXEC_SCRIPT_FILE", &format!("{SCRIPT_DIR}/{SCRIPT_FILE}")));
+        env.push(env_var("PYEXEC_JOB_FILE", &format!("{JOB_DIR}/{JOB_FILE}")));
     } else {
-        return Err(BuildError::ScriptTooLarge { bytes: script.len(), max: MAX_ANNOTATION_SCRIPT_BYTES });
+        return Err(BuildError::ScriptTooLarge { bytes: job.len(), max: MAX_ANNOTATION_JOB_BYTES });
     }
-    env.extend(limit_env(limits));
 
     let resources = BTreeMap::from([
         ("cpu".to_string(), Quantity(format!("{}m", settings.pod_cpu_millicores.max(1)))),
@@ -209,14 +211,20 @@ fn env_var(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
 }
 
-fn script_volume() -> Volume {
+/// An environment value the kubelet passes on unchanged: it expands `$(NAME)` and reduces `$$`
+/// to `$` in env values, so every `$` is written `$$`.
+pub fn escape_env_value(value: &str) -> String {
+    value.replace('$', "$$")
+}
+
+fn job_volume() -> Volume {
     Volume {
-        name: "script".into(),
+        name: "job".into(),
         downward_api: Some(DownwardAPIVolumeSource {
             items: Some(vec![DownwardAPIVolumeFile {
-                path: SCRIPT_FILE.into(),
+                path: JOB_FILE.into(),
                 field_ref: Some(ObjectFieldSelector {
-                    field_path: format!("metadata.annotations['{SCRIPT_ANNOTATION}']"),
+                    field_path: format!("metadata.annotations['{JOB_ANNOTATION}']"),
                     api_version: None,
                 }),
                 ..Default::default()
@@ -225,28 +233,6 @@ fn script_volume() -> Volume {
         }),
         ..Default::default()
     }
-}
-
-/// The limits as `pyexec sandbox` reads them; each maximum equals its value, so the sandbox's
-/// own range check accepts whatever the controller resolved.
-fn limit_env(limits: &Limits) -> Vec<EnvVar> {
-    let timeout = (limits.timeout_ms as f64 / 1000.0).to_string();
-    let mut env = vec![env_var("PYEXEC_TIMEOUT_SECONDS", &timeout), env_var("PYEXEC_MAX_TIMEOUT_SECONDS", &timeout)];
-    for (name, max_name, value) in [
-        ("PYEXEC_CPU_SECONDS", "PYEXEC_MAX_CPU_SECONDS", limits.cpu_seconds),
-        ("PYEXEC_MEMORY_MB", "PYEXEC_MAX_MEMORY_MB", limits.memory_mb),
-        ("PYEXEC_MAX_PIDS", "PYEXEC_MAX_MAX_PIDS", limits.max_pids),
-        ("PYEXEC_TMP_MB", "PYEXEC_MAX_TMP_MB", limits.tmp_mb),
-        ("PYEXEC_FILE_SIZE_MB", "PYEXEC_MAX_FILE_SIZE_MB", limits.file_size_mb),
-        ("PYEXEC_OPEN_FILES", "PYEXEC_MAX_OPEN_FILES", limits.open_files),
-        ("PYEXEC_STDOUT_BYTES", "PYEXEC_MAX_STDOUT_BYTES", limits.stdout_bytes),
-        ("PYEXEC_STDERR_BYTES", "PYEXEC_MAX_STDERR_BYTES", limits.stderr_bytes),
-        ("PYEXEC_RESULT_BYTES", "PYEXEC_MAX_RESULT_BYTES", limits.result_bytes),
-    ] {
-        env.push(env_var(name, &value.to_string()));
-        env.push(env_var(max_name, &value.to_string()));
-    }
-    env
 }
 
 /// Memory of the pod: the script's limit, its in-memory /tmp, the supervisor, and the output the
@@ -402,31 +388,83 @@ mod tests {
         assert!(limits.contains_key("ephemeral-storage"));
     }
 
-    #[test]
-    fn the_script_and_limits_travel_in_the_environment() {
-        let env = env_of(&build("def main(): return {}"));
-        assert_eq!(env["PYEXEC_SCRIPT"], "def main(): return {}");
-        assert_eq!(env["PYEXEC_TIMEOUT_SECONDS"], "10");
-        assert_eq!(env["PYEXEC_MAX_TIMEOUT_SECONDS"], "10");
-        assert_eq!(env["PYEXEC_MEMORY_MB"], "512");
-        assert_eq!(env["PYEXEC_CPU_SECONDS"], "10");
-        assert_eq!(env["PYEXEC_TERMINATION_LOG"], "/dev/termination-log");
+    /// What the kubelet does to an env value (k8s.io/kubernetes third_party/forked/golang/
+    /// expansion) when PYEXEC_ISOLATION is defined before it: `$$` becomes `$`, `$(NAME)` of a
+    /// defined name becomes its value, anything else stays as it is.
+    fn kubelet_expand(value: &str) -> String {
+        let mut out = String::new();
+        let mut rest = value;
+        while let Some(at) = rest.find('$') {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            if let Some(tail) = after.strip_prefix('$') {
+                out.push('$');
+                rest = tail;
+            } else if let Some((name, tail)) = after.strip_prefix('(').and_then(|r| r.split_once(')')) {
+                match name {
+                    "PYEXEC_ISOLATION" => out.push_str("gvisor"),
+                    other => out.push_str(&format!("$({other})")),
+                }
+                rest = tail;
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        out
     }
 
     #[test]
-    fn a_script_too_large_for_the_environment_travels_in_an_annotation() {
-        let script = format!("def main(): return {{}}\n#{}", "x".repeat(MAX_ENV_SCRIPT_BYTES));
+    fn the_kubelet_model_expands_what_escaping_must_protect() {
+        assert_eq!(kubelet_expand("a$(PYEXEC_ISOLATION)b$$c$(UNSET)$"), "agvisorb$c$(UNSET)$");
+    }
+
+    fn job_of(pod: &Pod) -> Job {
+        let value = kubelet_expand(&env_of(pod)["PYEXEC_JOB"]);
+        serde_json::from_str(&value).expect("the env value is a job document")
+    }
+
+    #[test]
+    fn the_script_and_limits_travel_as_one_job_document() {
+        let pod = build("def main(): return {}");
+        assert_eq!(job_of(&pod), Job { script: "def main(): return {}".into(), limits: limits() });
+        let env = env_of(&pod);
+        assert_eq!(env["PYEXEC_TERMINATION_LOG"], "/dev/termination-log");
+        assert!(!env.keys().any(|name| name.contains("MEMORY") || name.contains("TIMEOUT")), "no limit by name");
+    }
+
+    #[test]
+    fn dollars_in_the_script_arrive_byte_for_byte() {
+        let script = "def main():\n    return {'a': '$(PYEXEC_ISOLATION)', 'b': '$$', 'c': '$$(X)', 'd': '$'}\n";
+        let pod = build(script);
+        assert_eq!(job_of(&pod).script, script);
+        assert!(env_of(&pod)["PYEXEC_JOB"].contains("$$(PYEXEC_ISOLATION)"), "escaped in the pod spec");
+    }
+
+    #[test]
+    fn escaping_survives_the_kubelet_for_any_run_of_dollars() {
+        for value in ["", "$", "$$", "$$$", "a$(PYEXEC_ISOLATION)c", "$$(PYEXEC_ISOLATION)", "$(", "$)", "x$"] {
+            assert_eq!(kubelet_expand(&escape_env_value(value)), value, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_job_too_large_for_the_environment_travels_in_an_annotation() {
+        let script = format!("def main(): return {{}}\n#{}", "x".repeat(MAX_ENV_JOB_BYTES));
         let pod = build(&script);
         let env = env_of(&pod);
-        assert!(!env.contains_key("PYEXEC_SCRIPT"));
-        assert_eq!(env["PYEXEC_SCRIPT_FILE"], "/etc/pyexec/script.py");
-        assert_eq!(pod.metadata.annotations.as_ref().expect("annotations")[SCRIPT_ANNOTATION], script);
+        assert!(!env.contains_key("PYEXEC_JOB"));
+        assert_eq!(env["PYEXEC_JOB_FILE"], "/etc/pyexec/job.json");
+        let annotation = &pod.metadata.annotations.as_ref().expect("annotations")[JOB_ANNOTATION];
+        let job: Job = serde_json::from_str(annotation).expect("a job document");
+        assert_eq!(job, Job { script, limits: limits() });
     }
 
     #[test]
     fn a_script_too_large_for_an_annotation_is_refused() {
         let mut execution = execution("hello");
-        execution.spec.script = "x".repeat(MAX_ANNOTATION_SCRIPT_BYTES + 1);
+        execution.spec.script = "x".repeat(MAX_ANNOTATION_JOB_BYTES + 1);
         let err = build_pod(&execution, &pod_settings(), &limits()).expect_err("too large");
         assert!(matches!(err, BuildError::ScriptTooLarge { .. }));
     }

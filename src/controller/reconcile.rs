@@ -18,7 +18,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::limits::{log_limit_bytes, resolve, status_budget};
+use super::limits::{log_limit_of, resolve, status_budget};
 use super::metrics::ControllerMetrics;
 use super::pod::{build_pod, BuildError, CONTAINER_NAME};
 use super::settings::PodSettings;
@@ -103,7 +103,14 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
     }
     let current = execution.status.clone().unwrap_or_default();
     let stamp = stamp_of(&execution, now);
-    let limits = resolve(&ctx.limits, execution.spec.limits.as_ref(), status_budget(&execution));
+    let limits = match resolve(&ctx.limits, &execution) {
+        Ok(limits) => limits,
+        Err(err) => {
+            let failure = PodFailure { outcome: Outcome::SandboxFailure, returncode: 1, message: err.to_string() };
+            let status = status::failed(&current, status::REASON_LIMITS_REFUSED, &failure, stamp);
+            return finish(&execution, status, None, ctx).await;
+        }
+    };
     let pod = match build_pod(&execution, &ctx.pod, &limits) {
         Ok(pod) => pod,
         Err(BuildError::MissingField(field)) => return Err(Error::MissingObjectKey(field)),
@@ -184,8 +191,7 @@ async fn follow(execution: &PythonExecution, pod_name: &str, ctx: &Context, now:
         // The deletion's event brings us back, and the pod is then gone.
         PodView::Terminating => Ok(Action::await_change()),
         PodView::Ended { failure } => {
-            let limits = resolve(&ctx.limits, execution.spec.limits.as_ref(), status_budget(execution));
-            let log = read_log(ctx, execution, pod_name, log_limit_bytes(&limits)).await?;
+            let log = read_log(ctx, execution, pod_name, log_limit_of(&ctx.limits, execution)).await?;
             let status = match status::envelope_from_log(&log) {
                 Some(envelope) => {
                     let envelope = status::fit_envelope(envelope, status_budget(execution));

@@ -23,7 +23,7 @@ pub struct ControllerArgs {
     /// Seconds a sandbox pod may take to start (scheduling, image pull) before its execution fails.
     #[arg(long, env = "PYEXEC_POD_START_TIMEOUT_SECONDS", default_value_t = 120)]
     pub pod_start_timeout_seconds: u64,
-    /// Defaults and maxima of the limits; a PythonExecution's limits above a maximum are lowered to it.
+    /// Defaults and maxima of the limits; a PythonExecution asking for more than a maximum fails.
     #[command(flatten)]
     pub limits: LimitSettings,
 }

@@ -34,6 +34,8 @@ pub const REASON_POD_CANNOT_START: &str = "PodCannotStart";
 pub const REASON_POD_FAILED: &str = "PodFailed";
 /// No pod can carry the script.
 pub const REASON_SCRIPT_TOO_LARGE: &str = "ScriptTooLarge";
+/// A requested limit is above the controller's maximum (refused, as the HTTP API refuses it).
+pub const REASON_LIMITS_REFUSED: &str = "LimitsRefused";
 
 /// Container waiting reasons that no amount of waiting will fix.
 const PERMANENT_WAITING_REASONS: [&str; 2] = ["InvalidImageName", "ErrImageNeverPull"];

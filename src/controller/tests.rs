@@ -263,3 +263,24 @@ async fn a_failed_reconcile_is_counted_and_retried_soon() {
     assert_eq!(action, Action::requeue(Duration::from_secs(5)));
     assert!(ctx.metrics.render().contains("error=\"missing_object_key\""));
 }
+
+#[tokio::test]
+async fn limits_above_the_maxima_fail_the_execution_as_the_http_api_refuses_them() {
+    let mut over = execution("hello");
+    over.spec.limits = Some(crate::sandbox::RequestedLimits { memory_mb: Some(1 << 20), ..Default::default() });
+    let fresh = over.clone();
+    let (action, _) = reconcile_with(over, |mut server| async move {
+        server.answer(200, &fresh).await.expect(Method::GET, EXECUTION);
+        // No pod: the status is written straight away.
+        let patch = server.answer(200, &fresh).await.expect(Method::PATCH, STATUS);
+        assert_status_apply(&patch, "Failed");
+        let status = &patch.body["status"];
+        assert_eq!(status["error"], "limits.memory_mb may be at most 4096 on this server, got 1048576");
+        let finished = status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Finished"));
+        assert_eq!(finished.map(|c| &c["reason"]), Some(&json!(super::status::REASON_LIMITS_REFUSED)));
+        let event = server.echo(201).await.expect(Method::POST, EVENTS);
+        assert_eq!(event.body["reason"], super::status::REASON_LIMITS_REFUSED);
+    })
+    .await;
+    assert_eq!(action.expect("reconciled"), Action::await_change());
+}

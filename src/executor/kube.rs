@@ -19,10 +19,10 @@ use tokio::task::JoinHandle;
 
 use super::abandoned::DeleteIfAbandoned;
 use super::places::Places;
-use super::{ExecuteError, ExecutionRequest, Executor, Lookup};
-use crate::crd::{ExecutionLimits, PythonExecution, PythonExecutionSpec};
+use super::{ExecuteError, ExecutionRequest, Executor, Lookup, NotReady};
+use crate::crd::{PythonExecution, PythonExecutionSpec};
 use crate::metrics::Metrics;
-use crate::sandbox::{Envelope, Limits, Outcome};
+use crate::sandbox::{Envelope, Outcome};
 
 /// Names of the PythonExecutions the API creates start with this.
 pub const GENERATE_NAME: &str = "pyx-";
@@ -110,11 +110,7 @@ impl KubeExecutor {
         };
         let started = Instant::now();
         let execution = new_execution(&request, self.settings.kube_ttl_seconds);
-        let created = self
-            .api
-            .create(&PostParams::default(), &execution)
-            .await
-            .map_err(|e| ExecuteError::Internal(format!("creating a PythonExecution: {e}")))?;
+        let created = self.api.create(&PostParams::default(), &execution).await.map_err(ExecuteError::CreateFailed)?;
         let name = created.name_any();
         // A request dropped before its answer (the client went away) deletes its execution,
         // which stops its pod.
@@ -132,15 +128,13 @@ impl KubeExecutor {
         let finished = match self.watch.wait_finished(&key, tokio::time::Instant::now() + wait).await {
             Ok(finished) => finished,
             Err(WaitError::Timeout) => return Err(ExecuteError::NotFinished { name }),
-            Err(WaitError::Deleted) => {
-                return Err(ExecuteError::Internal(format!("PythonExecution {name} was deleted before it finished")))
-            }
+            Err(WaitError::Deleted) => return Err(ExecuteError::Deleted { name }),
         };
         let envelope = finished
             .status
             .as_ref()
             .and_then(|s| s.envelope())
-            .ok_or_else(|| ExecuteError::Internal(format!("PythonExecution {name} finished without a status")))?;
+            .ok_or_else(|| ExecuteError::NoStatus { name: name.clone() })?;
         if envelope.outcome == Outcome::SandboxFailure {
             tracing::warn!(execution = %name, error = ?envelope.error, "the sandbox pod did not run the script");
         }
@@ -173,15 +167,15 @@ impl Executor for KubeExecutor {
         self.run(request).boxed()
     }
 
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>> {
         async move {
             if !self.watch.synced.load(Ordering::SeqCst) {
-                return Err("the watch of PythonExecutions has not synced yet".to_string());
+                return Err(NotReady::WatchNotSynced);
             }
             match tokio::time::timeout(READY_TIMEOUT, self.client.apiserver_version()).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(err)) => Err(format!("the Kubernetes API server refused: {err}")),
-                Err(_) => Err(format!("the Kubernetes API server did not answer within {} s", READY_TIMEOUT.as_secs())),
+                Ok(Err(err)) => Err(NotReady::ApiServerRefused(err)),
+                Err(_) => Err(NotReady::ApiServerSilent { seconds: READY_TIMEOUT.as_secs() }),
             }
         }
         .boxed()
@@ -214,7 +208,7 @@ fn lookup(store: &Store<PythonExecution>, namespace: &str, name_or_id: &str) -> 
 pub fn new_execution(request: &ExecutionRequest, ttl_seconds: i64) -> PythonExecution {
     let spec = PythonExecutionSpec {
         script: request.script.clone(),
-        limits: Some(spec_limits(&request.limits)),
+        limits: Some(request.limits.requested()),
         ttl_seconds_after_finished: Some(ttl_seconds.max(0)),
     };
     let mut execution = PythonExecution::new("", spec);
@@ -225,23 +219,6 @@ pub fn new_execution(request: &ExecutionRequest, ttl_seconds: i64) -> PythonExec
         (LABEL_REQUEST_ID.to_string(), request.id.clone()),
     ]));
     execution
-}
-
-/// The resolved limits in the resource's terms (the controller caps them again to its maxima).
-pub fn spec_limits(limits: &Limits) -> ExecutionLimits {
-    let int = |v: u64| Some(i64::try_from(v).unwrap_or(i64::MAX));
-    ExecutionLimits {
-        timeout_seconds: Some(limits.timeout_ms as f64 / 1000.0),
-        cpu_seconds: int(limits.cpu_seconds),
-        memory_mb: int(limits.memory_mb),
-        max_pids: int(limits.max_pids),
-        tmp_mb: int(limits.tmp_mb),
-        file_size_mb: int(limits.file_size_mb),
-        open_files: int(limits.open_files),
-        stdout_bytes: int(limits.stdout_bytes),
-        stderr_bytes: int(limits.stderr_bytes),
-        result_bytes: int(limits.result_bytes),
-    }
 }
 
 /// The shared watch: the reflector's store, and one wake-up per execution a request waits for.
@@ -383,7 +360,7 @@ mod tests {
         assert_eq!(execution.labels()[LABEL_REQUEST_ID], "abc123");
         assert_eq!(execution.spec.ttl_seconds_after_finished, Some(600));
         let limits = execution.spec.limits.expect("limits");
-        assert_eq!(limits.timeout_seconds, Some(10.0));
+        assert_eq!(limits, request().limits.requested());
         assert_eq!(limits.memory_mb, Some(512));
     }
 

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::places::Places;
-use super::{ExecuteError, ExecutionRequest, Executor};
+use super::{ExecuteError, ExecutionRequest, Executor, NotReady};
 use crate::metrics::Metrics;
 use crate::sandbox::{Envelope, Limits, Outcome, Supervisor};
 
@@ -82,7 +82,7 @@ impl LocalExecutor {
             }
             envelope
         });
-        run.await.map_err(|err| ExecuteError::Internal(format!("the sandbox task failed: {err}")))
+        run.await.map_err(ExecuteError::TaskFailed)
     }
 }
 
@@ -91,14 +91,14 @@ impl Executor for LocalExecutor {
         self.run(request).boxed()
     }
 
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>> {
         async move {
             let id = format!("readyz-{}", uuid::Uuid::new_v4().simple());
             let envelope = self.supervisor.run(&id, READINESS_SCRIPT, &self.readiness_limits).await;
             match envelope.outcome {
                 Outcome::Success => Ok(()),
                 other => {
-                    Err(format!("a trivial script ended in {}: {}", other.as_str(), envelope.error.unwrap_or_default()))
+                    Err(NotReady::SandboxFailed { outcome: other.as_str(), error: envelope.error.unwrap_or_default() })
                 }
             }
         }

@@ -31,8 +31,28 @@ pub enum ExecuteError {
     ShuttingDown,
     #[error("execution {name} did not finish in time")]
     NotFinished { name: String },
-    #[error("{0}")]
-    Internal(String),
+    #[error("the sandbox task failed: {0}")]
+    TaskFailed(#[source] tokio::task::JoinError),
+    #[error("creating a PythonExecution: {0}")]
+    CreateFailed(#[source] ::kube::Error),
+    #[error("PythonExecution {name} was deleted before it finished")]
+    Deleted { name: String },
+    #[error("PythonExecution {name} finished without a status")]
+    NoStatus { name: String },
+}
+
+/// Why executions cannot run now (GET /readyz answers 503 with it).
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("the watch of PythonExecutions has not synced yet")]
+    WatchNotSynced,
+    #[error("the Kubernetes API server refused: {0}")]
+    ApiServerRefused(#[source] ::kube::Error),
+    #[error("the Kubernetes API server did not answer within {seconds} s")]
+    ApiServerSilent { seconds: u64 },
+    /// The sandbox ran a trivial script and it failed; `error` is the envelope's own message.
+    #[error("a trivial script ended in {outcome}: {error}")]
+    SandboxFailed { outcome: &'static str, error: String },
 }
 
 /// Runs scripts somewhere and reports their envelopes.
@@ -40,7 +60,7 @@ pub trait Executor: Send + Sync {
     fn execute(&self, request: ExecutionRequest) -> BoxFuture<'_, Result<Envelope, ExecuteError>>;
 
     /// Whether executions can run now (for GET /readyz).
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>>;
 
     /// Which placement this is, for logs.
     fn name(&self) -> &'static str;

@@ -1,9 +1,15 @@
 //! Per-run resource limits: what a request may ask for, the server's defaults and maxima, and
-//! the pure function that turns the three into the limits one run gets.
+//! the one policy that turns them into the limits one run gets.
+//!
+//! The rule, the same in both placements: a limit left out takes the default; a limit above the
+//! server's maximum (or below the least that works) is refused, never lowered. The HTTP API
+//! answers 400 naming the limit; the controller fails the PythonExecution with that message
+//! (reason `LimitsRefused`). This module is the one place each limit is named.
 
 use std::time::Duration;
 
 use clap::Args;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The limits one sandbox run is started with.
@@ -35,22 +41,85 @@ impl Limits {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+
+    /// The request that resolves to exactly these limits (how the API hands limits it resolved
+    /// to a PythonExecution).
+    pub fn requested(&self) -> RequestedLimits {
+        RequestedLimits {
+            timeout_seconds: Some(self.timeout_ms as f64 / 1000.0),
+            cpu_seconds: Some(self.cpu_seconds),
+            memory_mb: Some(self.memory_mb),
+            max_pids: Some(self.max_pids),
+            tmp_mb: Some(self.tmp_mb),
+            file_size_mb: Some(self.file_size_mb),
+            open_files: Some(self.open_files),
+            stdout_bytes: Some(self.stdout_bytes),
+            stderr_bytes: Some(self.stderr_bytes),
+            result_bytes: Some(self.result_bytes),
+        }
+    }
 }
 
-/// Limits a caller asks for; each one left out takes the server's default.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Limits a caller asks for, in the HTTP body's `limits` and in a PythonExecution's
+/// `spec.limits` alike; each one left out takes the server's default. The CRD schema is derived
+/// from this type (camelCase, as Kubernetes spells fields); the HTTP API reads the snake_case
+/// names it has always documented, or the camelCase ones.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(transform = int64_format)]
 pub struct RequestedLimits {
+    /// Wall-clock timeout, in seconds.
+    #[serde(default, alias = "timeout_seconds", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001, max = 86400.0))]
     pub timeout_seconds: Option<f64>,
+    /// CPU time, in seconds (the script's RLIMIT_CPU, not a rate).
+    #[serde(default, alias = "cpu_seconds", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
     pub cpu_seconds: Option<u64>,
+    /// Memory of the script's process tree, in MiB.
+    #[serde(default, alias = "memory_mb", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub memory_mb: Option<u64>,
+    /// Processes and threads alive at once.
+    #[serde(default, alias = "max_pids", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65536))]
     pub max_pids: Option<u64>,
+    /// Size of the private writable /tmp, in MiB.
+    #[serde(default, alias = "tmp_mb", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub tmp_mb: Option<u64>,
+    /// Largest file the script may write, in MiB.
+    #[serde(default, alias = "file_size_mb", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub file_size_mb: Option<u64>,
+    /// Open file descriptors.
+    #[serde(default, alias = "open_files", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub open_files: Option<u64>,
+    /// Bytes of stdout kept.
+    #[serde(default, alias = "stdout_bytes", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_073_741_824))]
     pub stdout_bytes: Option<u64>,
+    /// Bytes of stderr kept.
+    #[serde(default, alias = "stderr_bytes", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_073_741_824))]
     pub stderr_bytes: Option<u64>,
+    /// Largest result (main()'s dict as JSON), in bytes.
+    #[serde(default, alias = "result_bytes", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_073_741_824))]
     pub result_bytes: Option<u64>,
+}
+
+/// Kubernetes' schemas know int64, not uint64: the limits are described the way the API server
+/// validates them (the minimum of 1 keeps them positive).
+fn int64_format(schema: &mut schemars::Schema) {
+    use schemars::transform::{RecursiveTransform, Transform};
+    RecursiveTransform(|schema: &mut schemars::Schema| {
+        if schema.get("format").and_then(|f| f.as_str()) == Some("uint64") {
+            schema.insert("format".into(), "int64".into());
+        }
+    })
+    .transform(schema);
 }
 
 /// Server settings: the default of every limit and the most a request may ask for.
@@ -128,7 +197,8 @@ pub enum LimitError {
 }
 
 impl LimitSettings {
-    /// The limits for one run: each requested value, or the default, checked against the maximum.
+    /// The limits for one run: each requested value, or the default; a value above the maximum
+    /// is refused, not lowered.
     pub fn resolve(&self, requested: &RequestedLimits) -> Result<Limits, LimitError> {
         let timeout =
             pick_f64("timeout_seconds", requested.timeout_seconds, self.timeout_seconds, self.max_timeout_seconds)?;
@@ -235,6 +305,26 @@ mod tests {
         let requested = RequestedLimits { memory_mb: Some(1 << 20), ..Default::default() };
         let err = settings().resolve(&requested).expect_err("too large");
         assert_eq!(err.to_string(), "limits.memory_mb may be at most 4096 on this server, got 1048576");
+    }
+
+    #[test]
+    fn limits_resolve_back_to_themselves_through_their_request() {
+        let settings = settings();
+        let limits = super::testing::small_limits();
+        assert_eq!(settings.resolve(&limits.requested()), Ok(limits));
+        let defaults = settings.defaults().expect("valid");
+        assert_eq!(settings.resolve(&defaults.requested()), Ok(defaults));
+    }
+
+    #[test]
+    fn the_http_spelling_and_the_kubernetes_spelling_read_alike() {
+        let snake: RequestedLimits =
+            serde_json::from_str(r#"{"timeout_seconds": 2.5, "memory_mb": 64}"#).expect("snake_case");
+        let camel: RequestedLimits =
+            serde_json::from_str(r#"{"timeoutSeconds": 2.5, "memoryMb": 64}"#).expect("camelCase");
+        assert_eq!(snake, camel);
+        assert_eq!(snake.memory_mb, Some(64));
+        assert!(serde_json::from_str::<RequestedLimits>(r#"{"memory": 64}"#).is_err(), "unknown names are refused");
     }
 
     #[test]

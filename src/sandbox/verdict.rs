@@ -155,29 +155,9 @@ fn seconds(ms: u64) -> String {
     }
 }
 
-/// The conventional name of a Linux signal number.
+/// The conventional name of a Linux signal number ("signal" for a number nix does not know).
 pub fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        5 => "SIGTRAP",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        10 => "SIGUSR1",
-        11 => "SIGSEGV",
-        12 => "SIGUSR2",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        24 => "SIGXCPU",
-        25 => "SIGXFSZ",
-        31 => "SIGSYS",
-        _ => "signal",
-    }
+    nix::sys::signal::Signal::try_from(signal).map(|s| s.as_str()).unwrap_or("signal")
 }
 
 #[cfg(test)]
@@ -269,6 +249,14 @@ mod tests {
         assert_eq!(v.outcome, Outcome::Signaled);
         assert_eq!(v.returncode, -11);
         assert_eq!(v.error.as_deref(), Some("The script was killed by signal SIGSEGV (11)"));
+    }
+
+    #[test]
+    fn signal_names_are_nix_names_and_unknown_numbers_stay_generic() {
+        assert_eq!(signal_name(24), "SIGXCPU");
+        assert_eq!(signal_name(31), "SIGSYS");
+        assert_eq!(signal_name(0), "signal");
+        assert_eq!(signal_name(99), "signal");
     }
 
     #[test]

@@ -14,12 +14,14 @@ pub struct ScriptRequest {
 }
 
 /// Why a body could not be read; each maps to one HTTP status.
-#[derive(Debug, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("{0}")]
     UnsupportedType(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("\"limits\" is invalid: {0}")]
+    InvalidLimits(#[source] serde_json::Error),
 }
 
 const HOW_TO: &str = "send {\"script\": \"def main(): ...\"} with Content-Type: application/json, \
@@ -91,9 +93,7 @@ fn from_value(value: serde_json::Value) -> Result<ScriptRequest, BodyError> {
     };
     let limits = match fields.remove("limits") {
         None | Some(serde_json::Value::Null) => RequestedLimits::default(),
-        Some(limits) => {
-            serde_json::from_value(limits).map_err(|e| BodyError::Invalid(format!("\"limits\" is invalid: {e}")))?
-        }
+        Some(limits) => serde_json::from_value(limits).map_err(BodyError::InvalidLimits)?,
     };
     let script = match fields.remove("script") {
         None => return Err(BodyError::Invalid(format!("The request body has no \"script\" field: {HOW_TO}"))),

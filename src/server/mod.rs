@@ -124,8 +124,11 @@ fn execute_error(id: &str, err: ExecuteError) -> ApiError {
             let name = name.clone();
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, err.to_string()).with("name", name)
         }
-        ExecuteError::Internal(detail) => {
-            tracing::error!(id, error = %detail, "execution failed inside the service");
+        ExecuteError::TaskFailed(_)
+        | ExecuteError::CreateFailed(_)
+        | ExecuteError::Deleted { .. }
+        | ExecuteError::NoStatus { .. } => {
+            tracing::error!(id, error = %crate::error::chain(&err), "execution failed inside the service");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; the service log has the details")
                 .with("id", id.to_string())
         }
@@ -173,7 +176,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         }
         Err(reason) => {
             *last = None;
-            tracing::warn!(reason = %reason, "not ready");
+            tracing::warn!(reason = %crate::error::chain(&reason), "not ready");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Not ready: {reason}")).into_response()
         }
     }

@@ -1,6 +1,9 @@
 //! The OpenAPI description served at GET /openapi.json.
 
+use schemars::generate::SchemaSettings;
 use serde_json::{json, Value};
+
+use crate::sandbox::RequestedLimits;
 
 pub fn document() -> Value {
     let error = json!({"$ref": "#/components/schemas/Error"});
@@ -65,23 +68,7 @@ pub fn document() -> Value {
                         "limits": {"$ref": "#/components/schemas/Limits"}
                     }
                 },
-                "Limits": {
-                    "type": "object",
-                    "description": "Each limit may be lowered below the server's default, or raised up to its maximum",
-                    "additionalProperties": false,
-                    "properties": {
-                        "timeout_seconds": {"type": "number"},
-                        "cpu_seconds": {"type": "integer"},
-                        "memory_mb": {"type": "integer"},
-                        "max_pids": {"type": "integer"},
-                        "tmp_mb": {"type": "integer"},
-                        "file_size_mb": {"type": "integer"},
-                        "open_files": {"type": "integer"},
-                        "stdout_bytes": {"type": "integer"},
-                        "stderr_bytes": {"type": "integer"},
-                        "result_bytes": {"type": "integer"}
-                    }
-                },
+                "Limits": limits_schema(),
                 "ExecuteResponse": {
                     "type": "object",
                     "properties": {
@@ -102,4 +89,49 @@ pub fn document() -> Value {
             }
         }
     })
+}
+
+/// The request's `limits`, generated from the type that reads them, under the snake_case names
+/// the HTTP API documents (the type's own are Kubernetes' camelCase; it reads both).
+fn limits_schema() -> Value {
+    let schema = SchemaSettings::openapi3().into_generator().into_root_schema_for::<RequestedLimits>();
+    let mut schema = serde_json::to_value(schema).unwrap_or_default();
+    if let Some(fields) = schema.as_object_mut() {
+        fields.retain(|key, _| !key.starts_with('$') && key != "title");
+        fields.insert(
+            "description".into(),
+            json!("Each limit may be lowered below the server's default, or raised up to its maximum; above it, 400"),
+        );
+    }
+    if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        *properties = std::mem::take(properties).into_iter().map(|(name, value)| (snake_case(&name), value)).collect();
+    }
+    schema
+}
+
+fn snake_case(camel: &str) -> String {
+    let mut snake = String::with_capacity(camel.len() + 4);
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+    }
+    snake
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_limit_is_one_the_body_reads() {
+        let schema = limits_schema();
+        let names: Vec<&String> = schema["properties"].as_object().expect("properties").keys().collect();
+        assert!(names.iter().any(|n| *n == "timeout_seconds") && names.iter().any(|n| *n == "memory_mb"), "{names:?}");
+        let body: serde_json::Map<String, Value> = names.iter().map(|n| (n.to_string(), json!(1))).collect();
+        let requested: RequestedLimits = serde_json::from_value(Value::Object(body)).expect("every name is read");
+        assert_eq!(serde_json::to_value(&requested).expect("json").as_object().map(|o| o.len()), Some(names.len()));
+        assert_eq!(schema["additionalProperties"], false);
+    }
 }

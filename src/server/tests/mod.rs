@@ -19,7 +19,7 @@ mod guard;
 
 use super::guard::Guard;
 use super::{app, AppState};
-use crate::executor::{ExecuteError, ExecutionRequest, Executor};
+use crate::executor::{ExecuteError, ExecutionRequest, Executor, NotReady};
 use crate::metrics::Metrics;
 use crate::sandbox::envelope::{ResultJson, NO_MAIN_MESSAGE};
 use crate::sandbox::{Envelope, Outcome};
@@ -39,7 +39,7 @@ impl Executor for StandIn {
         async move { reply }.boxed()
     }
 
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>> {
         async { Ok(()) }.boxed()
     }
 
@@ -325,10 +325,10 @@ async fn a_broken_sandbox_is_a_500_with_the_id_and_no_details() {
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body["id"].as_str().is_some_and(|id| !id.is_empty()), "{body}");
     assert!(!body.to_string().contains("nsjail"), "{body}");
-    let h = harness(|_| Err(ExecuteError::Internal("the sandbox task failed".into())));
+    let h = harness(|_| Err(ExecuteError::Deleted { name: "pyx-gone".into() }));
     let (status, _, body) = h.send(script("def main(): pass")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(!body.to_string().contains("task failed"), "{body}");
+    assert!(!body.to_string().contains("pyx-gone"), "{body}");
     assert_eq!(h.rejected("invalid"), 0, "an internal failure is not a refusal");
 }
 
