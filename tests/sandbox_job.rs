@@ -3,7 +3,9 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyexec::sandbox::{Job, Limits};
 use serde_json::Value;
@@ -26,20 +28,30 @@ fn limits() -> Limits {
 
 const SCRIPT: &str = "def main():\n    print('x' * 100)\n    return {'text': '$(HOME) $$ $$(X) $'}\n";
 
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `pyexec sandbox` with a cgroup parent of its own (tests run at once, and only the run
+/// that created a parent removes it), and checks that the parent is gone afterwards.
 fn sandbox(configure: impl FnOnce(&mut Command)) -> Output {
     let repo = common::repo();
     let tools = repo.join(".tools");
+    let parent = format!("pyexec-test-job-{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::SeqCst));
     let mut command = Command::new(env!("CARGO_BIN_EXE_pyexec"));
     command
         .arg("sandbox")
-        .args(["--cgroup-parent", &format!("pyexec-test-job-{}", std::process::id())])
+        .args(["--cgroup-parent", &parent])
         .current_dir(&repo)
         .env("PYEXEC_NSJAIL", tools.join("nsjail/bin/nsjail"))
         .env("PYEXEC_NSJAIL_CONFIG", repo.join("nsjail.cfg"))
         .env("PYEXEC_PYTHON_ENV", tools.join("python"))
         .env("PYEXEC_LOG", "warn");
     configure(&mut command);
-    command.output().expect("run pyexec sandbox")
+    let output = command.output().expect("run pyexec sandbox");
+    for hierarchy in ["", "memory", "pids"] {
+        let dir = Path::new("/sys/fs/cgroup").join(hierarchy).join(&parent);
+        assert!(!dir.exists(), "pyexec sandbox left its cgroup {} behind", dir.display());
+    }
+    output
 }
 
 fn envelope(output: &Output) -> Value {
