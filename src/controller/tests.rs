@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::SignedDuration;
 use kube::runtime::controller::Action;
 use serde_json::json;
@@ -37,7 +38,7 @@ where
 /// `reconcile_with`, the controller's pod cache holding `pods`.
 async fn reconcile_with_cached<F, Fut>(
     execution: PythonExecution,
-    pods: &[k8s_openapi::api::core::v1::Pod],
+    pods: &[Pod],
     scenario: F,
 ) -> (Result<Action>, Arc<Context>)
 where
@@ -68,6 +69,15 @@ fn envelope_line() -> Vec<u8> {
     };
     let line = serde_json::to_string(&envelope).expect("json");
     format!("INFO supervisor starting\n{line}\n").into_bytes()
+}
+
+/// The end of a successful execution: its own pod deleted (by uid), then a Normal event.
+async fn pod_deleted_and_success_recorded(server: &mut ApiServer, pod: &Pod) {
+    let delete = server.answer(200, pod).await.expect(Method::DELETE, POD);
+    assert_eq!(delete.body["preconditions"]["uid"], "pod-uid-hello");
+    let event = server.echo(201).await.expect(Method::POST, EVENTS);
+    assert_eq!(event.body["type"], "Normal");
+    assert_eq!(event.body["reason"], "Succeeded");
 }
 
 fn assert_status_apply(call: &super::testing::Call, phase: &str) {
@@ -155,11 +165,7 @@ async fn a_succeeded_pod_puts_its_envelope_in_the_status_and_is_deleted() {
         assert_eq!(patch.body["status"]["stdout"], "hi\n");
         assert_eq!(patch.body["status"]["outcome"], "success");
         assert_eq!(patch.body["status"]["returncode"], 0);
-        let delete = server.answer(200, &pod).await.expect(Method::DELETE, POD);
-        assert_eq!(delete.body["preconditions"]["uid"], "pod-uid-hello");
-        let event = server.echo(201).await.expect(Method::POST, EVENTS);
-        assert_eq!(event.body["type"], "Normal");
-        assert_eq!(event.body["reason"], "Succeeded");
+        pod_deleted_and_success_recorded(&mut server, &pod).await;
     })
     .await;
     assert_eq!(action.expect("reconciled"), Action::await_change());
@@ -326,11 +332,7 @@ async fn a_pod_whose_deletion_failed_after_the_final_status_is_deleted_by_the_ne
     let cached = pod.clone();
     let (action, ctx) = reconcile_with_cached(finished, &[cached], |mut server| async move {
         server.answer(200, &pod).await.expect(Method::GET, POD);
-        let delete = server.answer(200, &pod).await.expect(Method::DELETE, POD);
-        assert_eq!(delete.body["preconditions"]["uid"], "pod-uid-hello");
-        let event = server.echo(201).await.expect(Method::POST, EVENTS);
-        assert_eq!(event.body["type"], "Normal");
-        assert_eq!(event.body["reason"], "Succeeded");
+        pod_deleted_and_success_recorded(&mut server, &pod).await;
     })
     .await;
     assert_eq!(action.expect("reconciled"), Action::await_change());
