@@ -123,3 +123,15 @@ pub struct SandboxArgs {
     #[command(flatten)]
     pub sandbox: SandboxSettings,
 }
+
+/// Any group of settings with every default, as a command given no flags has it: the one clap
+/// fixture of the unit tests.
+#[cfg(test)]
+pub(crate) fn defaults<T: Args>() -> T {
+    #[derive(Parser)]
+    struct Only<T: Args> {
+        #[command(flatten)]
+        settings: T,
+    }
+    Only::<T>::parse_from(["test"]).settings
+}

@@ -237,6 +237,8 @@ async fn invalid_bodies_get_a_400_that_says_how_to_send_a_script() {
     }
     let response = server.post_raw(Some("text/x-python"), b"def main():\n  return {'a': '\xff'}".to_vec()).await;
     assert_eq!(response.status().as_u16(), 400);
+    let json: Value = response.json().await.expect("json");
+    assert_eq!(json, json!({"error": "The script is not valid UTF-8 (at byte 28)"}));
 }
 
 #[tokio::test]
@@ -275,6 +277,11 @@ async fn strict_json_turns_the_tolerant_reading_off() {
     let body = br#"{"script": "def main():\n  return {"a": 1}"}"#.to_vec();
     let response = server.post_raw(Some("application/json"), body).await;
     assert_eq!(response.status().as_u16(), 400);
+    let json: Value = response.json().await.expect("json");
+    let error = "The request body is not valid JSON (expected `,` or `}` at line 1 column 37): send \
+                 {\"script\": \"def main(): ...\"} with Content-Type: application/json, or the script itself \
+                 with Content-Type: text/x-python";
+    assert_eq!(json, json!({ "error": error }), "refused, not read tolerantly");
 }
 
 #[tokio::test]

@@ -235,6 +235,11 @@ async fn killing_its_parent_or_every_process_harms_only_the_script() {
     let script = "import os, signal\ndef main():\n    os.kill(os.getppid(), signal.SIGKILL)\n    os.kill(-1, signal.SIGKILL)\n    return {'still': 'here'}";
     let (status, body) = run(&server, script, json!({})).await;
     assert_eq!(status, 200, "{body}");
+    // The script is its PID namespace's init: the first kill (its "parent" is pid 0, its own
+    // group) is ignored, and the second finds no other process to signal. Nothing outside dies.
+    assert_eq!((&body["outcome"], &body["returncode"]), (&json!("exception"), &json!(1)), "{body}");
+    assert_eq!(body["error"], "ProcessLookupError: [Errno 3] No such process");
+    assert_eq!(body["result"], Value::Null);
 }
 
 #[tokio::test]

@@ -4,37 +4,25 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
 use super::metrics::ControllerMetrics;
+use crate::server::health;
 
 pub fn router(ready: Arc<AtomicBool>, metrics: Arc<ControllerMetrics>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route(
-            "/readyz",
-            get(move || async move {
-                if ready.load(Ordering::SeqCst) {
-                    (StatusCode::OK, Json(json!({"status": "ready"})))
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "Not ready: caches are syncing"})))
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || async move {
-                (
-                    [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-                    metrics.render(),
-                )
-                    .into_response()
-            }),
-        )
+    health::router(move || metrics.render()).route(
+        "/readyz",
+        get(move || async move {
+            if ready.load(Ordering::SeqCst) {
+                (StatusCode::OK, Json(json!({"status": "ready"})))
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "Not ready: caches are syncing"})))
+            }
+        }),
+    )
 }
 
 #[cfg(test)]

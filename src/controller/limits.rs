@@ -66,8 +66,8 @@ fn log_limit(output_bytes: u64, result_bytes: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::testing::limit_settings as settings;
     use crate::crd::PythonExecutionSpec;
-    use crate::sandbox::limits::testing::settings;
     use crate::sandbox::RequestedLimits;
 
     const ROOMY: u64 = 1 << 40;

@@ -1,10 +1,14 @@
 //! `pyexec controller`: turns each PythonExecution into one sandbox pod, and the pod's output
 //! into the execution's status.
 
+pub mod envelope_fit;
+pub mod events;
+pub mod failure;
 mod http;
 pub mod limits;
 pub mod metrics;
 pub mod pod;
+pub mod pod_state;
 pub mod reconcile;
 pub mod runtime;
 pub mod settings;
@@ -116,9 +120,17 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         }
     });
 
+    // The sandbox pods wake their executions, and stay cached so a finished execution can see
+    // whether its pod is still there without asking the API server.
+    let (pod_cache, pod_writer) = reflector::store();
+    let pod_stream = watcher(pods, watcher::Config::default().labels(pod::SANDBOX_SELECTOR))
+        .default_backoff()
+        .reflect(pod_writer)
+        .touched_objects();
     let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: None };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
+        pod_cache,
         client,
         pod: args.pod,
         limits: args.limits,
@@ -138,8 +150,7 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         })
         .reflect(writer)
         .applied_objects();
-    let controller = Controller::for_stream(executions_stream, reader)
-        .owns(pods, watcher::Config::default().labels(pod::SANDBOX_SELECTOR));
+    let controller = Controller::for_stream(executions_stream, reader).owns_stream(pod_stream);
     tracing::info!(
         listen = %args.listen,
         namespace = if args.namespace.is_empty() { "(all)" } else { args.namespace.as_str() },

@@ -14,18 +14,23 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use super::envelope_fit::fit_envelope;
+use super::events::{publish, Ending};
+use super::failure::Failure;
 use super::limits::{log_limit_of, resolve, status_budget};
 use super::metrics::ControllerMetrics;
 use super::pod::{build_pod, BuildError, CONTAINER_NAME};
+use super::pod_state::{self, PodView};
 use super::settings::PodSettings;
-use super::status::{self, PodFailure, PodView, Stamp};
+use super::status::{self, Stamp};
 use super::{Error, Result};
-use crate::crd::{Phase, PythonExecution, PythonExecutionStatus};
-use crate::sandbox::{LimitSettings, Outcome};
+use crate::crd::{PythonExecution, PythonExecutionStatus};
+use crate::sandbox::LimitSettings;
 
 /// A reconcile that saw a stale copy of the execution looks again after this long.
 const STALE_RETRY: Duration = Duration::from_secs(1);
@@ -38,6 +43,8 @@ const RUNNING_RECHECK: Duration = Duration::from_secs(60);
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    /// The sandbox pods, as the controller's watch last saw them.
+    pub pod_cache: Store<Pod>,
     pub pod: PodSettings,
     pub limits: LimitSettings,
     pub pod_start_timeout: Duration,
@@ -58,8 +65,10 @@ pub fn error_policy(execution: Arc<PythonExecution>, error: &Error, ctx: Arc<Con
     Action::requeue(ERROR_RETRY)
 }
 
-async fn reconcile_execution(execution: &PythonExecution, ctx: &Context, now: Timestamp) -> Result<Action> {
+/// One reconcile as of `now`.
+pub(super) async fn reconcile_execution(execution: &PythonExecution, ctx: &Context, now: Timestamp) -> Result<Action> {
     if execution.is_finished() {
+        complete_finish(execution, ctx).await?;
         return expire(execution, ctx, now).await;
     }
     if execution.meta().deletion_timestamp.is_some() {
@@ -106,8 +115,7 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
     let limits = match resolve(&ctx.limits, &execution) {
         Ok(limits) => limits,
         Err(err) => {
-            let failure = PodFailure { outcome: Outcome::SandboxFailure, returncode: 1, message: err.to_string() };
-            let status = status::failed(&current, status::REASON_LIMITS_REFUSED, &failure, stamp);
+            let status = status::failed(&current, Failure::LimitsRefused(err), stamp);
             return finish(&execution, status, None, ctx).await;
         }
     };
@@ -115,8 +123,7 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
         Ok(pod) => pod,
         Err(BuildError::MissingField(field)) => return Err(Error::MissingObjectKey(field)),
         Err(err @ BuildError::ScriptTooLarge { .. }) => {
-            let failure = PodFailure { outcome: Outcome::SandboxFailure, returncode: 1, message: err.to_string() };
-            let status = status::failed(&current, status::REASON_SCRIPT_TOO_LARGE, &failure, stamp);
+            let status = status::failed(&current, Failure::ScriptTooLarge(err), stamp);
             return finish(&execution, status, None, ctx).await;
         }
     };
@@ -131,7 +138,8 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
     if write_status(&execution, status, ctx).await? == Write::Stale {
         return Ok(Action::requeue(STALE_RETRY));
     }
-    publish(ctx, &execution, EventType::Normal, status::REASON_POD_CREATED, format!("Created pod {pod_name}")).await;
+    let note = format!("Created pod {pod_name}");
+    publish(&ctx.recorder, &execution, EventType::Normal, status::REASON_POD_CREATED, note).await;
     Ok(Action::requeue(ctx.pod_start_timeout))
 }
 
@@ -140,35 +148,23 @@ async fn follow(execution: &PythonExecution, pod_name: &str, ctx: &Context, now:
     let current = execution.status.clone().unwrap_or_default();
     let stamp = stamp_of(execution, now);
     let Some(pod) = pods(ctx, execution)?.get_opt(pod_name).await.map_err(Error::PodGetFailed)? else {
-        let failure = PodFailure {
-            outcome: Outcome::SandboxFailure,
-            returncode: 1,
-            message: format!("The sandbox pod {pod_name} disappeared before its output was read"),
-        };
-        let status = status::failed(&current, status::REASON_POD_VANISHED, &failure, stamp);
+        let status = status::failed(&current, Failure::PodVanished { pod_name: pod_name.to_string() }, stamp);
         return finish(execution, status, None, ctx).await;
     };
-    let owned = pod.owner_references().iter().any(|o| Some(&o.uid) == execution.meta().uid.as_ref());
+    let owned = is_owned_by(&pod, execution);
     let (view, created) = if owned {
-        (status::view_pod(&pod), pod.creation_timestamp().map(|t| t.0))
+        (pod_state::view_pod(&pod), pod.creation_timestamp().map(|t| t.0))
     } else {
         let waiting = Some(format!("an older pod named {pod_name} is still being removed"));
         (PodView::Starting { waiting }, execution.creation_timestamp().map(|t| t.0))
     };
     match view {
         PodView::Starting { waiting } => {
-            let left = status::start_time_left(created, ctx.pod_start_timeout, now);
+            let left = pod_state::start_time_left(created, ctx.pod_start_timeout, now);
             let why = waiting.unwrap_or_else(|| "waiting to be scheduled".into());
             if left.is_zero() {
-                let failure = PodFailure {
-                    outcome: Outcome::SandboxFailure,
-                    returncode: 1,
-                    message: format!(
-                        "The sandbox pod did not start within {} s: {why}",
-                        ctx.pod_start_timeout.as_secs()
-                    ),
-                };
-                let status = status::failed(&current, status::REASON_POD_START_TIMEOUT, &failure, stamp);
+                let failure = Failure::PodStartTimeout { timeout: ctx.pod_start_timeout, why };
+                let status = status::failed(&current, failure, stamp);
                 return finish(execution, status, owned.then_some(&pod), ctx).await;
             }
             let status = status::pending(&current, pod_name, &format!("The sandbox pod is starting: {why}"), stamp);
@@ -178,8 +174,7 @@ async fn follow(execution: &PythonExecution, pod_name: &str, ctx: &Context, now:
             Ok(Action::requeue(left))
         }
         PodView::CannotStart { message } => {
-            let failure = PodFailure { outcome: Outcome::SandboxFailure, returncode: 1, message };
-            let status = status::failed(&current, status::REASON_POD_CANNOT_START, &failure, stamp);
+            let status = status::failed(&current, Failure::PodCannotStart { message }, stamp);
             finish(execution, status, Some(&pod), ctx).await
         }
         PodView::Running => {
@@ -192,17 +187,14 @@ async fn follow(execution: &PythonExecution, pod_name: &str, ctx: &Context, now:
         PodView::Terminating => Ok(Action::await_change()),
         PodView::Ended { failure } => {
             let log = read_log(ctx, execution, pod_name, log_limit_of(&ctx.limits, execution)).await?;
-            let status = match status::envelope_from_log(&log) {
+            let status = match pod_state::envelope_from_log(&log) {
                 Some(envelope) => {
-                    let envelope = status::fit_envelope(envelope, status_budget(execution));
+                    let envelope = fit_envelope(envelope, status_budget(execution));
                     status::finished(&current, &envelope, stamp)
                 }
                 None => {
-                    let failure = PodFailure {
-                        message: format!("{}; its log ends: {}", failure.message, status::log_excerpt(&log)),
-                        ..failure
-                    };
-                    status::failed(&current, status::REASON_POD_FAILED, &failure, stamp)
+                    let log_excerpt = pod_state::log_excerpt(&log);
+                    status::failed(&current, Failure::PodFailed { failure, log_excerpt }, stamp)
                 }
             };
             finish(execution, status, Some(&pod), ctx).await
@@ -218,17 +210,35 @@ async fn finish(
     pod: Option<&Pod>,
     ctx: &Context,
 ) -> Result<Action> {
-    let phase = status.phase.unwrap_or(Phase::Failed);
-    let reason = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == status::CONDITION_FINISHED)
-        .map(|c| (c.reason.clone(), c.message.clone()))
-        .unwrap_or_default();
-    let outcome = status.outcome.clone().unwrap_or_default();
+    let ending = Ending::of(&status);
     if write_status(execution, status, ctx).await? == Write::Stale {
         return Ok(Action::requeue(STALE_RETRY));
     }
+    clean_up(execution, ending, pod, ctx).await?;
+    Ok(Action::await_change())
+}
+
+/// What `finish` does after the final status is written, done now if it stopped there (the pod's
+/// deletion failed): a finished execution whose pod is still alive has its pod deleted and its
+/// ending recorded. The cache says when to look; the API server, whether the pod is still there.
+async fn complete_finish(execution: &PythonExecution, ctx: &Context) -> Result<()> {
+    let Some(status) = execution.status.as_ref() else { return Ok(()) };
+    let Some(pod_name) = status.pod_name.as_deref() else { return Ok(()) };
+    let key = ObjectRef::new(pod_name).within(&namespace_of(execution)?);
+    if !ctx.pod_cache.get(&key).is_some_and(|pod| is_alive_and_owned_by(&pod, execution)) {
+        return Ok(());
+    }
+    // The cache may lag behind the deletion `finish` made itself.
+    match pods(ctx, execution)?.get_opt(pod_name).await.map_err(Error::PodGetFailed)? {
+        Some(pod) if is_alive_and_owned_by(&pod, execution) => {
+            clean_up(execution, Ending::of(status), Some(&pod), ctx).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Deletes the finished execution's pod, records how it ended and counts it.
+async fn clean_up(execution: &PythonExecution, ending: Ending, pod: Option<&Pod>, ctx: &Context) -> Result<()> {
     if let Some(pod) = pod {
         let params = DeleteParams {
             preconditions: Some(Preconditions { uid: pod.uid(), resource_version: None }),
@@ -240,11 +250,19 @@ async fn finish(
             Err(e) => return Err(Error::PodDeletionFailed(e)),
         }
     }
-    let type_ = if phase == Phase::Succeeded { EventType::Normal } else { EventType::Warning };
-    publish(ctx, execution, type_, &reason.0, reason.1.clone()).await;
-    ctx.metrics.record_finish(phase.as_str(), &reason.0, &outcome, pod.and_then(status::pod_start_latency));
-    tracing::info!(execution = %execution.name_any(), phase = phase.as_str(), reason = %reason.0, outcome, "execution finished");
-    Ok(Action::await_change())
+    publish(&ctx.recorder, execution, ending.event_type(), &ending.reason, ending.message.clone()).await;
+    let latency = pod.and_then(pod_state::pod_start_latency);
+    ctx.metrics.record_finish(ending.phase.as_str(), &ending.reason, &ending.outcome, latency);
+    tracing::info!(execution = %execution.name_any(), phase = ending.phase.as_str(), reason = %ending.reason, outcome = %ending.outcome, "execution finished");
+    Ok(())
+}
+
+fn is_owned_by(pod: &Pod, execution: &PythonExecution) -> bool {
+    pod.owner_references().iter().any(|o| Some(&o.uid) == execution.meta().uid.as_ref())
+}
+
+fn is_alive_and_owned_by(pod: &Pod, execution: &PythonExecution) -> bool {
+    pod.meta().deletion_timestamp.is_none() && is_owned_by(pod, execution)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -289,14 +307,6 @@ async fn read_log(ctx: &Context, execution: &PythonExecution, pod_name: &str, li
     let mut log = Vec::new();
     stream.take(limit).read_to_end(&mut log).await.map_err(Error::PodLogRead)?;
     Ok(log)
-}
-
-/// Events are for people reading `kubectl describe`; failing to record one changes nothing.
-async fn publish(ctx: &Context, execution: &PythonExecution, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(err) = ctx.recorder.publish(&event, &execution.object_ref(&())).await {
-        tracing::warn!(execution = %execution.name_any(), error = %err, "could not record an event");
-    }
 }
 
 fn stamp_of(execution: &PythonExecution, now: Timestamp) -> Stamp {

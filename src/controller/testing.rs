@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use http::{Method, Request, Response};
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod,
@@ -14,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{reflector, watcher};
 use kube::Client;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -23,18 +23,12 @@ use super::pod::{build_pod, pod_name};
 use super::reconcile::Context;
 use super::settings::{PodSettings, SandboxSecurity};
 use crate::crd::{Phase, PythonExecution, PythonExecutionSpec, PythonExecutionStatus};
-use crate::sandbox::{LimitSettings, Limits};
+use crate::sandbox::{Envelope, LimitSettings, Limits, Outcome};
 
 pub const POD_START_TIMEOUT: Duration = Duration::from_secs(120);
 
-#[derive(Parser)]
-struct LimitWrapper {
-    #[command(flatten)]
-    limits: LimitSettings,
-}
-
 pub fn limit_settings() -> LimitSettings {
-    LimitWrapper::parse_from(["test"]).limits
+    crate::config::defaults()
 }
 
 pub fn limits() -> Limits {
@@ -141,10 +135,31 @@ pub fn waiting_status(reason: &str) -> PodStatus {
     }
 }
 
+/// An envelope as `pyexec sandbox` prints it, with the given outcome.
+pub fn envelope(outcome: Outcome) -> Envelope {
+    Envelope {
+        outcome,
+        result: None,
+        stdout: "out\n".into(),
+        stderr: String::new(),
+        returncode: 0,
+        error: None,
+        stdout_truncated: false,
+        stderr_truncated: false,
+        duration_ms: 15,
+    }
+}
+
 /// The body of a 404 from the API server.
 pub fn not_found() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
            "message": "not found", "reason": "NotFound", "code": 404})
+}
+
+/// The body of a 500 from the API server.
+pub fn internal_error() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500})
 }
 
 /// The body of a 409 from the API server.
@@ -153,13 +168,24 @@ pub fn conflict() -> Value {
            "message": "the object has been modified", "reason": "Conflict", "code": 409})
 }
 
-/// A reconcile context whose client talks to the returned mocked API server.
+/// A reconcile context whose client talks to the returned mocked API server, with no pod cached.
 pub fn context() -> (Arc<Context>, ApiServer) {
+    context_with_pods(&[])
+}
+
+/// A reconcile context whose client talks to the returned mocked API server, and whose pod
+/// cache holds `pods`.
+pub fn context_with_pods(pods: &[Pod]) -> (Arc<Context>, ApiServer) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let reporter = Reporter { controller: "pyexec-controller-test".into(), instance: None };
+    let (pod_cache, mut writer) = reflector::store();
+    for pod in pods {
+        writer.apply_watcher_event(&watcher::Event::Apply(pod.clone()));
+    }
     let ctx = Context {
         recorder: Recorder::new(client.clone(), reporter),
+        pod_cache,
         client,
         pod: pod_settings(),
         limits: limit_settings(),

@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::SignedDuration;
 use kube::runtime::controller::Action;
 use serde_json::json;
 
-use super::reconcile::{error_policy, reconcile, Context};
+use super::reconcile::{error_policy, reconcile, reconcile_execution, Context};
 use super::status::{REASON_POD_CREATED, REASON_POD_FAILED, REASON_POD_START_TIMEOUT, REASON_POD_VANISHED};
 use super::testing::*;
 use super::{Error, Result};
-use crate::crd::{Phase, PythonExecution};
+use crate::crd::{Phase, PythonExecution, PythonExecutionStatus};
 use crate::sandbox::{Envelope, Outcome};
 
 const EXECUTION: &str = "/apis/pyexec.dev/v1alpha1/namespaces/default/pythonexecutions/hello";
@@ -31,7 +32,20 @@ where
     F: FnOnce(ApiServer) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (ctx, server) = context();
+    reconcile_with_cached(execution, &[], scenario).await
+}
+
+/// `reconcile_with`, the controller's pod cache holding `pods`.
+async fn reconcile_with_cached<F, Fut>(
+    execution: PythonExecution,
+    pods: &[Pod],
+    scenario: F,
+) -> (Result<Action>, Arc<Context>)
+where
+    F: FnOnce(ApiServer) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (ctx, server) = context_with_pods(pods);
     let verifier = tokio::spawn(scenario(server));
     let action = reconcile(Arc::new(execution), ctx.clone()).await;
     tokio::time::timeout(Duration::from_secs(1), verifier)
@@ -55,6 +69,15 @@ fn envelope_line() -> Vec<u8> {
     };
     let line = serde_json::to_string(&envelope).expect("json");
     format!("INFO supervisor starting\n{line}\n").into_bytes()
+}
+
+/// The end of a successful execution: its own pod deleted (by uid), then a Normal event.
+async fn pod_deleted_and_success_recorded(server: &mut ApiServer, pod: &Pod) {
+    let delete = server.answer(200, pod).await.expect(Method::DELETE, POD);
+    assert_eq!(delete.body["preconditions"]["uid"], "pod-uid-hello");
+    let event = server.echo(201).await.expect(Method::POST, EVENTS);
+    assert_eq!(event.body["type"], "Normal");
+    assert_eq!(event.body["reason"], "Succeeded");
 }
 
 fn assert_status_apply(call: &super::testing::Call, phase: &str) {
@@ -142,11 +165,7 @@ async fn a_succeeded_pod_puts_its_envelope_in_the_status_and_is_deleted() {
         assert_eq!(patch.body["status"]["stdout"], "hi\n");
         assert_eq!(patch.body["status"]["outcome"], "success");
         assert_eq!(patch.body["status"]["returncode"], 0);
-        let delete = server.answer(200, &pod).await.expect(Method::DELETE, POD);
-        assert_eq!(delete.body["preconditions"]["uid"], "pod-uid-hello");
-        let event = server.echo(201).await.expect(Method::POST, EVENTS);
-        assert_eq!(event.body["type"], "Normal");
-        assert_eq!(event.body["reason"], "Succeeded");
+        pod_deleted_and_success_recorded(&mut server, &pod).await;
     })
     .await;
     assert_eq!(action.expect("reconciled"), Action::await_change());
@@ -242,10 +261,12 @@ async fn a_finished_execution_past_its_ttl_is_deleted() {
 async fn a_finished_execution_within_its_ttl_waits_without_calls() {
     let mut execution = finished("hello", Phase::Failed, SignedDuration::from_secs(10));
     execution.spec.ttl_seconds_after_finished = Some(60);
-    let (action, _) = reconcile_with(execution, |_server| async {}).await;
-    let action = action.expect("reconciled");
-    assert_ne!(action, Action::await_change());
-    assert!(action != Action::requeue(Duration::from_secs(60)), "the wait counts from completion");
+    let completed = execution.status.as_ref().and_then(|s| s.completion_time.clone()).expect("completed").0;
+    let (ctx, _server) = context();
+    let ten_seconds_later = completed + SignedDuration::from_secs(10);
+    let action = reconcile_execution(&execution, &ctx, ten_seconds_later).await;
+    let action = action.expect("reconciled without calls");
+    assert_eq!(action, Action::requeue(Duration::from_secs(50)), "the wait counts from completion");
 }
 
 #[tokio::test]
@@ -280,6 +301,51 @@ async fn limits_above_the_maxima_fail_the_execution_as_the_http_api_refuses_them
         assert_eq!(finished.map(|c| &c["reason"]), Some(&json!(super::status::REASON_LIMITS_REFUSED)));
         let event = server.echo(201).await.expect(Method::POST, EVENTS);
         assert_eq!(event.body["reason"], super::status::REASON_LIMITS_REFUSED);
+    })
+    .await;
+    assert_eq!(action.expect("reconciled"), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_pod_whose_deletion_failed_after_the_final_status_is_deleted_by_the_next_reconcile() {
+    let execution = pending("hello");
+    let pod = sandbox_pod(&execution, ended_status("Succeeded", 0));
+    let (pod_answer, echo) = (pod.clone(), execution.clone());
+    let written = Arc::new(std::sync::Mutex::new(None));
+    let status_seen = written.clone();
+    let (action, ctx) = reconcile_with(execution.clone(), |mut server| async move {
+        server.answer(200, &pod_answer).await.expect(Method::GET, POD);
+        server.answer_bytes(200, envelope_line()).await.expect(Method::GET, POD_LOG);
+        let patch = server.answer(200, &echo).await.expect(Method::PATCH, STATUS);
+        assert_status_apply(&patch, "Succeeded");
+        *status_seen.lock().expect("not poisoned") = Some(patch.body["status"].clone());
+        server.answer(500, internal_error()).await.expect(Method::DELETE, POD);
+    })
+    .await;
+    assert!(matches!(action, Err(Error::PodDeletionFailed(_))), "{action:?}");
+    assert!(!ctx.metrics.render().contains("phase=\"Succeeded\""), "not counted before the pod is gone");
+
+    // The retry sees the final status, and the pod still in the cache.
+    let status = written.lock().expect("not poisoned").take().expect("the final status was written");
+    let status: PythonExecutionStatus = serde_json::from_value(status).expect("a status");
+    let finished = PythonExecution { status: Some(status), ..execution };
+    let cached = pod.clone();
+    let (action, ctx) = reconcile_with_cached(finished, &[cached], |mut server| async move {
+        server.answer(200, &pod).await.expect(Method::GET, POD);
+        pod_deleted_and_success_recorded(&mut server, &pod).await;
+    })
+    .await;
+    assert_eq!(action.expect("reconciled"), Action::await_change());
+    assert!(ctx.metrics.render().contains("phase=\"Succeeded\""), "the outcome is counted once the pod is gone");
+}
+
+#[tokio::test]
+async fn a_finished_execution_whose_cached_pod_is_already_gone_is_left_alone() {
+    let execution = finished("hello", Phase::Succeeded, SignedDuration::from_secs(10));
+    let pod = sandbox_pod(&execution, ended_status("Succeeded", 0));
+    let (action, _) = reconcile_with_cached(execution, &[pod], |mut server| async move {
+        // The cache had not yet seen the deletion `finish` made.
+        server.answer(404, not_found()).await.expect(Method::GET, POD);
     })
     .await;
     assert_eq!(action.expect("reconciled"), Action::await_change());

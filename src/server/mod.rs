@@ -5,6 +5,7 @@ mod distinct_keys;
 pub mod error;
 pub mod extract;
 pub mod guard;
+pub mod health;
 mod loopback;
 pub mod openapi;
 pub mod response;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -54,11 +55,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/execute", post(execute))
         .route("/executions/{name}", get(get_execution))
         .layer(tower_http::trace::TraceLayer::new_for_http());
+    let metrics = state.metrics.clone();
     Router::new()
         .merge(api)
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(health::router(move || metrics.render()))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(|| async {
             ApiError::new(
@@ -180,9 +181,4 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Not ready: {reason}")).into_response()
         }
     }
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
-        .into_response()
 }

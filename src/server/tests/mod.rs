@@ -74,7 +74,7 @@ fn harness_with(reply: Reply, guard: Guard) -> Harness {
     let metrics = Arc::new(Metrics::default());
     let state = Arc::new(AppState {
         executor: executor.clone(),
-        limits: crate::sandbox::limits::testing::settings(),
+        limits: crate::config::defaults(),
         metrics: metrics.clone(),
         max_request_bytes: MAX_REQUEST_BYTES,
         max_script_bytes: MAX_SCRIPT_BYTES,

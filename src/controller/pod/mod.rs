@@ -1,0 +1,286 @@
+//! The sandbox pod of an execution, built by a pure function of the resource, the settings and
+//! the resolved limits: its names and labels, its spec and its size. How the job document travels
+//! is in `job`, the container's security profiles in `security`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, ResourceRequirements, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+mod job;
+mod security;
+
+pub use job::{escape_env_value, JOB_ANNOTATION, MAX_ANNOTATION_JOB_BYTES, MAX_ENV_JOB_BYTES};
+pub use security::{sandbox_isolation, security_context};
+
+use super::limits::log_limit_bytes;
+use super::settings::PodSettings;
+use crate::crd::PythonExecution;
+use crate::sandbox::{Job, Limits};
+use security::isolation_name;
+
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub const LABEL_EXECUTION: &str = "pyexec.dev/execution";
+pub const APP_NAME: &str = "pyexec";
+pub const COMPONENT_SANDBOX: &str = "sandbox";
+/// Selects every sandbox pod, and only those.
+pub const SANDBOX_SELECTOR: &str = "app.kubernetes.io/name=pyexec,app.kubernetes.io/component=sandbox";
+pub const CONTAINER_NAME: &str = "sandbox";
+const POD_NAME_SUFFIX: &str = "-sandbox";
+
+/// Where Kubernetes reads the termination message from (the container's one-line summary).
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// Seconds a pod may live past the script's timeout: container start, nsjail set-up, the envelope.
+pub const DEADLINE_MARGIN_SECONDS: i64 = 60;
+/// Memory for the supervisor, nsjail and Python's start-up besides the script's own limit.
+pub const SUPERVISOR_MEMORY_MB: u64 = 128;
+/// Size of the container's scratch /tmp (the supervisor's; the script's /tmp is inside the jail).
+const SCRATCH_TMP_MB: u64 = 16;
+/// Ephemeral storage for the writable layer besides the scratch /tmp and the log.
+const EPHEMERAL_MARGIN_MB: u64 = 64;
+/// Seconds between SIGTERM and SIGKILL: a sandbox holds nothing worth saving.
+const TERMINATION_GRACE_SECONDS: i64 = 2;
+/// Longest pod name and label value Kubernetes accepts for these uses.
+const MAX_NAME_LEN: usize = 63;
+const MIB: u64 = 1024 * 1024;
+
+/// Why no pod could be built for an execution.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BuildError {
+    #[error("the execution has no {0}")]
+    MissingField(&'static str),
+    #[error("the script and its limits take {bytes} bytes as JSON; a sandbox pod takes at most {max}")]
+    ScriptTooLarge { bytes: usize, max: usize },
+}
+
+/// The sandbox pod's name: the execution's name with `-sandbox`, shortened with a hash when
+/// that exceeds 63 characters. Deterministic, so a restarted controller finds the pod it made.
+pub fn pod_name(execution_name: &str) -> String {
+    format!("{}{POD_NAME_SUFFIX}", shorten(execution_name, MAX_NAME_LEN - POD_NAME_SUFFIX.len()))
+}
+
+/// The execution's name as a label value (at most 63 characters).
+pub fn execution_label(execution_name: &str) -> String {
+    shorten(execution_name, MAX_NAME_LEN)
+}
+
+fn shorten(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let hash = format!("{:08x}", fnv1a(name.as_bytes()) as u32);
+    let keep: String = name.chars().take(max - hash.len() - 1).collect();
+    format!("{}-{hash}", keep.trim_end_matches(['-', '.']))
+}
+
+/// FNV-1a: a hash that stays the same across Rust releases, unlike std's.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The labels every sandbox pod carries.
+pub fn pod_labels(execution_name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_NAME.to_string(), APP_NAME.to_string()),
+        (LABEL_COMPONENT.to_string(), COMPONENT_SANDBOX.to_string()),
+        (LABEL_EXECUTION.to_string(), execution_label(execution_name)),
+    ])
+}
+
+/// The pod that runs `execution` once under `limits`.
+pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &Limits) -> Result<Pod, BuildError> {
+    let name = execution.meta().name.clone().ok_or(BuildError::MissingField("name"))?;
+    let namespace = execution.namespace().ok_or(BuildError::MissingField("namespace"))?;
+    let mut owner = execution.controller_owner_ref(&()).ok_or(BuildError::MissingField("uid"))?;
+    // Blocking the owner's deletion would need update rights on pythonexecutions/finalizers.
+    owner.block_owner_deletion = Some(false);
+
+    let job = Job { script: execution.spec.script.clone(), limits: limits.clone() };
+    let delivery = job::deliver(&job)?;
+    let isolation = sandbox_isolation(settings);
+    let env = vec![
+        env_var("PYEXEC_TERMINATION_LOG", TERMINATION_LOG),
+        env_var("PYEXEC_ISOLATION", isolation_name(isolation)),
+        delivery.env,
+    ];
+    let mut volumes = vec![Volume {
+        name: "scratch".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(format!("{SCRATCH_TMP_MB}Mi"))),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount { name: "scratch".into(), mount_path: "/tmp".into(), ..Default::default() }];
+    if let Some((volume, mount)) = delivery.volume {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
+
+    let resources = BTreeMap::from([
+        ("cpu".to_string(), Quantity(format!("{}m", settings.pod_cpu_millicores.max(1)))),
+        ("memory".to_string(), Quantity(format!("{}Mi", pod_memory_mb(limits)))),
+        ("ephemeral-storage".to_string(), Quantity(format!("{}Mi", pod_ephemeral_storage_mb(limits)))),
+    ]);
+    let container = Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(settings.sandbox_image.clone()),
+        image_pull_policy: Some(settings.sandbox_image_pull_policy.clone()),
+        command: Some(vec!["pyexec".into(), "sandbox".into()]),
+        env: Some(env),
+        resources: Some(ResourceRequirements {
+            requests: Some(resources.clone()),
+            limits: Some(resources),
+            ..Default::default()
+        }),
+        security_context: Some(security_context(settings.sandbox_security, isolation)),
+        termination_message_path: Some(TERMINATION_LOG.into()),
+        termination_message_policy: Some("File".into()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(&name)),
+            namespace: Some(namespace),
+            labels: Some(pod_labels(&name)),
+            annotations: delivery.annotation.map(|(key, value)| BTreeMap::from([(key, value)])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![container],
+            restart_policy: Some("Never".into()),
+            active_deadline_seconds: Some(active_deadline_seconds(limits)),
+            termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            host_network: Some(false),
+            host_pid: Some(false),
+            host_ipc: Some(false),
+            share_process_namespace: Some(false),
+            runtime_class_name: (!settings.runtime_class.is_empty()).then(|| settings.runtime_class.clone()),
+            volumes: Some(volumes),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+pub(super) fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+}
+
+/// Memory of the pod: the script's limit, its in-memory /tmp, the supervisor, and the output the
+/// supervisor holds twice (captured, then as JSON). Above the script's limit, so the script
+/// meets its own limit (a clean memory_limit outcome) before the pod is OOM-killed.
+pub fn pod_memory_mb(limits: &Limits) -> u64 {
+    let output = 2 * (limits.stdout_bytes + limits.stderr_bytes + limits.result_bytes);
+    limits.memory_mb + limits.tmp_mb + SUPERVISOR_MEMORY_MB + output.div_ceil(MIB)
+}
+
+/// Ephemeral storage of the pod: the scratch /tmp, the log (the envelope) and the writable layer.
+pub fn pod_ephemeral_storage_mb(limits: &Limits) -> u64 {
+    SCRATCH_TMP_MB + EPHEMERAL_MARGIN_MB + log_limit_bytes(limits).div_ceil(MIB)
+}
+
+/// The pod's activeDeadlineSeconds: the script's timeout, rounded up, plus the margin.
+pub fn active_deadline_seconds(limits: &Limits) -> i64 {
+    i64::try_from(limits.timeout_ms.div_ceil(1000)).unwrap_or(i64::MAX / 2) + DEADLINE_MARGIN_SECONDS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::testing::{execution, limits, pod_settings};
+
+    pub(super) fn env_of(pod: &Pod) -> BTreeMap<String, String> {
+        let container = &pod.spec.as_ref().expect("spec").containers[0];
+        container.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect()
+    }
+
+    pub(super) fn build(script: &str) -> Pod {
+        let mut execution = execution("hello");
+        execution.spec.script = script.into();
+        build_pod(&execution, &pod_settings(), &limits()).expect("buildable")
+    }
+
+    #[test]
+    fn the_pod_name_is_the_execution_name_with_a_suffix() {
+        assert_eq!(pod_name("hello"), "hello-sandbox");
+    }
+
+    #[test]
+    fn a_long_name_is_shortened_to_63_characters_deterministically() {
+        let long = "x".repeat(100);
+        let name = pod_name(&long);
+        assert_eq!(name.len(), 63);
+        assert_eq!(name, pod_name(&long));
+        assert_ne!(name, pod_name(&"x".repeat(101)), "different names get different pods");
+        assert!(name.ends_with("-sandbox"));
+        assert_eq!(execution_label(&long).len(), 63);
+    }
+
+    #[test]
+    fn shortening_never_leaves_a_dot_before_the_hash() {
+        let name = format!("{}.{}", "a".repeat(45), "b".repeat(30));
+        assert!(!pod_name(&name).contains(".-"));
+    }
+
+    #[test]
+    fn the_pod_is_owned_by_its_execution_and_labelled() {
+        let pod = build("def main(): return {}");
+        let owner = &pod.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(owner.kind, "PythonExecution");
+        assert_eq!(owner.name, "hello");
+        assert_eq!(owner.uid, "uid-hello");
+        assert_eq!(owner.controller, Some(true));
+        let labels = pod.metadata.labels.as_ref().expect("labels");
+        assert_eq!(labels[LABEL_NAME], "pyexec");
+        assert_eq!(labels[LABEL_COMPONENT], "sandbox");
+        assert_eq!(labels[LABEL_EXECUTION], "hello");
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn the_pod_runs_once_without_token_links_or_host_namespaces() {
+        let pod = build("def main(): return {}");
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.enable_service_links, Some(false));
+        assert_eq!(spec.host_network, Some(false));
+        assert_eq!(spec.host_pid, Some(false));
+        assert_eq!(spec.host_ipc, Some(false));
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+        assert_eq!(spec.active_deadline_seconds, Some(10 + DEADLINE_MARGIN_SECONDS));
+        let container = &spec.containers[0];
+        assert_eq!(container.command, Some(vec!["pyexec".to_string(), "sandbox".to_string()]));
+        assert_eq!(container.termination_message_policy.as_deref(), Some("File"));
+    }
+
+    #[test]
+    fn an_empty_runtime_class_is_left_out() {
+        let settings = PodSettings { runtime_class: String::new(), without_gvisor: true, ..pod_settings() };
+        let pod = build_pod(&execution("hello"), &settings, &limits()).expect("buildable");
+        assert_eq!(pod.spec.expect("spec").runtime_class_name, None);
+    }
+
+    #[test]
+    fn requests_equal_limits_with_room_for_the_supervisor() {
+        let pod = build("def main(): return {}");
+        let resources = pod.spec.expect("spec").containers[0].resources.clone().expect("resources");
+        assert_eq!(resources.requests, resources.limits);
+        let limits = resources.limits.expect("limits");
+        assert_eq!(limits["cpu"].0, "1000m");
+        let memory_mb = 512 + 64 + SUPERVISOR_MEMORY_MB + 12;
+        assert_eq!(limits["memory"].0, format!("{memory_mb}Mi"));
+        assert!(limits.contains_key("ephemeral-storage"));
+    }
+}
