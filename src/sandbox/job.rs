@@ -17,21 +17,7 @@ pub struct Job {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn limits() -> Limits {
-        Limits {
-            timeout_ms: 1500,
-            cpu_seconds: 2,
-            memory_mb: 128,
-            max_pids: 16,
-            tmp_mb: 8,
-            file_size_mb: 1,
-            open_files: 64,
-            stdout_bytes: 100,
-            stderr_bytes: 100,
-            result_bytes: 1000,
-        }
-    }
+    use crate::sandbox::limits::testing::small_limits as limits;
 
     #[test]
     fn a_job_survives_json_byte_for_byte() {
