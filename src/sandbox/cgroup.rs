@@ -325,6 +325,32 @@ impl RunCgroup {
         fs::write(slot.pids.join("pids.max"), max_pids.to_string())
     }
 
+    /// Sets the run's memory and process limits again, for a ready sandbox whose job has just
+    /// arrived, and counts out-of-memory kills from now. Fails (v1) when the group already
+    /// uses more than `memory_bytes`; callers check `memory_usage` first.
+    pub fn apply(&mut self, memory_bytes: u64, max_pids: u64) -> io::Result<()> {
+        self.set_limits(memory_bytes, max_pids)?;
+        self.oom_baseline = self.oom_kills();
+        Ok(())
+    }
+
+    /// Memory charged to the group now, in bytes.
+    pub fn memory_usage(&self) -> Option<u64> {
+        let slot = self.slot();
+        let file = if slot.unified { "memory.current" } else { "memory.usage_in_bytes" };
+        fs::read_to_string(slot.memory.join(file)).ok()?.trim().parse().ok()
+    }
+
+    /// Processes and threads in the group now.
+    pub fn process_count(&self) -> Option<u64> {
+        fs::read_to_string(self.slot().pids.join("pids.current")).ok()?.trim().parse().ok()
+    }
+
+    /// The host pids of the processes in the group now.
+    pub fn pids(&self) -> Vec<i32> {
+        pids_inside(self.slot())
+    }
+
     /// The `cgroup.procs` files a process writes its pid into to join the run's groups.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         self.slot().procs_files()
