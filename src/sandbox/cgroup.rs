@@ -135,6 +135,8 @@ fn probe(mode: CgroupMode) -> Result<CgroupMode, String> {
 #[derive(Debug)]
 pub struct CgroupPool {
     mode: CgroupMode,
+    /// Names of the slots: `<prefix>-<n>`.
+    prefix: &'static str,
     idle: Mutex<Vec<Slot>>,
     next: AtomicUsize,
     /// Slots being emptied on the blocking pool; shutdown waits for them.
@@ -152,8 +154,14 @@ struct Slot {
 
 impl CgroupPool {
     pub fn new(mode: CgroupMode) -> Arc<Self> {
+        Self::named(mode, "slot")
+    }
+
+    /// A pool whose slots are named `<prefix>-<n>` (ready sandboxes keep slots of their own).
+    pub fn named(mode: CgroupMode, prefix: &'static str) -> Arc<Self> {
         Arc::new(CgroupPool {
             mode,
+            prefix,
             idle: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             draining: Mutex::new(0),
@@ -186,7 +194,7 @@ impl CgroupPool {
     /// that no run waits here for someone else's processes to die.
     fn new_slot(&self) -> io::Result<Slot> {
         loop {
-            let name = format!("slot-{}", self.next.fetch_add(1, Ordering::SeqCst));
+            let name = format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::SeqCst));
             let slot = match &self.mode {
                 CgroupMode::V1 { memory, pids } => {
                     Slot { memory: memory.join(&name), pids: pids.join(&name), unified: false }

@@ -48,6 +48,8 @@ pub struct Supervisor {
 struct Inner {
     paths: JailPaths,
     cgroups: Arc<CgroupPool>,
+    /// The slots of ready sandboxes (`ready-<n>`), kept apart from the cold runs' (`slot-<n>`).
+    ready_cgroups: Arc<CgroupPool>,
     /// This process created the parent cgroup, so it removes it at shutdown.
     owns_parent_cgroup: bool,
 }
@@ -81,8 +83,9 @@ impl Supervisor {
                 (paths, CgroupMode::Off { reason }, false)
             }
         };
+        let ready_cgroups = CgroupPool::named(cgroups.clone(), "ready");
         let cgroups = CgroupPool::new(cgroups);
-        Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups, owns_parent_cgroup }) })
+        Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups, ready_cgroups, owns_parent_cgroup }) })
     }
 
     /// Compiles the harness once with the sandbox's interpreter, so that runs skip compiling
@@ -91,8 +94,12 @@ impl Supervisor {
         let interpreter = self.inner.paths.python_env.join("bin/python3");
         let harness = compile_harness(&interpreter);
         let paths = JailPaths { harness, ..self.inner.paths.clone() };
-        let inner =
-            Inner { paths, cgroups: self.inner.cgroups.clone(), owns_parent_cgroup: self.inner.owns_parent_cgroup };
+        let inner = Inner {
+            paths,
+            cgroups: self.inner.cgroups.clone(),
+            ready_cgroups: self.inner.ready_cgroups.clone(),
+            owns_parent_cgroup: self.inner.owns_parent_cgroup,
+        };
         Supervisor { inner: Arc::new(inner) }
     }
 
@@ -102,6 +109,7 @@ impl Supervisor {
         let inner = self.inner.clone();
         let removed = tokio::task::spawn_blocking(move || {
             inner.cgroups.remove_idle();
+            inner.ready_cgroups.remove_idle();
             if inner.owns_parent_cgroup {
                 cgroup::remove_parent(inner.cgroups.mode());
             }
@@ -203,8 +211,8 @@ impl Supervisor {
         let inner = &self.inner;
         let memory_bytes = limits.memory_mb * 1024 * 1024;
         // One pid more than the script's allowance: nsjail itself lives in the group too.
-        let cgroup = inner
-            .cgroups
+        let slots = if matches!(start, Start::Cold) { &inner.cgroups } else { &inner.ready_cgroups };
+        let cgroup = slots
             .acquire(memory_bytes, limits.max_pids + 1)
             .map_err(|source| SandboxError::Cgroup { run_id: run_id.to_string(), source })?;
         let cgroup_limits = CgroupLimits { memory: cgroup.is_some(), pids: cgroup.is_some() };
@@ -441,6 +449,11 @@ impl ReadySandbox {
             return Err(Unfit::Gone);
         }
         let Some(group) = self.jail.cgroup.as_mut() else { return Err(Unfit::Gone) };
+        // nsjail notices a dead interpreter only when it reaps it; the cgroup lists only the
+        // living: nsjail and its interpreter.
+        if group.pids().len() < 2 {
+            return Err(Unfit::Gone);
+        }
         let memory_bytes = limits.memory_mb * 1024 * 1024;
         let used = group.memory_usage().ok_or(Unfit::Gone)?;
         let processes = group.process_count().ok_or(Unfit::Gone)?;
