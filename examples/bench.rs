@@ -5,7 +5,9 @@
 //! this is not a test.
 //!
 //! - concurrency 1: each script alone; the warm figures wait (untimed) until a ready sandbox
-//!   exists before each request, as a caller that thinks between calls would find it;
+//!   exists and the pool is not starting one, as a caller that thinks between calls finds it;
+//!   the back-to-back figures send the next request as soon as the last answer arrived (the
+//!   pool refills meanwhile, or is empty);
 //! - concurrency 8, sustained for `SUSTAIN` with a mix of hello and pandas scripts: throughput
 //!   and latency of each, warm pool, cold, and bare Python;
 //! - memory of the idle pool, per ready sandbox.
@@ -78,11 +80,14 @@ impl Runner {
         }
     }
 
-    /// For a server with a pool: waits (untimed) until a ready sandbox exists.
+    /// For a server with a pool: waits (untimed) until a ready sandbox exists and none is
+    /// being started (the pool is idle, as a caller that thinks between calls finds it).
     async fn wait_until_warm(&self) {
         let Runner::Http { client, base } = self else { return };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while metric(client, base, "pyexec_pool_ready").await < 1.0 {
+        while metric(client, base, "pyexec_pool_ready").await < 1.0
+            || metric(client, base, "pyexec_pool_starting").await > 0.0
+        {
             assert!(Instant::now() < deadline, "the pool never refilled");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -213,14 +218,16 @@ async fn main() {
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     println!("pyexec benchmark: {cpus} CPUs, server defaults (concurrency {cpus}, pool of ready sandboxes on with numpy,pandas preloaded); baseline = bare `python3 -I script.py` with the sandbox's thread settings");
     println!();
-    println!("concurrency 1, {RUNS} runs each (warm: a ready sandbox exists when the request is sent)");
+    println!("concurrency 1, {RUNS} runs each (warm: a ready sandbox waits and the pool is idle when the request is sent; back-to-back: no pause between requests)");
     println!("{:<26} | {:>9} {:>9} {:>8} | {:>7} {:>8}", "", "p50 ms", "p99 ms", "runs/s", "p50 x", "rate x");
     for (name, script) in [("hello", HELLO), ("pandas", PANDAS)] {
         let base = sequential(&bare, name, script, false).await;
         let hot = sequential(&warm.runner, name, script, true).await;
+        let rushed = sequential(&warm.runner, name, script, false).await;
         let chilly = sequential(&cold.runner, name, script, false).await;
         row(&format!("{name} bare python"), &base, &base);
         row(&format!("{name} pyexec warm"), &hot, &base);
+        row(&format!("{name} pool on, back-to-back"), &rushed, &base);
         row(&format!("{name} pyexec cold"), &chilly, &base);
     }
 
@@ -240,7 +247,10 @@ async fn main() {
     }
 
     println!();
-    println!("concurrency {CONCURRENCY}, a mix of hello and pandas alternating, sustained {} s per side", SUSTAIN.as_secs());
+    println!(
+        "concurrency {CONCURRENCY}, a mix of hello and pandas alternating, sustained {} s per side",
+        SUSTAIN.as_secs()
+    );
     println!("{:<26} | {:>9} {:>9} {:>8} | {:>7} {:>8}", "", "p50 ms", "p99 ms", "runs/s", "p50 x", "rate x");
     let (bare_hello, bare_pandas) = sustained_mix(&bare).await;
     let (warm_hello, warm_pandas) = sustained_mix(&warm.runner).await;

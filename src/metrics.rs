@@ -78,6 +78,8 @@ pub struct Metrics {
     /// Ready sandboxes waiting for a script, and the memory they hold.
     pub pool_ready: Gauge,
     pub pool_ready_memory: Gauge,
+    /// Ready sandboxes being started (importing) now.
+    pub pool_starting: Gauge,
     /// Executions that got a ready sandbox.
     pub pool_hits: Counter,
     /// Executions that found the pool empty.
@@ -100,7 +102,7 @@ impl Default for Metrics {
         let queue_depth = Gauge::default();
         let in_flight = Gauge::default();
         let cancelled = Counter::default();
-        let (pool_ready, pool_ready_memory) = (Gauge::default(), Gauge::default());
+        let (pool_ready, pool_ready_memory, pool_starting) = (Gauge::default(), Gauge::default(), Gauge::default());
         let (pool_hits, pool_misses, cold_starts) = (Counter::default(), Counter::default(), Counter::default());
         let mut registry = Registry::with_prefix("pyexec");
         registry.register("executions", "Finished executions by outcome", executions.clone());
@@ -123,6 +125,7 @@ impl Default for Metrics {
             "Memory held by the ready sandboxes (their preloaded interpreters)",
             pool_ready_memory.clone(),
         );
+        registry.register("pool_starting", "Ready sandboxes being started (importing) now", pool_starting.clone());
         registry.register("pool_hits", "Executions that ran in a ready sandbox (warm)", pool_hits.clone());
         registry.register("pool_misses", "Executions that found no ready sandbox", pool_misses.clone());
         registry.register("cold_starts", "Executions that started their own sandbox (cold)", cold_starts.clone());
@@ -140,6 +143,7 @@ impl Default for Metrics {
             cancelled,
             pool_ready,
             pool_ready_memory,
+            pool_starting,
             pool_hits,
             pool_misses,
             cold_starts,
@@ -148,9 +152,10 @@ impl Default for Metrics {
 }
 
 impl PoolObserver for Metrics {
-    fn ready(&self, count: usize, memory_bytes: u64) {
+    fn ready(&self, count: usize, memory_bytes: u64, starting: usize) {
         self.pool_ready.set(count as i64);
         self.pool_ready_memory.set(memory_bytes as i64);
+        self.pool_starting.set(starting as i64);
     }
 }
 

@@ -130,7 +130,8 @@ async fn the_deadline_and_cpu_limit_count_from_the_jobs_arrival() {
         (body["outcome"].as_str(), body["error"].as_str()),
         (Some("timeout"), Some("CPU time limit of 1 s exceeded"))
     );
-    assert!(body["duration_ms"].as_u64().is_some_and(|ms| ms < 2500), "the CPU limit was not applied: {body}");
+    // Only the CPU limit can end it long before its 20 s deadline, even on a loaded machine.
+    assert!(body["duration_ms"].as_u64().is_some_and(|ms| ms < 10_000), "the CPU limit was not applied: {body}");
     let body = run_warm(&server, forever, Some(json!({"timeout_seconds": 1}))).await;
     assert_eq!(body["error"], "Execution timed out after 1 s (wall-clock limit)", "{body}");
     server.assert_healthy_and_clean().await;

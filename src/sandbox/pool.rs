@@ -69,7 +69,8 @@ impl PoolSettings {
 
 /// What the pool's gauges and counters report to (`crate::metrics`), kept apart from it.
 pub trait PoolObserver: Send + Sync {
-    fn ready(&self, count: usize, memory_bytes: u64);
+    /// Ready sandboxes now, the memory they hold, and how many are starting.
+    fn ready(&self, count: usize, memory_bytes: u64, starting: usize);
 }
 
 /// The answer to a request for a ready sandbox.
@@ -174,7 +175,8 @@ impl Pool {
         for sandbox in gone {
             tokio::spawn(sandbox.destroy());
         }
-        shared.wake.notify_one();
+        // No refill is started here: it would take CPU from the run that just claimed; the
+        // run's end wakes the pool (`wake`).
         claim
     }
 
@@ -193,7 +195,7 @@ impl Pool {
         }
         let left: Vec<ReadySandbox> = self.shared.lock_ready().drain(..).collect();
         futures::future::join_all(left.into_iter().map(ReadySandbox::destroy)).await;
-        self.shared.observer.ready(0, 0);
+        self.shared.observer.ready(0, 0, 0);
     }
 }
 
@@ -225,10 +227,10 @@ impl Shared {
         (removed, expired)
     }
 
-    fn report(&self) {
+    fn report(&self, starting: usize) {
         let ready = self.lock_ready();
         let memory = ready.iter().filter_map(ReadySandbox::memory_usage).sum();
-        self.observer.ready(ready.len(), memory);
+        self.observer.ready(ready.len(), memory, starting);
     }
 }
 
@@ -256,13 +258,14 @@ async fn refill(shared: Arc<Shared>) {
             let _ = shared.target.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(shrunk(t, expired, min)));
         }
         futures::future::join_all(removed.into_iter().map(ReadySandbox::destroy)).await;
-        shared.report();
+        shared.report(0);
 
         let ready = shared.lock_ready().len();
         if wants_more(ready, shared.target.load(Ordering::SeqCst)) && (shared.may_refill)() {
             let n = shared.started.fetch_add(1, Ordering::SeqCst);
             let id = format!("ready-{}-{n}", std::process::id());
             let backstop = shared.backstop;
+            shared.report(1);
             let starting = shared.supervisor.start_ready(&id, &shared.limits, &shared.preload, backstop);
             let started = tokio::select! {
                 () = shared.stop.cancelled() => break,
@@ -272,7 +275,7 @@ async fn refill(shared: Arc<Shared>) {
                 Ok(Ok(sandbox)) => {
                     failures = 0;
                     shared.lock_ready().push_back(sandbox);
-                    shared.report();
+                    shared.report(0);
                     continue;
                 }
                 Ok(Err(err)) => tracing::error!(error = %err, "a ready sandbox failed to start"),
