@@ -183,7 +183,7 @@ impl Server {
 
 fn row(label: &str, stats: &Stats, bare: &Stats) {
     println!(
-        "{:<26} | {:>9} {:>9} {:>8.1} | {:>6.2}x {:>7.2}x",
+        "{:<28} | {:>9} {:>9} {:>8.1} | {:>6.2}x {:>7.2}x",
         label,
         ms(stats.p50),
         ms(stats.p99),
@@ -219,7 +219,7 @@ async fn main() {
     println!("pyexec benchmark: {cpus} CPUs, server defaults (concurrency {cpus}, pool of ready sandboxes on with numpy,pandas preloaded); baseline = bare `python3 -I script.py` with the sandbox's thread settings");
     println!();
     println!("concurrency 1, {RUNS} runs each (warm: a ready sandbox waits and the pool is idle when the request is sent; back-to-back: no pause between requests)");
-    println!("{:<26} | {:>9} {:>9} {:>8} | {:>7} {:>8}", "", "p50 ms", "p99 ms", "runs/s", "p50 x", "rate x");
+    println!("{:<28} | {:>9} {:>9} {:>8} | {:>7} {:>8}", "", "p50 ms", "p99 ms", "runs/s", "p50 x", "rate x");
     for (name, script) in [("hello", HELLO), ("pandas", PANDAS)] {
         let base = sequential(&bare, name, script, false).await;
         let hot = sequential(&warm.runner, name, script, true).await;
@@ -251,7 +251,7 @@ async fn main() {
         "concurrency {CONCURRENCY}, a mix of hello and pandas alternating, sustained {} s per side",
         SUSTAIN.as_secs()
     );
-    println!("{:<26} | {:>9} {:>9} {:>8} | {:>7} {:>8}", "", "p50 ms", "p99 ms", "runs/s", "p50 x", "rate x");
+    println!("{:<28} | {:>9} {:>9} {:>8} | {:>7} {:>8}", "", "p50 ms", "p99 ms", "runs/s", "p50 x", "rate x");
     let (bare_hello, bare_pandas) = sustained_mix(&bare).await;
     let (warm_hello, warm_pandas) = sustained_mix(&warm.runner).await;
     let (cold_hello, cold_pandas) = sustained_mix(&cold.runner).await;
