@@ -210,3 +210,20 @@ async fn shutdown_removes_every_ready_sandbox() {
     assert_eq!(alive, Vec::<i32>::new(), "ready sandboxes outlived the server");
     assert_eq!(server.run_cgroups(), Vec::<String>::new(), "cgroups outlived the server");
 }
+
+#[tokio::test]
+async fn a_ready_sandbox_past_its_idle_lifetime_is_replaced() {
+    let server = Server::start_with(&["--pool-min", "1", "--pool-max", "1", "--pool-idle-seconds", "1"]).await;
+    server.wait_for_ready(1).await;
+    let first = server.ready_sandbox_pids();
+    assert!(!first.is_empty(), "no ready sandbox");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while first.iter().any(|pid| common::alive(*pid)) {
+        assert!(std::time::Instant::now() < deadline, "the stale sandbox was never removed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let body = run_warm(&server, "def main():\n    return {'fresh': True}\n", None).await;
+    assert_eq!(body["result"], json!({"fresh": true}), "{body}");
+    let replaced = server.ready_sandbox_pids();
+    assert!(replaced.iter().all(|pid| !first.contains(pid)), "{first:?} {replaced:?}");
+}
