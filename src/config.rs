@@ -96,6 +96,8 @@ pub struct ServeArgs {
     pub shutdown_grace_seconds: u64,
     #[command(flatten)]
     pub sandbox: SandboxSettings,
+    #[command(flatten)]
+    pub pool: crate::sandbox::pool::PoolSettings,
     /// Settings of the kubernetes executor.
     #[command(flatten)]
     pub kube: KubeSettings,

@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::sandbox::pool::PoolObserver;
 use crate::sandbox::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,6 +75,17 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Executions killed because their client went away before the answer.
     pub cancelled: Counter,
+    /// Ready sandboxes waiting for a script, and the memory they hold.
+    pub pool_ready: Gauge,
+    pub pool_ready_memory: Gauge,
+    /// Ready sandboxes being started (importing) now.
+    pub pool_starting: Gauge,
+    /// Executions that got a ready sandbox.
+    pub pool_hits: Counter,
+    /// Executions that found the pool empty.
+    pub pool_misses: Counter,
+    /// Executions that started their own sandbox (pool empty, off, or limits it cannot apply).
+    pub cold_starts: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -90,6 +102,8 @@ impl Default for Metrics {
         let queue_depth = Gauge::default();
         let in_flight = Gauge::default();
         let cancelled = Counter::default();
+        let (pool_ready, pool_ready_memory, pool_starting) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let (pool_hits, pool_misses, cold_starts) = (Counter::default(), Counter::default(), Counter::default());
         let mut registry = Registry::with_prefix("pyexec");
         registry.register("executions", "Finished executions by outcome", executions.clone());
         registry.register(
@@ -105,11 +119,43 @@ impl Default for Metrics {
             "Executions cancelled because their client disconnected before the answer",
             cancelled.clone(),
         );
+        registry.register("pool_ready", "Ready sandboxes waiting for a script", pool_ready.clone());
+        registry.register(
+            "pool_ready_memory_bytes",
+            "Memory held by the ready sandboxes (their preloaded interpreters)",
+            pool_ready_memory.clone(),
+        );
+        registry.register("pool_starting", "Ready sandboxes being started (importing) now", pool_starting.clone());
+        registry.register("pool_hits", "Executions that ran in a ready sandbox (warm)", pool_hits.clone());
+        registry.register("pool_misses", "Executions that found no ready sandbox", pool_misses.clone());
+        registry.register("cold_starts", "Executions that started their own sandbox (cold)", cold_starts.clone());
         for outcome in Outcome::ALL {
             let labels = OutcomeLabels { outcome: outcome.as_str().to_string() };
             let _ = executions.get_or_create(&labels);
         }
-        Metrics { registry: Mutex::new(registry), executions, duration, rejected, queue_depth, in_flight, cancelled }
+        Metrics {
+            registry: Mutex::new(registry),
+            executions,
+            duration,
+            rejected,
+            queue_depth,
+            in_flight,
+            cancelled,
+            pool_ready,
+            pool_ready_memory,
+            pool_starting,
+            pool_hits,
+            pool_misses,
+            cold_starts,
+        }
+    }
+}
+
+impl PoolObserver for Metrics {
+    fn ready(&self, count: usize, memory_bytes: u64, starting: usize) {
+        self.pool_ready.set(count as i64);
+        self.pool_ready_memory.set(memory_bytes as i64);
+        self.pool_starting.set(starting as i64);
     }
 }
 

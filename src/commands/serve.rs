@@ -10,6 +10,7 @@ use crate::config::{ExecutorKind, ServeArgs};
 use crate::executor::kube::DEFAULT_MAX_IN_FLIGHT;
 use crate::executor::{Executor, KubeExecutor, LocalExecutor};
 use crate::metrics::Metrics;
+use crate::sandbox::pool::{Pool, PoolSettings};
 use crate::sandbox::Supervisor;
 use crate::server::guard::{ApiToken, Guard};
 use crate::server::{app, AppState};
@@ -21,6 +22,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let limits = args.sandbox.limits.clone();
     let defaults = limits.defaults()?;
     let supervisor_for_shutdown;
+    let mut pool_for_shutdown = None;
     let mut max_script_bytes = args.max_script_bytes;
     let executor: Arc<dyn Executor> = match args.executor {
         ExecutorKind::Local => {
@@ -36,7 +38,28 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 max_queue = args.max_queue,
                 "local executor ready"
             );
-            Arc::new(LocalExecutor::new(supervisor, concurrency, args.max_queue, defaults, metrics.clone()))
+            let executor =
+                LocalExecutor::new(supervisor.clone(), concurrency, args.max_queue, defaults.clone(), metrics.clone());
+            match pool_refusal(&args.pool, &supervisor) {
+                Some(reason) => {
+                    tracing::info!(reason, "no pool of ready sandboxes: every script starts its own sandbox");
+                    Arc::new(executor)
+                }
+                None => {
+                    let slots = executor.slots();
+                    let may_refill = Box::new(move || slots.available_permits() > 0);
+                    let pool = Pool::start(supervisor, args.pool.clone(), defaults, may_refill, metrics.clone());
+                    tracing::info!(
+                        min = args.pool.pool_min,
+                        max = args.pool.pool_max,
+                        idle_seconds = args.pool.pool_idle_seconds,
+                        preload = ?args.pool.preload_modules,
+                        "pool of ready sandboxes on"
+                    );
+                    pool_for_shutdown = Some(pool.clone());
+                    Arc::new(executor.with_pool(pool))
+                }
+            }
         }
         ExecutorKind::Kubernetes => {
             supervisor_for_shutdown = None;
@@ -93,11 +116,26 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             tracing::warn!("grace period over; killing in-flight executions");
         }
     }
+    if let Some(pool) = pool_for_shutdown {
+        pool.shutdown().await;
+    }
     if let Some(supervisor) = supervisor_for_shutdown {
         supervisor.shutdown().await;
     }
     tracing::info!("pyexec stopped");
     Ok(())
+}
+
+/// Why the pool stays off, if it does: turned off, or no cgroups to set a ready sandbox's
+/// memory and process limits when its job arrives.
+fn pool_refusal(settings: &PoolSettings, supervisor: &Supervisor) -> Option<&'static str> {
+    if !settings.enabled() {
+        return Some("--pool-max is 0");
+    }
+    if !supervisor.cgroups().enabled() {
+        return Some("cgroups are off: a ready sandbox's limits could not be set when its job arrives");
+    }
+    None
 }
 
 /// The API's guard from the settings: the token is read here, once.

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, NotReady};
 use crate::metrics::Metrics;
-use crate::sandbox::{Envelope, Limits, Outcome, Supervisor};
+use crate::sandbox::pool::{Claim, Pool};
+use crate::sandbox::{Envelope, Job, Limits, Outcome, Supervisor};
 
 /// The script /readyz runs: proves nsjail and the Python environment work end to end.
 const READINESS_SCRIPT: &str = "def main():\n    return {'ready': True}\n";
@@ -26,6 +27,8 @@ pub struct LocalExecutor {
     retry_after_seconds: u64,
     metrics: Arc<Metrics>,
     readiness_limits: Limits,
+    /// Ready sandboxes, when the pool is on.
+    pool: Option<Pool>,
 }
 
 impl LocalExecutor {
@@ -43,7 +46,18 @@ impl LocalExecutor {
             retry_after_seconds: 1,
             metrics,
             readiness_limits,
+            pool: None,
         }
+    }
+
+    /// Runs scripts in the pool's ready sandboxes when one fits (see `sandbox::pool`).
+    pub fn with_pool(self, pool: Pool) -> Self {
+        LocalExecutor { pool: Some(pool), ..self }
+    }
+
+    /// The run slots, for the pool, which refills only while one is free.
+    pub fn slots(&self) -> Arc<Semaphore> {
+        self.slots.clone()
     }
 
     async fn run(&self, request: ExecutionRequest) -> Result<Envelope, ExecuteError> {
@@ -64,12 +78,38 @@ impl LocalExecutor {
         let _cancel_when_dropped = cancel.clone().drop_guard();
         let supervisor = self.supervisor.clone();
         let metrics = self.metrics.clone();
+        let pool = self.pool.clone();
         let run = tokio::spawn(async move {
             metrics.in_flight.inc();
             let started = Instant::now();
-            let envelope = supervisor.run_cancellable(&request.id, &request.script, &request.limits, &cancel).await;
+            let claim = pool.as_ref().map(|pool| pool.claim(&request.limits));
+            let start = claim.as_ref().map_or("cold", Claim::start);
+            let envelope = match claim {
+                Some(Claim::Hit(ready)) => {
+                    metrics.pool_hits.inc();
+                    let job = Job { script: request.script, limits: request.limits };
+                    supervisor.run_ready(&request.id, *ready, job, &cancel).await
+                }
+                other => {
+                    if matches!(other, Some(Claim::Empty)) {
+                        metrics.pool_misses.inc();
+                    }
+                    metrics.cold_starts.inc();
+                    supervisor.run_cancellable(&request.id, &request.script, &request.limits, &cancel).await
+                }
+            };
             metrics.in_flight.dec();
             drop(permit);
+            if let Some(pool) = &pool {
+                pool.wake();
+            }
+            tracing::info!(
+                id = %request.id,
+                start,
+                outcome = envelope.outcome.as_str(),
+                duration_ms = envelope.duration_ms,
+                "sandbox run finished"
+            );
             if cancel.is_cancelled() {
                 metrics.cancelled.inc();
                 tracing::info!(

@@ -135,6 +135,8 @@ fn probe(mode: CgroupMode) -> Result<CgroupMode, String> {
 #[derive(Debug)]
 pub struct CgroupPool {
     mode: CgroupMode,
+    /// Names of the slots: `<prefix>-<n>`.
+    prefix: &'static str,
     idle: Mutex<Vec<Slot>>,
     next: AtomicUsize,
     /// Slots being emptied on the blocking pool; shutdown waits for them.
@@ -152,8 +154,14 @@ struct Slot {
 
 impl CgroupPool {
     pub fn new(mode: CgroupMode) -> Arc<Self> {
+        Self::named(mode, "slot")
+    }
+
+    /// A pool whose slots are named `<prefix>-<n>` (ready sandboxes keep slots of their own).
+    pub fn named(mode: CgroupMode, prefix: &'static str) -> Arc<Self> {
         Arc::new(CgroupPool {
             mode,
+            prefix,
             idle: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             draining: Mutex::new(0),
@@ -186,7 +194,7 @@ impl CgroupPool {
     /// that no run waits here for someone else's processes to die.
     fn new_slot(&self) -> io::Result<Slot> {
         loop {
-            let name = format!("slot-{}", self.next.fetch_add(1, Ordering::SeqCst));
+            let name = format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::SeqCst));
             let slot = match &self.mode {
                 CgroupMode::V1 { memory, pids } => {
                     Slot { memory: memory.join(&name), pids: pids.join(&name), unified: false }
@@ -323,6 +331,32 @@ impl RunCgroup {
             let _ = fs::write(slot.memory.join("memory.max_usage_in_bytes"), "0");
         }
         fs::write(slot.pids.join("pids.max"), max_pids.to_string())
+    }
+
+    /// Sets the run's memory and process limits again, for a ready sandbox whose job has just
+    /// arrived, and counts out-of-memory kills from now. Fails (v1) when the group already
+    /// uses more than `memory_bytes`; callers check `memory_usage` first.
+    pub fn apply(&mut self, memory_bytes: u64, max_pids: u64) -> io::Result<()> {
+        self.set_limits(memory_bytes, max_pids)?;
+        self.oom_baseline = self.oom_kills();
+        Ok(())
+    }
+
+    /// Memory charged to the group now, in bytes.
+    pub fn memory_usage(&self) -> Option<u64> {
+        let slot = self.slot();
+        let file = if slot.unified { "memory.current" } else { "memory.usage_in_bytes" };
+        fs::read_to_string(slot.memory.join(file)).ok()?.trim().parse().ok()
+    }
+
+    /// Processes and threads in the group now.
+    pub fn process_count(&self) -> Option<u64> {
+        fs::read_to_string(self.slot().pids.join("pids.current")).ok()?.trim().parse().ok()
+    }
+
+    /// The host pids of the processes in the group now.
+    pub fn pids(&self) -> Vec<i32> {
+        pids_inside(self.slot())
     }
 
     /// The `cgroup.procs` files a process writes its pid into to join the run's groups.

@@ -1,4 +1,5 @@
-# pyexec harness: runs inside the sandbox as `python3 -I -S -B -c <this file> RESULT_FD`.
+# pyexec harness: runs inside the sandbox as `python3 -I -S -B -c <this file> RESULT_FD`, or
+# `... RESULT_FD preload=<modules>` in a ready sandbox of the pool (see _wait_for_job).
 #
 # Start-up time is most of a small script's cost, so the happy path imports only json; the
 # modules for tracebacks and signatures load when they are needed.
@@ -23,6 +24,11 @@ os.set_inheritable(_result_fd, False)
 # environment's packages (numpy, pandas) by hand. sys.executable is <env>/bin/python3.
 _env = os.path.dirname(os.path.dirname(sys.executable))
 sys.path.append(f"{_env}/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")
+
+# A ready sandbox imports these before its job arrives; None on the cold path.
+_PRELOAD = None
+if len(sys.argv) > 2 and sys.argv[2].startswith("preload="):
+    _PRELOAD = [name for name in sys.argv[2][len("preload="):].split(",") if name]
 
 import math
 import faulthandler
@@ -262,12 +268,49 @@ def _check_plain_call(main):
         pass
 
 
+_MIB = 1024 * 1024
+
+
+def _wait_for_job():
+    """A ready sandbox of the pool: import the preloaded modules, tell the supervisor (one byte
+    on the result pipe), then wait for exactly one job, a JSON `sandbox::Job`, on stdin. Its
+    limits are put in place before any of its code runs: the CPU limit counts from now (the CPU
+    spent importing is added), and the file-size and open-file limits are lowered, soft and hard,
+    so the script cannot raise them again. Memory, processes, the deadline and the output caps
+    are the supervisor's, set from outside when it hands over the job."""
+    import json
+    import resource
+
+    for name in _PRELOAD:
+        __import__(name)
+    _write(_result_fd, b"R")
+    raw = sys.stdin.buffer.read()
+    try:
+        job = json.loads(raw)
+        source = job["script"]
+        limits = job["limits"]
+        cpu_seconds = int(limits["cpu_seconds"])
+        file_size = int(limits["file_size_mb"]) * _MIB
+        open_files = int(limits["open_files"])
+        if not isinstance(source, str):
+            raise TypeError("script")
+    except (ValueError, KeyError, TypeError):
+        # No job (the pool is shutting down) or not one the supervisor writes: run nothing.
+        _exit(125)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = math.ceil(usage.ru_utime + usage.ru_stime) + cpu_seconds
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+    return source.encode("utf-8", "surrogatepass")
+
+
 _source = ""
 
 
 def _main():
     faulthandler.enable()
-    raw = sys.stdin.buffer.read()
+    raw = sys.stdin.buffer.read() if _PRELOAD is None else _wait_for_job()
     # The script arrives on stdin; the script itself sees an empty stdin.
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)

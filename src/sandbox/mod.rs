@@ -7,6 +7,7 @@ pub mod gvisor;
 pub mod job;
 pub mod limits;
 pub mod nsjail;
+pub mod pool;
 pub mod settings;
 pub mod supervisor;
 pub mod verdict;
@@ -34,6 +35,8 @@ pub enum SandboxError {
     },
     #[error("starting nsjail: {0}")]
     Spawn(#[source] std::io::Error),
+    #[error("a ready sandbox ended before it was ready; its stderr: {0}")]
+    NotReady(String),
     #[error("nsjail's {0} pipe was not set up")]
     Pipe(&'static str),
 }

@@ -31,13 +31,32 @@ pub enum Harness {
 }
 
 impl Harness {
-    /// The interpreter's arguments after the flags: `-c <program> RESULT_FD [byte code]`.
-    fn program_args(&self) -> Vec<String> {
-        match self {
+    /// The interpreter's arguments after the flags:
+    /// `-c <program> RESULT_FD [preload=<modules>] [byte code]`.
+    fn program_args(&self, start: &Start) -> Vec<String> {
+        let mut args = match self {
             Harness::Source => vec!["-c".into(), HARNESS.into(), RESULT_FD.to_string()],
-            Harness::Compiled(hex) => vec!["-c".into(), LOAD_COMPILED.into(), RESULT_FD.to_string(), hex.clone()],
+            Harness::Compiled(_) => vec!["-c".into(), LOAD_COMPILED.into(), RESULT_FD.to_string()],
+        };
+        if let Start::Ready { preload, .. } = start {
+            args.push(format!("preload={}", preload.join(",")));
         }
+        if let Harness::Compiled(hex) = self {
+            args.push(hex.clone());
+        }
+        args
     }
+}
+
+/// How a jail starts: with its script (the cold path), or ready, waiting for one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The script comes on stdin at once; nsjail applies the run's limits.
+    Cold,
+    /// The harness imports `preload`, reports ready, then waits for one `Job` (JSON) on stdin
+    /// and lowers its own CPU, file-size and open-file rlimits to the job's; nsjail starts it
+    /// with the host's hard limits for those. `backstop_seconds` is nsjail's own time limit.
+    Ready { preload: Vec<String>, backstop_seconds: u64 },
 }
 
 /// What nsjail needs from the installation, fixed for the process's lifetime.
@@ -61,7 +80,7 @@ pub struct CgroupLimits {
 }
 
 /// nsjail's arguments for one run (without the program name).
-pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits) -> Vec<OsString> {
+pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits, start: &Start) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::with_capacity(48);
     let mut push = |a: &str| args.push(OsString::from(a));
     push("--config");
@@ -71,14 +90,20 @@ pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits) ->
     push(LOG_FD.to_string());
     // nsjail's own limit is a backstop; the supervisor kills at the exact deadline first.
     push("--time_limit".into());
-    push((limits.timeout_ms.div_ceil(1000) + 1).to_string());
+    match start {
+        Start::Cold => push((limits.timeout_ms.div_ceil(1000) + 1).to_string()),
+        Start::Ready { backstop_seconds, .. } => push(backstop_seconds.to_string()),
+    }
     if paths.gvisor.is_none() {
+        // A ready jail lowers these itself when its job arrives (the harness, before any user
+        // code): CPU counts from then, and the limits are the job's, not known at start.
+        let ready = matches!(start, Start::Ready { .. });
         push("--rlimit_cpu".into());
-        push(limits.cpu_seconds.to_string());
+        push(if ready { "inf".into() } else { limits.cpu_seconds.to_string() });
         push("--rlimit_fsize".into());
-        push(limits.file_size_mb.to_string());
+        push(if ready { "inf".into() } else { limits.file_size_mb.to_string() });
         push("--rlimit_nofile".into());
-        push(limits.open_files.to_string());
+        push(if ready { "hard".into() } else { limits.open_files.to_string() });
         push("--rlimit_as".into());
         push(if cgroups.memory { "hard".into() } else { limits.memory_mb.to_string() });
         push("--rlimit_nproc".into());
@@ -98,7 +123,7 @@ pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits) ->
     push("-I".into());
     push("-S".into());
     push("-B".into());
-    for arg in paths.harness.program_args() {
+    for arg in paths.harness.program_args(start) {
         push(arg);
     }
     args
@@ -169,17 +194,17 @@ mod tests {
 
     #[test]
     fn cgroups_replace_the_memory_and_process_rlimits() {
-        let with = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true });
+        let with = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &Start::Cold);
         assert_eq!(value_after(&with, "--rlimit_as"), "hard");
         assert_eq!(value_after(&with, "--rlimit_nproc"), "soft");
-        let without = nsjail_args(&paths(), &limits(), CgroupLimits { memory: false, pids: false });
+        let without = nsjail_args(&paths(), &limits(), CgroupLimits { memory: false, pids: false }, &Start::Cold);
         assert_eq!(value_after(&without, "--rlimit_as"), "256");
         assert_eq!(value_after(&without, "--rlimit_nproc"), "32");
     }
 
     #[test]
     fn per_run_limits_reach_nsjail() {
-        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true });
+        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &Start::Cold);
         assert_eq!(value_after(&args, "--time_limit"), "4");
         assert_eq!(value_after(&args, "--rlimit_cpu"), "5");
         assert_eq!(value_after(&args, "--mount"), "none:/tmp:tmpfs:size=8388608,mode=1777");
@@ -189,18 +214,18 @@ mod tests {
 
     #[test]
     fn the_python_environment_is_never_mounted_at_its_host_path() {
-        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true });
+        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &Start::Cold);
         let program_at = args.iter().position(|a| a == "--").expect("separator") + 1;
         assert_eq!(args[program_at], "/opt/pyexec/bin/python3");
     }
 
     #[test]
     fn compiled_harness_byte_code_is_the_last_argument_and_the_fd_stays_first() {
-        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true });
+        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &Start::Cold);
         let tail: Vec<String> = args[args.len() - 3..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(tail, [LOAD_COMPILED, "3", "00ff"]);
         let source = JailPaths { harness: Harness::Source, ..paths() };
-        let args = nsjail_args(&source, &limits(), CgroupLimits { memory: true, pids: true });
+        let args = nsjail_args(&source, &limits(), CgroupLimits { memory: true, pids: true }, &Start::Cold);
         assert_eq!(args.last().map(|a| a.to_string_lossy().into_owned()), Some("3".to_string()));
     }
 
@@ -208,10 +233,24 @@ mod tests {
     fn inside_gvisor_nsjail_gets_no_rlimits_since_its_parent_sets_them() {
         let tools = GvisorTools { prlimit: "/x/prlimit".into(), setpriv: "/x/setpriv".into() };
         let gvisor = JailPaths { gvisor: Some(tools), ..paths() };
-        let args = nsjail_args(&gvisor, &limits(), CgroupLimits { memory: false, pids: false });
+        let args = nsjail_args(&gvisor, &limits(), CgroupLimits { memory: false, pids: false }, &Start::Cold);
         assert!(!args.iter().any(|a| a.to_string_lossy().starts_with("--rlimit")), "{args:?}");
         assert_eq!(value_after(&args, "--pass_fd"), "3");
         assert_eq!(value_after(&args, "--time_limit"), "4");
+    }
+
+    #[test]
+    fn a_ready_jail_gets_the_preload_list_before_the_byte_code_and_no_job_rlimits() {
+        let start = Start::Ready { preload: vec!["numpy".into(), "pandas".into()], backstop_seconds: 900 };
+        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &start);
+        let tail: Vec<String> = args[args.len() - 4..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(tail, [LOAD_COMPILED, "3", "preload=numpy,pandas", "00ff"]);
+        assert_eq!(value_after(&args, "--time_limit"), "900");
+        assert_eq!(value_after(&args, "--rlimit_cpu"), "inf");
+        assert_eq!(value_after(&args, "--rlimit_fsize"), "inf");
+        assert_eq!(value_after(&args, "--rlimit_nofile"), "hard");
+        // /tmp's size is fixed when the jail starts.
+        assert_eq!(value_after(&args, "--mount"), "none:/tmp:tmpfs:size=8388608,mode=1777");
     }
 
     #[test]

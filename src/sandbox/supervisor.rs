@@ -12,17 +12,18 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::pipe2;
 use nix::unistd::Pid;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::process::Command;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::capture::{read_capped, read_tail, Captured};
 use super::cgroup::{self, CgroupMode, CgroupPool, RunCgroup};
 use super::envelope::{Envelope, Outcome};
 use super::gvisor::{self, GvisorTools};
+use super::job::Job;
 use super::limits::Limits;
-use super::nsjail::{self, CgroupLimits, Harness, JailPaths};
+use super::nsjail::{self, CgroupLimits, Harness, JailPaths, Start};
 use super::settings::{Isolation, SandboxSettings};
 use super::verdict::{decide, RunFacts};
 use super::SandboxError;
@@ -47,6 +48,8 @@ pub struct Supervisor {
 struct Inner {
     paths: JailPaths,
     cgroups: Arc<CgroupPool>,
+    /// The slots of ready sandboxes (`ready-<n>`), kept apart from the cold runs' (`slot-<n>`).
+    ready_cgroups: Arc<CgroupPool>,
     /// This process created the parent cgroup, so it removes it at shutdown.
     owns_parent_cgroup: bool,
 }
@@ -80,8 +83,9 @@ impl Supervisor {
                 (paths, CgroupMode::Off { reason }, false)
             }
         };
+        let ready_cgroups = CgroupPool::named(cgroups.clone(), "ready");
         let cgroups = CgroupPool::new(cgroups);
-        Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups, owns_parent_cgroup }) })
+        Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups, ready_cgroups, owns_parent_cgroup }) })
     }
 
     /// Compiles the harness once with the sandbox's interpreter, so that runs skip compiling
@@ -90,8 +94,12 @@ impl Supervisor {
         let interpreter = self.inner.paths.python_env.join("bin/python3");
         let harness = compile_harness(&interpreter);
         let paths = JailPaths { harness, ..self.inner.paths.clone() };
-        let inner =
-            Inner { paths, cgroups: self.inner.cgroups.clone(), owns_parent_cgroup: self.inner.owns_parent_cgroup };
+        let inner = Inner {
+            paths,
+            cgroups: self.inner.cgroups.clone(),
+            ready_cgroups: self.inner.ready_cgroups.clone(),
+            owns_parent_cgroup: self.inner.owns_parent_cgroup,
+        };
         Supervisor { inner: Arc::new(inner) }
     }
 
@@ -101,6 +109,7 @@ impl Supervisor {
         let inner = self.inner.clone();
         let removed = tokio::task::spawn_blocking(move || {
             inner.cgroups.remove_idle();
+            inner.ready_cgroups.remove_idle();
             if inner.owns_parent_cgroup {
                 cgroup::remove_parent(inner.cgroups.mode());
             }
@@ -152,15 +161,62 @@ impl Supervisor {
         started: Instant,
         cancel: &CancellationToken,
     ) -> Result<Envelope, SandboxError> {
+        let jail = self.start_jail(run_id, limits, &Start::Cold)?;
+        Ok(self.finish(run_id, jail, script.as_bytes().to_vec(), limits, started, cancel).await)
+    }
+
+    /// Starts a ready sandbox: a jail whose interpreter imports `preload` and then waits for
+    /// one job. Returns once it has said it is ready; its memory and process limits are
+    /// `limits`' until a job's are applied. Never used for more than one job.
+    pub async fn start_ready(
+        &self,
+        id: &str,
+        limits: &Limits,
+        preload: &[String],
+        backstop: Duration,
+    ) -> Result<ReadySandbox, SandboxError> {
+        let start = Start::Ready { preload: preload.to_vec(), backstop_seconds: backstop.as_secs().max(1) };
+        let mut jail = self.start_jail(id, limits, &start)?;
+        let mut byte = [0u8; 1];
+        match jail.result.read_exact(&mut byte).await {
+            Ok(_) if byte == *b"R" => Ok(ReadySandbox { jail, born: Instant::now(), limits: limits.clone() }),
+            _ => {
+                // It died before it was ready (a preload module that fails to import): its
+                // stderr says why.
+                jail.terminate();
+                let _ = tokio::time::timeout(NSJAIL_TERM_GRACE, jail.child.wait()).await;
+                let stderr = tokio::time::timeout(DRAIN_GRACE, read_tail(jail.stderr, 2048)).await.unwrap_or_default();
+                Err(SandboxError::NotReady(stderr.text()))
+            }
+        }
+    }
+
+    /// Hands a ready sandbox its one job and runs it to completion, like `run_cancellable`:
+    /// the deadline counts from now. The caller has `claim`ed the sandbox for these limits.
+    pub async fn run_ready(&self, run_id: &str, ready: ReadySandbox, job: Job, cancel: &CancellationToken) -> Envelope {
+        let started = Instant::now();
+        let document = match serde_json::to_vec(&job) {
+            Ok(document) => document,
+            Err(err) => {
+                tracing::error!(run_id, error = %err, "the job could not be written");
+                return Envelope::rejected(Outcome::SandboxFailure, "The sandbox failed to start");
+            }
+        };
+        let envelope = self.finish(run_id, ready.jail, document, &job.limits, started, cancel).await;
+        Envelope { duration_ms: started.elapsed().as_millis() as u64, ..envelope }
+    }
+
+    /// Starts nsjail in a fresh cgroup slot, with its pipes, and feeds it nothing yet.
+    fn start_jail(&self, run_id: &str, limits: &Limits, start: &Start) -> Result<Jail, SandboxError> {
         let inner = &self.inner;
         let memory_bytes = limits.memory_mb * 1024 * 1024;
         // One pid more than the script's allowance: nsjail itself lives in the group too.
-        let cgroup = inner
-            .cgroups
+        let slots = if matches!(start, Start::Cold) { &inner.cgroups } else { &inner.ready_cgroups };
+        let cgroup = slots
             .acquire(memory_bytes, limits.max_pids + 1)
             .map_err(|source| SandboxError::Cgroup { run_id: run_id.to_string(), source })?;
         let cgroup_limits = CgroupLimits { memory: cgroup.is_some(), pids: cgroup.is_some() };
-        let args = nsjail::nsjail_args(&inner.paths, limits, cgroup_limits);
+        let args = nsjail::nsjail_args(&inner.paths, limits, cgroup_limits, start);
 
         let mut command = match (&cgroup, &inner.paths.gvisor) {
             (_, Some(tools)) => {
@@ -198,26 +254,40 @@ impl Supervisor {
         let mut child = command.spawn().map_err(SandboxError::Spawn)?;
         // If this run is abandoned (shutdown past its grace period), nsjail still gets to kill
         // and reap the script itself.
-        let mut terminate_on_drop = TerminateOnDrop { pid: child.id(), gvisor: inner.paths.gvisor.clone() };
+        let terminate_on_drop = TerminateOnDrop { pid: child.id(), gvisor: inner.paths.gvisor.clone() };
         // The parent's copies of the write ends live in `command`; drop them so readers see EOF.
         drop(command);
 
-        let mut stdin = child.stdin.take().ok_or(SandboxError::Pipe("stdin"))?;
+        let stdin = child.stdin.take().ok_or(SandboxError::Pipe("stdin"))?;
         let stdout = child.stdout.take().ok_or(SandboxError::Pipe("stdout"))?;
         let stderr = child.stderr.take().ok_or(SandboxError::Pipe("stderr"))?;
-        let result_pipe = pipe::Receiver::from_owned_fd(result_read).map_err(SandboxError::Spawn)?;
-        let log_pipe = pipe::Receiver::from_owned_fd(log_read).map_err(SandboxError::Spawn)?;
+        let result = pipe::Receiver::from_owned_fd(result_read).map_err(SandboxError::Spawn)?;
+        let log = pipe::Receiver::from_owned_fd(log_read).map_err(SandboxError::Spawn)?;
+        Ok(Jail { child, stdin, stdout, stderr, result, log, cgroup, terminate_on_drop })
+    }
 
-        let script_bytes = script.as_bytes().to_vec();
+    /// Feeds a started jail `input` on stdin, reads its output with the caps of `limits`,
+    /// enforces the deadline (from `started`), cleans up and decides the envelope.
+    async fn finish(
+        &self,
+        run_id: &str,
+        jail: Jail,
+        input: Vec<u8>,
+        limits: &Limits,
+        started: Instant,
+        cancel: &CancellationToken,
+    ) -> Envelope {
+        let inner = &self.inner;
+        let Jail { mut child, mut stdin, stdout, stderr, result, log, cgroup, mut terminate_on_drop } = jail;
         let feeder = tokio::spawn(async move {
             // A script that ends before reading all of stdin closes the pipe: not an error.
-            let _ = stdin.write_all(&script_bytes).await;
+            let _ = stdin.write_all(&input).await;
             let _ = stdin.shutdown().await;
         });
         let stdout_task = tokio::spawn(read_capped(stdout, limits.stdout_bytes));
         let stderr_task = tokio::spawn(read_capped(stderr, limits.stderr_bytes));
-        let result_task = tokio::spawn(read_capped(result_pipe, limits.result_bytes));
-        let log_task = tokio::spawn(read_tail(log_pipe, LOG_TAIL_BYTES));
+        let result_task = tokio::spawn(read_capped(result, limits.result_bytes));
+        let log_task = tokio::spawn(read_tail(log, LOG_TAIL_BYTES));
 
         let deadline = started + limits.timeout();
         let (timed_out, cancelled) = tokio::select! {
@@ -275,7 +345,7 @@ impl Supervisor {
             memory_error_is_limit: inner.paths.gvisor.is_some(),
         });
         tracing::debug!(run_id, ?peak_memory, ?child_status, oom_killed, timed_out, cancelled, "sandbox finished");
-        Ok(Envelope {
+        Envelope {
             outcome: verdict.outcome,
             result: verdict.result,
             stdout: stdout.text(),
@@ -285,7 +355,125 @@ impl Supervisor {
             stdout_truncated: stdout.truncated(),
             stderr_truncated: stderr.truncated(),
             duration_ms: elapsed_ms,
-        })
+        }
+    }
+}
+
+/// A started jail that has not been fed yet.
+struct Jail {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    stderr: ChildStderr,
+    result: pipe::Receiver,
+    log: pipe::Receiver,
+    cgroup: Option<RunCgroup>,
+    terminate_on_drop: TerminateOnDrop,
+}
+
+impl Jail {
+    /// SIGTERM to nsjail, which kills and reaps the interpreter.
+    fn terminate(&self) {
+        if let Some(pid) = self.child.id() {
+            signal_nsjail(pid, Signal::SIGTERM, self.terminate_on_drop.gvisor.as_ref());
+        }
+    }
+}
+
+/// Why a ready sandbox cannot take a job: the job goes the cold path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unfit {
+    /// /tmp's size is fixed when the jail starts.
+    TmpSize,
+    /// The preloaded interpreter already uses more memory (or processes) than the job may.
+    AlreadyUses,
+    /// The job's deadline would pass nsjail's own time limit of the ready jail.
+    Backstop,
+    /// The sandbox has ended (or its cgroup could not be set).
+    Gone,
+}
+
+/// Whether a ready jail started with `ready` limits `age` ago, under nsjail's time limit
+/// `backstop`, can take a job with `job` limits (before its cgroup is looked at).
+pub fn fits(ready: &Limits, job: &Limits, age: Duration, backstop: Duration) -> Result<(), Unfit> {
+    if ready.tmp_mb != job.tmp_mb {
+        return Err(Unfit::TmpSize);
+    }
+    // The supervisor kills at the deadline; nsjail's backstop must not come first.
+    if age + job.timeout() + NSJAIL_TERM_GRACE * 2 >= backstop {
+        return Err(Unfit::Backstop);
+    }
+    Ok(())
+}
+
+/// Memory a job must have beyond what its ready interpreter already uses (the first
+/// allocations of any script).
+const MEMORY_HEADROOM_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A jail whose interpreter has imported the preloaded modules and waits for exactly one job.
+/// `Supervisor::run_ready` consumes it; dropping it unused kills it.
+pub struct ReadySandbox {
+    jail: Jail,
+    born: Instant,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for ReadySandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadySandbox").field("pid", &self.jail.child.id()).field("born", &self.born).finish()
+    }
+}
+
+impl ReadySandbox {
+    /// How long ago it became ready.
+    pub fn age(&self) -> Duration {
+        self.born.elapsed()
+    }
+
+    /// Whether its jail still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.jail.child.try_wait(), Ok(None))
+    }
+
+    /// Memory its (idle) interpreter holds, from its cgroup.
+    pub fn memory_usage(&self) -> Option<u64> {
+        self.jail.cgroup.as_ref().and_then(RunCgroup::memory_usage)
+    }
+
+    /// Takes it for a job with `limits`, under nsjail's time limit `backstop`: applies the
+    /// job's memory and process limits to its cgroup. On `Err` nothing was changed except when
+    /// the sandbox is `Gone`.
+    pub fn claim(&mut self, limits: &Limits, backstop: Duration) -> Result<(), Unfit> {
+        fits(&self.limits, limits, self.age(), backstop)?;
+        if !self.alive() {
+            return Err(Unfit::Gone);
+        }
+        let Some(group) = self.jail.cgroup.as_mut() else { return Err(Unfit::Gone) };
+        // nsjail notices a dead interpreter only when it reaps it; the cgroup lists only the
+        // living: nsjail and its interpreter.
+        if group.pids().len() < 2 {
+            return Err(Unfit::Gone);
+        }
+        let memory_bytes = limits.memory_mb * 1024 * 1024;
+        let used = group.memory_usage().ok_or(Unfit::Gone)?;
+        let processes = group.process_count().ok_or(Unfit::Gone)?;
+        if used + MEMORY_HEADROOM_BYTES > memory_bytes || processes > limits.max_pids {
+            return Err(Unfit::AlreadyUses);
+        }
+        group.apply(memory_bytes, limits.max_pids + 1).map_err(|_| Unfit::Gone)
+    }
+
+    /// Kills it and waits until nsjail is reaped (at shutdown, or when it went stale).
+    pub async fn destroy(mut self) {
+        self.jail.terminate();
+        if tokio::time::timeout(NSJAIL_TERM_GRACE, self.jail.child.wait()).await.is_err() {
+            let _ = self.jail.child.start_kill();
+        }
+        let _ = self.jail.child.wait().await;
+        self.jail.terminate_on_drop.pid = None;
+        if let Some(group) = self.jail.cgroup.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(group)).await;
+        }
     }
 }
 
@@ -397,4 +585,28 @@ fn resolve_program(program: &Path, what: &'static str) -> Result<PathBuf, Sandbo
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| SandboxError::Missing { what, path: program.to_path_buf() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        crate::sandbox::limits::testing::small_limits()
+    }
+
+    #[test]
+    fn a_job_fits_a_ready_jail_with_the_same_tmp_size() {
+        let backstop = Duration::from_secs(600);
+        assert_eq!(fits(&limits(), &limits(), Duration::from_secs(5), backstop), Ok(()));
+        let bigger_tmp = Limits { tmp_mb: limits().tmp_mb * 2, ..limits() };
+        assert_eq!(fits(&limits(), &bigger_tmp, Duration::ZERO, backstop), Err(Unfit::TmpSize));
+    }
+
+    #[test]
+    fn a_job_whose_deadline_would_pass_the_backstop_goes_cold() {
+        let long = Limits { timeout_ms: 60_000, ..limits() };
+        assert_eq!(fits(&limits(), &long, Duration::from_secs(590), Duration::from_secs(600)), Err(Unfit::Backstop));
+        assert_eq!(fits(&limits(), &long, Duration::from_secs(10), Duration::from_secs(600)), Ok(()));
+    }
 }

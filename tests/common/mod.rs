@@ -66,6 +66,13 @@ impl Server {
             client: reqwest::Client::new(),
         };
         server.wait_until_healthy().await;
+        // With the pool on, the first script of a test runs in a ready sandbox (the metrics
+        // that tell are behind the token when one is required).
+        let pool_off = extra.windows(2).any(|pair| pair == ["--pool-max", "0"])
+            || std::env::var("PYEXEC_POOL_MAX").is_ok_and(|max| max.trim() == "0");
+        if !pool_off && !extra.contains(&"--api-token-file") {
+            server.wait_for_ready(1).await;
+        }
         server
     }
 
@@ -159,14 +166,38 @@ impl Server {
         assert_eq!(self.occupied_cgroups(), Vec::<String>::new(), "processes left in the cgroups of finished runs");
     }
 
-    /// The server's cgroups that hold a process now.
+    /// The server's cgroups that hold a process now, except those of ready sandboxes waiting
+    /// in the pool (nsjail and its interpreter, nothing else).
     pub fn occupied_cgroups(&self) -> Vec<String> {
         self.run_cgroups()
             .into_iter()
-            .filter(|dir| {
-                std::fs::read_to_string(Path::new(dir).join("cgroup.procs")).is_ok_and(|procs| !procs.trim().is_empty())
-            })
+            .filter(|dir| !cgroup_pids(dir).is_empty() && !holds_a_waiting_sandbox(dir))
             .collect()
+    }
+
+    /// Waits until the pool has at least `n` ready sandboxes (from /metrics).
+    pub async fn wait_for_ready(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.metric("pyexec_pool_ready").await.is_some_and(|ready| ready >= n as f64) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the pool never had {n} ready sandboxes");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The host pids in the server's cgroups of ready sandboxes (`ready-<n>`).
+    pub fn ready_sandbox_pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .run_cgroups()
+            .iter()
+            .filter(|dir| Path::new(dir).file_name().is_some_and(|name| name.to_string_lossy().starts_with("ready-")))
+            .flat_map(|dir| cgroup_pids(dir))
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 
     /// Cgroups that exist now under this server's parent (none once it has stopped).
@@ -196,17 +227,20 @@ impl Server {
         self.metrics().await.lines().find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
     }
 
-    /// Processes whose parent is the server (nsjail, or the shell that starts it): none once
-    /// every run has ended.
+    /// Processes whose parent is the server (nsjail, or the shell that starts it), except the
+    /// ready sandboxes of the pool (their command line has the harness's `preload=`): none once
+    /// every run has ended. A warm run's leftovers look like a ready sandbox here, so the cold
+    /// path's cleanup is checked with the pool off (`PYEXEC_POOL_MAX=0`).
     pub fn child_processes(&self) -> Vec<u32> {
         let Some(server) = self.child.as_ref().map(Child::id) else { return Vec::new() };
+
         let mut children = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
             // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
             let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-            if ppid == Some(server) {
+            if ppid == Some(server) && !is_ready_sandbox(pid) {
                 children.push(pid);
             }
         }
@@ -258,6 +292,32 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// Whether a process exists and has not exited (a zombie has).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+/// Whether a process is (the shell that starts, or the nsjail of) a ready sandbox.
+fn is_ready_sandbox(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| cmdline.split(|byte| *byte == 0).any(|arg| arg.starts_with(b"preload=")))
+}
+
+/// The pids listed in a cgroup's `cgroup.procs`.
+pub fn cgroup_pids(dir: &str) -> Vec<i32> {
+    std::fs::read_to_string(Path::new(dir).join("cgroup.procs"))
+        .map(|procs| procs.lines().filter_map(|line| line.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// A `ready-<n>` cgroup with at most two processes: a ready sandbox (nsjail and its
+/// interpreter) starting or waiting for its job; leftovers of a run would be in a `slot-<n>`.
+fn holds_a_waiting_sandbox(dir: &str) -> bool {
+    let ready = Path::new(dir).file_name().is_some_and(|name| name.to_string_lossy().starts_with("ready-"));
+    ready && cgroup_pids(dir).len() <= 2
 }
 
 pub fn free_port() -> u16 {

@@ -1,0 +1,334 @@
+//! The pool of ready, single-use sandboxes of `pyexec serve` (local placement): jails started
+//! before any request, each with its own nsjail exec, namespaces, /tmp and cgroup slot, whose
+//! interpreter has imported `--preload-modules` and waits for exactly one job. A request takes
+//! one (a hit) or, when none is ready or its limits cannot be applied to a ready one, starts a
+//! sandbox itself (a cold start); nothing ever waits on the pool. A sandbox is never handed a
+//! second job: `Supervisor::run_ready` consumes it.
+//!
+//! One background task keeps the pool filled, one sandbox at a time and only while a run slot
+//! is free, so that refilling never takes the CPU of running scripts; it replaces sandboxes
+//! that died or lived past `--pool-idle-seconds`, and sizes the pool between `--pool-min` and
+//! `--pool-max`: each miss asks for one more, each sandbox that expires unused for one fewer.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::limits::Limits;
+use super::supervisor::{ReadySandbox, Supervisor, Unfit};
+
+/// How often the pool looks for dead and stale sandboxes when nothing wakes it.
+const TICK: Duration = Duration::from_secs(1);
+/// How long a sandbox may take to import the preloaded modules.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// nsjail's own time limit of a ready jail beyond its idle lifetime: a backstop only (the
+/// supervisor kills at each job's deadline); jobs whose timeout would pass it go cold.
+const BACKSTOP_BEYOND_IDLE: Duration = Duration::from_secs(3600);
+/// Longest pause after ready sandboxes failed to start, doubling from one second.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Args, Clone, Debug)]
+pub struct PoolSettings {
+    /// Least number of ready sandboxes (local placement) kept waiting for a script, each a
+    /// jailed interpreter that already imported --preload-modules and runs exactly one script.
+    #[arg(long, env = "PYEXEC_POOL_MIN", default_value_t = 1)]
+    pub pool_min: usize,
+    /// Most ready sandboxes; the pool grows toward it with misses and shrinks as idle ones
+    /// expire. 0 turns the pool off: every script starts its own sandbox (the cold path).
+    #[arg(long, env = "PYEXEC_POOL_MAX", default_value_t = 4)]
+    pub pool_max: usize,
+    /// Seconds a ready sandbox waits for a script before it is replaced (or, above
+    /// --pool-min and unused, removed).
+    #[arg(long, env = "PYEXEC_POOL_IDLE_SECONDS", default_value_t = 300)]
+    pub pool_idle_seconds: u64,
+    /// Modules a ready sandbox imports before its script arrives (comma-separated; empty for
+    /// none). The import's memory counts toward the script's memory limit.
+    #[arg(long, env = "PYEXEC_PRELOAD_MODULES", value_delimiter = ',', default_value = "numpy,pandas")]
+    pub preload_modules: Vec<String>,
+}
+
+impl PoolSettings {
+    pub fn enabled(&self) -> bool {
+        self.pool_max > 0
+    }
+
+    fn idle_lifetime(&self) -> Duration {
+        Duration::from_secs(self.pool_idle_seconds.max(1))
+    }
+
+    fn preload(&self) -> Vec<String> {
+        self.preload_modules.iter().map(|name| name.trim().to_string()).filter(|name| !name.is_empty()).collect()
+    }
+}
+
+/// What the pool's gauges and counters report to (`crate::metrics`), kept apart from it.
+pub trait PoolObserver: Send + Sync {
+    /// Ready sandboxes now, the memory they hold, and how many are starting.
+    fn ready(&self, count: usize, memory_bytes: u64, starting: usize);
+}
+
+/// The answer to a request for a ready sandbox.
+#[derive(Debug)]
+pub enum Claim {
+    /// A ready sandbox, its cgroup already set to the job's memory and process limits.
+    Hit(Box<ReadySandbox>),
+    /// None was ready.
+    Empty,
+    /// The job's limits cannot be applied to a ready sandbox.
+    Unfit(Unfit),
+}
+
+impl Claim {
+    /// How the job starts, for logs: warm (a ready sandbox) or cold.
+    pub fn start(&self) -> &'static str {
+        match self {
+            Claim::Hit(_) => "warm",
+            Claim::Empty | Claim::Unfit(_) => "cold",
+        }
+    }
+}
+
+/// The pool; cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+struct Shared {
+    supervisor: Supervisor,
+    settings: PoolSettings,
+    preload: Vec<String>,
+    /// The memory, process and /tmp limits a ready sandbox starts with.
+    limits: Limits,
+    backstop: Duration,
+    ready: Mutex<VecDeque<ReadySandbox>>,
+    target: AtomicUsize,
+    wake: Notify,
+    stop: CancellationToken,
+    /// Whether a sandbox may be started now (a run slot is free).
+    may_refill: Box<dyn Fn() -> bool + Send + Sync>,
+    observer: Arc<dyn PoolObserver>,
+    started: AtomicU64,
+}
+
+impl Pool {
+    /// Starts the pool and its refilling task. `limits` are the server's default limits: a
+    /// ready sandbox starts with their memory, process and /tmp limits, and a job whose /tmp
+    /// size differs goes cold.
+    pub fn start(
+        supervisor: Supervisor,
+        settings: PoolSettings,
+        limits: Limits,
+        may_refill: Box<dyn Fn() -> bool + Send + Sync>,
+        observer: Arc<dyn PoolObserver>,
+    ) -> Pool {
+        let min = settings.pool_min.min(settings.pool_max);
+        let shared = Arc::new(Shared {
+            supervisor,
+            preload: settings.preload(),
+            backstop: settings.idle_lifetime() + BACKSTOP_BEYOND_IDLE,
+            settings: PoolSettings { pool_min: min, ..settings },
+            limits,
+            ready: Mutex::new(VecDeque::new()),
+            target: AtomicUsize::new(min),
+            wake: Notify::new(),
+            stop: CancellationToken::new(),
+            may_refill,
+            observer,
+            started: AtomicU64::new(0),
+        });
+        let task = tokio::spawn(refill(shared.clone()));
+        Pool { shared, task: Arc::new(Mutex::new(Some(task))) }
+    }
+
+    /// A ready sandbox for a job with `limits`, if one is ready and the limits can be applied
+    /// to it. Never waits.
+    pub fn claim(&self, limits: &Limits) -> Claim {
+        let shared = &self.shared;
+        let mut gone = Vec::new();
+        let claim = {
+            let mut ready = shared.lock_ready();
+            loop {
+                let Some(mut sandbox) = ready.pop_front() else { break Claim::Empty };
+                match sandbox.claim(limits, shared.backstop) {
+                    Ok(()) => break Claim::Hit(Box::new(sandbox)),
+                    Err(Unfit::Gone) => gone.push(sandbox),
+                    Err(unfit) => {
+                        ready.push_front(sandbox);
+                        break Claim::Unfit(unfit);
+                    }
+                }
+            }
+        };
+        if matches!(claim, Claim::Empty) {
+            // Demand exceeded the pool: keep one more ready from now on.
+            let max = shared.settings.pool_max;
+            let _ = shared.target.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some((t + 1).min(max)));
+        }
+        for sandbox in gone {
+            tokio::spawn(sandbox.destroy());
+        }
+        // No refill is started here: it would take CPU from the run that just claimed; the
+        // run's end wakes the pool (`wake`).
+        claim
+    }
+
+    /// Tells the pool a run slot may have come free.
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Stops refilling and removes every ready sandbox (their jails killed and reaped, their
+    /// cgroup slots emptied).
+    pub async fn shutdown(&self) {
+        self.shared.stop.cancel();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        let left: Vec<ReadySandbox> = self.shared.lock_ready().drain(..).collect();
+        futures::future::join_all(left.into_iter().map(ReadySandbox::destroy)).await;
+        self.shared.observer.ready(0, 0, 0);
+    }
+}
+
+impl Shared {
+    fn lock_ready(&self) -> std::sync::MutexGuard<'_, VecDeque<ReadySandbox>> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes out the sandboxes that died or waited past their idle lifetime; returns them and
+    /// how many of them expired (rather than died).
+    fn prune(&self) -> (Vec<ReadySandbox>, usize) {
+        let lifetime = self.settings.idle_lifetime();
+        let mut ready = self.lock_ready();
+        let mut removed = Vec::new();
+        let mut expired = 0;
+        let mut kept = VecDeque::with_capacity(ready.len());
+        for mut sandbox in ready.drain(..) {
+            if !sandbox.alive() {
+                tracing::warn!(?sandbox, "a ready sandbox ended while it waited; replacing it");
+                removed.push(sandbox);
+            } else if sandbox.age() >= lifetime {
+                expired += 1;
+                removed.push(sandbox);
+            } else {
+                kept.push_back(sandbox);
+            }
+        }
+        *ready = kept;
+        (removed, expired)
+    }
+
+    fn report(&self, starting: usize) {
+        let ready = self.lock_ready();
+        let memory = ready.iter().filter_map(ReadySandbox::memory_usage).sum();
+        self.observer.ready(ready.len(), memory, starting);
+    }
+}
+
+/// Whether the pool should start another sandbox.
+fn wants_more(ready: usize, target: usize) -> bool {
+    ready < target
+}
+
+/// The pool's size after `expired` sandboxes went unused for their whole lifetime.
+fn shrunk(target: usize, expired: usize, min: usize) -> usize {
+    target.saturating_sub(expired).max(min)
+}
+
+/// The pause after `failures` failed starts in a row.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF)
+}
+
+async fn refill(shared: Arc<Shared>) {
+    let mut failures = 0u32;
+    loop {
+        let (removed, expired) = shared.prune();
+        if expired > 0 {
+            let min = shared.settings.pool_min;
+            let _ = shared.target.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(shrunk(t, expired, min)));
+        }
+        futures::future::join_all(removed.into_iter().map(ReadySandbox::destroy)).await;
+        shared.report(0);
+
+        let ready = shared.lock_ready().len();
+        if wants_more(ready, shared.target.load(Ordering::SeqCst)) && (shared.may_refill)() {
+            let n = shared.started.fetch_add(1, Ordering::SeqCst);
+            let id = format!("ready-{}-{n}", std::process::id());
+            let backstop = shared.backstop;
+            shared.report(1);
+            let starting = shared.supervisor.start_ready(&id, &shared.limits, &shared.preload, backstop);
+            let started = tokio::select! {
+                () = shared.stop.cancelled() => break,
+                started = tokio::time::timeout(READY_TIMEOUT, starting) => started,
+            };
+            match started {
+                Ok(Ok(sandbox)) => {
+                    failures = 0;
+                    shared.lock_ready().push_back(sandbox);
+                    shared.report(0);
+                    continue;
+                }
+                Ok(Err(err)) => tracing::error!(error = %err, "a ready sandbox failed to start"),
+                Err(_) => tracing::error!(seconds = READY_TIMEOUT.as_secs(), "a ready sandbox took too long to start"),
+            }
+            failures += 1;
+            tokio::select! {
+                () = shared.stop.cancelled() => break,
+                () = tokio::time::sleep(backoff(failures)) => {}
+            }
+            continue;
+        }
+        tokio::select! {
+            () = shared.stop.cancelled() => break,
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_refills_only_below_its_target() {
+        assert!(wants_more(0, 1));
+        assert!(!wants_more(2, 2));
+        assert!(!wants_more(0, 0));
+    }
+
+    #[test]
+    fn expiry_shrinks_the_pool_but_never_below_its_least_size() {
+        assert_eq!(shrunk(4, 1, 1), 3);
+        assert_eq!(shrunk(2, 3, 1), 1);
+        assert_eq!(shrunk(1, 1, 0), 0);
+    }
+
+    #[test]
+    fn failed_starts_back_off_up_to_a_minute() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn empty_names_in_the_preload_list_are_ignored() {
+        let settings = PoolSettings {
+            pool_min: 1,
+            pool_max: 2,
+            pool_idle_seconds: 0,
+            preload_modules: vec![" numpy".into(), String::new()],
+        };
+        assert_eq!(settings.preload(), ["numpy"]);
+        assert_eq!(settings.idle_lifetime(), Duration::from_secs(1));
+    }
+}

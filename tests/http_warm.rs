@@ -1,0 +1,229 @@
+//! The pool of ready sandboxes over real HTTP with real nsjail: every script gets a sandbox no
+//! other script has used, its limits count from its arrival, and the pool cleans up after
+//! itself. Each case first waits until a ready sandbox exists, then checks through the hit
+//! counter that the script really ran warm.
+
+mod common;
+
+use common::Server;
+use serde_json::{json, Value};
+
+/// A server whose pool keeps `min` ready sandboxes (at most `max`).
+async fn pooled(min: usize, max: usize) -> Server {
+    let (min, max) = (min.to_string(), max.to_string());
+    Server::start_with(&["--pool-min", &min, "--pool-max", &max]).await
+}
+
+async fn hits(server: &Server) -> f64 {
+    server.metric("pyexec_pool_hits_total").await.expect("hits counter")
+}
+
+async fn cold_starts(server: &Server) -> f64 {
+    server.metric("pyexec_cold_starts_total").await.expect("cold-start counter")
+}
+
+/// Runs `script` in a ready sandbox: waits for one, runs, and asserts that it was a hit.
+async fn run_warm(server: &Server, script: &str, limits: Option<Value>) -> Value {
+    server.wait_for_ready(1).await;
+    let before = hits(server).await;
+    let (status, body) = server.execute(script, limits).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(hits(server).await, before + 1.0, "the script did not run in a ready sandbox: {body}");
+    body
+}
+
+/// Leaves every kind of trace a script can leave in its interpreter and sandbox, and reports
+/// what it found of the previous script's and its own random identity.
+const TRACES: &str = r#"
+import builtins, json, os, random, sys, tempfile, uuid
+import numpy as np
+import pandas as pd
+
+def main():
+    found = {
+        "global": getattr(json, "planted", None),
+        "builtin": getattr(builtins, "planted", None),
+        "module": "planted" in sys.modules,
+        "pandas_option": pd.get_option("display.max_rows"),
+        "patched_class": getattr(pd.DataFrame, "planted", None),
+        "tmp_file": os.path.exists("/tmp/planted"),
+        "env": os.environ.get("PLANTED"),
+    }
+    json.planted = 1
+    builtins.planted = 1
+    sys.modules["planted"] = json
+    pd.set_option("display.max_rows", 7)
+    pd.DataFrame.planted = "patched"
+    open("/tmp/planted", "w").write("x")
+    os.environ["PLANTED"] = "1"
+    identity = {
+        "random": random.random(),
+        "numpy": float(np.random.random()),
+        "uuid": str(uuid.uuid4()),
+        "tempfile": tempfile.mktemp(),
+        "hash": hash("pyexec"),
+    }
+    return {"found": found, "identity": identity}
+"#;
+
+#[tokio::test]
+async fn consecutive_warm_scripts_share_no_state_and_no_randomness() {
+    let server = pooled(1, 1).await;
+    let first = run_warm(&server, TRACES, None).await;
+    // The pool refills in the background: the service stays ready meanwhile.
+    let ready = server.client().get(server.url("/readyz")).send().await.expect("GET /readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+    let second = run_warm(&server, TRACES, None).await;
+
+    let clean = json!({
+        "global": null, "builtin": null, "module": false, "pandas_option": 60,
+        "patched_class": null, "tmp_file": false, "env": null,
+    });
+    assert_eq!(first["result"]["found"], clean, "{first}");
+    assert_eq!(second["result"]["found"], clean, "the second script saw the first one's traces: {second}");
+    for field in ["random", "numpy", "uuid", "tempfile", "hash"] {
+        let (a, b) = (&first["result"]["identity"][field], &second["result"]["identity"][field]);
+        assert!(!a.is_null() && a != b, "{field} came out the same in two sandboxes: {a} and {b}");
+    }
+    server.assert_healthy_and_clean().await;
+}
+
+#[tokio::test]
+async fn a_script_cannot_see_or_signal_a_sandbox_waiting_in_the_pool() {
+    let server = pooled(2, 2).await;
+    server.wait_for_ready(2).await;
+    let waiting = server.ready_sandbox_pids();
+    assert!(!waiting.is_empty(), "no ready sandbox to attack");
+    // Every pid the script can name: its guesses and the waiting sandboxes' real host pids.
+    let targets: Vec<i32> = (1..4096).chain(waiting.iter().copied()).collect();
+    let script = format!(
+        "import os, signal\ntargets = {targets:?}\ndef main():\n    me = os.getpid()\n    reached = []\n    for pid in targets:\n        if pid == me:\n            continue\n        try:\n            os.kill(pid, signal.SIGKILL)\n            reached.append(pid)\n        except OSError:\n            pass\n    return {{'proc': os.path.exists('/proc'), 'reached': reached}}\n"
+    );
+    let body = run_warm(&server, &script, None).await;
+    assert_eq!(body["result"], json!({"proc": false, "reached": []}), "{body}");
+    // The sandbox that waited beside it is still there and runs the next script.
+    let still_alive = waiting.iter().filter(|pid| common::alive(**pid)).count();
+    assert!(still_alive > 0, "the waiting sandbox was killed");
+    let next = run_warm(&server, "def main():\n    return {'ok': True}\n", None).await;
+    assert_eq!(next["result"], json!({"ok": true}), "{next}");
+}
+
+#[tokio::test]
+async fn the_deadline_and_cpu_limit_count_from_the_jobs_arrival() {
+    let server = pooled(1, 1).await;
+    server.wait_for_ready(1).await;
+    // The ready sandbox has now waited longer than the timeout below: only the script's own
+    // time may count.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let sleeper = "import time\ndef main():\n    time.sleep(0.7)\n    return {'slept': True}\n";
+    let body = run_warm(&server, sleeper, Some(json!({"timeout_seconds": 1}))).await;
+    assert_eq!((body["outcome"].as_str(), &body["result"]), (Some("success"), &json!({"slept": true})), "{body}");
+
+    // The interpreter spent CPU importing pandas before the job: not charged to the script.
+    let spin = "import time\ndef main():\n    end = time.process_time() + 0.8\n    while time.process_time() < end:\n        pass\n    return {'spun': True}\n";
+    let body = run_warm(&server, spin, Some(json!({"cpu_seconds": 1, "timeout_seconds": 5}))).await;
+    assert_eq!(body["outcome"], "success", "{body}");
+
+    let forever = "def main():\n    while True:\n        pass\n";
+    let body = run_warm(&server, forever, Some(json!({"cpu_seconds": 1, "timeout_seconds": 20}))).await;
+    assert_eq!(
+        (body["outcome"].as_str(), body["error"].as_str()),
+        (Some("timeout"), Some("CPU time limit of 1 s exceeded"))
+    );
+    // Only the CPU limit can end it long before its 20 s deadline, even on a loaded machine.
+    assert!(body["duration_ms"].as_u64().is_some_and(|ms| ms < 10_000), "the CPU limit was not applied: {body}");
+    let body = run_warm(&server, forever, Some(json!({"timeout_seconds": 1}))).await;
+    assert_eq!(body["error"], "Execution timed out after 1 s (wall-clock limit)", "{body}");
+    server.assert_healthy_and_clean().await;
+}
+
+#[tokio::test]
+async fn a_warm_sandbox_gets_the_requests_memory_file_and_process_limits() {
+    let server = pooled(1, 1).await;
+    let bomb = "def main():\n    hog = []\n    while True:\n        hog.append(bytearray(16 * 1024 * 1024))";
+    let body = run_warm(&server, bomb, Some(json!({"memory_mb": 256}))).await;
+    assert_eq!((body["outcome"].as_str(), body["returncode"].as_i64()), (Some("memory_limit"), Some(-9)), "{body}");
+    assert_eq!(body["error"], "Memory limit of 256 MiB exceeded");
+
+    let rlimits = "import resource\ndef main():\n    raised = True\n    try:\n        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))\n    except (ValueError, OSError):\n        raised = False\n    try:\n        open('/tmp/big', 'wb').write(b'x' * (4 * 1024 * 1024))\n        errno = 0\n    except OSError as e:\n        errno = e.errno\n    return {'nofile': list(resource.getrlimit(resource.RLIMIT_NOFILE)), 'raised': raised, 'errno': errno}\n";
+    let body = run_warm(&server, rlimits, Some(json!({"open_files": 32, "file_size_mb": 1}))).await;
+    assert_eq!(body["result"], json!({"nofile": [32, 32], "raised": false, "errno": 27}), "{body}");
+
+    let forks = "import os\ndef main():\n    children = 0\n    try:\n        for _ in range(64):\n            if os.fork() == 0:\n                import time; time.sleep(5); os._exit(0)\n            children += 1\n    except OSError:\n        pass\n    return {'children': children}\n";
+    let body = run_warm(&server, forks, Some(json!({"max_pids": 8}))).await;
+    assert!(body["result"]["children"].as_u64().is_some_and(|n| n < 8), "{body}");
+    server.assert_healthy_and_clean().await;
+}
+
+#[tokio::test]
+async fn limits_a_ready_sandbox_cannot_take_go_the_cold_path() {
+    let server = pooled(1, 1).await;
+    server.wait_for_ready(1).await;
+    let (before_hits, before_cold) = (hits(&server).await, cold_starts(&server).await);
+    // /tmp's size is fixed when a jail starts: another size cannot be warm.
+    let (status, body) = server.execute("def main():\n    return {'ok': True}\n", Some(json!({"tmp_mb": 8}))).await;
+    assert_eq!((status, &body["result"]), (200, &json!({"ok": true})), "{body}");
+    assert_eq!(hits(&server).await, before_hits);
+    assert_eq!(cold_starts(&server).await, before_cold + 1.0);
+    assert_eq!(server.metric("pyexec_pool_ready").await, Some(1.0), "the ready sandbox was used or lost");
+}
+
+#[tokio::test]
+async fn a_ready_sandbox_that_dies_is_replaced() {
+    let server = pooled(1, 1).await;
+    server.wait_for_ready(1).await;
+    let pids = server.ready_sandbox_pids();
+    for &pid in &pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pids.iter().any(|pid| common::alive(*pid)) {
+        assert!(std::time::Instant::now() < deadline, "the killed sandbox did not die");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Whatever the pool holds at this moment, the script runs.
+    let (status, body) = server.execute("def main():\n    return {'ok': True}\n", None).await;
+    assert_eq!((status, &body["result"]), (200, &json!({"ok": true})), "{body}");
+    let body = run_warm(&server, "def main():\n    return {'again': True}\n", None).await;
+    assert_eq!(body["result"], json!({"again": true}), "{body}");
+}
+
+#[tokio::test]
+async fn with_the_pool_off_every_script_starts_cold() {
+    let server = Server::start_with(&["--pool-max", "0"]).await;
+    let (status, body) = server.execute("def main():\n    return {'ok': True}\n", None).await;
+    assert_eq!((status, &body["result"]), (200, &json!({"ok": true})), "{body}");
+    assert_eq!(hits(&server).await, 0.0);
+    assert_eq!(cold_starts(&server).await, 1.0);
+    assert_eq!(server.metric("pyexec_pool_ready").await, Some(0.0));
+}
+
+#[tokio::test]
+async fn shutdown_removes_every_ready_sandbox() {
+    let mut server = pooled(2, 2).await;
+    server.wait_for_ready(2).await;
+    let waiting = server.ready_sandbox_pids();
+    assert!(waiting.len() >= 2, "expected two ready sandboxes: {waiting:?}");
+    let status = server.stop().expect("the server ran");
+    assert!(status.success(), "{status:?}");
+    let alive: Vec<i32> = waiting.into_iter().filter(|pid| common::alive(*pid)).collect();
+    assert_eq!(alive, Vec::<i32>::new(), "ready sandboxes outlived the server");
+    assert_eq!(server.run_cgroups(), Vec::<String>::new(), "cgroups outlived the server");
+}
+
+#[tokio::test]
+async fn a_ready_sandbox_past_its_idle_lifetime_is_replaced() {
+    let server = Server::start_with(&["--pool-min", "1", "--pool-max", "1", "--pool-idle-seconds", "1"]).await;
+    server.wait_for_ready(1).await;
+    let first = server.ready_sandbox_pids();
+    assert!(!first.is_empty(), "no ready sandbox");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while first.iter().any(|pid| common::alive(*pid)) {
+        assert!(std::time::Instant::now() < deadline, "the stale sandbox was never removed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let body = run_warm(&server, "def main():\n    return {'fresh': True}\n", None).await;
+    assert_eq!(body["result"], json!({"fresh": true}), "{body}");
+    let replaced = server.ready_sandbox_pids();
+    assert!(replaced.iter().all(|pid| !first.contains(pid)), "{first:?} {replaced:?}");
+}
