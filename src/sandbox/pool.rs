@@ -21,7 +21,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::limits::Limits;
-use super::supervisor::{ReadySandbox, Supervisor, Unfit};
+use super::ready::{ReadySandbox, Unfit};
+use super::supervisor::Supervisor;
 
 /// How often the pool looks for dead and stale sandboxes when nothing wakes it.
 const TICK: Duration = Duration::from_secs(1);

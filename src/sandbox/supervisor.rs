@@ -2,34 +2,34 @@
 //! enforces the deadline, cleans up, and returns one envelope.
 
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
 use nix::fcntl::OFlag;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::pipe2;
-use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::capture::{read_capped, read_tail, Captured};
 use super::cgroup::{self, CgroupMode, CgroupPool, RunCgroup};
 use super::envelope::{Envelope, Outcome};
 use super::gvisor::{self, GvisorTools};
+use super::install::{compile_harness, existing, resolve_program};
+use super::jail::{signal_nsjail, Jail, TerminateOnDrop, NSJAIL_TERM_GRACE};
 use super::job::Job;
 use super::limits::Limits;
 use super::nsjail::{self, CgroupLimits, Harness, JailPaths, Start};
+use super::ready::ReadySandbox;
 use super::settings::{Isolation, SandboxSettings};
 use super::verdict::{decide, RunFacts};
 use super::SandboxError;
 
-/// How long nsjail gets to kill and reap the script after SIGTERM before it is killed itself.
-const NSJAIL_TERM_GRACE: Duration = Duration::from_secs(1);
 /// How long output readers may take to reach end of file once the jail has ended.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// nsjail's log is only read for its last lines and problems.
@@ -359,167 +359,6 @@ impl Supervisor {
     }
 }
 
-/// A started jail that has not been fed yet.
-struct Jail {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: ChildStdout,
-    stderr: ChildStderr,
-    result: pipe::Receiver,
-    log: pipe::Receiver,
-    cgroup: Option<RunCgroup>,
-    terminate_on_drop: TerminateOnDrop,
-}
-
-impl Jail {
-    /// SIGTERM to nsjail, which kills and reaps the interpreter.
-    fn terminate(&self) {
-        if let Some(pid) = self.child.id() {
-            signal_nsjail(pid, Signal::SIGTERM, self.terminate_on_drop.gvisor.as_ref());
-        }
-    }
-}
-
-/// Why a ready sandbox cannot take a job: the job goes the cold path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unfit {
-    /// /tmp's size is fixed when the jail starts.
-    TmpSize,
-    /// The preloaded interpreter already uses more memory (or processes) than the job may.
-    AlreadyUses,
-    /// The job's deadline would pass nsjail's own time limit of the ready jail.
-    Backstop,
-    /// The sandbox has ended (or its cgroup could not be set).
-    Gone,
-}
-
-/// Whether a ready jail started with `ready` limits `age` ago, under nsjail's time limit
-/// `backstop`, can take a job with `job` limits (before its cgroup is looked at).
-pub fn fits(ready: &Limits, job: &Limits, age: Duration, backstop: Duration) -> Result<(), Unfit> {
-    if ready.tmp_mb != job.tmp_mb {
-        return Err(Unfit::TmpSize);
-    }
-    // The supervisor kills at the deadline; nsjail's backstop must not come first.
-    if age + job.timeout() + NSJAIL_TERM_GRACE * 2 >= backstop {
-        return Err(Unfit::Backstop);
-    }
-    Ok(())
-}
-
-/// Memory a job must have beyond what its ready interpreter already uses (the first
-/// allocations of any script).
-const MEMORY_HEADROOM_BYTES: u64 = 16 * 1024 * 1024;
-
-/// A jail whose interpreter has imported the preloaded modules and waits for exactly one job.
-/// `Supervisor::run_ready` consumes it; dropping it unused kills it.
-pub struct ReadySandbox {
-    jail: Jail,
-    born: Instant,
-    limits: Limits,
-}
-
-impl std::fmt::Debug for ReadySandbox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadySandbox").field("pid", &self.jail.child.id()).field("born", &self.born).finish()
-    }
-}
-
-impl ReadySandbox {
-    /// How long ago it became ready.
-    pub fn age(&self) -> Duration {
-        self.born.elapsed()
-    }
-
-    /// Whether its jail still runs.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.jail.child.try_wait(), Ok(None))
-    }
-
-    /// Memory its (idle) interpreter holds, from its cgroup.
-    pub fn memory_usage(&self) -> Option<u64> {
-        self.jail.cgroup.as_ref().and_then(RunCgroup::memory_usage)
-    }
-
-    /// Takes it for a job with `limits`, under nsjail's time limit `backstop`: applies the
-    /// job's memory and process limits to its cgroup. On `Err` nothing was changed except when
-    /// the sandbox is `Gone`.
-    pub fn claim(&mut self, limits: &Limits, backstop: Duration) -> Result<(), Unfit> {
-        fits(&self.limits, limits, self.age(), backstop)?;
-        if !self.alive() {
-            return Err(Unfit::Gone);
-        }
-        let Some(group) = self.jail.cgroup.as_mut() else { return Err(Unfit::Gone) };
-        // nsjail notices a dead interpreter only when it reaps it; the cgroup lists only the
-        // living: nsjail and its interpreter.
-        if group.pids().len() < 2 {
-            return Err(Unfit::Gone);
-        }
-        let memory_bytes = limits.memory_mb * 1024 * 1024;
-        let used = group.memory_usage().ok_or(Unfit::Gone)?;
-        let processes = group.process_count().ok_or(Unfit::Gone)?;
-        if used + MEMORY_HEADROOM_BYTES > memory_bytes || processes > limits.max_pids {
-            return Err(Unfit::AlreadyUses);
-        }
-        group.apply(memory_bytes, limits.max_pids + 1).map_err(|_| Unfit::Gone)
-    }
-
-    /// Kills it and waits until nsjail is reaped (at shutdown, or when it went stale).
-    pub async fn destroy(mut self) {
-        self.jail.terminate();
-        if tokio::time::timeout(NSJAIL_TERM_GRACE, self.jail.child.wait()).await.is_err() {
-            let _ = self.jail.child.start_kill();
-        }
-        let _ = self.jail.child.wait().await;
-        self.jail.terminate_on_drop.pid = None;
-        if let Some(group) = self.jail.cgroup.take() {
-            let _ = tokio::task::spawn_blocking(move || drop(group)).await;
-        }
-    }
-}
-
-/// Sends SIGTERM to nsjail if the run is dropped before nsjail was reaped.
-struct TerminateOnDrop {
-    pid: Option<u32>,
-    gvisor: Option<GvisorTools>,
-}
-
-impl Drop for TerminateOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid {
-            signal_nsjail(pid, Signal::SIGTERM, self.gvisor.as_ref());
-        }
-    }
-}
-
-/// Signals nsjail. Inside gVisor nsjail runs as 65534 and this process is root without
-/// CAP_KILL (the pod drops it), so the signal is sent by a short-lived process of nsjail's uid.
-fn signal_nsjail(pid: u32, signal: Signal, gvisor: Option<&GvisorTools>) {
-    let Some(tools) = gvisor else {
-        let _ = kill(Pid::from_raw(pid as i32), signal);
-        return;
-    };
-    if kill(Pid::from_raw(pid as i32), signal).is_ok() {
-        return;
-    }
-    tracing::debug!(pid, ?signal, "signalling nsjail as its own uid");
-    let name = signal.as_str().trim_start_matches("SIG");
-    let (program, args) = gvisor::signal_command(tools, pid, name);
-    let sent = std::process::Command::new(program)
-        .args(args)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output();
-    match sent {
-        Ok(output) if output.status.success() => {}
-        Ok(output) => {
-            tracing::warn!(pid, stderr = %String::from_utf8_lossy(&output.stderr), "could not signal nsjail")
-        }
-        Err(err) => tracing::warn!(pid, error = %err, "could not signal nsjail"),
-    }
-}
-
 /// Waits for a reader to reach end of file, but not for ever: a pipe still held open by
 /// something outside the jail must not hold the request.
 async fn drain(task: tokio::task::JoinHandle<Captured>) -> Captured {
@@ -533,80 +372,6 @@ async fn drain(task: tokio::task::JoinHandle<Captured>) -> Captured {
     }
 }
 
-/// The harness as byte code of the sandbox's own interpreter, compiled once (outside the jail,
-/// by the trusted interpreter, on trusted source); its source if that fails.
-fn compile_harness(interpreter: &std::path::Path) -> Harness {
-    use std::io::Write;
-    let program =
-        "import sys,marshal;sys.stdout.write(marshal.dumps(compile(sys.stdin.read(),'harness','exec')).hex())";
-    let compiled = std::process::Command::new(interpreter)
-        .args(["-I", "-S", "-B", "-c", program])
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin.write_all(nsjail::HARNESS.as_bytes())?;
-            }
-            child.wait_with_output()
-        });
-    match compiled {
-        Ok(output) if output.status.success() && !output.stdout.is_empty() => {
-            Harness::Compiled(String::from_utf8_lossy(&output.stdout).into_owned())
-        }
-        Ok(output) => {
-            tracing::warn!(stderr = %String::from_utf8_lossy(&output.stderr), "compiling the harness failed; using its source");
-            Harness::Source
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "compiling the harness failed; using its source");
-            Harness::Source
-        }
-    }
-}
-
 fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::Spawn(std::io::Error::from(e)))
-}
-
-fn existing(path: &Path, what: &'static str) -> Result<PathBuf, SandboxError> {
-    std::fs::canonicalize(path).map_err(|_| SandboxError::Missing { what, path: path.to_path_buf() })
-}
-
-/// A program path as given, or looked up on PATH when it is a bare name.
-fn resolve_program(program: &Path, what: &'static str) -> Result<PathBuf, SandboxError> {
-    if program.components().count() > 1 {
-        return existing(program, what);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| SandboxError::Missing { what, path: program.to_path_buf() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits() -> Limits {
-        crate::sandbox::limits::testing::small_limits()
-    }
-
-    #[test]
-    fn a_job_fits_a_ready_jail_with_the_same_tmp_size() {
-        let backstop = Duration::from_secs(600);
-        assert_eq!(fits(&limits(), &limits(), Duration::from_secs(5), backstop), Ok(()));
-        let bigger_tmp = Limits { tmp_mb: limits().tmp_mb * 2, ..limits() };
-        assert_eq!(fits(&limits(), &bigger_tmp, Duration::ZERO, backstop), Err(Unfit::TmpSize));
-    }
-
-    #[test]
-    fn a_job_whose_deadline_would_pass_the_backstop_goes_cold() {
-        let long = Limits { timeout_ms: 60_000, ..limits() };
-        assert_eq!(fits(&limits(), &long, Duration::from_secs(590), Duration::from_secs(600)), Err(Unfit::Backstop));
-        assert_eq!(fits(&limits(), &long, Duration::from_secs(10), Duration::from_secs(600)), Ok(()));
-    }
 }

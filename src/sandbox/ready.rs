@@ -1,0 +1,129 @@
+//! A ready sandbox of the pool: a jail whose interpreter has imported the preloaded modules and
+//! waits for exactly one job, and the decision whether a job's limits fit it.
+
+use std::time::{Duration, Instant};
+
+use super::cgroup::RunCgroup;
+use super::jail::{Jail, NSJAIL_TERM_GRACE};
+use super::limits::Limits;
+
+/// Why a ready sandbox cannot take a job: the job goes the cold path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unfit {
+    /// /tmp's size is fixed when the jail starts.
+    TmpSize,
+    /// The preloaded interpreter already uses more memory (or processes) than the job may.
+    AlreadyUses,
+    /// The job's deadline would pass nsjail's own time limit of the ready jail.
+    Backstop,
+    /// The sandbox has ended (or its cgroup could not be set).
+    Gone,
+}
+
+/// Whether a ready jail started with `ready` limits `age` ago, under nsjail's time limit
+/// `backstop`, can take a job with `job` limits (before its cgroup is looked at).
+pub fn fits(ready: &Limits, job: &Limits, age: Duration, backstop: Duration) -> Result<(), Unfit> {
+    if ready.tmp_mb != job.tmp_mb {
+        return Err(Unfit::TmpSize);
+    }
+    // The supervisor kills at the deadline; nsjail's backstop must not come first.
+    if age + job.timeout() + NSJAIL_TERM_GRACE * 2 >= backstop {
+        return Err(Unfit::Backstop);
+    }
+    Ok(())
+}
+
+/// Memory a job must have beyond what its ready interpreter already uses (the first
+/// allocations of any script).
+const MEMORY_HEADROOM_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A jail whose interpreter has imported the preloaded modules and waits for exactly one job.
+/// `Supervisor::run_ready` consumes it; dropping it unused kills it.
+pub struct ReadySandbox {
+    pub(super) jail: Jail,
+    pub(super) born: Instant,
+    pub(super) limits: Limits,
+}
+
+impl std::fmt::Debug for ReadySandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadySandbox").field("pid", &self.jail.child.id()).field("born", &self.born).finish()
+    }
+}
+
+impl ReadySandbox {
+    /// How long ago it became ready.
+    pub fn age(&self) -> Duration {
+        self.born.elapsed()
+    }
+
+    /// Whether its jail still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.jail.child.try_wait(), Ok(None))
+    }
+
+    /// Memory its (idle) interpreter holds, from its cgroup.
+    pub fn memory_usage(&self) -> Option<u64> {
+        self.jail.cgroup.as_ref().and_then(RunCgroup::memory_usage)
+    }
+
+    /// Takes it for a job with `limits`, under nsjail's time limit `backstop`: applies the
+    /// job's memory and process limits to its cgroup. On `Err` nothing was changed except when
+    /// the sandbox is `Gone`.
+    pub fn claim(&mut self, limits: &Limits, backstop: Duration) -> Result<(), Unfit> {
+        fits(&self.limits, limits, self.age(), backstop)?;
+        if !self.alive() {
+            return Err(Unfit::Gone);
+        }
+        let Some(group) = self.jail.cgroup.as_mut() else { return Err(Unfit::Gone) };
+        // nsjail notices a dead interpreter only when it reaps it; the cgroup lists only the
+        // living: nsjail and its interpreter.
+        if group.pids().len() < 2 {
+            return Err(Unfit::Gone);
+        }
+        let memory_bytes = limits.memory_mb * 1024 * 1024;
+        let used = group.memory_usage().ok_or(Unfit::Gone)?;
+        let processes = group.process_count().ok_or(Unfit::Gone)?;
+        if used + MEMORY_HEADROOM_BYTES > memory_bytes || processes > limits.max_pids {
+            return Err(Unfit::AlreadyUses);
+        }
+        group.apply(memory_bytes, limits.max_pids + 1).map_err(|_| Unfit::Gone)
+    }
+
+    /// Kills it and waits until nsjail is reaped (at shutdown, or when it went stale).
+    pub async fn destroy(mut self) {
+        self.jail.terminate();
+        if tokio::time::timeout(NSJAIL_TERM_GRACE, self.jail.child.wait()).await.is_err() {
+            let _ = self.jail.child.start_kill();
+        }
+        let _ = self.jail.child.wait().await;
+        self.jail.terminate_on_drop.pid = None;
+        if let Some(group) = self.jail.cgroup.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(group)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        crate::sandbox::limits::testing::small_limits()
+    }
+
+    #[test]
+    fn a_job_fits_a_ready_jail_with_the_same_tmp_size() {
+        let backstop = Duration::from_secs(600);
+        assert_eq!(fits(&limits(), &limits(), Duration::from_secs(5), backstop), Ok(()));
+        let bigger_tmp = Limits { tmp_mb: limits().tmp_mb * 2, ..limits() };
+        assert_eq!(fits(&limits(), &bigger_tmp, Duration::ZERO, backstop), Err(Unfit::TmpSize));
+    }
+
+    #[test]
+    fn a_job_whose_deadline_would_pass_the_backstop_goes_cold() {
+        let long = Limits { timeout_ms: 60_000, ..limits() };
+        assert_eq!(fits(&limits(), &long, Duration::from_secs(590), Duration::from_secs(600)), Err(Unfit::Backstop));
+        assert_eq!(fits(&limits(), &long, Duration::from_secs(10), Duration::from_secs(600)), Ok(()));
+    }
+}
