@@ -127,7 +127,7 @@ root = "$CLUSTER_RUN_DIR/containerd/runsc-root"
 log_path = "$LOGS/runsc/shim-%ID%.log"
 log_level = "debug"
 [runsc_config]
-  # No network inside the sandbox at all (hack/gvisor/FINDINGS.md: nsjail cannot make a netns there).
+  # No network inside the sandbox at all (docs/gvisor.md: nsjail cannot make a netns there).
   network = "none"
   platform = "systrap"
   debug-log = "$LOGS/runsc/%ID%/"

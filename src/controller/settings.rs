@@ -61,7 +61,7 @@ pub struct PodSettings {
 }
 
 /// The sandbox container's privileges: root with SYS_ADMIN, SETUID and SETGID, which nsjail
-/// needs on a kernel and the supervisor needs inside gVisor (hack/gvisor/FINDINGS.md).
+/// needs on a kernel and the supervisor needs inside gVisor (docs/gvisor.md).
 pub const DEFAULT_SANDBOX_SECURITY: SandboxSecurity = SandboxSecurity::Nsjail;
 
 /// What the sandbox container may do. nsjail builds its jail from namespaces, so the container

@@ -1,5 +1,5 @@
 //! Starting nsjail inside gVisor (runsc), where it cannot run as root or set rlimits itself
-//! (hack/gvisor/FINDINGS.md): util-linux's prlimit sets the run's rlimits, then setpriv drops to
+//! (docs/gvisor.md): util-linux's prlimit sets the run's rlimits, then setpriv drops to
 //! uid/gid 65534 keeping only CAP_SYS_ADMIN, as an ambient capability, for nsjail's namespaces.
 
 use std::ffi::OsString;

@@ -13,7 +13,7 @@ pub struct SandboxSettings {
     /// gvisor runtime class: nsjail with --nsjail-gvisor-config, started by util-linux's prlimit
     /// and setpriv as uid 65534 with CAP_SYS_ADMIN; needs root with SYS_ADMIN, SETUID and SETGID,
     /// and runsc's network set to none; no cgroups, memory is RLIMIT_AS). See
-    /// hack/gvisor/FINDINGS.md.
+    /// docs/gvisor.md.
     #[arg(long, env = "PYEXEC_ISOLATION", value_enum, default_value_t = Isolation::Host)]
     pub isolation: Isolation,
     /// The nsjail binary (a path, or a name looked up on PATH).

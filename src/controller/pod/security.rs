@@ -32,7 +32,7 @@ pub fn security_context(profile: SandboxSecurity, isolation: Isolation) -> Secur
             // On a kernel nsjail maps the script to uid 65534 (CAP_SETUID/SETGID) and creates
             // namespaces and mounts (CAP_SYS_ADMIN); the default seccomp and AppArmor profiles
             // refuse both. Inside gVisor the supervisor drops to 65534 itself (SETUID/SETGID) and
-            // hands nsjail CAP_SYS_ADMIN as an ambient capability (hack/gvisor/FINDINGS.md); the
+            // hands nsjail CAP_SYS_ADMIN as an ambient capability (docs/gvisor.md); the
             // pod's seccomp profile is not applied there (runsc without --oci-seccomp), gVisor
             // and nsjail's own policy are.
             // allowPrivilegeEscalation: false (no_new_privs) was tested inside gVisor only. The
