@@ -7,19 +7,16 @@
 # Run sandbox pods under runc with CLUSTER_RUNTIME_CLASS= (empty); the default is the gvisor
 # RuntimeClass.
 
-K8S_VERSION ?= v1.34.4
-ETCD_VERSION ?= v3.6.16
+# The release, images, E2E_PORT, K8S_VERSION, ETCD_VERSION and CLUSTER_RUNTIME_CLASS are
+# hack/defaults.env's (read by hack/kube.mk), the same as the kind path's.
 CLUSTER_RUN_DIR ?= /var/lib/pyexec-cluster/run
-CLUSTER_RUNTIME_CLASS ?= gvisor
 
 CLUSTER_ENV = PYEXEC_CLUSTER_CACHE="$(or $(PYEXEC_CLUSTER_CACHE),/var/cache/pyexec-cluster)" \
 	K8S_VERSION="$(K8S_VERSION)" ETCD_VERSION="$(ETCD_VERSION)" CLUSTER_RUN_DIR="$(CLUSTER_RUN_DIR)" \
-	CLUSTER_RUNTIME_CLASS="$(CLUSTER_RUNTIME_CLASS)" HELM="$(or $(HELM),$(CURDIR)/.tools/bin/helm)" \
-	HELM_RELEASE="$(or $(HELM_RELEASE),pyexec)" HELM_NAMESPACE="$(or $(HELM_NAMESPACE),pyexec)" \
-	SANDBOX_NAMESPACE="$(or $(SANDBOX_NAMESPACE),pyexec-sandbox)" IMAGE_TAG="$(or $(IMAGE_TAG),dev)" \
-	SERVICE_IMAGE_REPO="$(or $(SERVICE_IMAGE_REPO),pyexec-service)" \
-	SANDBOX_IMAGE_REPO="$(or $(SANDBOX_IMAGE_REPO),pyexec-sandbox)" \
-	E2E_PORT="$(or $(E2E_PORT),18080)" CARGO="$(or $(CARGO),cargo)"
+	CLUSTER_RUNTIME_CLASS="$(CLUSTER_RUNTIME_CLASS)" HELM="$(HELM)" HELM_CHART="$(HELM_CHART)" \
+	HELM_RELEASE="$(HELM_RELEASE)" HELM_NAMESPACE="$(HELM_NAMESPACE)" SANDBOX_NAMESPACE="$(SANDBOX_NAMESPACE)" \
+	IMAGE_TAG="$(IMAGE_TAG)" SERVICE_IMAGE_REPO="$(SERVICE_IMAGE_REPO)" SANDBOX_IMAGE_REPO="$(SANDBOX_IMAGE_REPO)" \
+	E2E_PORT="$(E2E_PORT)" CARGO="$(or $(CARGO),cargo)"
 
 .PHONY: cluster-up cluster-images cluster-deploy cluster-e2e cluster-down cluster-measure
 

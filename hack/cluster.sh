@@ -5,27 +5,20 @@
 #   hack/cluster.sh load     load both images into the kind node
 #   hack/cluster.sh deploy   helm upgrade --install the chart into the current kubectl context
 #   hack/cluster.sh e2e      port-forward the API and run `cargo test --test e2e` against it
-# Settings come from the environment, with the defaults of hack/kube.mk.
+# Settings come from the environment, with the defaults of hack/defaults.env (hack/lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
 
 HELM=${HELM:-.tools/bin/helm}
 KIND=${KIND:-.tools/bin/kind}
 KUBECTL=${KUBECTL:-kubectl}
 DOCKER=${DOCKER:-docker}
 CARGO=${CARGO:-cargo}
-KIND_CLUSTER=${KIND_CLUSTER:-pyexec}
 KIND_CONFIG=${KIND_CONFIG:-kind-config.yaml}
-HELM_CHART=${HELM_CHART:-charts/pyexec}
-HELM_RELEASE=${HELM_RELEASE:-pyexec}
-HELM_NAMESPACE=${HELM_NAMESPACE:-pyexec}
-SANDBOX_NAMESPACE=${SANDBOX_NAMESPACE:-pyexec-sandbox}
-IMAGE_TAG=${IMAGE_TAG:-dev}
-SERVICE_IMAGE_REPO=${SERVICE_IMAGE_REPO:-pyexec-service}
-SANDBOX_IMAGE_REPO=${SANDBOX_IMAGE_REPO:-pyexec-sandbox}
 SERVICE_IMAGE=${SERVICE_IMAGE:-$SERVICE_IMAGE_REPO:$IMAGE_TAG}
 SANDBOX_IMAGE=${SANDBOX_IMAGE:-$SANDBOX_IMAGE_REPO:$IMAGE_TAG}
-E2E_PORT=${E2E_PORT:-18080}
 read -r -a DOCKER_BUILD_FLAGS <<<"${DOCKER_BUILD_FLAGS:-}"
 # How long deploy waits for the release's pods, and e2e for the port-forward.
 DEPLOY_TIMEOUT=${DEPLOY_TIMEOUT:-5m}
@@ -46,13 +39,7 @@ need_kubectl() {
     die "no '$KUBECTL' command: install kubectl (Docker Desktop ships one) or set KUBECTL=/path/to/kubectl"
 }
 
-# The chart's resource-name prefix, as templates/_helpers.tpl computes it without overrides.
-release_fullname() {
-  case "$HELM_RELEASE" in
-    *pyexec*) echo "$HELM_RELEASE" ;;
-    *) echo "$HELM_RELEASE-pyexec" ;;
-  esac
-}
+kube() { "$KUBECTL" "$@"; }
 
 cmd_up() {
   need_docker
@@ -115,17 +102,15 @@ cmd_deploy() {
     restart=(--set-string "api.podAnnotations.pyexec\.dev/image-id=${image_id#sha256:}"
       --set-string "controller.podAnnotations.pyexec\.dev/image-id=${image_id#sha256:}")
   fi
-  "$HELM" upgrade --install "$HELM_RELEASE" "$HELM_CHART" \
-    --namespace "$HELM_NAMESPACE" --create-namespace \
-    --set-string "image.repository=$SERVICE_IMAGE_REPO" --set-string "image.tag=$IMAGE_TAG" \
-    --set-string "sandbox.image.repository=$SANDBOX_IMAGE_REPO" --set-string "sandbox.image.tag=$IMAGE_TAG" \
-    --set-string "sandbox.namespace.name=$SANDBOX_NAMESPACE" \
+  # kind's kubeconfig user (kubeadm's admin certificate) runs the e2e suite's NetworkPolicy probe.
+  chart_flags "${E2E_PROBE_USER:-kubernetes-admin}"
+  "$HELM" upgrade --install "$HELM_RELEASE" "$HELM_CHART" "${CHART_FLAGS[@]}" \
     "${restart[@]}" --wait --timeout "$DEPLOY_TIMEOUT"
 }
 
 # What a failed e2e run leaves to read: executions, sandbox pods and their logs, the components' logs.
 dump_cluster_state() {
-  local fullname=$1
+  local api=$1 controller=$2
   log "e2e failed; cluster state follows"
   "$KUBECTL" -n "$SANDBOX_NAMESPACE" get pythonexecutions,pods -o wide >&2 || true
   "$KUBECTL" -n "$SANDBOX_NAMESPACE" get events --sort-by=.lastTimestamp >&2 || true
@@ -135,21 +120,23 @@ dump_cluster_state() {
     "$KUBECTL" -n "$SANDBOX_NAMESPACE" logs "$pod" --tail=50 >&2 || true
   done
   log "--- controller"
-  "$KUBECTL" -n "$HELM_NAMESPACE" logs "deployment/$fullname-controller" --tail=200 >&2 || true
+  "$KUBECTL" -n "$HELM_NAMESPACE" logs "deployment/$controller" --tail=200 >&2 || true
   log "--- api"
-  "$KUBECTL" -n "$HELM_NAMESPACE" logs "deployment/$fullname-api" --tail=100 >&2 || true
+  "$KUBECTL" -n "$HELM_NAMESPACE" logs "deployment/$api" --tail=100 >&2 || true
 }
 
 cmd_e2e() {
   need_kubectl
   command -v curl >/dev/null || die "curl is needed to wait for the port-forward"
-  local fullname url port pf_log
-  fullname=$(release_fullname)
+  local api controller service token_secret url port pf_log
+  service=$(release_object service api) || die "no API service of release $HELM_RELEASE: make deploy first"
+  api=$(release_object deployment api) || die "no API Deployment of release $HELM_RELEASE"
+  controller=$(release_object deployment controller) || die "no controller Deployment of release $HELM_RELEASE"
+  token_secret=$(api_token_secret)
   url=http://127.0.0.1:$E2E_PORT
-  port=$("$KUBECTL" -n "$HELM_NAMESPACE" get service "$fullname-api" -o jsonpath='{.spec.ports[0].port}') ||
-    die "no service $fullname-api in namespace $HELM_NAMESPACE: make deploy first"
+  port=$("$KUBECTL" -n "$HELM_NAMESPACE" get service "$service" -o jsonpath='{.spec.ports[0].port}')
   pf_log=$(mktemp)
-  "$KUBECTL" -n "$HELM_NAMESPACE" port-forward "service/$fullname-api" "$E2E_PORT:$port" >"$pf_log" 2>&1 &
+  "$KUBECTL" -n "$HELM_NAMESPACE" port-forward "service/$service" "$E2E_PORT:$port" >"$pf_log" 2>&1 &
   local pf_pid=$!
   # shellcheck disable=SC2064 # expand now: the pid and file are known.
   trap "kill $pf_pid 2>/dev/null || true; rm -f '$pf_log'" EXIT
@@ -164,13 +151,14 @@ cmd_e2e() {
   done
   log "API reachable on $url; running the e2e suite"
 
-  if ! PYEXEC_E2E_URL=$url \
-    PYEXEC_E2E_NAMESPACE=$SANDBOX_NAMESPACE \
-    PYEXEC_E2E_CONTROLLER_NAMESPACE=$HELM_NAMESPACE \
-    PYEXEC_E2E_CONTROLLER_DEPLOYMENT=$fullname-controller \
-    PYEXEC_E2E_API_TOKEN_SECRET=$fullname-api-token \
+  if ! env "PYEXEC_E2E_URL=$url" \
+    "PYEXEC_E2E_NAMESPACE=$SANDBOX_NAMESPACE" \
+    "PYEXEC_E2E_CONTROLLER_NAMESPACE=$HELM_NAMESPACE" \
+    "PYEXEC_E2E_CONTROLLER_DEPLOYMENT=$controller" \
+    "PYEXEC_E2E_RUNTIME_CLASS=$CLUSTER_RUNTIME_CLASS" \
+    ${token_secret:+"PYEXEC_E2E_API_TOKEN_SECRET=$token_secret"} \
     "$CARGO" test --locked --test e2e -- --ignored --test-threads=1; then
-    dump_cluster_state "$fullname"
+    dump_cluster_state "$api" "$controller"
     exit 1
   fi
 }

@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
 HELM=${HELM:-.tools/bin/helm}
-HELM_CHART=${HELM_CHART:-charts/pyexec}
 CARGO=${CARGO:-cargo}
 
 [ -x "$HELM" ] || { echo "helm-lint: $HELM is missing: make helm" >&2; exit 1; }
@@ -16,6 +17,6 @@ if [ ! -f "$HELM_CHART/files/crds/pythonexecution.yaml" ]; then
   exit 1
 fi
 bash hack/sync-chart-crd.sh --check
-"$HELM" lint --strict "$HELM_CHART" --namespace pyexec
+"$HELM" lint --strict "$HELM_CHART" --namespace "$HELM_NAMESPACE"
 HELM=$(realpath "$HELM") "$CARGO" test --locked --test chart
 echo "helm-lint: chart CRD in sync, helm lint --strict clean, tests/chart.rs passed"

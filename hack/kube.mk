@@ -5,6 +5,12 @@
 #   make deploy IMAGE_TAG=v0.1.0 KIND_CLUSTER=other
 # Only `helm` and `helm-lint` work without a Docker engine.
 
+# The defaults both cluster paths share (the release, namespaces, images, E2E_PORT, versions):
+# hack/defaults.env, whose KEY=value lines are read here as `KEY ?= value`, as bash reads them
+# (hack/lib.sh), so the command line and the environment override them alike.
+$(foreach kv,$(shell grep -E '^[A-Z_][A-Z0-9_]*=' $(CURDIR)/hack/defaults.env),\
+  $(eval $(firstword $(subst =, ,$(kv))) ?= $(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv))))
+
 KUBE_TOOLS_BIN ?= $(CURDIR)/.tools/bin
 
 # Pinned tools, built from the Go module proxy into $(KUBE_TOOLS_BIN) (hack/go-tool.sh).
@@ -19,25 +25,13 @@ KIND ?= $(KUBE_TOOLS_BIN)/kind
 KUBECTL ?= kubectl
 DOCKER ?= docker
 
-# The cluster and the release.
-KIND_CLUSTER ?= pyexec
 KIND_CONFIG ?= $(CURDIR)/kind-config.yaml
-HELM_RELEASE ?= pyexec
-HELM_NAMESPACE ?= pyexec
-SANDBOX_NAMESPACE ?= pyexec-sandbox
-HELM_CHART ?= $(CURDIR)/charts/pyexec
-
 # Images: built by `make images`, loaded into kind by `make kind-load`.
-IMAGE_TAG ?= dev
-SERVICE_IMAGE_REPO ?= pyexec-service
-SANDBOX_IMAGE_REPO ?= pyexec-sandbox
 SERVICE_IMAGE ?= $(SERVICE_IMAGE_REPO):$(IMAGE_TAG)
 SANDBOX_IMAGE ?= $(SANDBOX_IMAGE_REPO):$(IMAGE_TAG)
 # More `docker build` flags, e.g. --provenance=false where `kind load` trips over attestations.
 DOCKER_BUILD_FLAGS ?=
 
-# Local port the e2e suite reaches the API on (through kubectl port-forward).
-E2E_PORT ?= 18080
 # Where hack/gvisor/build-runsc.sh caches runsc and its containerd shim (outside the repository).
 PYEXEC_CLUSTER_CACHE ?= $(if $(filter 0,$(shell id -u)),/var/cache/pyexec-cluster,$(HOME)/.cache/pyexec-cluster)
 
@@ -51,10 +45,10 @@ KUBE_ENV = HELM="$(HELM)" KIND="$(KIND)" KUBECTL="$(KUBECTL)" DOCKER="$(DOCKER)"
 	HELM_RELEASE="$(HELM_RELEASE)" HELM_NAMESPACE="$(HELM_NAMESPACE)" SANDBOX_NAMESPACE="$(SANDBOX_NAMESPACE)" \
 	SERVICE_IMAGE_REPO="$(SERVICE_IMAGE_REPO)" SANDBOX_IMAGE_REPO="$(SANDBOX_IMAGE_REPO)" IMAGE_TAG="$(IMAGE_TAG)" \
 	SERVICE_IMAGE="$(SERVICE_IMAGE)" SANDBOX_IMAGE="$(SANDBOX_IMAGE)" E2E_PORT="$(E2E_PORT)" \
-	DOCKER_BUILD_FLAGS="$(DOCKER_BUILD_FLAGS)" \
+	CLUSTER_RUNTIME_CLASS="$(CLUSTER_RUNTIME_CLASS)" DOCKER_BUILD_FLAGS="$(DOCKER_BUILD_FLAGS)" \
 	PYEXEC_CLUSTER_CACHE="$(PYEXEC_CLUSTER_CACHE)" CARGO="$(or $(CARGO),cargo)"
 
-.PHONY: helm kind helm-lint sync-chart-crd kind-up images kind-load deploy e2e kind-down
+.PHONY: helm kind helm-lint kind-config-check sync-chart-crd kind-up images kind-load deploy e2e kind-down
 
 helm: ## Build helm (pinned) into .tools/bin (skipped when already there)
 	@TOOLS_BIN="$(KUBE_TOOLS_BIN)" bash hack/go-tool.sh helm helm.sh/helm/v3/cmd/helm $(HELM_VERSION) "$(HELM_LDFLAGS)"
@@ -62,13 +56,17 @@ helm: ## Build helm (pinned) into .tools/bin (skipped when already there)
 kind: ## Build kind (pinned) into .tools/bin (skipped when already there)
 	@TOOLS_BIN="$(KUBE_TOOLS_BIN)" bash hack/go-tool.sh kind sigs.k8s.io/kind $(KIND_VERSION) "-s -w"
 
-helm-lint: helm ## Lint and render the chart (several value sets); check its CRD copy is current
+helm-lint: helm kind-config-check ## Lint the chart, check its CRD copy, run tests/chart.rs (every value set)
 	@$(KUBE_ENV) bash hack/helm-lint.sh
+
+kind-config-check: ## Read kind-config.yaml with kind's own v1alpha4 types, strictly (Go; no Docker needed)
+	@command -v go >/dev/null || { echo "kind-config-check: Go is needed (https://go.dev/dl/)" >&2; exit 1; }
+	@cd hack/kind/check-config && GOFLAGS=-buildvcs=false go run . "$(KIND_CONFIG)"
 
 sync-chart-crd: ## Copy crds/pythonexecution.yaml into the chart
 	@bash hack/sync-chart-crd.sh
 
-kind-up: kind ## Create the kind cluster with gVisor (runsc) and the gvisor RuntimeClass
+kind-up: kind kind-config-check ## Create the kind cluster with gVisor (runsc) and the gvisor RuntimeClass
 	@$(KUBE_ENV) bash hack/cluster.sh up
 
 images: ## docker build the sandbox and service images (needs a Docker engine)

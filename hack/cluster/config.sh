@@ -2,10 +2,12 @@
 # can be overridden from the environment (hack/cluster.mk passes the make variables through).
 # shellcheck shell=bash
 
-# Pinned versions. Kubernetes 1.34: the newest minor that runs on cgroup v1 without
+# The defaults both cluster paths share (hack/defaults.env: the release, namespaces, images,
+# K8S_VERSION, ETCD_VERSION, ...) and the release's object names (release_object).
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# Kubernetes 1.34 (K8S_VERSION): the newest minor that runs on cgroup v1 without
 # failCgroupV1=false and still supports containerd 1.6 (Debian bookworm's).
-K8S_VERSION=${K8S_VERSION:-v1.34.4}
-ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 # The NetworkPolicy enforcer (sigs.k8s.io/kube-network-policies, patched: build-network-policies.sh).
 KNP_VERSION=${KNP_VERSION:-v0.8.0}
 GVISOR_VERSION=${GVISOR_VERSION:-v0.0.0-20260905035102-160fafc42237}
@@ -58,6 +60,7 @@ qualify() { case "$1" in */*/*) echo "$1" ;; */*) echo "docker.io/$1" ;; *) echo
 clog() { printf '[cluster %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 cdie() { clog "ERROR: $*"; exit 1; }
 kc() { "$KUBECTL_BIN" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
+kube() { kc "$@"; }
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
 
 # For down.sh and check-down.sh: adopt the binary cache the running cluster was started from

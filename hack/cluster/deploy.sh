@@ -10,17 +10,9 @@ REPO=$(cd "$HERE/../.." && pwd)
 # shellcheck source=hack/cluster/config.sh
 . "$HERE/config.sh"
 HELM=${HELM:-$REPO/.tools/bin/helm}
-HELM_RELEASE=${HELM_RELEASE:-pyexec}
-HELM_NAMESPACE=${HELM_NAMESPACE:-pyexec}
-SANDBOX_NAMESPACE=${SANDBOX_NAMESPACE:-pyexec-sandbox}
-IMAGE_TAG=${IMAGE_TAG:-dev}
-SERVICE_IMAGE_REPO=${SERVICE_IMAGE_REPO:-pyexec-service}
-SANDBOX_IMAGE_REPO=${SANDBOX_IMAGE_REPO:-pyexec-sandbox}
-CLUSTER_RUNTIME_CLASS=${CLUSTER_RUNTIME_CLASS-gvisor}
 DEPLOY_TIMEOUT=${DEPLOY_TIMEOUT:-5m}
 E2E_PROBE_USER=${E2E_PROBE_USER:-pyexec-admin}
-without_gvisor=false
-[ -n "$CLUSTER_RUNTIME_CLASS" ] || without_gvisor=true
+case "$HELM_CHART" in /*) chart=$HELM_CHART ;; *) chart=$REPO/$HELM_CHART ;; esac
 [ -x "$HELM" ] || cdie "no helm at $HELM (make helm)"
 [ -f "$ADMIN_KUBECONFIG" ] || cdie "the cluster is not up (make cluster-up)"
 export KUBECONFIG=$ADMIN_KUBECONFIG
@@ -32,27 +24,21 @@ done
 # Same tag, new build: the image id in a pod annotation rolls the Deployments out again.
 image_id=$(buildah inspect --type image --format '{{.FromImageID}}' "$(qualify "$SERVICE_IMAGE_REPO:$IMAGE_TAG")" 2>/dev/null | cut -c1-16 || true)
 start=$(date +%s)
-"$HELM" upgrade --install "$HELM_RELEASE" "$REPO/charts/pyexec" \
-  --namespace "$HELM_NAMESPACE" --create-namespace \
-  --set-string "image.repository=$SERVICE_IMAGE_REPO" --set-string "image.tag=$IMAGE_TAG" \
-  --set-string image.pullPolicy=Never \
-  --set-string "sandbox.image.repository=$SANDBOX_IMAGE_REPO" --set-string "sandbox.image.tag=$IMAGE_TAG" \
-  --set-string sandbox.image.pullPolicy=Never \
-  --set-string "sandbox.namespace.name=$SANDBOX_NAMESPACE" \
-  --set-string "sandbox.runtimeClassName=$CLUSTER_RUNTIME_CLASS" \
-  --set "sandbox.withoutGvisor=$without_gvisor" \
-  --set-string "sandbox.admission.networkProbeUser=$E2E_PROBE_USER" \
+chart_flags "$E2E_PROBE_USER"
+"$HELM" upgrade --install "$HELM_RELEASE" "$chart" "${CHART_FLAGS[@]}" \
+  --set-string image.pullPolicy=Never --set-string sandbox.image.pullPolicy=Never \
   --set-string "api.podAnnotations.pyexec\.dev/image-id=${image_id:-none}" \
   --set-string "controller.podAnnotations.pyexec\.dev/image-id=${image_id:-none}" \
   --timeout "$DEPLOY_TIMEOUT"
-case "$HELM_RELEASE" in *pyexec*) fullname=$HELM_RELEASE ;; *) fullname=$HELM_RELEASE-pyexec ;; esac
 # Not `helm --wait`: when the controller's /readyz never turned ready (kube-runtime's store woke only
 # the last of its waiters; fixed in src/controller/mod.rs on 2026-11-26) the release never became
 # ready although executions ran. The API must be Ready; the controller must have started, and a
 # controller that is not Ready 60 s later is reported, not fatal.
-kc -n "$HELM_NAMESPACE" rollout status "deployment/$fullname-api" --timeout="$DEPLOY_TIMEOUT"
+api=$(release_object deployment api) || cdie "the release has no API Deployment"
+controller=$(release_object deployment controller) || cdie "the release has no controller Deployment"
+kc -n "$HELM_NAMESPACE" rollout status "deployment/$api" --timeout="$DEPLOY_TIMEOUT"
 deadline=$(( $(date +%s) + 300 ))
-until [ "$(kc -n "$HELM_NAMESPACE" get deployment "$fullname-controller" -o jsonpath='{.status.updatedReplicas}')" = 1 ] &&
+until [ "$(kc -n "$HELM_NAMESPACE" get deployment "$controller" -o jsonpath='{.status.updatedReplicas}')" = 1 ] &&
   kc -n "$HELM_NAMESPACE" get pods -l app.kubernetes.io/component=controller \
     -o jsonpath='{range .items[*]}{.metadata.deletionTimestamp}{"/"}{.status.containerStatuses[0].started}{"\n"}{end}' | grep -x '/true' >/dev/null; do
   [ "$(date +%s)" -lt "$deadline" ] || cdie "the controller pod did not start"

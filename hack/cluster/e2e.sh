@@ -8,15 +8,12 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 # shellcheck source=hack/cluster/config.sh
 . "$HERE/config.sh"
-HELM_RELEASE=${HELM_RELEASE:-pyexec}
-HELM_NAMESPACE=${HELM_NAMESPACE:-pyexec}
-SANDBOX_NAMESPACE=${SANDBOX_NAMESPACE:-pyexec-sandbox}
-CLUSTER_RUNTIME_CLASS=${CLUSTER_RUNTIME_CLASS-gvisor}
-E2E_PORT=${E2E_PORT:-18080}
 CARGO=${CARGO:-cargo}
 [ -f "$ADMIN_KUBECONFIG" ] || cdie "the cluster is not up (make cluster-up)"
 export KUBECONFIG=$ADMIN_KUBECONFIG
-case "$HELM_RELEASE" in *pyexec*) fullname=$HELM_RELEASE ;; *) fullname=$HELM_RELEASE-pyexec ;; esac
+api=$(release_object deployment api) || cdie "no API Deployment of release $HELM_RELEASE (make cluster-deploy)"
+controller=$(release_object deployment controller) || cdie "no controller Deployment of release $HELM_RELEASE"
+token_secret=$(api_token_secret)
 
 dump() {
   clog "e2e failed; cluster state follows"
@@ -26,8 +23,8 @@ dump() {
   for pod in $(kc -n "$SANDBOX_NAMESPACE" get pods -o name 2>/dev/null); do
     echo "--- $pod" >&2; kc -n "$SANDBOX_NAMESPACE" logs "$pod" --tail=50 >&2 || true
   done
-  echo "--- controller" >&2; kc -n "$HELM_NAMESPACE" logs "deployment/$fullname-controller" --tail=200 >&2 || true
-  echo "--- api" >&2; kc -n "$HELM_NAMESPACE" logs "deployment/$fullname-api" --tail=100 >&2 || true
+  echo "--- controller" >&2; kc -n "$HELM_NAMESPACE" logs "deployment/$controller" --tail=200 >&2 || true
+  echo "--- api" >&2; kc -n "$HELM_NAMESPACE" logs "deployment/$api" --tail=100 >&2 || true
   echo "--- kubelet (last 40 lines)" >&2; tail -n 40 "$LOGS/kubelet.log" >&2 || true
 }
 
@@ -36,12 +33,12 @@ trap 'bash "$HERE/port-forward.sh" stop' EXIT
 clog "running the e2e suite against http://127.0.0.1:$E2E_PORT (runtime class '${CLUSTER_RUNTIME_CLASS}')"
 start=$(date +%s)
 set +e
-PYEXEC_E2E_URL=http://127.0.0.1:$E2E_PORT \
-  PYEXEC_E2E_NAMESPACE=$SANDBOX_NAMESPACE \
-  PYEXEC_E2E_CONTROLLER_NAMESPACE=$HELM_NAMESPACE \
-  PYEXEC_E2E_CONTROLLER_DEPLOYMENT=$fullname-controller \
-  PYEXEC_E2E_RUNTIME_CLASS=$CLUSTER_RUNTIME_CLASS \
-  PYEXEC_E2E_API_TOKEN_SECRET=$fullname-api-token \
+env "PYEXEC_E2E_URL=http://127.0.0.1:$E2E_PORT" \
+  "PYEXEC_E2E_NAMESPACE=$SANDBOX_NAMESPACE" \
+  "PYEXEC_E2E_CONTROLLER_NAMESPACE=$HELM_NAMESPACE" \
+  "PYEXEC_E2E_CONTROLLER_DEPLOYMENT=$controller" \
+  "PYEXEC_E2E_RUNTIME_CLASS=$CLUSTER_RUNTIME_CLASS" \
+  ${token_secret:+"PYEXEC_E2E_API_TOKEN_SECRET=$token_secret"} \
   "$CARGO" test --locked --test e2e -- --ignored --test-threads=1
 rc=$?
 set -e

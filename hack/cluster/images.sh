@@ -15,9 +15,6 @@ REPO=$(cd "$HERE/../.." && pwd)
 # shellcheck source=hack/cluster/config.sh
 . "$HERE/config.sh"
 
-IMAGE_TAG=${IMAGE_TAG:-dev}
-SERVICE_IMAGE_REPO=${SERVICE_IMAGE_REPO:-pyexec-service}
-SANDBOX_IMAGE_REPO=${SANDBOX_IMAGE_REPO:-pyexec-sandbox}
 CARGO=${CARGO:-cargo}
 SERVICE_REF=$(qualify "$SERVICE_IMAGE_REPO:$IMAGE_TAG")
 SANDBOX_REF=$(qualify "$SANDBOX_IMAGE_REPO:$IMAGE_TAG")

@@ -11,7 +11,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/config.sh"
 RUNS=${MEASURE_RUNS:-5}
 WHAT=${MEASURE_WHAT:-memory,pods,api}
-E2E_PORT=${E2E_PORT:-18080}
 [ -f "$ADMIN_KUBECONFIG" ] || cdie "the cluster is not up (make cluster-up)"
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
@@ -67,7 +66,8 @@ fi
 if [[ $WHAT == *api* ]]; then
   bash "$HERE/port-forward.sh" start
   # The chart requires a bearer token by default (api.token.create); none when its Secret is absent.
-  token=$(kc -n "${HELM_NAMESPACE:-pyexec}" get secret "${API_TOKEN_SECRET:-pyexec-api-token}" \
+  token_secret=$(api_token_secret)
+  token=$(kc -n "$HELM_NAMESPACE" get secret "${token_secret:-none}" \
     -o jsonpath='{.data.token}' 2>/dev/null | base64 -d || true)
   auth=(); [ -z "$token" ] || auth=(-H "Authorization: Bearer $token")
   hello='def main():\n    return {"message": "hello"}\n'

@@ -5,18 +5,14 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/cluster/config.sh
 . "$HERE/config.sh"
-HELM_RELEASE=${HELM_RELEASE:-pyexec}
-HELM_NAMESPACE=${HELM_NAMESPACE:-pyexec}
-E2E_PORT=${E2E_PORT:-18080}
-case "$HELM_RELEASE" in *pyexec*) fullname=$HELM_RELEASE ;; *) fullname=$HELM_RELEASE-pyexec ;; esac
 pidfile=$PIDS/port-forward.pid
 case "${1:-}" in
   start)
     [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && exit 0
-    port=$(kc -n "$HELM_NAMESPACE" get service "$fullname-api" -o jsonpath='{.spec.ports[0].port}') ||
-      cdie "no service $fullname-api in $HELM_NAMESPACE (make cluster-deploy)"
+    service=$(release_object service api) || cdie "no API service of release $HELM_RELEASE (make cluster-deploy)"
+    port=$(kc -n "$HELM_NAMESPACE" get service "$service" -o jsonpath='{.spec.ports[0].port}')
     setsid "$KUBECTL_BIN" --kubeconfig "$ADMIN_KUBECONFIG" -n "$HELM_NAMESPACE" port-forward \
-      --address 127.0.0.1 "service/$fullname-api" "$E2E_PORT:$port" >"$LOGS/port-forward.log" 2>&1 </dev/null &
+      --address 127.0.0.1 "service/$service" "$E2E_PORT:$port" >"$LOGS/port-forward.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
     for _ in $(seq 1 150); do
       curl -fsS -o /dev/null "http://127.0.0.1:$E2E_PORT/healthz" 2>/dev/null && exit 0
