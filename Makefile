@@ -36,8 +36,11 @@ lint: ## cargo fmt --check and clippy -D warnings
 unit-test: ## Unit tests of the pure functions
 	$(CARGO) test --locked --lib --bins
 
-integration-test: setup ## Real server, real nsjail, real Python over HTTP
+integration-test: setup ## Real server, real nsjail, real Python over HTTP (pool on, then the hostile cases cold)
 	$(CARGO) test --locked --tests -- --test-threads=4
+	# The same hostile, seccomp and cancellation cases with the pool off: the cold path's own
+	# clean-up (a cancelled cold run, leftovers) is only visible without ready sandboxes.
+	PYEXEC_POOL_MAX=0 $(CARGO) test --locked --test http_hostile --test http_seccomp --test http_cancel -- --test-threads=4
 
 crd: ## Regenerate crds/ and the chart's copy from the Rust types
 	$(CARGO) run --locked --quiet -- crd > crds/pythonexecution.yaml
