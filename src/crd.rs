@@ -113,9 +113,17 @@ pub struct PythonExecutionStatus {
     /// Wall-clock time of the sandbox run, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
-    /// The sandbox pod; once set, the controller never creates another one for this execution.
+    /// The sandbox pod: created for this execution, or claimed from the warm pool. Replaced only
+    /// when that pod proves it ended before any job reached it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+    /// Whether the job was handed to the pod: `Awaiting` until the controller writes it,
+    /// `Started` from just before (it is never written to a second pod after that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+    /// Pods this execution was given that ended before its job reached them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_replaced: Option<u32>,
     /// When the controller created the sandbox pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
@@ -129,6 +137,15 @@ pub struct PythonExecutionStatus {
     /// The metadata.generation this status was written for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// How far the job got on its way to the pod named in the status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Delivery {
+    /// The pod waits; the job has not been written.
+    Awaiting,
+    /// The controller began writing the job: it may have reached the pod.
+    Started,
 }
 
 /// main()'s dict is any JSON object: the API server must keep its fields as they are.

@@ -1,14 +1,19 @@
 //! `pyexec controller`: turns each PythonExecution into one sandbox pod, and the pod's output
 //! into the execution's status.
 
+pub mod delivery;
 pub mod envelope_fit;
 pub mod events;
 pub mod failure;
+mod handover;
+#[cfg(test)]
+mod handover_tests;
 mod http;
 pub mod limits;
 pub mod metrics;
 pub mod pod;
 pub mod pod_state;
+pub mod pool;
 pub mod reconcile;
 pub mod runtime;
 pub mod settings;
@@ -26,11 +31,14 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
 use kube::Client;
 
 use crate::crd::PythonExecution;
+use delivery::{Attacher, KubeAttacher};
 use metrics::ControllerMetrics;
+use pool::{PoolConfig, WarmPool};
 use reconcile::{error_policy, reconcile, Context};
 pub use settings::ControllerArgs;
 
@@ -52,6 +60,8 @@ pub enum Error {
     PodLogFailed(#[source] kube::Error),
     #[error("reading the sandbox pod's log: {0}")]
     PodLogRead(#[source] std::io::Error),
+    #[error("claiming a warm pod: {0}")]
+    PodClaimFailed(#[source] kube::Error),
     #[error("deleting the sandbox pod: {0}")]
     PodDeletionFailed(#[source] kube::Error),
     #[error("writing the status: {0}")]
@@ -66,6 +76,8 @@ pub enum Error {
     Connect(#[source] kube::Error),
     #[error("PythonExecutions cannot be listed; is the CRD installed (`pyexec crd | kubectl apply -f -`)? {0}")]
     CrdNotQueryable(#[source] kube::Error),
+    #[error("the default limits are invalid: {0}")]
+    InvalidLimits(#[source] crate::sandbox::limits::LimitError),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -84,6 +96,7 @@ impl Error {
             Error::ExecutionGetFailed(_) => "execution_get_failed",
             Error::PodGetFailed(_) => "pod_get_failed",
             Error::PodCreationFailed(_) => "pod_creation_failed",
+            Error::PodClaimFailed(_) => "pod_claim_failed",
             Error::PodLogFailed(_) | Error::PodLogRead(_) => "pod_log_failed",
             Error::PodDeletionFailed(_) => "pod_deletion_failed",
             Error::StatusPatchFailed(_) => "status_patch_failed",
@@ -92,6 +105,7 @@ impl Error {
             | Error::CrdNotQueryable(_)
             | Error::RuntimeClassGetFailed(_)
             | Error::RuntimeRefused(_)
+            | Error::InvalidLimits(_)
             | Error::Listen { .. } => "startup",
         }
     }
@@ -128,6 +142,11 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         .reflect(pod_writer)
         .touched_objects();
     let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: None };
+    let attacher: Arc<dyn Attacher> = Arc::new(KubeAttacher { client: client.clone() });
+    let pool = warm_pool(&args, &client, &pod_cache, &attacher, &metrics)?;
+    if let Some(pool) = &pool {
+        tokio::spawn(pool.clone().run());
+    }
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         pod_cache,
@@ -136,6 +155,8 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         limits: args.limits,
         pod_start_timeout: Duration::from_secs(args.pod_start_timeout_seconds),
         metrics,
+        attacher,
+        pool,
     });
     // Readiness comes from the executions watcher's own "initial list done" event, not from
     // awaiting the store: kube-runtime's store wakes only the last of several waiters, and the
@@ -168,4 +189,29 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     server.abort();
     tracing::info!("pyexec controller stopped");
     Ok(())
+}
+
+/// The warm pool of the watched namespace: none when the pool size is 0 or every namespace is
+/// watched (a pool lives in one namespace).
+fn warm_pool(
+    args: &ControllerArgs,
+    client: &Client,
+    cache: &Store<Pod>,
+    attacher: &Arc<dyn Attacher>,
+    metrics: &Arc<ControllerMetrics>,
+) -> Result<Option<Arc<WarmPool>>> {
+    if args.pool.pool_size == 0 {
+        return Ok(None);
+    }
+    if args.namespace.is_empty() {
+        tracing::warn!("no warm pod pool: it needs --namespace (every namespace is watched)");
+        return Ok(None);
+    }
+    let limits = args.limits.defaults().map_err(Error::InvalidLimits)?;
+    let idle = Duration::from_secs(args.pool.pool_idle_seconds.max(1));
+    let lifetime = idle + Duration::from_secs_f64(args.limits.max_timeout_seconds.clamp(0.0, 86_400.0));
+    let template = pod::build_pool_pod(&args.namespace, &args.pod, &limits, &args.pool.preload(), lifetime);
+    let config = PoolConfig { namespace: args.namespace.clone(), size: args.pool.pool_size, idle, template, limits };
+    let api = Api::namespaced(client.clone(), &args.namespace);
+    Ok(Some(WarmPool::new(config, api, cache.clone(), attacher.clone(), metrics.clone())))
 }

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ContainerState, Pod};
 use k8s_openapi::jiff::Timestamp;
 
 pub use super::failure::PodFailure;
-use crate::sandbox::{Envelope, Outcome};
+use crate::sandbox::{Envelope, Outcome, NO_JOB_EXIT_CODE, NO_JOB_MESSAGE};
 
 /// Container waiting reasons that no amount of waiting will fix.
 const PERMANENT_WAITING_REASONS: [&str; 2] = ["InvalidImageName", "ErrImageNeverPull"];
@@ -33,6 +33,9 @@ pub enum PodView {
     },
     /// Someone else is deleting it before it ended.
     Terminating,
+    /// The sandbox exited because its stdin ended before any job arrived: proof that no script
+    /// ran there, so the execution may go to another pod.
+    NoJob,
 }
 
 /// Reads a sandbox pod's state.
@@ -47,6 +50,11 @@ pub fn view_pod(pod: &Pod) -> PodView {
     let phase = status.phase.as_deref().unwrap_or("Pending");
     let pod_reason = status.reason.clone().unwrap_or_default();
     if let Some(terminated) = &state.terminated {
+        if terminated.exit_code == NO_JOB_EXIT_CODE
+            && terminated.message.as_deref().map(str::trim) == Some(NO_JOB_MESSAGE)
+        {
+            return PodView::NoJob;
+        }
         let returncode = python_returncode(terminated.exit_code);
         let failure = if terminated.reason.as_deref() == Some("OOMKilled") {
             PodFailure {
@@ -242,6 +250,25 @@ mod tests {
     fn a_running_container_is_running() {
         let state = ContainerState { running: Some(ContainerStateRunning::default()), ..Default::default() };
         assert_eq!(view_pod(&pod_with("Running", state)), PodView::Running);
+    }
+
+    #[test]
+    fn only_the_no_job_exit_code_with_its_message_proves_no_script_ran() {
+        let mut state = terminated(NO_JOB_EXIT_CODE, "Error");
+        if let Some(t) = state.terminated.as_mut() {
+            t.message = Some(NO_JOB_MESSAGE.into());
+        }
+        assert_eq!(view_pod(&pod_with("Failed", state.clone())), PodView::NoJob);
+        let mut other_message = state.clone();
+        if let Some(t) = other_message.terminated.as_mut() {
+            t.message = Some("sandbox_failure returncode=3".into());
+        }
+        assert!(matches!(view_pod(&pod_with("Failed", other_message)), PodView::Ended { .. }));
+        let mut other_code = state;
+        if let Some(t) = other_code.terminated.as_mut() {
+            t.exit_code = 1;
+        }
+        assert!(matches!(view_pod(&pod_with("Failed", other_code)), PodView::Ended { .. }));
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! One reconcile of one PythonExecution: create its pod once, follow the pod, write the outcome
-//! into the status, delete the pod, and delete the execution after its TTL.
+//! One reconcile of one PythonExecution: claim a warm pod or create one, hand it the job, write
+//! the outcome into the status, delete the pod, and delete the execution after its TTL.
 //!
-//! Idempotence: the pod's name is derived from the execution's, a pod is created only when a
-//! fresh read of the execution shows neither a pod name nor a final status, and every status write
-//! carries the resourceVersion it was computed from, so a reconcile working from a stale cache
-//! gets a conflict instead of overwriting a newer status.
+//! Idempotence: a pod is claimed or created only when a fresh read of the execution shows neither
+//! a pod name nor a final status; the status says `delivery: Started` before the job is written,
+//! and a job is never written to a pod after that unless the pod proved it ended before any job
+//! reached it (`PodView::NoJob`); every status write carries the resourceVersion it was computed
+//! from, so a reconcile working from a stale cache gets a conflict instead of overwriting a newer
+//! status.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,25 +21,30 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use super::delivery::Attacher;
 use super::envelope_fit::fit_envelope;
 use super::events::{publish, Ending};
 use super::failure::Failure;
+use super::handover::{attach_and_hand_over, hand_over};
 use super::limits::{log_limit_of, resolve, status_budget};
 use super::metrics::ControllerMetrics;
-use super::pod::{build_pod, BuildError, CONTAINER_NAME};
+use super::pod::{build_pod, job_document, pod_name_for, BuildError, CONTAINER_NAME};
 use super::pod_state::{self, PodView};
+use super::pool::WarmPool;
 use super::settings::PodSettings;
 use super::status::{self, Stamp};
 use super::{Error, Result};
-use crate::crd::{PythonExecution, PythonExecutionStatus};
+use crate::crd::{Delivery, PythonExecution, PythonExecutionStatus};
 use crate::sandbox::LimitSettings;
 
 /// A reconcile that saw a stale copy of the execution looks again after this long.
-const STALE_RETRY: Duration = Duration::from_secs(1);
+pub(super) const STALE_RETRY: Duration = Duration::from_secs(1);
 /// A failed reconcile is retried after this long: executions are short, so retry soon.
 const ERROR_RETRY: Duration = Duration::from_secs(5);
 /// A running pod is looked at again after this long even without an event, in case one was lost.
 const RUNNING_RECHECK: Duration = Duration::from_secs(60);
+/// Pods an execution may be given that end before its job reaches them, before it fails.
+const MAX_PODS_REPLACED: u32 = 3;
 
 /// What every reconcile shares.
 pub struct Context {
@@ -49,6 +56,16 @@ pub struct Context {
     pub limits: LimitSettings,
     pub pod_start_timeout: Duration,
     pub metrics: Arc<ControllerMetrics>,
+    /// Opens the attach session a job is written to.
+    pub attacher: Arc<dyn Attacher>,
+    /// The warm pool of the watched namespace, when there is one.
+    pub pool: Option<Arc<WarmPool>>,
+}
+
+impl Context {
+    fn pool_for(&self, namespace: &str) -> Option<&WarmPool> {
+        self.pool.as_deref().filter(|pool| pool.namespace() == namespace)
+    }
 }
 
 pub async fn reconcile(execution: Arc<PythonExecution>, ctx: Arc<Context>) -> Result<Action> {
@@ -119,7 +136,20 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
             return finish(&execution, status, None, ctx).await;
         }
     };
-    let pod = match build_pod(&execution, &ctx.pod, &limits) {
+    let job = match job_document(&execution.spec.script, &limits) {
+        Ok(job) => job,
+        Err(err) => {
+            let status = status::failed(&current, Failure::ScriptTooLarge(err), stamp);
+            return finish(&execution, status, None, ctx).await;
+        }
+    };
+    if let Some(pool) = ctx.pool_for(&namespace_of(&execution)?) {
+        if let Ok(session) = pool.claim(&execution, &limits).await? {
+            return hand_over(&execution, session, job, &limits, true, ctx, now).await;
+        }
+    }
+    let replaced = current.pods_replaced.unwrap_or(0);
+    let mut pod = match build_pod(&execution, &ctx.pod, &limits) {
         Ok(pod) => pod,
         Err(BuildError::MissingField(field)) => return Err(Error::MissingObjectKey(field)),
         Err(err @ BuildError::ScriptTooLarge { .. }) => {
@@ -127,6 +157,7 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
             return finish(&execution, status, None, ctx).await;
         }
     };
+    pod.metadata.name = Some(pod_name_for(&execution.name_any(), replaced));
     let pod_name = pod.name_any();
     match pods(ctx, &execution)?.create(&PostParams::default(), &pod).await {
         Ok(_) => {}
@@ -135,7 +166,7 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
         Err(e) => return Err(Error::PodCreationFailed(e)),
     }
     let status = status::pending(&current, &pod_name, "The sandbox pod was created", stamp);
-    if write_status(&execution, status, ctx).await? == Write::Stale {
+    if matches!(write_status(&execution, status, ctx).await?, Write::Stale) {
         return Ok(Action::requeue(STALE_RETRY));
     }
     let note = format!("Created pod {pod_name}");
@@ -168,7 +199,7 @@ async fn follow(execution: &PythonExecution, pod_name: &str, ctx: &Context, now:
                 return finish(execution, status, owned.then_some(&pod), ctx).await;
             }
             let status = status::pending(&current, pod_name, &format!("The sandbox pod is starting: {why}"), stamp);
-            if write_status(execution, status, ctx).await? == Write::Stale {
+            if matches!(write_status(execution, status, ctx).await?, Write::Stale) {
                 return Ok(Action::requeue(STALE_RETRY));
             }
             Ok(Action::requeue(left))
@@ -177,11 +208,33 @@ async fn follow(execution: &PythonExecution, pod_name: &str, ctx: &Context, now:
             let status = status::failed(&current, Failure::PodCannotStart { message }, stamp);
             finish(execution, status, Some(&pod), ctx).await
         }
+        PodView::Running if owned && current.delivery != Some(Delivery::Started) => {
+            attach_and_hand_over(execution, &pod, ctx, now).await
+        }
         PodView::Running => {
-            if write_status(execution, status::running(&current, stamp), ctx).await? == Write::Stale {
+            if matches!(write_status(execution, status::running(&current, stamp), ctx).await?, Write::Stale) {
                 return Ok(Action::requeue(STALE_RETRY));
             }
             Ok(Action::requeue(RUNNING_RECHECK))
+        }
+        PodView::NoJob => {
+            let replaced = current.pods_replaced.unwrap_or(0) + 1;
+            if replaced > MAX_PODS_REPLACED {
+                let failure = Failure::PodFailed {
+                    failure: pod_state::PodFailure::sandbox(format!(
+                        "{replaced} sandbox pods ended before the job reached them"
+                    )),
+                    log_excerpt: String::new(),
+                };
+                return finish(execution, status::failed(&current, failure, stamp), Some(&pod), ctx).await;
+            }
+            let status = status::pod_replaced(&current, stamp);
+            if matches!(write_status(execution, status, ctx).await?, Write::Stale) {
+                return Ok(Action::requeue(STALE_RETRY));
+            }
+            tracing::info!(execution = %execution.name_any(), pod = pod_name, "the pod ended before its job arrived; replacing it");
+            delete_pod(ctx, execution, pod_name, pod.uid()).await?;
+            Ok(Action::requeue(Duration::ZERO))
         }
         // The deletion's event brings us back, and the pod is then gone.
         PodView::Terminating => Ok(Action::await_change()),
@@ -204,14 +257,14 @@ async fn follow(execution: &PythonExecution, pod_name: &str, ctx: &Context, now:
 
 /// Writes the final status, then deletes the pod (its output is safe), records an event and
 /// counts the execution.
-async fn finish(
+pub(super) async fn finish(
     execution: &PythonExecution,
     status: PythonExecutionStatus,
     pod: Option<&Pod>,
     ctx: &Context,
 ) -> Result<Action> {
     let ending = Ending::of(&status);
-    if write_status(execution, status, ctx).await? == Write::Stale {
+    if matches!(write_status(execution, status, ctx).await?, Write::Stale) {
         return Ok(Action::requeue(STALE_RETRY));
     }
     clean_up(execution, ending, pod, ctx).await?;
@@ -240,21 +293,31 @@ async fn complete_finish(execution: &PythonExecution, ctx: &Context) -> Result<(
 /// Deletes the finished execution's pod, records how it ended and counts it.
 async fn clean_up(execution: &PythonExecution, ending: Ending, pod: Option<&Pod>, ctx: &Context) -> Result<()> {
     if let Some(pod) = pod {
-        let params = DeleteParams {
-            preconditions: Some(Preconditions { uid: pod.uid(), resource_version: None }),
-            ..DeleteParams::background()
-        };
-        match pods(ctx, execution)?.delete(&pod.name_any(), &params).await {
-            Ok(_) => {}
-            Err(e) if api_code(&e) == Some(404) => {}
-            Err(e) => return Err(Error::PodDeletionFailed(e)),
-        }
+        delete_pod(ctx, execution, &pod.name_any(), pod.uid()).await?;
     }
     publish(&ctx.recorder, execution, ending.event_type(), &ending.reason, ending.message.clone()).await;
     let latency = pod.and_then(pod_state::pod_start_latency);
     ctx.metrics.record_finish(ending.phase.as_str(), &ending.reason, &ending.outcome, latency);
     tracing::info!(execution = %execution.name_any(), phase = ending.phase.as_str(), reason = %ending.reason, outcome = %ending.outcome, "execution finished");
     Ok(())
+}
+
+/// Deletes the pod `name` (if it still has `uid`, when given); gone already is fine.
+pub(super) async fn delete_pod(
+    ctx: &Context,
+    execution: &PythonExecution,
+    name: &str,
+    uid: Option<String>,
+) -> Result<()> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid, resource_version: None }),
+        ..DeleteParams::background()
+    };
+    match pods(ctx, execution)?.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(api_code(&e), Some(404 | 409)) => Ok(()),
+        Err(e) => Err(Error::PodDeletionFailed(e)),
+    }
 }
 
 fn is_owned_by(pod: &Pod, execution: &PythonExecution) -> bool {
@@ -265,18 +328,23 @@ fn is_alive_and_owned_by(pod: &Pod, execution: &PythonExecution) -> bool {
     pod.meta().deletion_timestamp.is_none() && is_owned_by(pod, execution)
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Write {
-    Done,
+#[derive(Debug)]
+pub(super) enum Write {
+    /// Written (or already so): the execution as it is now.
+    Done(Box<PythonExecution>),
     /// The execution changed since it was read: the status was computed from a stale copy.
     Stale,
 }
 
 /// Applies the status under the controller's field manager, unless it is unchanged; the
 /// resourceVersion makes the write fail when the execution changed since it was read.
-async fn write_status(execution: &PythonExecution, status: PythonExecutionStatus, ctx: &Context) -> Result<Write> {
+pub(super) async fn write_status(
+    execution: &PythonExecution,
+    status: PythonExecutionStatus,
+    ctx: &Context,
+) -> Result<Write> {
     if execution.status.as_ref() == Some(&status) {
-        return Ok(Write::Done);
+        return Ok(Write::Done(Box::new(execution.clone())));
     }
     let patch = json!({
         "apiVersion": PythonExecution::api_version(&()),
@@ -286,7 +354,7 @@ async fn write_status(execution: &PythonExecution, status: PythonExecutionStatus
     });
     let params = PatchParams::apply(status::FIELD_MANAGER).force();
     match executions(ctx, execution)?.patch_status(&execution.name_any(), &params, &Patch::Apply(&patch)).await {
-        Ok(_) => Ok(Write::Done),
+        Ok(updated) => Ok(Write::Done(Box::new(updated))),
         Err(e) if api_code(&e) == Some(409) => Ok(Write::Stale),
         Err(e) => Err(Error::StatusPatchFailed(e)),
     }
@@ -309,11 +377,11 @@ async fn read_log(ctx: &Context, execution: &PythonExecution, pod_name: &str, li
     Ok(log)
 }
 
-fn stamp_of(execution: &PythonExecution, now: Timestamp) -> Stamp {
+pub(super) fn stamp_of(execution: &PythonExecution, now: Timestamp) -> Stamp {
     Stamp { now, generation: execution.meta().generation }
 }
 
-fn namespace_of(execution: &PythonExecution) -> Result<String> {
+pub(super) fn namespace_of(execution: &PythonExecution) -> Result<String> {
     execution.namespace().ok_or(Error::MissingObjectKey("namespace"))
 }
 
@@ -321,7 +389,7 @@ fn executions(ctx: &Context, execution: &PythonExecution) -> Result<Api<PythonEx
     Ok(Api::namespaced(ctx.client.clone(), &namespace_of(execution)?))
 }
 
-fn pods(ctx: &Context, execution: &PythonExecution) -> Result<Api<Pod>> {
+pub(super) fn pods(ctx: &Context, execution: &PythonExecution) -> Result<Api<Pod>> {
     Ok(Api::namespaced(ctx.client.clone(), &namespace_of(execution)?))
 }
 

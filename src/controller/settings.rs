@@ -26,6 +26,32 @@ pub struct ControllerArgs {
     /// Defaults and maxima of the limits; a PythonExecution asking for more than a maximum fails.
     #[command(flatten)]
     pub limits: LimitSettings,
+    #[command(flatten)]
+    pub pool: WarmPoolSettings,
+}
+
+/// The warm pool: sandbox pods started before executions arrive.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct WarmPoolSettings {
+    /// Sandbox pods kept started ahead in the watched namespace, each waiting for one
+    /// execution's job with --preload-modules imported; an execution whose limits fit the
+    /// default limits claims one. 0 turns the pool off (every execution gets a pod created for
+    /// it). Needs --namespace.
+    #[arg(long, env = "PYEXEC_POD_POOL_SIZE", default_value_t = 2)]
+    pub pool_size: usize,
+    /// Seconds a ready pool pod waits for a job before it is replaced.
+    #[arg(long, env = "PYEXEC_POD_POOL_IDLE_SECONDS", default_value_t = 600)]
+    pub pool_idle_seconds: u64,
+    /// Modules a pool pod's sandbox imports before its job arrives (comma-separated; empty for
+    /// none). Pods created for one execution import nothing ahead.
+    #[arg(long, env = "PYEXEC_POD_PRELOAD_MODULES", value_delimiter = ',', default_value = "numpy,pandas")]
+    pub pool_preload_modules: Vec<String>,
+}
+
+impl WarmPoolSettings {
+    pub fn preload(&self) -> Vec<String> {
+        self.pool_preload_modules.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect()
+    }
 }
 
 /// Everything about the sandbox pod that comes from configuration rather than the resource.
@@ -52,9 +78,13 @@ pub struct PodSettings {
     /// is not gVisor's, and an empty one.
     #[arg(long, env = "PYEXEC_WITHOUT_GVISOR", default_value_t = false)]
     pub without_gvisor: bool,
-    /// CPU of a sandbox pod, in millicores (request = limit).
+    /// CPU limit of a sandbox pod, in millicores: the most its script may use.
     #[arg(long, env = "PYEXEC_POD_CPU_MILLICORES", default_value_t = 1000)]
     pub pod_cpu_millicores: u64,
+    /// CPU request of a sandbox pod, in millicores (at most the limit): what the scheduler
+    /// reserves, so that ready pool pods, which only wait, do not hold whole cores.
+    #[arg(long, env = "PYEXEC_POD_CPU_REQUEST_MILLICORES", default_value_t = 200)]
+    pub pod_cpu_request_millicores: u64,
     /// Privileges of the sandbox container: nsjail inside it needs to create namespaces.
     #[arg(long, env = "PYEXEC_SANDBOX_SECURITY", value_enum, default_value_t = DEFAULT_SANDBOX_SECURITY)]
     pub sandbox_security: SandboxSecurity,

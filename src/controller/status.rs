@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::failure::Failure;
-use crate::crd::{Phase, PythonExecution, PythonExecutionStatus};
+use crate::crd::{Delivery, Phase, PythonExecution, PythonExecutionStatus};
 use crate::sandbox::{Envelope, Outcome};
 
 /// The one field manager of every status the controller writes.
@@ -21,6 +21,10 @@ pub const CONDITION_FINISHED: &str = "Finished";
 
 pub const REASON_POD_CREATED: &str = "PodCreated";
 pub const REASON_POD_RUNNING: &str = "PodRunning";
+/// A ready pod of the warm pool was claimed and is being given the job.
+pub const REASON_WARM_POD_CLAIMED: &str = "WarmPodClaimed";
+/// The pod ended before the job reached it; another one takes the execution.
+pub const REASON_POD_REPLACED: &str = "PodReplaced";
 /// main() returned a dict.
 pub const REASON_SUCCEEDED: &str = "Succeeded";
 /// The script ran and failed (exception, timeout, no main, ...): `outcome` says which.
@@ -63,6 +67,7 @@ pub fn pending(current: &PythonExecutionStatus, pod_name: &str, message: &str, s
     let mut status = current.clone();
     status.phase = Some(Phase::Pending);
     status.pod_name = Some(pod_name.to_string());
+    status.delivery = status.delivery.or(Some(Delivery::Awaiting));
     status.start_time = status.start_time.or(Some(Time(stamp.now)));
     status.observed_generation = stamp.generation;
     set_condition(&mut status.conditions, CONDITION_RUNNING, false, REASON_POD_CREATED, message, stamp);
@@ -83,6 +88,33 @@ pub fn running(current: &PythonExecutionStatus, stamp: Stamp) -> PythonExecution
         "The sandbox pod runs the script",
         stamp,
     );
+    status
+}
+
+/// The status just before the job is written to `pod_name`: from here on it is never written
+/// to another pod (unless that pod proves it never received it).
+pub fn delivering(current: &PythonExecutionStatus, pod_name: &str, warm: bool, stamp: Stamp) -> PythonExecutionStatus {
+    let mut status = running(current, stamp);
+    status.pod_name = Some(pod_name.to_string());
+    status.delivery = Some(Delivery::Started);
+    if warm {
+        let message = format!("The warm pod {pod_name} runs the script");
+        set_condition(&mut status.conditions, CONDITION_RUNNING, true, REASON_WARM_POD_CLAIMED, &message, stamp);
+    }
+    status
+}
+
+/// The status after the pod ended before the job reached it: no pod, the execution goes to
+/// another one (`start` again).
+pub fn pod_replaced(current: &PythonExecutionStatus, stamp: Stamp) -> PythonExecutionStatus {
+    let mut status = current.clone();
+    let old = status.pod_name.take().unwrap_or_default();
+    status.phase = Some(Phase::Pending);
+    status.delivery = None;
+    status.pods_replaced = Some(status.pods_replaced.unwrap_or(0) + 1);
+    status.observed_generation = stamp.generation;
+    let message = format!("The pod {old} ended before the job reached it; another pod takes the execution");
+    set_condition(&mut status.conditions, CONDITION_RUNNING, false, REASON_POD_REPLACED, &message, stamp);
     status
 }
 
@@ -212,6 +244,26 @@ mod tests {
         let first = running(&pending(&PythonExecutionStatus::default(), "p", "created", stamp()), stamp());
         let later = Stamp { now: stamp().now + SignedDuration::from_secs(30), ..stamp() };
         assert_eq!(running(&first, later), first, "an unchanged status is not rewritten");
+    }
+
+    #[test]
+    fn the_job_is_marked_started_before_it_is_written() {
+        let current = pending(&PythonExecutionStatus::default(), "p", "created", stamp());
+        assert_eq!(current.delivery, Some(Delivery::Awaiting));
+        let status = delivering(&current, "p", false, stamp());
+        assert_eq!((status.phase, status.delivery), (Some(Phase::Running), Some(Delivery::Started)));
+        let warm = delivering(&PythonExecutionStatus::default(), "pyexec-warm-x", true, stamp());
+        assert_eq!(warm.pod_name.as_deref(), Some("pyexec-warm-x"));
+        assert!(warm.conditions.iter().any(|c| c.reason == REASON_WARM_POD_CLAIMED && c.status == "True"));
+    }
+
+    #[test]
+    fn a_pod_that_never_got_the_job_is_replaced_and_counted() {
+        let current = delivering(&PythonExecutionStatus::default(), "p", true, stamp());
+        let status = pod_replaced(&current, stamp());
+        assert_eq!((status.pod_name.as_deref(), status.delivery), (None, None));
+        assert_eq!((status.phase, status.pods_replaced), (Some(Phase::Pending), Some(1)));
+        assert_eq!(pod_replaced(&status, stamp()).pods_replaced, Some(2));
     }
 
     #[test]

@@ -18,11 +18,16 @@ use kube::Client;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::delivery::{Attacher, DeliveryError, DeliveryResult, Session};
 use super::metrics::ControllerMetrics;
-use super::pod::{build_pod, pod_name};
+use super::pod::{build_pod, build_pool_pod, pod_name};
+use super::pool::{PoolConfig, WarmPool};
 use super::reconcile::Context;
 use super::settings::{PodSettings, SandboxSecurity};
-use crate::crd::{Phase, PythonExecution, PythonExecutionSpec, PythonExecutionStatus};
+use crate::crd::{Delivery, Phase, PythonExecution, PythonExecutionSpec, PythonExecutionStatus};
 use crate::sandbox::{Envelope, LimitSettings, Limits, Outcome};
 
 pub const POD_START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -42,6 +47,7 @@ pub fn pod_settings() -> PodSettings {
         runtime_class: "gvisor".into(),
         without_gvisor: false,
         pod_cpu_millicores: 1000,
+        pod_cpu_request_millicores: 200,
         sandbox_security: SandboxSecurity::Nsjail,
     }
 }
@@ -62,15 +68,26 @@ pub fn execution(name: &str) -> PythonExecution {
     execution
 }
 
-/// The execution once its pod was created.
+/// The execution once its pod was created, the job not yet handed over.
 pub fn pending(name: &str) -> PythonExecution {
     let mut execution = execution(name);
     execution.status = Some(PythonExecutionStatus {
         phase: Some(Phase::Pending),
         pod_name: Some(pod_name(name)),
+        delivery: Some(Delivery::Awaiting),
         start_time: Some(Time(Timestamp::now())),
         ..Default::default()
     });
+    execution
+}
+
+/// The execution whose job was handed to its pod (or whose handing over began).
+pub fn delivered(name: &str) -> PythonExecution {
+    let mut execution = pending(name);
+    if let Some(status) = execution.status.as_mut() {
+        status.phase = Some(Phase::Running);
+        status.delivery = Some(Delivery::Started);
+    }
     execution
 }
 
@@ -135,6 +152,17 @@ pub fn waiting_status(reason: &str) -> PodStatus {
     }
 }
 
+/// A ready pod of the warm pool in `default`, named `name`, at resourceVersion 7.
+pub fn pool_pod(name: &str) -> Pod {
+    let mut pod = build_pool_pod("default", &pod_settings(), &limits(), &[], Duration::from_secs(660));
+    pod.metadata.name = Some(name.into());
+    pod.metadata.uid = Some(format!("pod-uid-{name}"));
+    pod.metadata.resource_version = Some("7".into());
+    pod.metadata.creation_timestamp = Some(Time(Timestamp::now()));
+    pod.status = Some(running_status());
+    pod
+}
+
 /// An envelope as `pyexec sandbox` prints it, with the given outcome.
 pub fn envelope(outcome: Outcome) -> Envelope {
     Envelope {
@@ -176,6 +204,14 @@ pub fn context() -> (Arc<Context>, ApiServer) {
 /// A reconcile context whose client talks to the returned mocked API server, and whose pod
 /// cache holds `pods`.
 pub fn context_with_pods(pods: &[Pod]) -> (Arc<Context>, ApiServer) {
+    let (ctx, server, _) = context_with(pods, &[]);
+    (ctx, server)
+}
+
+/// A reconcile context whose client talks to the returned mocked API server, whose pod cache
+/// holds `pods`, whose attach is the returned stand-in, and which has a warm pool in `default`
+/// with open sessions to `ready` (when not empty).
+pub fn context_with(pods: &[Pod], ready: &[&str]) -> (Arc<Context>, ApiServer, Arc<FakeAttacher>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let reporter = Reporter { controller: "pyexec-controller-test".into(), instance: None };
@@ -183,6 +219,24 @@ pub fn context_with_pods(pods: &[Pod]) -> (Arc<Context>, ApiServer) {
     for pod in pods {
         writer.apply_watcher_event(&watcher::Event::Apply(pod.clone()));
     }
+    let attacher = Arc::new(FakeAttacher::default());
+    let metrics = Arc::new(ControllerMetrics::default());
+    let pool = (!ready.is_empty()).then(|| {
+        let config = PoolConfig {
+            namespace: "default".into(),
+            size: ready.len(),
+            idle: Duration::from_secs(600),
+            template: build_pool_pod("default", &pod_settings(), &limits(), &[], Duration::from_secs(660)),
+            limits: limits(),
+        };
+        let api = kube::Api::namespaced(client.clone(), "default");
+        let as_attacher: Arc<dyn Attacher> = attacher.clone();
+        let pool = WarmPool::new(config, api, pod_cache.clone(), as_attacher, metrics.clone());
+        for pod in ready {
+            pool.add_ready(attacher.session(pod));
+        }
+        pool
+    });
     let ctx = Context {
         recorder: Recorder::new(client.clone(), reporter),
         pod_cache,
@@ -190,9 +244,11 @@ pub fn context_with_pods(pods: &[Pod]) -> (Arc<Context>, ApiServer) {
         pod: pod_settings(),
         limits: limit_settings(),
         pod_start_timeout: POD_START_TIMEOUT,
-        metrics: Arc::new(ControllerMetrics::default()),
+        metrics,
+        attacher: attacher.clone(),
+        pool,
     };
-    (Arc::new(ctx), ApiServer(handle))
+    (Arc::new(ctx), ApiServer(handle), attacher)
 }
 
 /// One call the reconciler made.
@@ -241,5 +297,86 @@ impl ApiServer {
         let response = Response::builder().status(status).body(Body::from(answer)).expect("a valid response");
         send.send_response(response);
         Call { method, path, query, body }
+    }
+}
+
+/// What the stand-in pods answer to a job.
+#[derive(Clone, Debug)]
+pub enum PodAnswer {
+    /// Stdout to its end: an envelope line, usually.
+    Output(Vec<u8>),
+    /// Writing the job fails: it may or may not have reached the pod.
+    WriteFails,
+}
+
+/// Jobs written, with the pod each went to.
+pub type WrittenJobs = Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A stand-in for the pods' attach: sessions it opens record the jobs written to them and
+/// answer `answer`.
+pub struct FakeAttacher {
+    pub answer: std::sync::Mutex<PodAnswer>,
+    /// Pods attached to, in order.
+    pub opened: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Jobs written, with their pod.
+    pub jobs: WrittenJobs,
+}
+
+impl Default for FakeAttacher {
+    fn default() -> Self {
+        let line = serde_json::to_string(&envelope(Outcome::Success)).expect("json");
+        FakeAttacher {
+            answer: std::sync::Mutex::new(PodAnswer::Output(format!("{line}\n").into_bytes())),
+            opened: Arc::default(),
+            jobs: Arc::default(),
+        }
+    }
+}
+
+impl FakeAttacher {
+    /// A session to `pod` as if it had been opened (for a pool's ready list).
+    pub fn session(&self, pod: &str) -> Box<dyn Session> {
+        let answer = self.answer.lock().expect("lock").clone();
+        Box::new(FakeSession { pod: pod.to_string(), answer, jobs: self.jobs.clone() })
+    }
+}
+
+impl Attacher for FakeAttacher {
+    fn open<'a>(
+        &'a self,
+        _namespace: &'a str,
+        name: &'a str,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<Box<dyn Session>, DeliveryError>> {
+        self.opened.lock().expect("lock").push(name.to_string());
+        let session = self.session(name);
+        async move { Ok(session) }.boxed()
+    }
+}
+
+struct FakeSession {
+    pod: String,
+    answer: PodAnswer,
+    jobs: WrittenJobs,
+}
+
+impl Session for FakeSession {
+    fn pod(&self) -> &str {
+        &self.pod
+    }
+
+    fn is_open(&self) -> bool {
+        true
+    }
+
+    fn deliver(self: Box<Self>, job: Vec<u8>, _limit: u64, _timeout: Duration) -> BoxFuture<'static, DeliveryResult> {
+        self.jobs.lock().expect("lock").push((self.pod.clone(), job));
+        let result = match self.answer {
+            PodAnswer::Output(output) => Ok(output),
+            PodAnswer::WriteFails => {
+                Err(DeliveryError::Write { pod: self.pod.clone(), source: std::io::ErrorKind::BrokenPipe.into() })
+            }
+        };
+        async move { result }.boxed()
     }
 }

@@ -136,8 +136,8 @@ async fn a_pod_left_by_a_restarted_controller_is_adopted_not_recreated() {
 }
 
 #[tokio::test]
-async fn a_running_pod_moves_the_execution_to_running() {
-    let execution = pending("hello");
+async fn a_running_pod_whose_job_was_handed_over_is_followed_not_given_it_again() {
+    let execution = delivered("hello");
     let pod = sandbox_pod(&execution, running_status());
     let echo = execution.clone();
     let (action, _) = reconcile_with(execution, |mut server| async move {

@@ -18,7 +18,7 @@ pub mod verdict;
 use std::path::PathBuf;
 
 pub use envelope::{Envelope, Outcome};
-pub use job::Job;
+pub use job::{Job, MAX_JOB_BYTES, NO_JOB_EXIT_CODE, NO_JOB_MESSAGE, READY_MARKER};
 pub use limits::{LimitSettings, Limits, RequestedLimits};
 pub use settings::{Isolation, SandboxSettings};
 pub use supervisor::Supervisor;

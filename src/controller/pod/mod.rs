@@ -1,31 +1,41 @@
-//! The sandbox pod of an execution, built by a pure function of the resource, the settings and
-//! the resolved limits: its names and labels, its spec and its size. How the job document travels
-//! is in `job`, the container's security profiles in `security`.
+//! Sandbox pods, built by pure functions of the settings and the limits: the pod created for one
+//! execution (the cold path) and the pool pod started ahead (the warm path) share one container,
+//! which runs `pyexec sandbox --job-on-stdin` and waits for its one job on stdin. How the job is
+//! written is in `job`, the container's security profiles in `security`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 mod job;
 mod security;
 
-pub use job::{escape_env_value, JOB_ANNOTATION, MAX_ANNOTATION_JOB_BYTES, MAX_ENV_JOB_BYTES};
+pub use job::{job_document, MAX_JOB_BYTES};
 pub use security::{sandbox_isolation, security_context};
 
 use super::limits::log_limit_bytes;
 use super::settings::PodSettings;
 use crate::crd::PythonExecution;
-use crate::sandbox::{Job, Limits};
+use crate::sandbox::Limits;
 use security::isolation_name;
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const LABEL_EXECUTION: &str = "pyexec.dev/execution";
+/// Where a sandbox pod is in its life: `warming` (a pool pod starting), `ready` (a pool pod whose
+/// sandbox waits for a job), `claimed` (an execution's).
+pub const LABEL_STATE: &str = "pyexec.dev/state";
+pub const STATE_WARMING: &str = "warming";
+pub const STATE_READY: &str = "ready";
+pub const STATE_CLAIMED: &str = "claimed";
+/// Pool pods are named by the API server from this prefix.
+pub const POOL_POD_PREFIX: &str = "pyexec-warm-";
 pub const APP_NAME: &str = "pyexec";
 pub const COMPONENT_SANDBOX: &str = "sandbox";
 /// Selects every sandbox pod, and only those.
@@ -55,7 +65,7 @@ const MIB: u64 = 1024 * 1024;
 pub enum BuildError {
     #[error("the execution has no {0}")]
     MissingField(&'static str),
-    #[error("the script and its limits take {bytes} bytes as JSON; a sandbox pod takes at most {max}")]
+    #[error("the script and its limits take {bytes} bytes as JSON; a sandbox takes at most {max}")]
     ScriptTooLarge { bytes: usize, max: usize },
 }
 
@@ -63,6 +73,16 @@ pub enum BuildError {
 /// that exceeds 63 characters. Deterministic, so a restarted controller finds the pod it made.
 pub fn pod_name(execution_name: &str) -> String {
     format!("{}{POD_NAME_SUFFIX}", shorten(execution_name, MAX_NAME_LEN - POD_NAME_SUFFIX.len()))
+}
+
+/// The name of the pod created for an execution after `replaced` earlier pods ended without its
+/// job: the first is `pod_name`, later ones add `-N`.
+pub fn pod_name_for(execution_name: &str, replaced: u32) -> String {
+    if replaced == 0 {
+        return pod_name(execution_name);
+    }
+    let suffix = format!("{POD_NAME_SUFFIX}-{replaced}");
+    format!("{}{suffix}", shorten(execution_name, MAX_NAME_LEN - suffix.len()))
 }
 
 /// The execution's name as a label value (at most 63 characters).
@@ -84,32 +104,76 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// The labels every sandbox pod carries.
+/// The labels of an execution's own pod.
 pub fn pod_labels(execution_name: &str) -> BTreeMap<String, String> {
+    let mut labels = sandbox_labels(STATE_CLAIMED);
+    labels.insert(LABEL_EXECUTION.to_string(), execution_label(execution_name));
+    labels
+}
+
+/// The labels every sandbox pod carries, in `state`.
+fn sandbox_labels(state: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_NAME.to_string(), APP_NAME.to_string()),
         (LABEL_COMPONENT.to_string(), COMPONENT_SANDBOX.to_string()),
-        (LABEL_EXECUTION.to_string(), execution_label(execution_name)),
+        (LABEL_STATE.to_string(), state.to_string()),
     ])
 }
 
-/// The pod that runs `execution` once under `limits`.
+/// The pod created for `execution` alone, sized for `limits`: the cold path. Its sandbox imports
+/// nothing ahead (its job is already waiting), and it lives for the job's timeout plus a margin.
 pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &Limits) -> Result<Pod, BuildError> {
     let name = execution.meta().name.clone().ok_or(BuildError::MissingField("name"))?;
     let namespace = execution.namespace().ok_or(BuildError::MissingField("namespace"))?;
     let mut owner = execution.controller_owner_ref(&()).ok_or(BuildError::MissingField("uid"))?;
     // Blocking the owner's deletion would need update rights on pythonexecutions/finalizers.
     owner.block_owner_deletion = Some(false);
+    let metadata = ObjectMeta {
+        name: Some(pod_name(&name)),
+        namespace: Some(namespace),
+        labels: Some(pod_labels(&name)),
+        owner_references: Some(vec![owner]),
+        ..Default::default()
+    };
+    Ok(sandbox_pod(metadata, settings, limits, &[], active_deadline_seconds(limits)))
+}
 
-    let job = Job { script: execution.spec.script.clone(), limits: limits.clone() };
-    let delivery = job::deliver(&job)?;
+/// A pool pod for `namespace`, sized for `limits` (the defaults), that imports `preload` and then
+/// waits: it may wait `idle` and then still run a job of the longest allowed `max_timeout`.
+pub fn build_pool_pod(
+    namespace: &str,
+    settings: &PodSettings,
+    limits: &Limits,
+    preload: &[String],
+    idle_and_max_timeout: Duration,
+) -> Pod {
+    let metadata = ObjectMeta {
+        generate_name: Some(POOL_POD_PREFIX.into()),
+        namespace: Some(namespace.into()),
+        labels: Some(sandbox_labels(STATE_WARMING)),
+        owner_references: None::<Vec<OwnerReference>>,
+        ..Default::default()
+    };
+    let deadline = i64::try_from(idle_and_max_timeout.as_secs()).unwrap_or(i64::MAX / 2) + DEADLINE_MARGIN_SECONDS;
+    sandbox_pod(metadata, settings, limits, preload, deadline)
+}
+
+/// The one shape of a sandbox pod.
+fn sandbox_pod(
+    metadata: ObjectMeta,
+    settings: &PodSettings,
+    limits: &Limits,
+    preload: &[String],
+    active_deadline_seconds: i64,
+) -> Pod {
     let isolation = sandbox_isolation(settings);
     let env = vec![
         env_var("PYEXEC_TERMINATION_LOG", TERMINATION_LOG),
         env_var("PYEXEC_ISOLATION", isolation_name(isolation)),
-        delivery.env,
+        env_var("PYEXEC_JOB_ON_STDIN", "true"),
+        env_var("PYEXEC_PRELOAD_MODULES", &preload.join(",")),
     ];
-    let mut volumes = vec![Volume {
+    let volumes = vec![Volume {
         name: "scratch".into(),
         empty_dir: Some(EmptyDirVolumeSource {
             size_limit: Some(Quantity(format!("{SCRATCH_TMP_MB}Mi"))),
@@ -117,16 +181,19 @@ pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &L
         }),
         ..Default::default()
     }];
-    let mut mounts = vec![VolumeMount { name: "scratch".into(), mount_path: "/tmp".into(), ..Default::default() }];
-    if let Some((volume, mount)) = delivery.volume {
-        volumes.push(volume);
-        mounts.push(mount);
-    }
-
-    let resources = BTreeMap::from([
-        ("cpu".to_string(), Quantity(format!("{}m", settings.pod_cpu_millicores.max(1)))),
-        ("memory".to_string(), Quantity(format!("{}Mi", pod_memory_mb(limits)))),
-        ("ephemeral-storage".to_string(), Quantity(format!("{}Mi", pod_ephemeral_storage_mb(limits)))),
+    let mounts = vec![VolumeMount { name: "scratch".into(), mount_path: "/tmp".into(), ..Default::default() }];
+    let memory = Quantity(format!("{}Mi", pod_memory_mb(limits)));
+    let storage = Quantity(format!("{}Mi", pod_ephemeral_storage_mb(limits)));
+    let cpu = |millicores: u64| Quantity(format!("{}m", millicores.max(1)));
+    let requests = BTreeMap::from([
+        ("cpu".to_string(), cpu(settings.pod_cpu_request_millicores.min(settings.pod_cpu_millicores))),
+        ("memory".to_string(), memory.clone()),
+        ("ephemeral-storage".to_string(), storage.clone()),
+    ]);
+    let resource_limits = BTreeMap::from([
+        ("cpu".to_string(), cpu(settings.pod_cpu_millicores)),
+        ("memory".to_string(), memory),
+        ("ephemeral-storage".to_string(), storage),
     ]);
     let container = Container {
         name: CONTAINER_NAME.into(),
@@ -134,9 +201,13 @@ pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &L
         image_pull_policy: Some(settings.sandbox_image_pull_policy.clone()),
         command: Some(vec!["pyexec".into(), "sandbox".into()]),
         env: Some(env),
+        // The job arrives on stdin through one attach; its end closes stdin for good.
+        stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
         resources: Some(ResourceRequirements {
-            requests: Some(resources.clone()),
-            limits: Some(resources),
+            requests: Some(requests),
+            limits: Some(resource_limits),
             ..Default::default()
         }),
         security_context: Some(security_context(settings.sandbox_security, isolation)),
@@ -145,19 +216,12 @@ pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &L
         volume_mounts: Some(mounts),
         ..Default::default()
     };
-    Ok(Pod {
-        metadata: ObjectMeta {
-            name: Some(pod_name(&name)),
-            namespace: Some(namespace),
-            labels: Some(pod_labels(&name)),
-            annotations: delivery.annotation.map(|(key, value)| BTreeMap::from([(key, value)])),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
+    Pod {
+        metadata,
         spec: Some(PodSpec {
             containers: vec![container],
             restart_policy: Some("Never".into()),
-            active_deadline_seconds: Some(active_deadline_seconds(limits)),
+            active_deadline_seconds: Some(active_deadline_seconds),
             termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
@@ -170,7 +234,7 @@ pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &L
             ..Default::default()
         }),
         status: None,
-    })
+    }
 }
 
 pub(super) fn env_var(name: &str, value: &str) -> EnvVar {
@@ -228,6 +292,13 @@ mod tests {
     }
 
     #[test]
+    fn a_replacement_pod_gets_its_own_name() {
+        assert_eq!(pod_name_for("hello", 0), "hello-sandbox");
+        assert_eq!(pod_name_for("hello", 2), "hello-sandbox-2");
+        assert_eq!(pod_name_for(&"x".repeat(100), 3).len(), 63);
+    }
+
+    #[test]
     fn shortening_never_leaves_a_dot_before_the_hash() {
         let name = format!("{}.{}", "a".repeat(45), "b".repeat(30));
         assert!(!pod_name(&name).contains(".-"));
@@ -245,7 +316,40 @@ mod tests {
         assert_eq!(labels[LABEL_NAME], "pyexec");
         assert_eq!(labels[LABEL_COMPONENT], "sandbox");
         assert_eq!(labels[LABEL_EXECUTION], "hello");
+        assert_eq!(labels[LABEL_STATE], STATE_CLAIMED);
         assert_eq!(pod.metadata.namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn every_sandbox_pod_waits_for_its_job_on_stdin_and_carries_none() {
+        let cold = build("def main(): return {'secret': '$$'}");
+        let warm = build_pool_pod("default", &pod_settings(), &limits(), &["pandas".into()], Duration::from_secs(660));
+        for pod in [&cold, &warm] {
+            let container = &pod.spec.as_ref().expect("spec").containers[0];
+            assert_eq!((container.stdin, container.stdin_once, container.tty), (Some(true), Some(true), Some(false)));
+            let env = env_of(pod);
+            assert_eq!(env["PYEXEC_JOB_ON_STDIN"], "true");
+            assert!(
+                !env.values().any(|value| value.contains("secret") || value.contains("main")),
+                "no script in {env:?}"
+            );
+            assert!(pod.metadata.annotations.is_none());
+        }
+        assert_eq!(env_of(&cold)["PYEXEC_PRELOAD_MODULES"], "", "the cold pod's job is already waiting");
+        assert_eq!(env_of(&warm)["PYEXEC_PRELOAD_MODULES"], "pandas");
+    }
+
+    #[test]
+    fn a_pool_pod_is_unowned_warming_and_lives_for_its_idle_time_and_a_job() {
+        let pod = build_pool_pod("sandboxes", &pod_settings(), &limits(), &[], Duration::from_secs(660));
+        assert_eq!(pod.metadata.generate_name.as_deref(), Some(POOL_POD_PREFIX));
+        assert_eq!(pod.metadata.name, None);
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("sandboxes"));
+        assert_eq!(pod.metadata.owner_references, None);
+        let labels = pod.metadata.labels.as_ref().expect("labels");
+        assert_eq!(labels[LABEL_STATE], STATE_WARMING);
+        assert!(!labels.contains_key(LABEL_EXECUTION));
+        assert_eq!(pod.spec.expect("spec").active_deadline_seconds, Some(660 + DEADLINE_MARGIN_SECONDS));
     }
 
     #[test]
@@ -273,12 +377,14 @@ mod tests {
     }
 
     #[test]
-    fn requests_equal_limits_with_room_for_the_supervisor() {
+    fn memory_requests_equal_limits_with_room_for_the_supervisor() {
         let pod = build("def main(): return {}");
         let resources = pod.spec.expect("spec").containers[0].resources.clone().expect("resources");
-        assert_eq!(resources.requests, resources.limits);
-        let limits = resources.limits.expect("limits");
+        let (requests, limits) = (resources.requests.expect("requests"), resources.limits.expect("limits"));
+        assert_eq!(requests["memory"], limits["memory"]);
+        assert_eq!(requests["ephemeral-storage"], limits["ephemeral-storage"]);
         assert_eq!(limits["cpu"].0, "1000m");
+        assert_eq!(requests["cpu"].0, "200m");
         let memory_mb = 512 + 64 + SUPERVISOR_MEMORY_MB + 12;
         assert_eq!(limits["memory"].0, format!("{memory_mb}Mi"));
         assert!(limits.contains_key("ephemeral-storage"));

@@ -1,0 +1,335 @@
+//! The warm pool of sandbox pods (one per sandbox namespace): pods started before any execution,
+//! each running `pyexec sandbox --job-on-stdin` with `--preload-modules` imported, attached to as
+//! soon as their container runs so that only writing the job and reading the envelope lie on an
+//! execution's path. A pod is claimed by one execution (a label and owner patch conditional on
+//! its resourceVersion: two claims of one pod cannot both succeed), receives that execution's job
+//! and nothing else, and is deleted with it like any sandbox pod; the pool starts a replacement.
+//!
+//! Sessions are this process's: a pod another controller replica attached to stays that
+//! replica's to claim (or, if it claims one this replica holds, this replica keeps its session
+//! open, unused, until the pod is gone, since closing it would close the pod's stdin). After a
+//! restart the old process's sessions are gone, so the pods they held get end-of-file on stdin
+//! and exit without a job; the pool replaces them.
+
+pub mod claim;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::ResourceExt;
+use tokio::sync::Notify;
+
+use super::delivery::{Attacher, Session};
+use super::metrics::ControllerMetrics;
+use super::reconcile::api_code;
+use super::{Error, Result};
+use crate::crd::PythonExecution;
+use crate::sandbox::Limits;
+use claim::PoolPod;
+
+/// How often the pool looks at its pods when nothing wakes it.
+const TICK: Duration = Duration::from_secs(1);
+/// How long a pool pod may take from a running container to its ready line (gVisor start-up
+/// and the preloaded imports).
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// A pod the pool created counts as alive this long before the watch shows it.
+const CREATED_GRACE: Duration = Duration::from_secs(30);
+
+/// Why a claim found no pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    /// No ready pod in this process.
+    Empty,
+    /// The execution's limits need a bigger pod than the pool's.
+    Unfit,
+}
+
+impl Miss {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Miss::Empty => "empty",
+            Miss::Unfit => "unfit",
+        }
+    }
+}
+
+/// The pool of one sandbox namespace.
+pub struct WarmPool {
+    namespace: String,
+    size: usize,
+    idle: Duration,
+    /// The pod every pool pod is made from; the API server names each.
+    template: Pod,
+    /// The limits a pool pod is sized for: the controller's defaults.
+    limits: Limits,
+    api: Api<Pod>,
+    cache: Store<Pod>,
+    attacher: Arc<dyn Attacher>,
+    metrics: Arc<ControllerMetrics>,
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Sessions to pods whose sandbox said it is ready, oldest first.
+    ready: Vec<Box<dyn Session>>,
+    /// Pods being attached to.
+    attaching: HashSet<String>,
+    /// Sessions kept open, unused, for pods another replica claimed.
+    lingering: Vec<Box<dyn Session>>,
+    /// Pods created and not yet seen by the watch, with when.
+    created: HashMap<String, Instant>,
+}
+
+pub struct PoolConfig {
+    pub namespace: String,
+    pub size: usize,
+    pub idle: Duration,
+    pub template: Pod,
+    pub limits: Limits,
+}
+
+impl WarmPool {
+    pub fn new(
+        config: PoolConfig,
+        api: Api<Pod>,
+        cache: Store<Pod>,
+        attacher: Arc<dyn Attacher>,
+        metrics: Arc<ControllerMetrics>,
+    ) -> Arc<Self> {
+        Arc::new(WarmPool {
+            namespace: config.namespace,
+            size: config.size,
+            idle: config.idle,
+            template: config.template,
+            limits: config.limits,
+            api,
+            cache,
+            attacher,
+            metrics,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A ready pod claimed for `execution`, whose job has `limits`: its open session. `Ok(Err)`
+    /// when the pool has none that fits; the execution then gets a pod of its own.
+    pub async fn claim(
+        &self,
+        execution: &PythonExecution,
+        limits: &Limits,
+    ) -> Result<std::result::Result<Box<dyn Session>, Miss>> {
+        let started = Instant::now();
+        if !claim::job_fits(&self.limits, limits) {
+            self.metrics.record_pool_miss(Miss::Unfit.as_str());
+            return Ok(Err(Miss::Unfit));
+        }
+        loop {
+            let Some(session) = self.take_ready() else {
+                self.metrics.record_pool_miss(Miss::Empty.as_str());
+                self.wake.notify_one();
+                return Ok(Err(Miss::Empty));
+            };
+            match self.claim_pod(execution, session.pod()).await {
+                Ok(true) => {
+                    self.metrics.record_pool_claim(started.elapsed());
+                    self.wake.notify_one();
+                    return Ok(Ok(session));
+                }
+                // Claimed by another replica, or gone: keep the stream open while the pod lives.
+                Ok(false) => self.state().lingering.push(session),
+                Err(err) => {
+                    self.state().lingering.push(session);
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// The oldest ready session whose stream is still open, and whose pod is still the pool's.
+    fn take_ready(&self) -> Option<Box<dyn Session>> {
+        let now = Timestamp::now();
+        let mut state = self.state();
+        while !state.ready.is_empty() {
+            let session = state.ready.remove(0);
+            let pod = self.cache.get(&ObjectRef::new(session.pod()).within(&self.namespace));
+            let claimable = pod.is_some_and(|pod| claim::classify(&pod, self.idle, now) == PoolPod::Running);
+            if session.is_open() && claimable {
+                return Some(session);
+            }
+            state.lingering.push(session);
+        }
+        None
+    }
+
+    /// Patches `pod_name` as `execution`'s if nobody changed it since it was read: true when the
+    /// claim succeeded, false when the pod is no longer the pool's.
+    async fn claim_pod(&self, execution: &PythonExecution, pod_name: &str) -> Result<bool> {
+        let cached = self.cache.get(&ObjectRef::new(pod_name).within(&self.namespace));
+        let mut version = cached.and_then(|pod| pod.resource_version());
+        // The cache may lag behind a status update: one fresh read, then the claim is decided.
+        for attempt in 0..2 {
+            let Some(rv) = version.take() else { return Ok(false) };
+            let Some(patch) = claim::claim_patch(execution, &rv) else {
+                return Err(Error::MissingObjectKey("uid"));
+            };
+            match self.api.patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => {
+                    tracing::info!(pod = pod_name, execution = %execution.name_any(), "claimed a warm pod");
+                    return Ok(true);
+                }
+                Err(e) if api_code(&e) == Some(404) => return Ok(false),
+                Err(e) if api_code(&e) == Some(409) && attempt == 0 => {
+                    let fresh = self.api.get_opt(pod_name).await.map_err(Error::PodGetFailed)?;
+                    version = fresh.filter(claim::is_pool_pod).and_then(|pod| pod.resource_version());
+                }
+                Err(e) if api_code(&e) == Some(409) => return Ok(false),
+                Err(e) => return Err(Error::PodClaimFailed(e)),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Puts an open session in the ready list, as an attach that saw the ready line does.
+    #[cfg(test)]
+    pub fn add_ready(&self, session: Box<dyn Session>) {
+        self.state().ready.push(session);
+    }
+
+    /// Keeps the pool filled until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        tracing::info!(namespace = %self.namespace, size = self.size, "warm pod pool running");
+        loop {
+            self.tick().await;
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    /// One look at the pool's pods: retire the dead and the stale, attach to the running,
+    /// create what is missing.
+    async fn tick(self: &Arc<Self>) {
+        let now = Timestamp::now();
+        let pods: Vec<Arc<Pod>> =
+            self.cache.state().into_iter().filter(|pod| pod.namespace().as_deref() == Some(&self.namespace)).collect();
+        let mut alive = HashSet::new();
+        for pod in &pods {
+            let name = pod.name_any();
+            match claim::classify(pod, self.idle, now) {
+                PoolPod::Starting => {
+                    alive.insert(name);
+                }
+                PoolPod::Running => {
+                    alive.insert(name.clone());
+                    self.attach_if_new(&name);
+                }
+                PoolPod::Retire(why) => self.retire(pod, why).await,
+                PoolPod::Gone => {}
+            }
+        }
+        let present: HashSet<String> = pods.iter().map(|pod| pod.name_any()).collect();
+        let missing = {
+            let mut state = self.state();
+            // Sessions of pods that left the pool go unused; those of deleted pods are dropped.
+            let (keep, left): (Vec<_>, Vec<_>) = std::mem::take(&mut state.ready)
+                .into_iter()
+                .partition(|session| session.is_open() && alive.contains(session.pod()));
+            state.ready = keep;
+            state.lingering.extend(left);
+            state.lingering.retain(|session| present.contains(session.pod()) && session.is_open());
+            state.created.retain(|name, at| !present.contains(name) && at.elapsed() < CREATED_GRACE);
+            let count = alive.len() + state.created.len();
+            self.metrics.set_pool(state.ready.len(), count.saturating_sub(state.ready.len()));
+            claim::to_create(self.size, count)
+        };
+        for _ in 0..missing {
+            self.create().await;
+        }
+    }
+
+    fn attach_if_new(self: &Arc<Self>, name: &str) {
+        {
+            let mut state = self.state();
+            if state.attaching.contains(name) || state.ready.iter().any(|s| s.pod() == name) {
+                return;
+            }
+            if state.lingering.iter().any(|s| s.pod() == name) {
+                return;
+            }
+            state.attaching.insert(name.to_string());
+        }
+        let pool = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let opened = pool.attacher.open(&pool.namespace, &name, READY_TIMEOUT).await;
+            match opened {
+                Ok(session) => {
+                    pool.mark_ready(&name).await;
+                    let mut state = pool.state();
+                    state.attaching.remove(&name);
+                    state.ready.push(session);
+                    tracing::info!(pod = %name, "warm pod ready");
+                }
+                Err(err) => {
+                    pool.state().attaching.remove(&name);
+                    tracing::warn!(pod = %name, error = %err, "a warm pod did not get ready; it will be replaced");
+                    pool.delete(&name, None).await;
+                }
+            }
+            pool.wake.notify_one();
+        });
+    }
+
+    /// Labels the pod ready, for `kubectl get pods -L pyexec.dev/state`; never over a claim.
+    async fn mark_ready(&self, name: &str) {
+        let Some(pod) = self.cache.get(&ObjectRef::new(name).within(&self.namespace)) else { return };
+        let Some(rv) = pod.resource_version() else { return };
+        let patch = claim::ready_patch(&rv);
+        if let Err(err) = self.api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            tracing::debug!(pod = name, error = %err, "could not label the warm pod ready");
+        }
+    }
+
+    async fn retire(&self, pod: &Pod, why: &str) {
+        tracing::info!(pod = %pod.name_any(), why, "replacing a warm pod");
+        self.delete(&pod.name_any(), pod.uid()).await;
+    }
+
+    async fn delete(&self, name: &str, uid: Option<String>) {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { uid, resource_version: None }),
+            ..DeleteParams::background()
+        };
+        match self.api.delete(name, &params).await {
+            Ok(_) => {}
+            Err(e) if matches!(api_code(&e), Some(404 | 409)) => {}
+            Err(e) => tracing::warn!(pod = name, error = %e, "could not delete a warm pod"),
+        }
+    }
+
+    async fn create(&self) {
+        match self.api.create(&PostParams::default(), &self.template).await {
+            Ok(pod) => {
+                self.state().created.insert(pod.name_any(), Instant::now());
+                self.metrics.pool_created.inc();
+            }
+            Err(e) => tracing::warn!(error = %e, "could not create a warm pod"),
+        }
+    }
+}
