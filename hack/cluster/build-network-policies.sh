@@ -2,7 +2,7 @@
 # Builds the cluster's NetworkPolicy enforcer, sigs.k8s.io/kube-network-policies (the one kind
 # ships: nftables rules send each pod's new connections to an NFQUEUE, a user-space program
 # evaluates the NetworkPolicies and accepts or drops), from the Go module proxy at a pinned
-# version, and caches it OUTSIDE the repository:
+# KNP_VERSION (hack/defaults.env), and caches it OUTSIDE the repository (go_build_cached, hack/lib.sh):
 #   $PYEXEC_CLUSTER_CACHE/kube-network-policies-<version>-pyexec/bin/kube-network-policies
 # up.sh runs it as a host process (its pid file, its log; down.sh stops it and removes its
 # nftables table). Three changes to the upstream source, each checked before it is applied:
@@ -16,34 +16,23 @@
 #  3. It runs outside the cluster: its API server connection comes from $KUBECONFIG instead of
 #     the in-cluster service account.
 set -euo pipefail
-KNP_VERSION=${KNP_VERSION:-v0.8.0}
-CACHE_ROOT=${PYEXEC_CLUSTER_CACHE:-/var/cache/pyexec-cluster}
-top="$CACHE_ROOT/kube-network-policies-$KNP_VERSION-pyexec"
-out="$top/bin"
-log() { printf '[build-network-policies] %s\n' "$*" >&2; }
-if [ -x "$out/kube-network-policies" ]; then log "reusing $out"; echo "$out"; exit 0; fi
-command -v go >/dev/null || { log "go is not installed"; exit 1; }
-command -v perl >/dev/null || { log "perl is needed to patch the source"; exit 1; }
-start=$(date +%s)
-mkdir -p "$out" "$top/module"
-cd "$top/module"
-printf 'module pyexec.dev/network-policies-build\n\ngo 1.24\n\nrequire sigs.k8s.io/kube-network-policies %s\n' "$KNP_VERSION" >go.mod
-dir=$(GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kube-network-policies@$KNP_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-[ -d "$dir" ] || { log "could not download sigs.k8s.io/kube-network-policies@$KNP_VERSION"; exit 1; }
-rm -rf "$top/src"
-cp -r "$dir" "$top/src"
-chmod -R u+w "$top/src"
-pkg="$top/src/pkg/networkpolicy"
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/../lib.sh"
 
 # patch FILE PERL-SUBSTITUTION MARKER: applies the substitution and checks that MARKER is then there.
 patch() {
   local file=$1 subst=$2 marker=$3
   perl -0pi -e "$subst" "$file"
-  grep -qF -- "$marker" "$file" || { log "patching $file failed (upstream changed?): no '$marker'"; exit 1; }
+  grep -qF -- "$marker" "$file" || { build_log "patching $file failed (upstream changed?): no '$marker'"; exit 1; }
 }
 
-# 1. The xtables NFQUEUE target instead of the nftables queue expression.
-cat >"$pkg/pyexec_nfqueue.go" <<'GO'
+# patch_source SRC: the three changes, in a writable copy of the module's source.
+patch_source() {
+  local pkg="$1/pkg/networkpolicy"
+  command -v perl >/dev/null || { build_log "perl is needed to patch the source"; exit 1; }
+
+  # 1. The xtables NFQUEUE target instead of the nftables queue expression.
+  cat >"$pkg/pyexec_nfqueue.go" <<'GO'
 package networkpolicy
 
 // Added by pyexec's hack/cluster/build-network-policies.sh: kernels without CONFIG_NFT_QUEUE
@@ -69,34 +58,31 @@ func nfqueueTarget(num uint16, bypass bool) expr.Any {
 	return &expr.Target{Name: "NFQUEUE", Rev: 3, Info: &payload}
 }
 GO
-patch "$pkg/controller.go" \
-  's/queue := &expr\.Queue\{Num: uint16\(c\.config\.QueueID\)\}\n\s*if c\.config\.FailOpen \{\n\s*queue\.Flag = expr\.QueueFlagBypass\n\s*\}/queue := nfqueueTarget(uint16(c.config.QueueID), c.config.FailOpen)/g' \
-  'queue := nfqueueTarget(uint16(c.config.QueueID), c.config.FailOpen)'
-patch "$pkg/dnsagent.go" \
-  's/&expr\.Queue\{Num: uint16\(n\.nfQueueID\), Flag: expr\.QueueFlagBypass\}/nfqueueTarget(uint16(n.nfQueueID), true)/g' \
-  'nfqueueTarget(uint16(n.nfQueueID), true)'
-if grep -n 'expr\.Queue' "$pkg"/*.go | grep -v _test.go; then log "an nftables queue expression is left"; exit 1; fi
+  patch "$pkg/controller.go" \
+    's/queue := &expr\.Queue\{Num: uint16\(c\.config\.QueueID\)\}\n\s*if c\.config\.FailOpen \{\n\s*queue\.Flag = expr\.QueueFlagBypass\n\s*\}/queue := nfqueueTarget(uint16(c.config.QueueID), c.config.FailOpen)/g' \
+    'queue := nfqueueTarget(uint16(c.config.QueueID), c.config.FailOpen)'
+  patch "$pkg/dnsagent.go" \
+    's/&expr\.Queue\{Num: uint16\(n\.nfQueueID\), Flag: expr\.QueueFlagBypass\}/nfqueueTarget(uint16(n.nfQueueID), true)/g' \
+    'nfqueueTarget(uint16(n.nfQueueID), true)'
+  if grep -n 'expr\.Queue' "$pkg"/*.go | grep -v _test.go; then build_log "an nftables queue expression is left"; exit 1; fi
 
-# 2. The postrouting chain's rules in an input chain as well.
-patch "$pkg/controller.go" \
-  's/\tchain := nft\.AddChain\(&nftables\.Chain\{\n(\t\tName:     "postrouting",\n.*?\n\t\}\)\n)/\tpostrouting := nft.AddChain(&nftables.Chain{\n$1\t\/\/ pyexec: traffic to the node itself (API server, kubelet) takes the input hook.\n\tinput := nft.AddChain(&nftables.Chain{Name: "input", Table: table, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter})\n\tfor _, chain := range []*nftables.Chain{postrouting, input} {\n/s' \
-  'for _, chain := range []*nftables.Chain{postrouting, input} {'
-patch "$pkg/controller.go" \
-  's/\n(\tif c\.config\.NetfilterBug1766Fix \{\n\t\tc\.addDNSRacersWorkaroundRules\(nft, table\)\n\t\})/\n\t} \/\/ pyexec: end of the chains loop\n\n$1/' \
-  '} // pyexec: end of the chains loop'
+  # 2. The postrouting chain's rules in an input chain as well.
+  patch "$pkg/controller.go" \
+    's/\tchain := nft\.AddChain\(&nftables\.Chain\{\n(\t\tName:     "postrouting",\n.*?\n\t\}\)\n)/\tpostrouting := nft.AddChain(&nftables.Chain{\n$1\t\/\/ pyexec: traffic to the node itself (API server, kubelet) takes the input hook.\n\tinput := nft.AddChain(&nftables.Chain{Name: "input", Table: table, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter})\n\tfor _, chain := range []*nftables.Chain{postrouting, input} {\n/s' \
+    'for _, chain := range []*nftables.Chain{postrouting, input} {'
+  patch "$pkg/controller.go" \
+    's/\n(\tif c\.config\.NetfilterBug1766Fix \{\n\t\tc\.addDNSRacersWorkaroundRules\(nft, table\)\n\t\})/\n\t} \/\/ pyexec: end of the chains loop\n\n$1/' \
+    '} // pyexec: end of the chains loop'
 
-# 3. $KUBECONFIG instead of the in-cluster configuration.
-patch "$top/src/cmd/main.go" \
-  's/config, err := rest\.InClusterConfig\(\)/config, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))/' \
-  'clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))'
-patch "$top/src/cmd/main.go" 's#"k8s.io/client-go/rest"#"k8s.io/client-go/tools/clientcmd"#' '"k8s.io/client-go/tools/clientcmd"'
+  # 3. $KUBECONFIG instead of the in-cluster configuration.
+  patch "$1/cmd/main.go" \
+    's/config, err := rest\.InClusterConfig\(\)/config, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))/' \
+    'clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))'
+  patch "$1/cmd/main.go" 's#"k8s.io/client-go/rest"#"k8s.io/client-go/tools/clientcmd"#' '"k8s.io/client-go/tools/clientcmd"'
+}
 
-printf 'module pyexec.dev/network-policies-build\n\ngo 1.24\n\nrequire sigs.k8s.io/kube-network-policies %s\n\nreplace sigs.k8s.io/kube-network-policies => ../src\n' "$KNP_VERSION" >go.mod
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath -ldflags "-s -w" \
-  -o "$tmp/kube-network-policies" sigs.k8s.io/kube-network-policies/cmd
-install -m 0755 "$tmp/kube-network-policies" "$out/kube-network-policies"
-echo "$KNP_VERSION" >"$top/VERSION"
-rm -rf "$top/src"  # only needed for the build
-log "built kube-network-policies $KNP_VERSION in $(( $(date +%s) - start ))s into $out"
-echo "$out"
+# go 1.24: Go 1.24's GODEBUG defaults (ML-KEM TLS key exchange, no RSA keys under 1024 bits, ...),
+# not those of the module's own go 1.23.0.
+go_build_cached --go 1.24 --patch patch_source \
+  "${PYEXEC_CLUSTER_CACHE:-/var/cache/pyexec-cluster}/kube-network-policies-$KNP_VERSION-pyexec" \
+  sigs.k8s.io/kube-network-policies "$KNP_VERSION" kube-network-policies=sigs.k8s.io/kube-network-policies/cmd

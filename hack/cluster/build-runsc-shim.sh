@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# containerd-shim-runsc-v1 for machines that refuse a negative oom_score_adj, cached OUTSIDE the
-# repository:  $PYEXEC_CLUSTER_CACHE/gvisor-<version>-shim-oomfix/bin/containerd-shim-runsc-v1
+# containerd-shim-runsc-v1 for machines that refuse a negative oom_score_adj, at the pinned
+# GVISOR_VERSION (hack/defaults.env), cached OUTSIDE the repository (go_build_cached, hack/lib.sh):
+#   $PYEXEC_CLUSTER_CACHE/gvisor-<version>-shim-oomfix/bin/containerd-shim-runsc-v1
 #
 # Why: gVisor's shim sets its own oom_score_adj to -999 right after starting and fails the whole
 # start when the kernel refuses ("failed to set OOM Score on shim: write /proc/N/oom_score_adj:
@@ -17,32 +18,23 @@
 # small wrapper that runs the real shim (containerd-shim-runsc-v1.real) and, for `start` only,
 # prints the address alone. Every other action is the real binary, exec'd unchanged.
 set -euo pipefail
-GVISOR_VERSION=${GVISOR_VERSION:-v0.0.0-20260905035102-160fafc42237}
-CACHE_ROOT=${PYEXEC_CLUSTER_CACHE:-/var/cache/pyexec-cluster}
-top="$CACHE_ROOT/gvisor-$GVISOR_VERSION-shim-oomfix"
-out="$top/bin"
-log() { printf '[build-runsc-shim] %s\n' "$*" >&2; }
-if [ -x "$out/containerd-shim-runsc-v1" ] && [ -x "$out/containerd-shim-runsc-v1.real" ]; then log "reusing $out"; echo "$out"; exit 0; fi
-command -v go >/dev/null || { log "go is not installed"; exit 1; }
-start=$(date +%s)
-mkdir -p "$out" "$top/module"
-cd "$top/module"
-printf 'module pyexec.dev/runsc-shim-build\n\ngo 1.26.3\n\nrequire gvisor.dev/gvisor %s\n' "$GVISOR_VERSION" >go.mod
-dir=$(GOFLAGS=-mod=mod go mod download -json "gvisor.dev/gvisor@$GVISOR_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-src="$dir/pkg/shim/v1/manager.go"
-[ -f "$src" ] || { log "no $src"; exit 1; }
-needle='if err := sys.SetOOMScore(cmd.Process.Pid, oomScoreMax); err != nil {'
-grep -qF "$needle" "$src" || { log "the OOM-score call in $src changed; update this patch"; exit 1; }
-rm -rf "$top/src"
-cp -r "$dir" "$top/src"
-chmod -R u+w "$top/src"
-sed -i "s|$needle|if err := sys.SetOOMScore(cmd.Process.Pid, oomScoreMax); err != nil \&\& !os.IsPermission(err) {|" "$top/src/pkg/shim/v1/manager.go"
-grep -q 'os.IsPermission(err)' "$top/src/pkg/shim/v1/manager.go"
-printf 'module pyexec.dev/runsc-shim-build\n\ngo 1.26.3\n\nrequire gvisor.dev/gvisor %s\n\nreplace gvisor.dev/gvisor => ../src\n' "$GVISOR_VERSION" >go.mod
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath \
-  -ldflags "-s -w" -o "$tmp/shim" gvisor.dev/gvisor/shim
-install -m 0755 "$tmp/shim" "$out/containerd-shim-runsc-v1.real"
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/../lib.sh"
+top="${PYEXEC_CLUSTER_CACHE:-/var/cache/pyexec-cluster}/gvisor-$GVISOR_VERSION-shim-oomfix"
+
+# ignore_oom_permission SRC: the shim's OOM-score call tolerates a permission error.
+ignore_oom_permission() {
+  local manager="$1/pkg/shim/v1/manager.go"
+  local needle='if err := sys.SetOOMScore(cmd.Process.Pid, oomScoreMax); err != nil {'
+  grep -qF "$needle" "$manager" || { build_log "the OOM-score call in $manager changed; update this patch"; exit 1; }
+  sed -i "s|$needle|if err := sys.SetOOMScore(cmd.Process.Pid, oomScoreMax); err != nil \&\& !os.IsPermission(err) {|" "$manager"
+  grep -q 'os.IsPermission(err)' "$manager"
+}
+
+go_build_cached --patch ignore_oom_permission "$top" gvisor.dev/gvisor "$GVISOR_VERSION" \
+  containerd-shim-runsc-v1.real=gvisor.dev/gvisor/shim >/dev/null
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 cat >"$tmp/wrapper" <<'WRAPPER'
 #!/bin/sh
 # containerd 1.6 <-> gVisor shim (containerd 2 shim API): see hack/cluster/build-runsc-shim.sh.
@@ -55,7 +47,6 @@ case "$out" in
   *) printf '%s' "$out" ;;
 esac
 WRAPPER
-install -m 0755 "$tmp/wrapper" "$out/containerd-shim-runsc-v1"
-rm -rf "$top/src"  # only needed for the build
-log "built in $(( $(date +%s) - start ))s into $out"
-echo "$out"
+# Rewritten only when it differs (a running cluster's containerd may be executing it).
+cmp -s "$tmp/wrapper" "$top/bin/containerd-shim-runsc-v1" || install -m 0755 "$tmp/wrapper" "$top/bin/containerd-shim-runsc-v1"
+echo "$top/bin"

@@ -3,14 +3,12 @@
 # shellcheck shell=bash
 
 # The defaults both cluster paths share (hack/defaults.env: the release, namespaces, images,
-# K8S_VERSION, ETCD_VERSION, ...) and the release's object names (release_object).
+# K8S_VERSION, ETCD_VERSION, KNP_VERSION, GVISOR_VERSION, ...) and the release's object names
+# (release_object).
 # shellcheck source=hack/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 # Kubernetes 1.34 (K8S_VERSION): the newest minor that runs on cgroup v1 without
 # failCgroupV1=false and still supports containerd 1.6 (Debian bookworm's).
-# The NetworkPolicy enforcer (sigs.k8s.io/kube-network-policies, patched: build-network-policies.sh).
-KNP_VERSION=${KNP_VERSION:-v0.8.0}
-GVISOR_VERSION=${GVISOR_VERSION:-v0.0.0-20260905035102-160fafc42237}
 # Debian bookworm packages the node uses (installed by hack/cluster/deps.sh with apt-get).
 DEBIAN_PACKAGES=${DEBIAN_PACKAGES:-containerd runc containernetworking-plugins buildah mmdebstrap iptables nftables iproute2 openssl curl gcc libc6-dev}
 

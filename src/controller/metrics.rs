@@ -1,15 +1,14 @@
 //! Prometheus metrics of the controller, rendered at GET /metrics.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+
+use crate::metrics::Exposition;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -23,9 +22,15 @@ pub struct FinishLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MissLabels {
+    pub reason: String,
+}
+
+/// Every metric the controller exports. A new one: a field, and its line in `default` (name, help).
 #[derive(Debug)]
 pub struct ControllerMetrics {
-    registry: Mutex<Registry>,
+    exposition: Exposition,
     pub reconciles: Counter,
     pub failures: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Histogram,
@@ -39,56 +44,37 @@ pub struct ControllerMetrics {
     pub pool_claim_latency: Histogram,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MissLabels {
-    pub reason: String,
-}
-
 impl Default for ControllerMetrics {
     fn default() -> Self {
-        let reconciles = Counter::default();
-        let failures = Family::<ErrorLabels, Counter>::default();
-        // Most reconciles are one or two API calls; reading a large log takes longer.
-        let reconcile_duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]);
-        let executions = Family::<FinishLabels, Counter>::default();
-        // From a pod on a warm node (~1 s) to a cold image pull (minutes).
-        let pod_start_latency = Histogram::new([0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]);
-        let pool_ready = Gauge::default();
-        let pool_warming = Gauge::default();
-        let pool_created = Counter::default();
-        let pool_claims = Counter::default();
-        let pool_misses = Family::<MissLabels, Counter>::default();
-        // A label patch on the API server: milliseconds.
-        let pool_claim_latency = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]);
-        let mut registry = Registry::with_prefix("pyexec_controller");
-        registry.register("pool_ready_pods", "Warm pods whose sandbox waits for a job", pool_ready.clone());
-        registry.register("pool_warming_pods", "Warm pods starting or being attached to", pool_warming.clone());
-        registry.register("pool_pods_created", "Warm pods created", pool_created.clone());
-        registry.register("pool_claims", "Executions that claimed a warm pod", pool_claims.clone());
-        registry.register("pool_misses", "Executions that found no warm pod, by reason", pool_misses.clone());
-        registry.register("pool_claim_latency_seconds", "Time to claim a warm pod", pool_claim_latency.clone());
-        registry.register("reconciles", "Reconciles run", reconciles.clone());
-        registry.register("reconcile_failures", "Reconciles that failed, by error", failures.clone());
-        registry.register("reconcile_duration_seconds", "Time one reconcile took", reconcile_duration.clone());
-        registry.register("executions", "Executions finished, by phase, reason and outcome", executions.clone());
-        registry.register(
-            "pod_start_latency_seconds",
-            "Time from a sandbox pod's creation to its container's start",
-            pod_start_latency.clone(),
-        );
+        let mut e = Exposition::with_prefix("pyexec_controller");
         ControllerMetrics {
-            registry: Mutex::new(registry),
-            reconciles,
-            failures,
-            reconcile_duration,
-            executions,
-            pod_start_latency,
-            pool_ready,
-            pool_warming,
-            pool_created,
-            pool_claims,
-            pool_misses,
-            pool_claim_latency,
+            reconciles: e.add("reconciles", "Reconciles run", Counter::default()),
+            failures: e.add("reconcile_failures", "Reconciles that failed, by error", Family::default()),
+            // Most reconciles are one or two API calls; reading a large log takes longer.
+            reconcile_duration: e.add(
+                "reconcile_duration_seconds",
+                "Time one reconcile took",
+                Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+            ),
+            executions: e.add("executions", "Executions finished, by phase, reason and outcome", Family::default()),
+            // From a pod on a warm node (~1 s) to a cold image pull (minutes).
+            pod_start_latency: e.add(
+                "pod_start_latency_seconds",
+                "Time from a sandbox pod's creation to its container's start",
+                Histogram::new([0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+            ),
+            pool_ready: e.add("pool_ready_pods", "Warm pods whose sandbox waits for a job", Gauge::default()),
+            pool_warming: e.add("pool_warming_pods", "Warm pods starting or being attached to", Gauge::default()),
+            pool_created: e.add("pool_pods_created", "Warm pods created", Counter::default()),
+            pool_claims: e.add("pool_claims", "Executions that claimed a warm pod", Counter::default()),
+            pool_misses: e.add("pool_misses", "Executions that found no warm pod, by reason", Family::default()),
+            // A label patch on the API server: milliseconds.
+            pool_claim_latency: e.add(
+                "pool_claim_latency_seconds",
+                "Time to claim a warm pod",
+                Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            ),
+            exposition: e,
         }
     }
 }
@@ -122,10 +108,6 @@ impl ControllerMetrics {
 
     /// The OpenMetrics text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &registry);
-        out
+        self.exposition.render()
     }
 }

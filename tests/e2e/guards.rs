@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use clap::{Parser, ValueEnum};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, HostPathVolumeSource, Namespace, Node, Pod, PodSpec, ResourceRequirements, SeccompProfile,
+    Capabilities, Container, HostPathVolumeSource, Namespace, Node, Pod, PodSpec, ResourceRequirements,
     SecurityContext, ServiceAccount, Volume,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -15,10 +15,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Client, Config, ResourceExt};
-use pyexec::controller::pod::{build_pod, LABEL_COMPONENT, LABEL_NAME};
+use pyexec::controller::pod::{build_pod, security_context, LABEL_COMPONENT, LABEL_NAME};
 use pyexec::controller::settings::{PodSettings, SandboxSecurity};
 use pyexec::crd::{PythonExecution, PythonExecutionSpec};
-use pyexec::sandbox::LimitSettings;
+use pyexec::sandbox::{Isolation, LimitSettings};
 use serde_json::Value;
 
 use super::{run_case, Case, FINISH_TIMEOUT};
@@ -255,7 +255,8 @@ async fn probe_targets(case: &Case) -> Vec<(String, String, String, i32)> {
 }
 
 /// The probe pod: the sandbox image's Python without gVisor (where pods have a network device),
-/// as non-root without capabilities, in the shape the admission policy allows the probe user.
+/// as non-root without capabilities (the controller's restricted sandbox profile), in the shape the
+/// admission policy allows the probe user.
 fn probe_pod(name: &str, image: &str, pull_policy: &str, targets: &str, mode: &str) -> Pod {
     let resources = BTreeMap::from([
         ("cpu".to_string(), Quantity("100m".into())),
@@ -287,17 +288,9 @@ fn probe_pod(name: &str, image: &str, pull_policy: &str, targets: &str, mode: &s
                     limits: Some(resources),
                     ..Default::default()
                 }),
-                security_context: Some(SecurityContext {
-                    run_as_user: Some(65534),
-                    run_as_group: Some(65534),
-                    run_as_non_root: Some(true),
-                    allow_privilege_escalation: Some(false),
-                    privileged: Some(false),
-                    read_only_root_filesystem: Some(true),
-                    capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
-                    seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
-                    ..Default::default()
-                }),
+                // The controller's own restricted profile (65534, no capabilities, RuntimeDefault
+                // seccomp); the probe runs without gVisor.
+                security_context: Some(security_context(SandboxSecurity::Restricted, Isolation::Host)),
                 ..Default::default()
             }],
             restart_policy: Some("Never".into()),
