@@ -98,6 +98,10 @@ pub(super) async fn hand_over(
             return Ok(Action::requeue(STALE_RETRY));
         }
     };
+    if !ctx.hand_over_delay.is_zero() {
+        tracing::warn!(pod = %pod_name, delay_ms = ctx.hand_over_delay.as_millis() as u64, "test fault injection: delaying the job");
+        tokio::time::sleep(ctx.hand_over_delay).await;
+    }
     let limit = log_limit_of(&ctx.limits, &execution);
     match session.deliver(job, limit, limits.timeout() + ENVELOPE_MARGIN).await {
         Ok(output) => match pod_state::envelope_from_log(&output) {

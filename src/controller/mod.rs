@@ -157,6 +157,7 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         metrics,
         attacher,
         pool,
+        hand_over_delay: Duration::from_millis(args.test_hand_over_delay_ms),
     });
     // Readiness comes from the executions watcher's own "initial list done" event, not from
     // awaiting the store: kube-runtime's store wakes only the last of several waiters, and the

@@ -60,6 +60,8 @@ pub struct Context {
     pub attacher: Arc<dyn Attacher>,
     /// The warm pool of the watched namespace, when there is one.
     pub pool: Option<Arc<WarmPool>>,
+    /// Fault injection for tests: a pause between marking the delivery started and writing it.
+    pub hand_over_delay: Duration,
 }
 
 impl Context {

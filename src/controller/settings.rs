@@ -28,6 +28,10 @@ pub struct ControllerArgs {
     pub limits: LimitSettings,
     #[command(flatten)]
     pub pool: WarmPoolSettings,
+    /// For fault-injection tests only: milliseconds to wait between marking a job's delivery
+    /// started and writing it, so a test can restart the controller in between. Leave at 0.
+    #[arg(long, env = "PYEXEC_TEST_HAND_OVER_DELAY_MS", default_value_t = 0)]
+    pub test_hand_over_delay_ms: u64,
 }
 
 /// The warm pool: sandbox pods started before executions arrive.

@@ -247,6 +247,7 @@ pub fn context_with(pods: &[Pod], ready: &[&str]) -> (Arc<Context>, ApiServer, A
         metrics,
         attacher: attacher.clone(),
         pool,
+        hand_over_delay: Duration::ZERO,
     };
     (Arc::new(ctx), ApiServer(handle), attacher)
 }

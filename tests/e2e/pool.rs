@@ -1,0 +1,211 @@
+//! The job's way into the pod and the warm pool, on a real cluster: warm and cold paths, the
+//! script byte for byte, a script near the size limit, concurrent executions in distinct pods, a
+//! ready pod killed in the pool, and a controller restart between claim and delivery.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures::FutureExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use pyexec::controller::pod::{pod_name, LABEL_STATE, POOL_POD_PREFIX, SANDBOX_SELECTOR, STATE_READY};
+use pyexec::controller::status::REASON_WARM_POD_CLAIMED;
+use pyexec::crd::{Delivery, Phase, PythonExecution, MAX_SCRIPT_CHARS};
+use pyexec::sandbox::RequestedLimits;
+use serde_json::{json, Value};
+
+use super::{run_case, status_of, Case, FINISH_TIMEOUT};
+
+/// How long the pool may take to have a ready pod: a gVisor pod start and the pandas import.
+const POOL_READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// The controller's pause between marking a delivery started and writing the job, in the
+/// restart test.
+const HAND_OVER_DELAY_MS: u64 = 10_000;
+
+fn ready_selector() -> String {
+    format!("{SANDBOX_SELECTOR},{LABEL_STATE}={STATE_READY}")
+}
+
+async fn ready_pods(case: &Case) -> Vec<Pod> {
+    let pods = case.pods.list(&ListParams::default().labels(&ready_selector())).await.expect("listing pods");
+    pods.items.into_iter().filter(|pod| pod.metadata.deletion_timestamp.is_none()).collect()
+}
+
+/// Waits until at least `count` pool pods are ready; returns them.
+async fn wait_ready(case: &Case, count: usize) -> Vec<Pod> {
+    let deadline = tokio::time::Instant::now() + POOL_READY_TIMEOUT;
+    loop {
+        let pods = ready_pods(case).await;
+        if pods.len() >= count {
+            return pods;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{count} ready pool pods within {POOL_READY_TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn controller_env(case: &Case) -> BTreeMap<String, String> {
+    let deployments: Api<Deployment> = Api::namespaced(case.client.clone(), &case.settings.controller_namespace);
+    let deployment = deployments.get(&case.settings.controller_deployment).await.expect("the controller Deployment");
+    let spec = deployment.spec.and_then(|s| s.template.spec).expect("a pod template");
+    spec.containers[0].env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect()
+}
+
+async fn pool_size(case: &Case) -> usize {
+    controller_env(case).await.get("PYEXEC_POD_POOL_SIZE").and_then(|v| v.parse().ok()).unwrap_or(2)
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make e2e"]
+async fn an_execution_claims_a_warm_pod_and_one_with_larger_limits_gets_its_own() {
+    run_case("paths", |case| async move {
+        wait_ready(&case, 1).await;
+        let warm = case.create("warm", super::HELLO, None, None).await;
+        let status = status_of(&case.wait_finished(&warm).await);
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+        let pod = status.pod_name.clone().unwrap_or_default();
+        assert!(pod.starts_with(POOL_POD_PREFIX), "a warm pod ran it: {pod}");
+        assert!(status.conditions.iter().any(|c| c.reason == REASON_WARM_POD_CLAIMED), "{:?}", status.conditions);
+
+        let limits = RequestedLimits { memory_mb: Some(1024), ..Default::default() };
+        let cold = case.create("cold", super::HELLO, Some(limits), None).await;
+        let status = status_of(&case.wait_finished(&cold).await);
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+        assert_eq!(status.pod_name, Some(pod_name(&cold)), "a pod created for it");
+        assert_eq!(status.result.map(Value::Object), Some(json!({"message": "hello"})));
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make e2e"]
+async fn a_script_with_dollars_arrives_byte_for_byte() {
+    run_case("dollars", |case| async move {
+        let text = "$ $$ $(HOME) $$(HOME) ${HOME} $(PYEXEC_ISOLATION) é ✓ \\ \" '";
+        let script = format!("TEXT = {text:?}\n\ndef main():\n    return {{'text': TEXT}}\n");
+        let name = case.create("dollars", &script, None, None).await;
+        let status = status_of(&case.wait_finished(&name).await);
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+        assert_eq!(status.result.map(Value::Object), Some(json!({ "text": text })));
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make e2e"]
+async fn a_script_near_the_size_limit_runs() {
+    run_case("large", |case| async move {
+        let padding = MAX_SCRIPT_CHARS - 1024;
+        let script = format!("PAD = '{}'\n\ndef main():\n    return {{'pad': len(PAD)}}\n", "x".repeat(padding));
+        assert!(script.len() > 200 * 1024, "larger than the old annotation path (150 KB failed)");
+        let name = case.create("large", &script, None, None).await;
+        let status = status_of(&case.wait_finished(&name).await);
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+        assert_eq!(status.result.map(Value::Object), Some(json!({ "pad": padding })), "the whole script arrived");
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make e2e"]
+async fn concurrent_executions_never_share_a_pod() {
+    run_case("concurrent", |case| async move {
+        let script = "import uuid\n\ndef main():\n    return {'token': uuid.uuid4().hex}\n";
+        let mut names = Vec::new();
+        for i in 0..6 {
+            names.push(case.create(&format!("c{i}"), script, None, None).await);
+        }
+        let (mut pods, mut tokens) = (BTreeSet::new(), BTreeSet::new());
+        for name in &names {
+            let status = status_of(&case.wait_finished(name).await);
+            assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+            assert!(pods.insert(status.pod_name.clone().expect("a pod")), "{name} shared a pod: {status:?}");
+            let token = status.result.and_then(|r| r.get("token").cloned()).expect("a token");
+            assert!(tokens.insert(token.to_string()), "two executions returned the same token");
+        }
+        assert_eq!(pods.len(), names.len());
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make e2e"]
+async fn ready_pods_killed_in_the_pool_are_replaced() {
+    run_case("killed", |case| async move {
+        let size = pool_size(&case).await;
+        let killed: BTreeSet<String> = wait_ready(&case, 1).await.iter().map(|p| p.name_any()).collect();
+        for name in &killed {
+            case.pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.ok();
+        }
+        // An execution arriving now still runs (cold, or in a replacement).
+        let name = case.create("after", super::HELLO, None, None).await;
+        let status = status_of(&case.wait_finished(&name).await);
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+        assert!(!killed.contains(&status.pod_name.clone().unwrap_or_default()), "not a killed pod");
+        // The pool refills to its size with new pods.
+        let refilled = wait_ready(&case, size).await;
+        assert!(refilled.iter().all(|pod| !killed.contains(&pod.name_any())), "new pods");
+    })
+    .await;
+}
+
+/// Sets the controller's hand-over delay and waits until the Deployment rolled out.
+async fn set_hand_over_delay(case: &Case, delay_ms: u64) {
+    let deployments: Api<Deployment> = Api::namespaced(case.client.clone(), &case.settings.controller_namespace);
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{
+        "name": "controller",
+        "env": [{"name": "PYEXEC_TEST_HAND_OVER_DELAY_MS", "value": delay_ms.to_string()}],
+    }]}}}});
+    let name = &case.settings.controller_deployment;
+    deployments.patch(name, &PatchParams::default(), &Patch::Strategic(&patch)).await.expect("patching the controller");
+    let deadline = tokio::time::Instant::now() + FINISH_TIMEOUT;
+    loop {
+        let deployment = deployments.get(name).await.expect("the controller Deployment");
+        let generation = deployment.metadata.generation;
+        let status = deployment.status.unwrap_or_default();
+        let replicas = deployment.spec.and_then(|s| s.replicas).unwrap_or(1);
+        let rolled = status.observed_generation == generation
+            && status.updated_replicas == Some(replicas)
+            && status.available_replicas == Some(replicas)
+            && status.replicas == Some(replicas);
+        if rolled {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the controller rolled out within {FINISH_TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make e2e"]
+async fn a_controller_restart_between_claim_and_delivery_runs_the_job_once_elsewhere() {
+    run_case("claim-restart", |case| async move {
+        set_hand_over_delay(&case, HAND_OVER_DELAY_MS).await;
+        let outcome = AssertUnwindSafe(async {
+            wait_ready(&case, 1).await;
+            let script = "def main():\n    print('ran')\n    return {'ok': True}\n";
+            let name = case.create("claimed", script, None, None).await;
+            let started =
+                |e: Option<&PythonExecution>| e.is_some_and(|e| status_of(e).delivery == Some(Delivery::Started));
+            let claimed = case.wait_until(&name, "claimed", FINISH_TIMEOUT, started).await.expect("the execution");
+            let first_pod = status_of(&claimed).pod_name.expect("a pod");
+            super::delete_controller_pods(&case).await;
+
+            let status = status_of(&case.wait_finished(&name).await);
+            assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+            assert_eq!(status.stdout.as_deref(), Some("ran\n"), "the script ran once");
+            assert_eq!(status.pods_replaced, Some(1), "the first pod proved it never got the job");
+            assert_ne!(status.pod_name, Some(first_pod), "another pod ran it");
+        })
+        .catch_unwind()
+        .await;
+        set_hand_over_delay(&case, 0).await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    })
+    .await;
+}
