@@ -2,15 +2,17 @@
 # Measurements of the local cluster (make cluster-measure), printed as Markdown lines:
 #   - resident memory (VmRSS) of etcd, the control plane, containerd and the kubelet;
 #   - pod start latency (create -> Ready) of a pause-image pod under runc and under gVisor, N each;
-#   - with the chart deployed: p50 end-to-end latency of the seed's hello and pandas scripts
-#     through the API (POST /execute via the port-forward), N each.
-# MEASURE_RUNS (default 5) sets N. MEASURE_WHAT=memory,pods,api selects parts.
+#   - with the chart deployed (api): p50 of POST /execute straight to the API pod, sequential, for
+#     the seed's hello and pandas scripts on the warm path and hello on the cold path (pool 0);
+#   - (burst) 30 executions at once with a pool of 4, and 48 POSTs 24 at a time;
+#   - (executions) the controller's memory with 1,000 finished PythonExecutions cached.
+# MEASURE_RUNS (default 5) sets N. MEASURE_WHAT=memory,pods,api,burst,executions selects parts.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/cluster/config.sh
 . "$HERE/config.sh"
 RUNS=${MEASURE_RUNS:-5}
-WHAT=${MEASURE_WHAT:-memory,pods,api}
+WHAT=${MEASURE_WHAT:-memory,pods,api,burst,executions}
 [ -f "$ADMIN_KUBECONFIG" ] || cdie "the cluster is not up (make cluster-up)"
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
@@ -63,26 +65,119 @@ EOF
   kc delete namespace pyexec-measure --wait=false >/dev/null
 fi
 
-if [[ $WHAT == *api* ]]; then
-  bash "$HERE/port-forward.sh" start
-  # The chart requires a bearer token by default (api.token.create); none when its Secret is absent.
-  token_secret=$(api_token_secret)
-  token=$(kc -n "$HELM_NAMESPACE" get secret "${token_secret:-none}" \
-    -o jsonpath='{.data.token}' 2>/dev/null | base64 -d || true)
-  auth=(); [ -z "$token" ] || auth=(-H "Authorization: Bearer $token")
-  hello='def main():\n    return {"message": "hello"}\n'
-  pandas='import pandas as pd\n\ndef main():\n    df = pd.DataFrame({"a": [1, 2, 3]})\n    return {"sum": int(df["a"].sum())}\n'
-  for kind in hello pandas; do
-    script=${!kind}
-    times=()
-    for i in $(seq 1 "$RUNS"); do
-      t0=$(now_ms)
-      out=$(curl -sS -m 120 "${auth[@]}" -H 'Content-Type: application/json' --data "{\"script\": \"$script\"}" \
-        -w ' HTTP%{http_code}' "http://127.0.0.1:$E2E_PORT/execute")
-      t=$(( $(now_ms) - t0 ))
-      case "$out" in *HTTP200) times+=("$t") ;; *) echo "- $kind run $i failed: $out" >&2 ;; esac
-    done
-    echo "- API POST /execute, $kind: p50 $(printf '%s\n' "${times[@]}" | median) ms over ${#times[@]} runs (all: ${times[*]})"
+# ---- the API in kubernetes mode, straight to the API pod (no port-forward on the path)
+
+SANDBOX_SELECTOR=app.kubernetes.io/name=pyexec,app.kubernetes.io/component=sandbox
+HELLO='def main():\n    return {"message": "hello"}\n'
+PANDAS='import pandas as pd\n\ndef main():\n    df = pd.DataFrame({"a": [1, 2, 3]})\n    return {"sum": int(df["a"].sum())}\n'
+UNIQUE='import uuid\n\ndef main():\n    return {"token": uuid.uuid4().hex}\n'
+
+api_setup() {
+  controller=$(release_object deployment controller)
+  api_ip=$(kc -n "$HELM_NAMESPACE" get pods -l "app.kubernetes.io/instance=$HELM_RELEASE,app.kubernetes.io/component=api" \
+    --field-selector=status.phase=Running -o jsonpath='{.items[0].status.podIP}')
+  [ -n "$api_ip" ] || cdie "no running API pod"
+  export API_URL="http://$api_ip:8080"
+  local secret
+  secret=$(api_token_secret)
+  token=$(kc -n "$HELM_NAMESPACE" get secret "${secret:-none}" -o jsonpath='{.data.token}' 2>/dev/null | base64 -d || true)
+  export AUTH_HEADER="X-Pyexec-Measure: 1"; [ -z "$token" ] || AUTH_HEADER="Authorization: Bearer $token"
+  pool_default=$(kc -n "$HELM_NAMESPACE" get deployment "$controller" \
+    -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="PYEXEC_POD_POOL_SIZE")].value}')
+}
+
+# post SCRIPT: one POST /execute; prints "HTTP-code milliseconds [retry=N] body".
+post() {
+  local t0 code hdr body retry
+  hdr=$(mktemp); body=$(mktemp)
+  t0=$(now_ms)
+  code=$(curl -sS -m 150 -H "$AUTH_HEADER" -H 'Content-Type: application/json' --data "{\"script\": \"$1\"}" \
+    -D "$hdr" -o "$body" -w '%{http_code}' "$API_URL/execute" 2>/dev/null) || true
+  retry=$(awk 'tolower($1)=="retry-after:" {print "retry=" $2}' "$hdr" | tr -d '\r')
+  echo "${code:-000} $(( $(now_ms) - t0 )) $retry $(tr -d '\n' <"$body")"
+  rm -f "$hdr" "$body"
+}
+export -f post now_ms
+
+# set_pool N: the controller's pool size, rolled out; waits until N pods are ready.
+set_pool() {
+  kc -n "$HELM_NAMESPACE" set env "deployment/$controller" "PYEXEC_POD_POOL_SIZE=$1" >/dev/null
+  kc -n "$HELM_NAMESPACE" rollout status "deployment/$controller" --timeout=180s >/dev/null
+  wait_ready "$1"
+}
+
+wait_ready() {
+  local deadline=$(( $(date +%s) + 240 )) n
+  while :; do
+    n=$(kc -n "$SANDBOX_NAMESPACE" get pods -l "$SANDBOX_SELECTOR,pyexec.dev/state=ready" --no-headers 2>/dev/null | grep -c Running || true)
+    [ "$n" -ge "$1" ] && return 0
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "- only $n of $1 warm pods ready after 240 s" >&2; return 1; }
+    sleep 1
   done
-  bash "$HERE/port-forward.sh" stop
+}
+
+# p50 KIND SCRIPT: sequential POSTs, each after the pool has a ready pod again when WARM=1.
+p50() {
+  local times=() i code ms rest
+  for i in $(seq 1 "$RUNS"); do
+    [ "${WARM:-0}" = 1 ] && wait_ready "${pool_default:-2}"
+    read -r code ms rest < <(post "$2")
+    if [ "$code" = 200 ]; then times+=("$ms"); else echo "- $1 run $i failed: $code $rest" >&2; fi
+  done
+  echo "- POST /execute, $1: p50 $(printf '%s\n' "${times[@]}" | median) ms over ${#times[@]} runs (all: ${times[*]})"
+}
+
+if [[ $WHAT == *api* ]]; then
+  api_setup
+  echo "### POST /execute in kubernetes mode, sequential, to the API pod ($API_URL), gVisor"
+  WARM=1 p50 "warm hello" "$HELLO"
+  WARM=1 p50 "warm pandas" "$PANDAS"
+  set_pool 0
+  p50 "cold hello (pool size 0)" "$HELLO"
+  set_pool "${pool_default:-2}"
+fi
+
+if [[ $WHAT == *burst* ]]; then
+  api_setup
+  echo "### Bursts"
+  set_pool 4
+  out=$(seq 1 30 | xargs -P 30 -I{} bash -c "post '$UNIQUE'")
+  ok=$(grep -c '^200 ' <<<"$out" || true)
+  tokens=$(grep -o '"token":"[0-9a-f]*"' <<<"$out" | sort | uniq | wc -l)
+  wait_ready 4 && refilled=yes || refilled=no
+  echo "- 30 at once, pool of 4: $ok of 30 answered 200, $tokens distinct tokens (each ran once), pool refilled to 4: $refilled; p50 $(grep '^200 ' <<<"$out" | awk '{print $2}' | median) ms"
+  set_pool "${pool_default:-2}"
+  out=$(seq 1 48 | xargs -P 24 -I{} bash -c "post '$HELLO'")
+  codes=$(awk '{print $1}' <<<"$(grep -E '^[0-9]{3} ' <<<"$out")" | sort | uniq -c | awk '{printf "%s x%s ", $2, $1}')
+  n429=$(grep -c '^429 ' <<<"$out" || true)
+  retry=$(grep -c 'retry=' <<<"$out" || true)
+  echo "- 48 POSTs, 24 at a time, pool of ${pool_default:-2}: $codes(429s with Retry-After: $retry of $n429)"
+fi
+
+if [[ $WHAT == *executions* ]]; then
+  api_setup
+  echo "### Controller memory with 1,000 PythonExecutions"
+  rss() { local pid; pid=$(pgrep -f '^pyexec controller' | head -n1); awk '/^VmRSS/ {print int($2/1024)}' "/proc/$pid/status"; }
+  before=$(rss)
+  kc -n "$HELM_NAMESPACE" scale "deployment/$controller" --replicas=0 >/dev/null
+  kc -n "$HELM_NAMESPACE" wait --for=delete pod -l "app.kubernetes.io/component=controller" --timeout=60s >/dev/null 2>&1 || true
+  list=$(mktemp)
+  { echo '{"apiVersion": "v1", "kind": "List", "items": ['
+    for i in $(seq 1 1000); do
+      [ "$i" = 1 ] || echo ','
+      echo "{\"apiVersion\": \"pyexec.dev/v1alpha1\", \"kind\": \"PythonExecution\", \"metadata\": {\"name\": \"measure-$i\", \"labels\": {\"pyexec.dev/measure\": \"1\"}}, \"spec\": {\"script\": \"def main():\\n    return {}\\n\", \"ttlSecondsAfterFinished\": 3600}}"
+    done
+    echo ']}'; } >"$list"
+  kc -n "$SANDBOX_NAMESPACE" create -f "$list" >/dev/null
+  # Finished, as executions are most of their life: their status written as the controller would.
+  seq 1 1000 | xargs -P 8 -I{} "$KUBECTL_BIN" --kubeconfig "$ADMIN_KUBECONFIG" -n "$SANDBOX_NAMESPACE" patch \
+    pythonexecution measure-{} --subresource=status --type=merge \
+    -p '{"status": {"phase": "Succeeded", "outcome": "success", "returncode": 0, "stdout": "", "stderr": "", "result": {"n": 1}, "completionTime": "2026-01-01T00:00:00Z"}}' >/dev/null
+  kc -n "$HELM_NAMESPACE" scale "deployment/$controller" --replicas=1 >/dev/null
+  kc -n "$HELM_NAMESPACE" rollout status "deployment/$controller" --timeout=180s >/dev/null
+  sleep 20
+  after=$(rss)
+  echo "- controller VmRSS: $before MiB before (no executions), $after MiB with 1,000 finished executions cached"
+  kc -n "$SANDBOX_NAMESPACE" delete pythonexecutions -l pyexec.dev/measure=1 --wait=false >/dev/null
+  rm -f "$list"
 fi

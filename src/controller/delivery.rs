@@ -158,6 +158,16 @@ async fn watch_stderr(
     }
 }
 
+/// Reads up to the end of the first line (the sandbox writes its envelope as one line and
+/// nothing else to stdout), or to the end of the stream, at most `limit` bytes: the answer does
+/// not wait for the container to exit.
+async fn read_first_line(stdout: impl AsyncRead + Unpin, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut reader = BufReader::new(stdout.take(limit));
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).await?;
+    Ok(line)
+}
+
 struct KubeSession {
     pod: String,
     process: AttachedProcess,
@@ -187,14 +197,44 @@ impl Session for KubeSession {
                 return Err(DeliveryError::Write { pod, source });
             }
             drop(stdin);
-            let mut envelope = Vec::new();
-            let read = tokio::time::timeout(timeout, stdout.take(limit).read_to_end(&mut envelope)).await;
+            let read = tokio::time::timeout(timeout, read_first_line(stdout, limit)).await;
             match read {
-                Ok(Ok(_)) => Ok(envelope),
+                Ok(Ok(envelope)) => Ok(envelope),
                 Ok(Err(err)) => Err(DeliveryError::Read { pod, why: err.to_string() }),
                 Err(_) => Err(DeliveryError::Read { pod, why: format!("no envelope within {}s", timeout.as_secs()) }),
             }
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_envelope_is_the_first_line_and_the_rest_is_not_waited_for() {
+        let line = read_first_line(&b"{\"outcome\":\"success\"}\nlater\n"[..], 1024).await.expect("read");
+        assert_eq!(line, b"{\"outcome\":\"success\"}\n");
+        let cut = read_first_line(&b"0123456789"[..], 4).await.expect("read");
+        assert_eq!(cut, b"0123", "bounded by the limit");
+    }
+
+    #[tokio::test]
+    async fn the_ready_line_is_found_among_the_sandboxs_logs() {
+        let (tx, rx) = oneshot::channel();
+        let closed = Arc::new(AtomicBool::new(false));
+        let stderr = format!("INFO preparing\n{READY_MARKER}\nINFO running\n");
+        watch_stderr(stderr.as_bytes(), "p".into(), tx, closed.clone()).await;
+        assert_eq!(rx.await.expect("an answer"), Ok(()));
+        assert!(closed.load(Ordering::SeqCst), "the stream ended");
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_without_the_ready_line_says_why() {
+        let (tx, rx) = oneshot::channel();
+        let stderr = "ERROR nsjail failed\nexiting\n";
+        watch_stderr(stderr.as_bytes(), "p".into(), tx, Arc::new(AtomicBool::new(false))).await;
+        assert_eq!(rx.await.expect("an answer"), Err("ERROR nsjail failed | exiting".to_string()));
     }
 }
