@@ -321,6 +321,36 @@ fn the_jobs_memory_limit_holds_in_the_ready_sandbox() {
 }
 
 #[test]
+fn without_cgroups_the_ready_sandbox_lowers_its_own_memory_limit_to_the_jobs() {
+    // As inside gVisor: the ready jail starts with the default 512 MiB as RLIMIT_AS and the
+    // harness lowers it to the job's when the job arrives.
+    let script = "import sys\ndef main():\n    print('warm', 'numpy' in sys.modules, flush=True)\n    hog = []\n    while True:\n        hog.append(bytearray(8 << 20))\n        print(len(hog) * 8, flush=True)\n";
+    let limits = Limits { memory_mb: 300, ..defaults() };
+    let finished = start(|c| {
+        c.args(["--cgroups", "off"]);
+    })
+    .deliver(&job(script, limits));
+    let envelope = finished.envelope();
+    let mut lines = envelope.stdout.lines();
+    assert_eq!(lines.next(), Some("warm True"), "ran in the ready sandbox: {}", finished.stderr);
+    let held: u64 = lines.last().and_then(|line| line.parse().ok()).unwrap_or(0);
+    assert!(held > 0 && held < 300, "held {held} MiB under a 300 MiB limit: {envelope:?}");
+    // Without cgroups on a host kernel a MemoryError stays the script's exception.
+    assert_eq!(envelope.outcome, Outcome::Exception, "{envelope:?}");
+    assert!(envelope.error.as_deref().is_some_and(|e| e.starts_with("MemoryError")), "{envelope:?}");
+
+    // More than the ready sandbox's memory cannot be set by lowering: cold, and it succeeds.
+    let above = Limits { memory_mb: 600, ..defaults() };
+    let finished = start(|c| {
+        c.args(["--cgroups", "off"]);
+    })
+    .deliver(&job("import sys\ndef main():\n    return {'warm': 'pandas' in sys.modules}\n", above));
+    let envelope = finished.envelope();
+    assert_eq!(envelope.result.expect("a result").json().get(), r#"{"warm":false}"#, "{}", finished.stderr);
+    assert!(finished.stderr.contains("unfit=AboveReady"), "{}", finished.stderr);
+}
+
+#[test]
 fn a_job_whose_limits_do_not_fit_the_ready_sandbox_runs_cold_and_succeeds() {
     // /tmp's size is fixed when the ready jail starts.
     let limits = Limits { tmp_mb: 32, ..defaults() };
@@ -357,4 +387,37 @@ fn what_is_not_one_job_exits_with_its_own_code_and_says_why() {
         let message = finished.termination_message.expect("a termination message");
         assert!(message.starts_with("sandbox_failure "), "{name}: {message}");
     }
+}
+
+#[test]
+fn the_gvisor_profile_on_a_host_kernel_refuses_at_once_without_waiting_for_a_job() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pyexec"))
+        .args(["sandbox", "--isolation", "gvisor", "--job-on-stdin"])
+        .current_dir(common::repo())
+        .env("PYEXEC_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pyexec sandbox");
+    // Held open: the refusal must not wait for stdin to end.
+    let _stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = sender.send(stdout.read_to_string(&mut text).map(|_| text));
+    });
+    let Ok(text) = receiver.recv_timeout(END_TIMEOUT) else {
+        let _ = child.kill();
+        panic!("the refusal waited for stdin");
+    };
+    let status = child.wait().expect("wait");
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("stderr");
+    assert!(status.success(), "the envelope is the answer: {status:?} {stderr}");
+    assert!(!stderr.contains(READY_MARKER), "no readiness before the refusal: {stderr}");
+    let envelope: Envelope = serde_json::from_str(text.expect("stdout").trim()).expect("one envelope");
+    assert_eq!(envelope.outcome, Outcome::SandboxFailure);
+    assert!(envelope.error.as_deref().is_some_and(|e| e.contains("not gVisor's kernel")), "{envelope:?}");
 }
