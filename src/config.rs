@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::controller::ControllerArgs;
 use crate::executor::kube::KubeSettings;
+use crate::sandbox::pool::PreloadSettings;
 use crate::sandbox::SandboxSettings;
 
 #[derive(Parser, Debug)]
@@ -122,6 +123,16 @@ pub struct SandboxArgs {
     /// Where to write a one-line summary when the run ends (Kubernetes' termination message).
     #[arg(long, env = "PYEXEC_TERMINATION_LOG")]
     pub termination_log: Option<PathBuf>,
+    /// Wait for the job on stdin, how a sandbox pod started ahead gets its work: prepare one
+    /// ready sandbox (--preload-modules imported, the default limits), write the line
+    /// "pyexec-sandbox: ready for one job" to stderr, read stdin to its end, run the one job
+    /// document it holds and print the envelope. No byte on stdin: exit code 3, no envelope; not
+    /// a job: exit code 4 and a sandbox_failure envelope. --job, --job-file, --script and
+    /// --script-file are then ignored.
+    #[arg(long, env = "PYEXEC_JOB_ON_STDIN", default_value_t = false)]
+    pub job_on_stdin: bool,
+    #[command(flatten)]
+    pub preload: PreloadSettings,
     #[command(flatten)]
     pub sandbox: SandboxSettings,
 }

@@ -8,13 +8,16 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     pyexec::telemetry::init(&cli.log);
     let outcome = match cli.command {
-        Command::Serve(args) => pyexec::commands::serve::run(args).await,
+        Command::Serve(args) => pyexec::commands::serve::run(args).await.map(|()| std::process::ExitCode::SUCCESS),
+        // `pyexec sandbox --job-on-stdin` has exit codes of its own (no job, not a job).
         Command::Sandbox(args) => pyexec::commands::sandbox::run(args).await,
-        Command::Controller(args) => pyexec::commands::controller::run(args).await,
-        Command::Crd => pyexec::commands::crd::run(),
+        Command::Controller(args) => {
+            pyexec::commands::controller::run(args).await.map(|()| std::process::ExitCode::SUCCESS)
+        }
+        Command::Crd => pyexec::commands::crd::run().map(|()| std::process::ExitCode::SUCCESS),
     };
     match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             let chain = pyexec::error::chain(&err);
             tracing::error!(error = %chain, "pyexec stopped");

@@ -53,7 +53,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                         min = args.pool.pool_min,
                         max = args.pool.pool_max,
                         idle_seconds = args.pool.pool_idle_seconds,
-                        preload = ?args.pool.preload_modules,
+                        preload = ?args.pool.preload.preload_modules,
                         "pool of ready sandboxes on"
                     );
                     pool_for_shutdown = Some(pool.clone());

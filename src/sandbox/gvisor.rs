@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::limits::Limits;
+use super::nsjail::Start;
 
 /// gVisor's kernel version string (its uname -v and the end of /proc/version), the same in every
 /// gVisor release: gVisor's pkg/sentry/kernel/version.LinuxVersion.
@@ -92,26 +93,35 @@ pub struct GvisorTools {
 /// -- nsjail <nsjail_args>`. Returns the program and its arguments.
 ///
 /// Memory is always RLIMIT_AS: gVisor accepts cgroup memory limits but does not enforce them.
+/// A ready jail (`Start::Ready`) starts with `limits`' memory and processes as ceilings, and
+/// with no CPU or file-size limit and the supervisor's open-file limit: its harness lowers all
+/// five to its job's when the job arrives, before any of the job's code runs.
 pub fn launch_command(
     tools: &GvisorTools,
     nsjail: &Path,
     nsjail_args: Vec<OsString>,
     limits: &Limits,
+    start: &Start,
 ) -> (PathBuf, Vec<OsString>) {
-    let mut args: Vec<OsString> = [
-        format!("--as={}", limits.memory_mb * MIB),
-        format!("--cpu={}", limits.cpu_seconds),
-        format!("--fsize={}", limits.file_size_mb * MIB),
-        format!("--nofile={}", limits.open_files),
+    let ready = matches!(start, Start::Ready { .. });
+    let mut rlimits = vec![format!("--as={}", limits.memory_mb * MIB)];
+    if ready {
+        rlimits.extend(["--cpu=unlimited".to_string(), "--fsize=unlimited".to_string()]);
+    } else {
+        rlimits.extend([
+            format!("--cpu={}", limits.cpu_seconds),
+            format!("--fsize={}", limits.file_size_mb * MIB),
+            format!("--nofile={}", limits.open_files),
+        ]);
+    }
+    rlimits.extend([
         // Counted per uid inside the gVisor sandbox (the pod), not the host.
         format!("--nproc={}", limits.max_pids),
         format!("--stack={STACK_BYTES}"),
         "--core=0".to_string(),
         "--".to_string(),
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .collect();
+    ]);
+    let mut args: Vec<OsString> = rlimits.into_iter().map(OsString::from).collect();
     args.push(tools.setpriv.clone().into_os_string());
     args.extend(setpriv_drop().into_iter().map(OsString::from));
     args.push("--".into());
@@ -170,7 +180,8 @@ mod tests {
 
     #[test]
     fn prlimit_sets_every_rlimit_then_setpriv_drops_to_nobody_then_nsjail_runs() {
-        let (program, args) = launch_command(&tools(), Path::new("/x/nsjail"), vec!["--config".into()], &limits());
+        let (program, args) =
+            launch_command(&tools(), Path::new("/x/nsjail"), vec!["--config".into()], &limits(), &Start::Cold);
         assert_eq!(program, PathBuf::from("/usr/bin/prlimit"));
         assert_eq!(
             strings(&args),
@@ -197,8 +208,20 @@ mod tests {
     }
 
     #[test]
+    fn a_ready_jail_starts_under_its_memory_and_process_ceilings_and_no_cpu_or_file_limit() {
+        let start = Start::Ready { preload: vec![], backstop_seconds: 60 };
+        let (_, args) = launch_command(&tools(), Path::new("/x/nsjail"), vec![], &limits(), &start);
+        let args = strings(&args);
+        let rlimits = &args[..args.iter().position(|a| a == "--").expect("separator")];
+        assert_eq!(
+            rlimits,
+            ["--as=268435456", "--cpu=unlimited", "--fsize=unlimited", "--nproc=32", "--stack=8388608", "--core=0"]
+        );
+    }
+
+    #[test]
     fn only_cap_sys_admin_reaches_nsjail() {
-        let (_, args) = launch_command(&tools(), Path::new("/x/nsjail"), vec![], &limits());
+        let (_, args) = launch_command(&tools(), Path::new("/x/nsjail"), vec![], &limits(), &Start::Cold);
         let caps: Vec<String> = strings(&args).into_iter().filter(|a| a.contains("caps=")).collect();
         assert_eq!(caps, ["--inh-caps=-all,+sys_admin", "--ambient-caps=+sys_admin"]);
     }

@@ -25,10 +25,15 @@ os.set_inheritable(_result_fd, False)
 _env = os.path.dirname(os.path.dirname(sys.executable))
 sys.path.append(f"{_env}/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")
 
-# A ready sandbox imports these before its job arrives; None on the cold path.
+# A ready sandbox imports these before its job arrives; None on the cold path. Without cgroups
+# (inside gVisor) it also lowers RLIMIT_AS and RLIMIT_NPROC to its job's ("lower=as,nproc").
 _PRELOAD = None
-if len(sys.argv) > 2 and sys.argv[2].startswith("preload="):
-    _PRELOAD = [name for name in sys.argv[2][len("preload="):].split(",") if name]
+_LOWER = ()
+for _arg in sys.argv[2:]:
+    if _arg.startswith("preload="):
+        _PRELOAD = [name for name in _arg[len("preload="):].split(",") if name]
+    elif _arg.startswith("lower="):
+        _LOWER = _arg[len("lower="):].split(",")
 
 import math
 import faulthandler
@@ -272,12 +277,14 @@ _MIB = 1024 * 1024
 
 
 def _wait_for_job():
-    """A ready sandbox of the pool: import the preloaded modules, tell the supervisor (one byte
-    on the result pipe), then wait for exactly one job, a JSON `sandbox::Job`, on stdin. Its
-    limits are put in place before any of its code runs: the CPU limit counts from now (the CPU
-    spent importing is added), and the file-size and open-file limits are lowered, soft and hard,
-    so the script cannot raise them again. Memory, processes, the deadline and the output caps
-    are the supervisor's, set from outside when it hands over the job."""
+    """A ready sandbox (of the pool, or of a sandbox pod): import the preloaded modules, tell the
+    supervisor (one byte on the result pipe), then wait for exactly one job, a JSON
+    `sandbox::Job`, on stdin. Its limits are put in place before any of its code runs: the CPU
+    limit counts from now (the CPU spent importing is added), and the file-size and open-file
+    limits are lowered, soft and hard, so the script cannot raise them again; so are memory
+    (RLIMIT_AS) and processes (RLIMIT_NPROC) when `_LOWER` names them (no cgroups, as inside
+    gVisor). Otherwise memory and processes are the supervisor's cgroup's, set from outside when
+    it hands over the job; the deadline and the output caps are always the supervisor's."""
     import json
     import resource
 
@@ -292,6 +299,8 @@ def _wait_for_job():
         cpu_seconds = int(limits["cpu_seconds"])
         file_size = int(limits["file_size_mb"]) * _MIB
         open_files = int(limits["open_files"])
+        memory = int(limits["memory_mb"]) * _MIB
+        processes = int(limits["max_pids"])
         if not isinstance(source, str):
             raise TypeError("script")
     except (ValueError, KeyError, TypeError):
@@ -299,9 +308,22 @@ def _wait_for_job():
         _exit(125)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = math.ceil(usage.ru_utime + usage.ru_stime) + cpu_seconds
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+    lowered = [
+        (resource.RLIMIT_CPU, cpu),
+        (resource.RLIMIT_FSIZE, file_size),
+        (resource.RLIMIT_NOFILE, open_files),
+    ]
+    if "as" in _LOWER:
+        lowered.append((resource.RLIMIT_AS, memory))
+    if "nproc" in _LOWER:
+        lowered.append((resource.RLIMIT_NPROC, processes))
+    for which, value in lowered:
+        try:
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError) as exc:
+            # Never run the job above its limits; the supervisor checked they fit, so this is
+            # the sandbox's failure, not the script's.
+            _fail("sandbox_failure", f"The ready sandbox could not apply the job's limits ({exc})")
     return source.encode("utf-8", "surrogatepass")
 
 

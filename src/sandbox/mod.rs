@@ -2,6 +2,7 @@
 
 pub mod capture;
 pub mod cgroup;
+pub mod delivery;
 pub mod envelope;
 pub mod gvisor;
 mod install;
@@ -10,6 +11,7 @@ pub mod job;
 pub mod limits;
 pub mod nsjail;
 pub mod pool;
+mod procfs;
 pub mod ready;
 pub mod settings;
 pub mod supervisor;
@@ -17,6 +19,7 @@ pub mod verdict;
 
 use std::path::PathBuf;
 
+pub use delivery::{INVALID_JOB_EXIT_CODE, MAX_JOB_BYTES, NO_JOB_EXIT_CODE, NO_JOB_MESSAGE, READY_MARKER};
 pub use envelope::{Envelope, Outcome};
 pub use job::{Job, MAX_JOB_BYTES, NO_JOB_EXIT_CODE, NO_JOB_MESSAGE, READY_MARKER};
 pub use limits::{LimitSettings, Limits, RequestedLimits};

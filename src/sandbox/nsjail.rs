@@ -32,14 +32,18 @@ pub enum Harness {
 
 impl Harness {
     /// The interpreter's arguments after the flags:
-    /// `-c <program> RESULT_FD [preload=<modules>] [byte code]`.
-    fn program_args(&self, start: &Start) -> Vec<String> {
+    /// `-c <program> RESULT_FD [preload=<modules> [lower=<rlimits>]] [byte code]`.
+    fn program_args(&self, start: &Start, cgroups: CgroupLimits) -> Vec<String> {
         let mut args = match self {
             Harness::Source => vec!["-c".into(), HARNESS.into(), RESULT_FD.to_string()],
             Harness::Compiled(_) => vec!["-c".into(), LOAD_COMPILED.into(), RESULT_FD.to_string()],
         };
         if let Start::Ready { preload, .. } = start {
             args.push(format!("preload={}", preload.join(",")));
+            let lowered = lowered_by_harness(cgroups);
+            if !lowered.is_empty() {
+                args.push(format!("lower={}", lowered.join(",")));
+            }
         }
         if let Harness::Compiled(hex) = self {
             args.push(hex.clone());
@@ -48,14 +52,30 @@ impl Harness {
     }
 }
 
+/// The rlimits a ready jail's harness lowers to its job's when the job arrives, besides CPU,
+/// file size and open files (always its own): memory (`as`, RLIMIT_AS) and processes (`nproc`,
+/// RLIMIT_NPROC) when no cgroup holds them, as inside gVisor. The jail starts with the ready
+/// limits' values as their ceiling (`ready::within_rlimits`).
+pub fn lowered_by_harness(cgroups: CgroupLimits) -> Vec<&'static str> {
+    let mut lowered = Vec::new();
+    if !cgroups.memory {
+        lowered.push("as");
+    }
+    if !cgroups.pids {
+        lowered.push("nproc");
+    }
+    lowered
+}
+
 /// How a jail starts: with its script (the cold path), or ready, waiting for one job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Start {
     /// The script comes on stdin at once; nsjail applies the run's limits.
     Cold,
     /// The harness imports `preload`, reports ready, then waits for one `Job` (JSON) on stdin
-    /// and lowers its own CPU, file-size and open-file rlimits to the job's; nsjail starts it
-    /// with the host's hard limits for those. `backstop_seconds` is nsjail's own time limit.
+    /// and lowers its own CPU, file-size and open-file rlimits to the job's (and memory and
+    /// processes without cgroups, `lowered_by_harness`); nsjail starts it with the host's hard
+    /// limits for those. `backstop_seconds` is nsjail's own time limit.
     Ready { preload: Vec<String>, backstop_seconds: u64 },
 }
 
@@ -123,7 +143,7 @@ pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits, st
     push("-I".into());
     push("-S".into());
     push("-B".into());
-    for arg in paths.harness.program_args(start) {
+    for arg in paths.harness.program_args(start, cgroups) {
         push(arg);
     }
     args
@@ -251,6 +271,19 @@ mod tests {
         assert_eq!(value_after(&args, "--rlimit_nofile"), "hard");
         // /tmp's size is fixed when the jail starts.
         assert_eq!(value_after(&args, "--mount"), "none:/tmp:tmpfs:size=8388608,mode=1777");
+    }
+
+    #[test]
+    fn without_cgroups_a_ready_jail_lowers_its_memory_and_process_rlimits_itself() {
+        let start = Start::Ready { preload: vec!["numpy".into()], backstop_seconds: 900 };
+        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: false, pids: false }, &start);
+        let tail: Vec<String> = args[args.len() - 4..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(tail, ["3", "preload=numpy", "lower=as,nproc", "00ff"]);
+        // The ready limits are the ceiling the harness lowers from.
+        assert_eq!(value_after(&args, "--rlimit_as"), "256");
+        assert_eq!(value_after(&args, "--rlimit_nproc"), "32");
+        let cold = nsjail_args(&paths(), &limits(), CgroupLimits { memory: false, pids: false }, &Start::Cold);
+        assert!(!cold.iter().any(|a| a.to_string_lossy().starts_with("lower=")), "{cold:?}");
     }
 
     #[test]

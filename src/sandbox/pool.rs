@@ -27,7 +27,7 @@ use super::supervisor::Supervisor;
 /// How often the pool looks for dead and stale sandboxes when nothing wakes it.
 const TICK: Duration = Duration::from_secs(1);
 /// How long a sandbox may take to import the preloaded modules.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// nsjail's own time limit of a ready jail beyond its idle lifetime: a backstop only (the
 /// supervisor kills at each job's deadline); jobs whose timeout would pass it go cold.
 const BACKSTOP_BEYOND_IDLE: Duration = Duration::from_secs(3600);
@@ -48,10 +48,26 @@ pub struct PoolSettings {
     /// --pool-min and unused, removed).
     #[arg(long, env = "PYEXEC_POOL_IDLE_SECONDS", default_value_t = 300)]
     pub pool_idle_seconds: u64,
-    /// Modules a ready sandbox imports before its script arrives (comma-separated; empty for
-    /// none). The import's memory counts toward the script's memory limit.
+    #[command(flatten)]
+    pub preload: PreloadSettings,
+}
+
+/// What a ready sandbox imports before its job arrives: the pool's sandboxes and a sandbox pod's
+/// (`pyexec sandbox --job-on-stdin`) alike.
+#[derive(Args, Clone, Debug)]
+pub struct PreloadSettings {
+    /// Modules a ready sandbox (the pool's, or that of `pyexec sandbox` with --job-on-stdin)
+    /// imports before its script arrives (comma-separated; empty for none). The import's
+    /// memory counts toward the script's memory limit.
     #[arg(long, env = "PYEXEC_PRELOAD_MODULES", value_delimiter = ',', default_value = "numpy,pandas")]
     pub preload_modules: Vec<String>,
+}
+
+impl PreloadSettings {
+    /// The module names, trimmed, empty ones left out.
+    pub fn modules(&self) -> Vec<String> {
+        self.preload_modules.iter().map(|name| name.trim().to_string()).filter(|name| !name.is_empty()).collect()
+    }
 }
 
 impl PoolSettings {
@@ -61,10 +77,6 @@ impl PoolSettings {
 
     fn idle_lifetime(&self) -> Duration {
         Duration::from_secs(self.pool_idle_seconds.max(1))
-    }
-
-    fn preload(&self) -> Vec<String> {
-        self.preload_modules.iter().map(|name| name.trim().to_string()).filter(|name| !name.is_empty()).collect()
     }
 }
 
@@ -133,7 +145,7 @@ impl Pool {
         let min = settings.pool_min.min(settings.pool_max);
         let shared = Arc::new(Shared {
             supervisor,
-            preload: settings.preload(),
+            preload: settings.preload.modules(),
             backstop: settings.idle_lifetime() + BACKSTOP_BEYOND_IDLE,
             settings: PoolSettings { pool_min: min, ..settings },
             limits,
@@ -327,9 +339,9 @@ mod tests {
             pool_min: 1,
             pool_max: 2,
             pool_idle_seconds: 0,
-            preload_modules: vec![" numpy".into(), String::new()],
+            preload: PreloadSettings { preload_modules: vec![" numpy".into(), String::new()] },
         };
-        assert_eq!(settings.preload(), ["numpy"]);
+        assert_eq!(settings.preload.modules(), ["numpy"]);
         assert_eq!(settings.idle_lifetime(), Duration::from_secs(1));
     }
 }

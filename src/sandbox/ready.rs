@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::cgroup::RunCgroup;
 use super::jail::{Jail, NSJAIL_TERM_GRACE};
 use super::limits::Limits;
+use super::procfs;
 
 /// Why a ready sandbox cannot take a job: the job goes the cold path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub enum Unfit {
     Backstop,
     /// The sandbox has ended (or its cgroup could not be set).
     Gone,
+    /// Without cgroups its memory and process limits are rlimits, which can only be lowered:
+    /// the job may use more than the ready sandbox.
+    AboveReady,
 }
 
 /// Whether a ready jail started with `ready` limits `age` ago, under nsjail's time limit
@@ -29,6 +33,15 @@ pub fn fits(ready: &Limits, job: &Limits, age: Duration, backstop: Duration) -> 
     // The supervisor kills at the deadline; nsjail's backstop must not come first.
     if age + job.timeout() + NSJAIL_TERM_GRACE * 2 >= backstop {
         return Err(Unfit::Backstop);
+    }
+    Ok(())
+}
+
+/// Whether a job's memory and process limits can be set as rlimits (no cgroups) in a jail
+/// started with `ready` limits as their ceiling: only lowered, never raised.
+pub fn within_rlimits(ready: &Limits, job: &Limits) -> Result<(), Unfit> {
+    if job.memory_mb > ready.memory_mb || job.max_pids > ready.max_pids {
+        return Err(Unfit::AboveReady);
     }
     Ok(())
 }
@@ -68,12 +81,16 @@ impl ReadySandbox {
     }
 
     /// Takes it for a job with `limits`, under nsjail's time limit `backstop`: applies the
-    /// job's memory and process limits to its cgroup. On `Err` nothing was changed except when
-    /// the sandbox is `Gone`.
+    /// job's memory and process limits to its cgroup or, without cgroups, checks that its
+    /// harness can lower its rlimits to them (it does so when the job arrives). On `Err` nothing
+    /// was changed except when the sandbox is `Gone`.
     pub fn claim(&mut self, limits: &Limits, backstop: Duration) -> Result<(), Unfit> {
         fits(&self.limits, limits, self.age(), backstop)?;
         if !self.alive() {
             return Err(Unfit::Gone);
+        }
+        if self.jail.cgroup.is_none() {
+            return self.claim_rlimits(limits);
         }
         let Some(group) = self.jail.cgroup.as_mut() else { return Err(Unfit::Gone) };
         // nsjail notices a dead interpreter only when it reaps it; the cgroup lists only the
@@ -88,6 +105,19 @@ impl ReadySandbox {
             return Err(Unfit::AlreadyUses);
         }
         group.apply(memory_bytes, limits.max_pids + 1).map_err(|_| Unfit::Gone)
+    }
+
+    /// `claim` without cgroups: RLIMIT_AS bounds each process's address space, which the idle
+    /// interpreter (nsjail's one child) already holds part of.
+    fn claim_rlimits(&self, limits: &Limits) -> Result<(), Unfit> {
+        within_rlimits(&self.limits, limits)?;
+        let nsjail = self.jail.child.id().ok_or(Unfit::Gone)?;
+        let interpreter = *procfs::children(nsjail).first().ok_or(Unfit::Gone)?;
+        let used = procfs::address_space_bytes(interpreter).ok_or(Unfit::Gone)?;
+        if used + MEMORY_HEADROOM_BYTES > limits.memory_mb * 1024 * 1024 {
+            return Err(Unfit::AlreadyUses);
+        }
+        Ok(())
     }
 
     /// Kills it and waits until nsjail is reaped (at shutdown, or when it went stale).
@@ -118,6 +148,17 @@ mod tests {
         assert_eq!(fits(&limits(), &limits(), Duration::from_secs(5), backstop), Ok(()));
         let bigger_tmp = Limits { tmp_mb: limits().tmp_mb * 2, ..limits() };
         assert_eq!(fits(&limits(), &bigger_tmp, Duration::ZERO, backstop), Err(Unfit::TmpSize));
+    }
+
+    #[test]
+    fn without_cgroups_a_job_may_lower_memory_and_processes_but_not_raise_them() {
+        assert_eq!(within_rlimits(&limits(), &limits()), Ok(()));
+        let less = Limits { memory_mb: limits().memory_mb / 2, max_pids: 1, ..limits() };
+        assert_eq!(within_rlimits(&limits(), &less), Ok(()));
+        let more_memory = Limits { memory_mb: limits().memory_mb + 1, ..limits() };
+        assert_eq!(within_rlimits(&limits(), &more_memory), Err(Unfit::AboveReady));
+        let more_processes = Limits { max_pids: limits().max_pids + 1, ..limits() };
+        assert_eq!(within_rlimits(&limits(), &more_processes), Err(Unfit::AboveReady));
     }
 
     #[test]

@@ -220,7 +220,7 @@ impl Supervisor {
 
         let mut command = match (&cgroup, &inner.paths.gvisor) {
             (_, Some(tools)) => {
-                let (program, args) = gvisor::launch_command(tools, &inner.paths.nsjail, args, limits);
+                let (program, args) = gvisor::launch_command(tools, &inner.paths.nsjail, args, limits, start);
                 let mut command = Command::new(program);
                 command.args(args);
                 command

@@ -141,6 +141,8 @@ fn from_report(report: Report, returncode: i32) -> Result<Verdict, serde_json::E
         Some("not_a_dict") => Outcome::NotADict,
         Some("unserializable") => Outcome::Unserializable,
         Some("exception") => Outcome::Exception,
+        // A ready sandbox's harness could not lower its rlimits to the job's: nothing ran.
+        Some("sandbox_failure") => Outcome::SandboxFailure,
         _ => Outcome::NoResult,
     };
     let message = report.message.unwrap_or_else(|| "The script failed".into());
@@ -236,6 +238,15 @@ mod tests {
         assert_eq!(v.error.as_deref(), Some("Memory limit of 128 MiB exceeded (MemoryError)"));
         let other = br#"{"ok":false,"kind":"exception","message":"ValueError: MemoryError"}"#;
         assert_eq!(decide(&facts_with_limit(&l, other)).outcome, Outcome::Exception);
+    }
+
+    #[test]
+    fn a_ready_sandbox_that_could_not_apply_the_jobs_limits_is_a_sandbox_failure() {
+        let l = limits();
+        let report = br#"{"ok":false,"kind":"sandbox_failure","message":"The ready sandbox could not apply the job's limits (x)"}"#;
+        let v = decide(&facts(&l, Some(ChildStatus::Exited(1)), report));
+        assert_eq!(v.outcome, Outcome::SandboxFailure);
+        assert!(v.error.as_deref().is_some_and(|e| e.contains("could not apply")), "{v:?}");
     }
 
     fn facts_with_limit<'a>(limits: &'a Limits, report: &'a [u8]) -> RunFacts<'a> {
