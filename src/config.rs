@@ -106,14 +106,6 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct SandboxArgs {
-    /// The job document (JSON: {"script": ..., "limits": {...}} with every limit resolved), how a
-    /// sandbox pod receives its work; when set, --job-file, --script and --script-file are ignored.
-    #[arg(long, env = "PYEXEC_JOB", hide_env_values = true)]
-    pub job: Option<String>,
-    /// File holding the job document (a sandbox pod's, when too large for --job); when set,
-    /// --script and --script-file are ignored.
-    #[arg(long, env = "PYEXEC_JOB_FILE")]
-    pub job_file: Option<PathBuf>,
     /// The script itself, run under the default limits; when set, --script-file is ignored.
     #[arg(long, env = "PYEXEC_SCRIPT", hide_env_values = true)]
     pub script: Option<String>,
@@ -127,8 +119,8 @@ pub struct SandboxArgs {
     /// ready sandbox (--preload-modules imported, the default limits), write the line
     /// "pyexec-sandbox: ready for one job" to stderr, read stdin to its end, run the one job
     /// document it holds and print the envelope. No byte on stdin: exit code 3, no envelope; not
-    /// a job: exit code 4 and a sandbox_failure envelope. --job, --job-file, --script and
-    /// --script-file are then ignored.
+    /// a job: exit code 4 and a sandbox_failure envelope. --script and --script-file are then
+    /// ignored.
     #[arg(long, env = "PYEXEC_JOB_ON_STDIN", default_value_t = false)]
     pub job_on_stdin: bool,
     #[command(flatten)]

@@ -23,14 +23,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("reading the job document from {path}: {source}")]
-    ReadJob {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the job document is not a job (script and limits as JSON): {0}")]
-    InvalidJob(#[source] serde_json::Error),
     #[error("writing the envelope: {0}")]
     WriteEnvelope(#[source] std::io::Error),
     #[error(transparent)]

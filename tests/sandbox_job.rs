@@ -1,10 +1,12 @@
-//! `pyexec sandbox` reads its work as one job document, the way a sandbox pod hands it over:
-//! the script arrives byte for byte and runs under the job's limits, not the settings' defaults.
+//! `pyexec sandbox --job-on-stdin` reads its work as one job document on stdin, the way a sandbox
+//! pod gets it: the script arrives byte for byte and runs under the job's limits, not the
+//! settings' defaults. (tests/sandbox_stdin.rs covers the waiting itself.)
 
 mod common;
 
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyexec::sandbox::{Job, Limits};
@@ -32,7 +34,7 @@ static RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs `pyexec sandbox` with a cgroup parent of its own (tests run at once, and only the run
 /// that created a parent removes it), and checks that the parent is gone afterwards.
-fn sandbox(configure: impl FnOnce(&mut Command)) -> Output {
+fn sandbox(stdin: &[u8]) -> Output {
     let repo = common::repo();
     let tools = repo.join(".tools");
     let parent = format!("pyexec-test-job-{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::SeqCst));
@@ -44,9 +46,17 @@ fn sandbox(configure: impl FnOnce(&mut Command)) -> Output {
         .env("PYEXEC_NSJAIL", tools.join("nsjail/bin/nsjail"))
         .env("PYEXEC_NSJAIL_CONFIG", repo.join("nsjail.cfg"))
         .env("PYEXEC_PYTHON_ENV", tools.join("python"))
-        .env("PYEXEC_LOG", "warn");
-    configure(&mut command);
-    let output = command.output().expect("run pyexec sandbox");
+        .env("PYEXEC_LOG", "warn")
+        .env("PYEXEC_JOB_ON_STDIN", "true")
+        .env("PYEXEC_PRELOAD_MODULES", "")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("run pyexec sandbox");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).expect("write the job");
+    drop(input);
+    let output = child.wait_with_output().expect("wait for pyexec sandbox");
     for hierarchy in ["", "memory", "pids"] {
         let dir = Path::new("/sys/fs/cgroup").join(hierarchy).join(&parent);
         assert!(!dir.exists(), "pyexec sandbox left its cgroup {} behind", dir.display());
@@ -67,35 +77,18 @@ fn assert_ran_under_the_job(envelope: &Value) {
 }
 
 #[test]
-fn a_job_in_the_environment_runs_under_its_own_limits() {
-    let job = serde_json::to_string(&Job { script: SCRIPT.into(), limits: limits() }).expect("json");
-    let output = sandbox(|c| {
-        c.env("PYEXEC_JOB", &job);
-    });
-    assert_ran_under_the_job(&envelope(&output));
-}
-
-#[test]
-fn a_job_in_a_file_runs_under_its_own_limits() {
-    let dir = std::env::temp_dir().join(format!("pyexec-job-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("job.json");
-    let job = Job { script: SCRIPT.into(), limits: limits() };
-    std::fs::write(&file, serde_json::to_vec(&job).expect("json")).expect("write the job");
-    let output = sandbox(|c| {
-        c.arg("--job-file").arg(&file);
-    });
-    let _ = std::fs::remove_dir_all(&dir);
-    assert_ran_under_the_job(&envelope(&output));
+fn a_job_on_stdin_runs_under_its_own_limits() {
+    let job = serde_json::to_vec(&Job { script: SCRIPT.into(), limits: limits() }).expect("json");
+    assert_ran_under_the_job(&envelope(&sandbox(&job)));
 }
 
 #[test]
 fn a_document_that_is_not_a_job_is_refused_with_its_cause() {
-    let output = sandbox(|c| {
-        c.env("PYEXEC_JOB", r#"{"script": "def main(): return {}"}"#);
-    });
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("the job document is not a job"), "{stderr}");
-    assert!(stderr.contains("missing field `limits`"), "the serde cause is kept: {stderr}");
+    let output = sandbox(br#"{"script": "def main(): return {}"}"#);
+    assert_eq!(output.status.code(), Some(i32::from(pyexec::sandbox::INVALID_JOB_EXIT_CODE)));
+    let envelope: Value = serde_json::from_slice(&output.stdout).expect("one envelope as JSON");
+    assert_eq!(envelope["outcome"], "sandbox_failure");
+    let error = envelope["error"].as_str().unwrap_or_default();
+    assert!(error.contains("not a job"), "{error}");
+    assert!(error.contains("missing field `limits`"), "the serde cause is kept: {error}");
 }

@@ -189,17 +189,8 @@ fn refusal(settings: &SandboxSettings) -> Option<Envelope> {
     Some(Envelope::rejected(Outcome::SandboxFailure, refusal.to_string()))
 }
 
-/// The work to do: a job document (`--job`, then `--job-file`), else a script under the
-/// default limits.
+/// The work to do without `--job-on-stdin`: one script under the default limits.
 fn job(args: &SandboxArgs) -> Result<Job> {
-    if let Some(text) = &args.job {
-        return serde_json::from_str(text).map_err(Error::InvalidJob);
-    }
-    if let Some(file) = &args.job_file {
-        let path = file.to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(file).map_err(|source| Error::ReadJob { path, source })?;
-        return serde_json::from_str(&text).map_err(Error::InvalidJob);
-    }
     let script = match &args.script {
         Some(script) => script.clone(),
         None => read_script(&args.script_file)

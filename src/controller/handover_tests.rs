@@ -188,7 +188,7 @@ async fn a_failed_write_is_never_retried_on_another_pod() {
 #[tokio::test]
 async fn a_pod_that_ended_before_its_job_arrived_is_replaced() {
     let execution = delivered("hello");
-    let mut status = ended_status("Failed", NO_JOB_EXIT_CODE);
+    let mut status = ended_status("Failed", i32::from(NO_JOB_EXIT_CODE));
     if let Some(terminated) = status
         .container_statuses
         .as_mut()

@@ -50,7 +50,7 @@ pub fn view_pod(pod: &Pod) -> PodView {
     let phase = status.phase.as_deref().unwrap_or("Pending");
     let pod_reason = status.reason.clone().unwrap_or_default();
     if let Some(terminated) = &state.terminated {
-        if terminated.exit_code == NO_JOB_EXIT_CODE
+        if terminated.exit_code == i32::from(NO_JOB_EXIT_CODE)
             && terminated.message.as_deref().map(str::trim) == Some(NO_JOB_MESSAGE)
         {
             return PodView::NoJob;
@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn only_the_no_job_exit_code_with_its_message_proves_no_script_ran() {
-        let mut state = terminated(NO_JOB_EXIT_CODE, "Error");
+        let mut state = terminated(i32::from(NO_JOB_EXIT_CODE), "Error");
         if let Some(t) = state.terminated.as_mut() {
             t.message = Some(NO_JOB_MESSAGE.into());
         }

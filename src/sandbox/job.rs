@@ -6,16 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::Limits;
 
-/// The line a sandbox waiting for its job (`pyexec sandbox --job-on-stdin`) writes to stderr once
-/// it is ready for it.
-pub const READY_MARKER: &str = "pyexec-sandbox: ready for one job";
-/// The largest job document a sandbox reads from stdin.
-pub const MAX_JOB_BYTES: usize = 1024 * 1024;
-/// Exit code of a sandbox whose stdin ended before any byte of a job arrived: no script ran.
-pub const NO_JOB_EXIT_CODE: i32 = 3;
-/// Its termination message.
-pub const NO_JOB_MESSAGE: &str = "no job: stdin ended before a job arrived";
-
 /// One execution's work: run `script` under `limits`, once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

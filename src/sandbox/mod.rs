@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 pub use delivery::{INVALID_JOB_EXIT_CODE, MAX_JOB_BYTES, NO_JOB_EXIT_CODE, NO_JOB_MESSAGE, READY_MARKER};
 pub use envelope::{Envelope, Outcome};
-pub use job::{Job, MAX_JOB_BYTES, NO_JOB_EXIT_CODE, NO_JOB_MESSAGE, READY_MARKER};
+pub use job::Job;
 pub use limits::{LimitSettings, Limits, RequestedLimits};
 pub use settings::{Isolation, SandboxSettings};
 pub use supervisor::Supervisor;
