@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, AttachParams, AttachedProcess};
+use kube::api::{Api, AttachParams, AttachedProcess, LogParams};
 use kube::Client;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
@@ -27,6 +27,9 @@ use crate::sandbox::READY_MARKER;
 const STDIN_BUFFER_BYTES: usize = 1024 * 1024;
 /// The stdout buffer: an envelope in few reads.
 const STDOUT_BUFFER_BYTES: usize = 256 * 1024;
+/// How much of a waiting pod's log is read for its ready line (it is written after a few lines
+/// of start-up logs).
+const LOG_PEEK_BYTES: i64 = 64 * 1024;
 /// Lines of the sandbox's stderr kept to explain a session that never became ready.
 const STDERR_TAIL_LINES: usize = 8;
 
@@ -110,6 +113,11 @@ impl Attacher for KubeAttacher {
             let (ready_tx, ready_rx) = oneshot::channel();
             let closed = Arc::new(AtomicBool::new(false));
             tokio::spawn(watch_stderr(stderr, pod.clone(), ready_tx, closed.clone()));
+            // The stream carries only what the sandbox writes after the attach: a ready line
+            // written before it is in the log (read after attaching, so nothing falls between).
+            if said_ready_before(&api, name).await {
+                return Ok(Box::new(KubeSession { pod, process, closed }) as Box<dyn Session>);
+            }
             match tokio::time::timeout(timeout, ready_rx).await {
                 Ok(Ok(Ok(()))) => Ok(Box::new(KubeSession { pod, process, closed }) as Box<dyn Session>),
                 Ok(Ok(Err(tail))) => Err(not_ready(&pod, &format!("its stderr ended: {tail}"))),
@@ -118,6 +126,19 @@ impl Attacher for KubeAttacher {
             }
         }
         .boxed()
+    }
+}
+
+/// Whether the pod's log already holds the ready line.
+async fn said_ready_before(api: &Api<Pod>, name: &str) -> bool {
+    let params =
+        LogParams { container: Some(CONTAINER_NAME.into()), limit_bytes: Some(LOG_PEEK_BYTES), ..Default::default() };
+    match api.logs(name, &params).await {
+        Ok(log) => log.lines().any(|line| line.trim_end() == READY_MARKER),
+        Err(err) => {
+            tracing::debug!(pod = name, error = %err, "could not read the pod's log; waiting for the ready line");
+            false
+        }
     }
 }
 
