@@ -30,6 +30,8 @@ const STDOUT_BUFFER_BYTES: usize = 256 * 1024;
 /// How much of a waiting pod's log is read for its ready line (it is written after a few lines
 /// of start-up logs).
 const LOG_PEEK_BYTES: i64 = 64 * 1024;
+/// How often the log is looked at for the ready line while waiting for it.
+const LOG_POLL: Duration = Duration::from_millis(250);
 /// Lines of the sandbox's stderr kept to explain a session that never became ready.
 const STDERR_TAIL_LINES: usize = 8;
 
@@ -113,16 +115,28 @@ impl Attacher for KubeAttacher {
             let (ready_tx, ready_rx) = oneshot::channel();
             let closed = Arc::new(AtomicBool::new(false));
             tokio::spawn(watch_stderr(stderr, pod.clone(), ready_tx, closed.clone()));
-            // The stream carries only what the sandbox writes after the attach: a ready line
-            // written before it is in the log (read after attaching, so nothing falls between).
-            if said_ready_before(&api, name).await {
-                return Ok(Box::new(KubeSession { pod, process, closed }) as Box<dyn Session>);
-            }
-            match tokio::time::timeout(timeout, ready_rx).await {
-                Ok(Ok(Ok(()))) => Ok(Box::new(KubeSession { pod, process, closed }) as Box<dyn Session>),
-                Ok(Ok(Err(tail))) => Err(not_ready(&pod, &format!("its stderr ended: {tail}"))),
-                Ok(Err(_)) => Err(not_ready(&pod, "its stderr ended")),
-                Err(_) => Err(not_ready(&pod, &format!("no ready line within {}s", timeout.as_secs()))),
+            // The stream carries only what the sandbox writes once the attach reached the
+            // container, which is some time after the attach call returns: the ready line may be
+            // in the log alone. Look there too, until one of them has it.
+            let mut ready_rx = ready_rx;
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                if said_ready_before(&api, name).await {
+                    return Ok(Box::new(KubeSession { pod, process, closed }) as Box<dyn Session>);
+                }
+                let poll =
+                    tokio::time::sleep(LOG_POLL.min(deadline.saturating_duration_since(tokio::time::Instant::now())));
+                tokio::select! {
+                    answer = &mut ready_rx => return match answer {
+                        Ok(Ok(())) => Ok(Box::new(KubeSession { pod, process, closed }) as Box<dyn Session>),
+                        Ok(Err(tail)) => Err(not_ready(&pod, &format!("its stderr ended: {tail}"))),
+                        Err(_) => Err(not_ready(&pod, "its stderr ended")),
+                    },
+                    () = poll => {}
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(not_ready(&pod, &format!("no ready line within {}s", timeout.as_secs())));
+                }
             }
         }
         .boxed()

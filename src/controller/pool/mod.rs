@@ -85,6 +85,9 @@ struct State {
     lingering: Vec<Box<dyn Session>>,
     /// Pods created and not yet seen by the watch, with when.
     created: HashMap<String, Instant>,
+    /// Pods whose session was taken for a claim: never attached to again, even while the watch
+    /// still shows them unclaimed.
+    taken: HashSet<String>,
 }
 
 pub struct PoolConfig {
@@ -169,6 +172,7 @@ impl WarmPool {
             let pod = self.cache.get(&ObjectRef::new(session.pod()).within(&self.namespace));
             let claimable = pod.is_some_and(|pod| claim::classify(&pod, self.idle, now) == PoolPod::Running);
             if session.is_open() && claimable {
+                state.taken.insert(session.pod().to_string());
                 return Some(session);
             }
             state.lingering.push(session);
@@ -254,6 +258,7 @@ impl WarmPool {
             state.lingering.extend(left);
             state.lingering.retain(|session| present.contains(session.pod()) && session.is_open());
             state.created.retain(|name, at| !present.contains(name) && at.elapsed() < CREATED_GRACE);
+            state.taken.retain(|name| present.contains(name));
             let count = alive.len() + state.created.len();
             self.metrics.set_pool(state.ready.len(), count.saturating_sub(state.ready.len()));
             claim::to_create(self.size, count)
@@ -266,7 +271,10 @@ impl WarmPool {
     fn attach_if_new(self: &Arc<Self>, name: &str) {
         {
             let mut state = self.state();
-            if state.attaching.contains(name) || state.ready.iter().any(|s| s.pod() == name) {
+            if state.attaching.contains(name)
+                || state.taken.contains(name)
+                || state.ready.iter().any(|s| s.pod() == name)
+            {
                 return;
             }
             if state.lingering.iter().any(|s| s.pod() == name) {
