@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use super::cgroup::{parse_cpus, CpuShare};
 use super::limits::LimitSettings;
 
 #[derive(Args, Clone, Debug)]
@@ -38,8 +39,21 @@ pub struct SandboxSettings {
     /// Name of the parent cgroup that per-run cgroups are created under.
     #[arg(long, env = "PYEXEC_CGROUP_PARENT", default_value = "pyexec")]
     pub cgroup_parent: String,
+    /// CPUs one sandbox may use at most (a CFS quota of its cgroup; 0 for no cap; fractions
+    /// allowed). Every running sandbox also gets the same CPU weight, so the kernel shares the
+    /// CPUs equally between them; ready sandboxes of the pool import at a hundredth of it. Needs
+    /// the cpu controller (v1 /sys/fs/cgroup/cpu, or delegated on v2); without it, logged once.
+    #[arg(long, env = "PYEXEC_CPU_PER_SANDBOX", default_value_t = 1.0, value_parser = parse_cpus)]
+    pub cpu_per_sandbox: f64,
     #[command(flatten)]
     pub limits: LimitSettings,
+}
+
+impl SandboxSettings {
+    /// How every run's cgroup shares the CPUs.
+    pub fn cpu_share(&self) -> CpuShare {
+        CpuShare { cap_cpus: self.cpu_per_sandbox }
+    }
 }
 
 /// What the sandbox runs on, which decides how nsjail is configured and started.

@@ -1,0 +1,137 @@
+//! How the kernel shares the CPUs between sandboxes: every run's cgroup gets the cpu
+//! controller with the same weight and a cap (a CFS quota), so that a script that spins takes
+//! its share and no more, whatever the number of sandboxes running; a ready sandbox of the pool
+//! imports its modules at a much lower weight, raised to the run weight when its job arrives.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+/// The CFS period the cap is a quota of: the kernel's default, 100 ms.
+const PERIOD_US: u64 = 100_000;
+/// The smallest quota the kernel accepts, 1 ms.
+const MIN_QUOTA_US: u64 = 1_000;
+
+/// cgroup v2 weights (`cpu.weight`, 1..10000, default 100).
+const RUN_WEIGHT: u64 = 100;
+/// A refill is background work: a hundredth of a run's weight, so that starting ready
+/// sandboxes takes only CPU that running scripts leave idle.
+const REFILL_WEIGHT: u64 = 1;
+
+/// Which weight a group has: a script's, or a ready sandbox's still waiting for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weight {
+    /// A script runs: every run has this same weight.
+    Run,
+    /// A ready sandbox starts or waits for its job.
+    Refill,
+}
+
+/// The CPU policy of every run's cgroup: the same weight for every run, and at most
+/// `cap_cpus` CPUs each (0: no cap).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuShare {
+    pub cap_cpus: f64,
+}
+
+impl CpuShare {
+    /// The files to write, and what, for `weight` on cgroup v2 (`unified`) or v1.
+    pub fn files(&self, weight: Weight, unified: bool) -> Vec<(&'static str, String)> {
+        let weight = match weight {
+            Weight::Run => RUN_WEIGHT,
+            Weight::Refill => REFILL_WEIGHT,
+        };
+        let quota = quota_us(self.cap_cpus);
+        if unified {
+            let max = quota.map_or("max".to_string(), |q| q.to_string());
+            vec![("cpu.weight", weight.to_string()), ("cpu.max", format!("{max} {PERIOD_US}"))]
+        } else {
+            vec![
+                ("cpu.shares", v1_shares(weight).to_string()),
+                ("cpu.cfs_period_us", PERIOD_US.to_string()),
+                ("cpu.cfs_quota_us", quota.map_or("-1".to_string(), |q| q.to_string())),
+            ]
+        }
+    }
+
+    /// Writes `weight` and the cap into the group `dir`.
+    pub fn apply(&self, dir: &Path, weight: Weight, unified: bool) -> io::Result<()> {
+        for (file, value) in self.files(weight, unified) {
+            fs::write(dir.join(file), value)?;
+        }
+        Ok(())
+    }
+}
+
+/// The CFS quota per period for a cap of `cpus` CPUs; None for no cap.
+fn quota_us(cpus: f64) -> Option<u64> {
+    if !cpus.is_finite() || cpus <= 0.0 {
+        return None;
+    }
+    Some(((cpus * PERIOD_US as f64).round() as u64).max(MIN_QUOTA_US))
+}
+
+/// A v2 weight as v1 `cpu.shares` (default 1024 for the default weight 100; at least 2).
+fn v1_shares(weight: u64) -> u64 {
+    (weight * 1024 / 100).max(2)
+}
+
+/// Parses `--cpu-per-sandbox`: a number of CPUs, 0 for no cap.
+pub fn parse_cpus(text: &str) -> Result<f64, String> {
+    let cpus: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of CPUs"))?;
+    if !cpus.is_finite() || cpus < 0.0 {
+        return Err(format!("{text:?}: the CPUs per sandbox must be 0 (no cap) or more"));
+    }
+    if cpus > 0.0 && cpus * (PERIOD_US as f64) < MIN_QUOTA_US as f64 {
+        return Err(format!("{text:?}: the least cap is 0.01 CPU"));
+    }
+    Ok(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_run_gets_the_same_weight_and_a_quota_of_its_cap() {
+        let share = CpuShare { cap_cpus: 1.0 };
+        assert_eq!(
+            share.files(Weight::Run, false),
+            [
+                ("cpu.shares", "1024".to_string()),
+                ("cpu.cfs_period_us", "100000".to_string()),
+                ("cpu.cfs_quota_us", "100000".to_string())
+            ]
+        );
+        assert_eq!(
+            share.files(Weight::Run, true),
+            [("cpu.weight", "100".to_string()), ("cpu.max", "100000 100000".to_string())]
+        );
+        let half = CpuShare { cap_cpus: 0.5 };
+        assert_eq!(half.files(Weight::Run, true)[1].1, "50000 100000");
+    }
+
+    #[test]
+    fn a_refill_weighs_far_less_than_a_run() {
+        let share = CpuShare { cap_cpus: 1.0 };
+        assert_eq!(share.files(Weight::Refill, false)[0], ("cpu.shares", "10".to_string()));
+        assert_eq!(share.files(Weight::Refill, true)[0], ("cpu.weight", "1".to_string()));
+    }
+
+    #[test]
+    fn zero_means_no_cap() {
+        let share = CpuShare { cap_cpus: 0.0 };
+        assert_eq!(share.files(Weight::Run, false)[2], ("cpu.cfs_quota_us", "-1".to_string()));
+        assert_eq!(share.files(Weight::Run, true)[1], ("cpu.max", "max 100000".to_string()));
+    }
+
+    #[test]
+    fn the_cap_must_be_a_usable_number_of_cpus() {
+        assert_eq!(parse_cpus("1.5"), Ok(1.5));
+        assert_eq!(parse_cpus("0"), Ok(0.0));
+        assert!(parse_cpus("-1").is_err());
+        assert!(parse_cpus("NaN").is_err());
+        assert!(parse_cpus("0.001").is_err());
+        assert!(parse_cpus("two").is_err());
+    }
+}
