@@ -1,7 +1,8 @@
 //! Fair sharing of the CPUs over real HTTP with real nsjail: every running script's cgroup has
 //! the cpu controller with the same weight and a cap, a spinner gets no more CPU than its cap,
-//! ready sandboxes import at a low weight raised when their job arrives, and more scripts than
-//! cores run at once (slots are bounded by memory and processes, not cores).
+//! ready sandboxes import at a low weight raised when their job arrives, a long run drops to a
+//! lower weight beside new ones, and more scripts than cores run at once (slots are bounded by
+//! memory and processes, not cores).
 
 mod common;
 
@@ -12,6 +13,8 @@ use serde_json::{json, Value};
 
 /// A run's CPU weight as the v1 `cpu.shares` or v2 `cpu.weight` file has it.
 const RUN_WEIGHT: (&str, &str) = ("1024", "100");
+/// A run's weight once it has lasted --cpu-long-run-seconds.
+const LONG_RUN_WEIGHT: (&str, &str) = ("102", "10");
 /// A ready sandbox's weight before its job arrives.
 const REFILL_WEIGHT: (&str, &str) = ("10", "1");
 
@@ -23,6 +26,8 @@ struct CpuFiles {
     /// CPUs per period, as "quota period" (v1 `cpu.cfs_quota_us` and `cpu.cfs_period_us`, or v2
     /// `cpu.max`).
     max: String,
+    /// `cpu.idle` (SCHED_IDLE), where the kernel has it.
+    idle: Option<String>,
     unified: bool,
 }
 
@@ -40,19 +45,40 @@ fn occupied_cpu_groups(server: &Server) -> Vec<CpuFiles> {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
+        let idle = std::fs::read_to_string(dir.join("cpu.idle")).ok().map(|idle| idle.trim().to_string());
         let files = if unified {
-            CpuFiles { name, weight: read(&dir, "cpu.weight"), max: read(&dir, "cpu.max"), unified }
+            CpuFiles { name, weight: read(&dir, "cpu.weight"), max: read(&dir, "cpu.max"), idle, unified }
         } else {
             let max = format!("{} {}", read(&dir, "cpu.cfs_quota_us"), read(&dir, "cpu.cfs_period_us"));
-            CpuFiles { name, weight: read(&dir, "cpu.shares"), max, unified }
+            CpuFiles { name, weight: read(&dir, "cpu.shares"), max, idle, unified }
         };
         groups.push(files);
     }
     groups
 }
 
+/// The first occupied cpu group not named `besides`: a run's sandbox joins its cgroup a moment
+/// after the run is counted in flight, so this polls, bounded.
+async fn occupied_group_besides(server: &Server, besides: Option<&str>) -> CpuFiles {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let groups = occupied_cpu_groups(server);
+        if let Some(group) = groups.into_iter().find(|g| Some(g.name.as_str()) != besides) {
+            return group;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never entered a cgroup");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 fn weight(files: &CpuFiles, (v1, v2): (&str, &str)) -> bool {
-    files.weight == if files.unified { v2 } else { v1 }
+    files.idle.as_deref() != Some("1") && files.weight == if files.unified { v2 } else { v1 }
+}
+
+/// A long run: SCHED_IDLE where the kernel has cpu.idle (its weight then reads as the idle
+/// weight), else the long-run weight.
+fn long_run(files: &CpuFiles) -> bool {
+    files.idle.as_deref() == Some("1") || weight(files, LONG_RUN_WEIGHT)
 }
 
 /// A script that sleeps `seconds` and returns when it started and ended (host wall clock).
@@ -73,12 +99,13 @@ fn spawn(server: &Server, script: String) -> tokio::task::JoinHandle<(u16, Value
 
 #[tokio::test]
 async fn a_running_script_has_the_run_weight_and_the_cap() {
-    let server = Server::start_with(&["--pool-max", "0", "--cpu-per-sandbox", "0.5"]).await;
+    let server =
+        Server::start_with(&["--pool-max", "0", "--cpu-per-sandbox", "0.5", "--cpu-long-run-seconds", "0"]).await;
     let run = spawn(&server, sleeper(3.0));
     server.wait_for_in_flight(1).await;
+    let group = &occupied_group_besides(&server, None).await;
     let groups = occupied_cpu_groups(&server);
     assert_eq!(groups.len(), 1, "one run, one occupied cpu group: {groups:?}");
-    let group = &groups[0];
     assert!(weight(group, RUN_WEIGHT), "{group:?}");
     assert_eq!(group.max, "50000 100000", "half a CPU per 100 ms period: {group:?}");
     let (status, body) = run.await.expect("task");
@@ -91,7 +118,8 @@ async fn ready_sandboxes_import_at_a_low_weight_raised_when_their_job_arrives() 
     if std::env::var("PYEXEC_POOL_MAX").is_ok_and(|max| max.trim() == "0") {
         return; // this case is about the pool
     }
-    let server = Server::start().await;
+    // No long-run demotion: the claimed sandbox keeps the run weight however slow the machine.
+    let server = Server::start_with(&["--cpu-long-run-seconds", "0"]).await;
     let waiting = occupied_cpu_groups(&server);
     assert!(!waiting.is_empty(), "a ready sandbox waits in its cgroup");
     for group in &waiting {
@@ -143,5 +171,32 @@ async fn more_scripts_than_cores_run_at_once() {
     let last_start = spans.iter().map(|s| s.0).fold(f64::MIN, f64::max);
     let first_end = spans.iter().map(|s| s.1).fold(f64::MAX, f64::min);
     assert!(last_start < first_end, "{n} sleepers on {cores} cores did not all run at once: {spans:?}");
+    server.assert_healthy_and_clean().await;
+}
+
+#[tokio::test]
+async fn a_long_run_drops_to_the_long_run_weight_and_a_new_run_keeps_the_run_weight() {
+    let server = Server::start_with(&["--pool-max", "0", "--cpu-long-run-seconds", "0.5"]).await;
+    let long = spawn(&server, sleeper(4.0));
+    server.wait_for_in_flight(1).await;
+    // The weight drops half a second after the run started; poll for it, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let demoted = loop {
+        let groups = occupied_cpu_groups(&server);
+        if let Some(group) = groups.iter().find(|g| long_run(g)) {
+            break group.name.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "the long run kept its weight: {groups:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // A script that arrives now starts at the full weight beside it.
+    let fresh = spawn(&server, sleeper(1.0));
+    server.wait_for_in_flight(2).await;
+    let fresh_group = occupied_group_besides(&server, Some(&demoted)).await;
+    assert!(weight(&fresh_group, RUN_WEIGHT), "{fresh_group:?}");
+    for run in [long, fresh] {
+        let (status, body) = run.await.expect("task");
+        assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
+    }
     server.assert_healthy_and_clean().await;
 }

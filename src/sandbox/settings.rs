@@ -1,10 +1,11 @@
 //! Settings of the sandbox: where nsjail and Python are, which cgroups to use, the limits.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::cgroup::{parse_cpus, CpuShare};
+use super::cgroup::{parse_cpus, parse_seconds, CpuShare};
 use super::limits::LimitSettings;
 
 #[derive(Args, Clone, Debug)]
@@ -45,6 +46,13 @@ pub struct SandboxSettings {
     /// the cpu controller (v1 /sys/fs/cgroup/cpu, or delegated on v2); without it, logged once.
     #[arg(long, env = "PYEXEC_CPU_PER_SANDBOX", default_value_t = 1.0, value_parser = parse_cpus)]
     pub cpu_per_sandbox: f64,
+    /// Seconds after which a running sandbox counts as a long run: its CPU weight drops to a
+    /// tenth, and its group becomes SCHED_IDLE where the kernel has cpu.idle (0: never). Long
+    /// runs share the CPUs equally among themselves and take whatever is idle, but scripts that
+    /// just arrived are not slowed down by those that spin until their timeout. Needs the cpu
+    /// controller, like --cpu-per-sandbox.
+    #[arg(long, env = "PYEXEC_CPU_LONG_RUN_SECONDS", default_value_t = 1.0, value_parser = parse_seconds)]
+    pub cpu_long_run_seconds: f64,
     #[command(flatten)]
     pub limits: LimitSettings,
 }
@@ -52,7 +60,9 @@ pub struct SandboxSettings {
 impl SandboxSettings {
     /// How every run's cgroup shares the CPUs.
     pub fn cpu_share(&self) -> CpuShare {
-        CpuShare { cap_cpus: self.cpu_per_sandbox }
+        let long_run_after =
+            (self.cpu_long_run_seconds > 0.0).then(|| Duration::from_secs_f64(self.cpu_long_run_seconds));
+        CpuShare { cap_cpus: self.cpu_per_sandbox, long_run_after }
     }
 }
 

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 mod cpu;
 mod detect;
 
-pub use cpu::{parse_cpus, CpuShare, Weight};
+pub use cpu::{parse_cpus, parse_seconds, CpuShare, Weight};
 pub use detect::{detect_parent, remove_parent, CgroupMode};
 
 /// How long to wait for a killed run's processes to leave its cgroup before giving up on rmdir.
@@ -51,6 +51,9 @@ struct Slot {
     /// Its cpu group (the same directory as `memory` on v2), when the cpu controller is ours.
     cpu: Option<PathBuf>,
     unified: bool,
+    /// Counts the weights set on the group, so that a run's pending demotion to a long run's
+    /// weight never touches the group once it was set again (for the next run).
+    cpu_epoch: Arc<Mutex<u64>>,
 }
 
 impl CgroupPool {
@@ -111,12 +114,14 @@ impl CgroupPool {
                     pids: pids.join(&name),
                     cpu: cpu.as_ref().map(|cpu| cpu.join(&name)),
                     unified: false,
+                    cpu_epoch: Arc::default(),
                 },
                 CgroupMode::V2 { parent, cpu } => Slot {
                     memory: parent.join(&name),
                     pids: parent.join(&name),
                     cpu: cpu.then(|| parent.join(&name)),
                     unified: true,
+                    cpu_epoch: Arc::default(),
                 },
                 CgroupMode::Off { .. } => return Err(io::Error::other("cgroups are off")),
             };
@@ -249,13 +254,31 @@ impl RunCgroup {
         fs::write(slot.pids.join("pids.max"), max_pids.to_string())
     }
 
-    /// Sets the group's CPU weight (and the cap), when the cpu controller is ours.
+    /// Sets the group's CPU weight (and the cap), when the cpu controller is ours; a run's
+    /// weight drops to a long run's after `long_run_after`, unless set again before.
     fn set_cpu(&self, weight: Weight) -> io::Result<()> {
         let slot = self.slot();
-        match &slot.cpu {
-            Some(dir) => self.pool.cpu.apply(dir, weight, slot.unified),
-            None => Ok(()),
-        }
+        let Some(dir) = &slot.cpu else { return Ok(()) };
+        let cpu = self.pool.cpu;
+        let epoch = {
+            let mut epoch = slot.cpu_epoch.lock().unwrap_or_else(|p| p.into_inner());
+            *epoch += 1;
+            cpu.apply(dir, weight, slot.unified)?;
+            *epoch
+        };
+        let (Weight::Run, Some(after)) = (weight, cpu.long_run_after) else { return Ok(()) };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return Ok(()) };
+        let (dir, unified, epochs) = (dir.clone(), slot.unified, slot.cpu_epoch.clone());
+        runtime.spawn(async move {
+            tokio::time::sleep(after).await;
+            let current = epochs.lock().unwrap_or_else(|p| p.into_inner());
+            if *current == epoch {
+                if let Err(err) = cpu.apply(&dir, Weight::LongRun, unified) {
+                    tracing::warn!(cgroup = %dir.display(), error = %err, "could not lower a long run's CPU weight");
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Sets the run's memory and process limits again and a run's CPU weight, for a ready
@@ -312,6 +335,8 @@ impl RunCgroup {
 impl Drop for RunCgroup {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
+            // The run is over: a pending demotion of its weight must not touch the group.
+            *slot.cpu_epoch.lock().unwrap_or_else(|p| p.into_inner()) += 1;
             self.pool.give_back(slot);
         }
     }
