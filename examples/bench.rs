@@ -359,7 +359,7 @@ async fn main() {
     }
 
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    println!("pyexec benchmark: {cpus} CPUs, server defaults (concurrency {cpus}, pool of ready sandboxes on with numpy,pandas preloaded); baseline = bare `python3 -I script.py` with the sandbox's thread settings");
+    println!("pyexec benchmark: {cpus} CPUs, server defaults (slots from memory, --cpu-per-sandbox 1, pool of ready sandboxes on with numpy,pandas preloaded); baseline = bare `python3 -I script.py` with the sandbox's thread settings");
     println!();
     println!("concurrency 1, {RUNS} runs each (warm: a ready sandbox waits and the pool is idle when the request is sent; back-to-back: no pause between requests)");
     println!("{:<28} | {:>9} {:>9} {:>8} | {:>7} {:>8}", "", "p50 ms", "p99 ms", "runs/s", "p50 x", "rate x");

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 /// A run's CPU weight as the v1 `cpu.shares` or v2 `cpu.weight` file has it.
 const RUN_WEIGHT: (&str, &str) = ("1024", "100");
-/// A run's weight once it has lasted --cpu-long-run-seconds.
+/// A run's weight once it has used --cpu-long-run-seconds of CPU.
 const LONG_RUN_WEIGHT: (&str, &str) = ("102", "10");
 /// A ready sandbox's weight before its job arrives.
 const REFILL_WEIGHT: (&str, &str) = ("10", "1");
@@ -26,8 +26,6 @@ struct CpuFiles {
     /// CPUs per period, as "quota period" (v1 `cpu.cfs_quota_us` and `cpu.cfs_period_us`, or v2
     /// `cpu.max`).
     max: String,
-    /// `cpu.idle` (SCHED_IDLE), where the kernel has it.
-    idle: Option<String>,
     unified: bool,
 }
 
@@ -45,12 +43,11 @@ fn occupied_cpu_groups(server: &Server) -> Vec<CpuFiles> {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
-        let idle = std::fs::read_to_string(dir.join("cpu.idle")).ok().map(|idle| idle.trim().to_string());
         let files = if unified {
-            CpuFiles { name, weight: read(&dir, "cpu.weight"), max: read(&dir, "cpu.max"), idle, unified }
+            CpuFiles { name, weight: read(&dir, "cpu.weight"), max: read(&dir, "cpu.max"), unified }
         } else {
             let max = format!("{} {}", read(&dir, "cpu.cfs_quota_us"), read(&dir, "cpu.cfs_period_us"));
-            CpuFiles { name, weight: read(&dir, "cpu.shares"), max, idle, unified }
+            CpuFiles { name, weight: read(&dir, "cpu.shares"), max, unified }
         };
         groups.push(files);
     }
@@ -72,13 +69,11 @@ async fn occupied_group_besides(server: &Server, besides: Option<&str>) -> CpuFi
 }
 
 fn weight(files: &CpuFiles, (v1, v2): (&str, &str)) -> bool {
-    files.idle.as_deref() != Some("1") && files.weight == if files.unified { v2 } else { v1 }
+    files.weight == if files.unified { v2 } else { v1 }
 }
 
-/// A long run: SCHED_IDLE where the kernel has cpu.idle (its weight then reads as the idle
-/// weight), else the long-run weight.
 fn long_run(files: &CpuFiles) -> bool {
-    files.idle.as_deref() == Some("1") || weight(files, LONG_RUN_WEIGHT)
+    weight(files, LONG_RUN_WEIGHT)
 }
 
 /// A script that sleeps `seconds` and returns when it started and ended (host wall clock).
@@ -176,10 +171,11 @@ async fn more_scripts_than_cores_run_at_once() {
 
 #[tokio::test]
 async fn a_long_run_drops_to_the_long_run_weight_and_a_new_run_keeps_the_run_weight() {
-    let server = Server::start_with(&["--pool-max", "0", "--cpu-long-run-seconds", "0.5"]).await;
-    let long = spawn(&server, sleeper(4.0));
+    let server = Server::start_with(&["--pool-max", "0", "--cpu-long-run-seconds", "0.3"]).await;
+    let spinner = "import time\ndef main():\n    start = time.monotonic()\n    while time.monotonic() - start < 5:\n        pass\n    return {}\n";
+    let long = spawn(&server, spinner.to_string());
     server.wait_for_in_flight(1).await;
-    // The weight drops half a second after the run started; poll for it, bounded.
+    // The weight drops once the spinner used 0.3 s of CPU; poll for it, bounded.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let demoted = loop {
         let groups = occupied_cpu_groups(&server);
@@ -189,7 +185,7 @@ async fn a_long_run_drops_to_the_long_run_weight_and_a_new_run_keeps_the_run_wei
         assert!(std::time::Instant::now() < deadline, "the long run kept its weight: {groups:?}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    // A script that arrives now starts at the full weight beside it.
+    // A script that waits uses no CPU: it keeps the run weight.
     let fresh = spawn(&server, sleeper(1.0));
     server.wait_for_in_flight(2).await;
     let fresh_group = occupied_group_besides(&server, Some(&demoted)).await;

@@ -46,11 +46,11 @@ pub struct SandboxSettings {
     /// the cpu controller (v1 /sys/fs/cgroup/cpu, or delegated on v2); without it, logged once.
     #[arg(long, env = "PYEXEC_CPU_PER_SANDBOX", default_value_t = 1.0, value_parser = parse_cpus)]
     pub cpu_per_sandbox: f64,
-    /// Seconds after which a running sandbox counts as a long run: its CPU weight drops to a
-    /// tenth, and its group becomes SCHED_IDLE where the kernel has cpu.idle (0: never). Long
-    /// runs share the CPUs equally among themselves and take whatever is idle, but scripts that
-    /// just arrived are not slowed down by those that spin until their timeout. Needs the cpu
-    /// controller, like --cpu-per-sandbox.
+    /// CPU seconds after which a running sandbox counts as a long run and its CPU weight drops
+    /// to a tenth (0: never). Long runs share the CPUs equally among themselves and take
+    /// whatever is idle, but scripts that just arrived are slowed down less by those that spin
+    /// until their timeout; ordinary scripts, which use less CPU, keep the full weight however
+    /// long they wait. Needs the cpu controller, like --cpu-per-sandbox.
     #[arg(long, env = "PYEXEC_CPU_LONG_RUN_SECONDS", default_value_t = 1.0, value_parser = parse_seconds)]
     pub cpu_long_run_seconds: f64,
     #[command(flatten)]

@@ -1,10 +1,9 @@
 //! How the kernel shares the CPUs between sandboxes: every run's cgroup gets the cpu
 //! controller with the same weight and a cap (a CFS quota), so that a script that spins takes
-//! its share and no more, whatever the number of sandboxes running. A run that has lasted
-//! `--cpu-long-run-seconds` drops to a tenth of the weight and, where the kernel has it, to
-//! SCHED_IDLE (`cpu.idle`): long runs still share the CPUs equally among themselves and take all
-//! the CPU nobody else wants, but a script that just arrived (a hello world) is not slowed down
-//! by the scripts that spin until their timeout. A
+//! its share and no more, whatever the number of sandboxes running. A run that has used
+//! `--cpu-long-run-seconds` of CPU drops to a tenth of the weight: long runs still share the
+//! CPUs equally among themselves and take all the CPU nobody else wants, but a script that just
+//! arrived (a hello world) is slowed down less by the scripts that spin until their timeout. A
 //! ready sandbox of the pool imports its modules at a hundredth of the weight, raised to a run's
 //! when its job arrives.
 
@@ -31,14 +30,14 @@ const REFILL_WEIGHT: u64 = 1;
 pub enum Weight {
     /// A script runs: every run has this same weight.
     Run,
-    /// A script has run for `long_run_after`.
+    /// A script has used `long_run_after` of CPU time.
     LongRun,
     /// A ready sandbox starts or waits for its job.
     Refill,
 }
 
-/// The CPU policy of every run's cgroup: the same weight for every run, lowered after
-/// `long_run_after` (None: never), and at most `cap_cpus` CPUs each (0: no cap).
+/// The CPU policy of every run's cgroup: the same weight for every run, lowered once it used
+/// `long_run_after` of CPU time (None: never), and at most `cap_cpus` CPUs each (0: no cap).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CpuShare {
     pub cap_cpus: f64,
@@ -68,23 +67,43 @@ impl CpuShare {
 
     /// Writes `weight` and the cap into the group `dir`.
     pub fn apply(&self, dir: &Path, weight: Weight, unified: bool) -> io::Result<()> {
-        // The kernel refuses a weight for an idle group: leave idle first.
-        set_idle(dir, false)?;
         for (file, value) in self.files(weight, unified) {
             fs::write(dir.join(file), value)?;
         }
-        set_idle(dir, weight == Weight::LongRun)
+        Ok(())
     }
 }
 
-/// A long run is also SCHED_IDLE (`cpu.idle`, Linux 5.15+, v1 and v2) where the kernel has it:
-/// a new script's wakeups then preempt it at once, not after its time slice (measured: hello
-/// beside seven spinners, p50 26 ms instead of 70-220 ms with equal weights).
-fn set_idle(dir: &Path, idle: bool) -> io::Result<()> {
-    match fs::write(dir.join("cpu.idle"), if idle { "1" } else { "0" }) {
-        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
-        _ => Ok(()),
+/// CPU time used by the group `dir` so far: v2's `cpu.stat`; on v1 (whose cpu controller does
+/// not count it) the CPU time of the processes in the group now, from /proc.
+pub fn cpu_used(dir: &Path, unified: bool) -> Option<Duration> {
+    if unified {
+        return parse_usage_usec(&fs::read_to_string(dir.join("cpu.stat")).ok()?).map(Duration::from_micros);
     }
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+    let ticks: u64 = procs
+        .lines()
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok())
+        .filter_map(|stat| parse_stat_ticks(&stat))
+        .sum();
+    Some(Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
+/// /proc's clock ticks per second (USER_HZ, 100 on every Linux architecture pyexec runs on).
+const USER_HZ: u64 = 100;
+
+/// `usage_usec` of a v2 `cpu.stat`.
+fn parse_usage_usec(cpu_stat: &str) -> Option<u64> {
+    cpu_stat.lines().find_map(|line| line.strip_prefix("usage_usec ")?.trim().parse().ok())
+}
+
+/// utime + stime + cutime + cstime (clock ticks) of a /proc/PID/stat line.
+fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    // "pid (comm) state ppid ..."; comm may hold spaces, so count fields after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the comm: state is field 0, utime 11, stime 12, cutime 13, cstime 14.
+    let tick = |i: usize| fields.get(i)?.parse::<i64>().ok();
+    Some((tick(11)? + tick(12)? + tick(13)?.max(0) + tick(14)?.max(0)).max(0) as u64)
 }
 
 /// The CFS quota per period for a cap of `cpus` CPUs; None for no cap.
@@ -158,6 +177,14 @@ mod tests {
         assert_eq!(share.files(Weight::LongRun, true)[0], ("cpu.weight", "10".to_string()));
         assert_eq!(parse_seconds("1.5"), Ok(1.5));
         assert!(parse_seconds("-1").is_err());
+    }
+
+    #[test]
+    fn cpu_time_is_read_from_v2_cpu_stat_and_proc_stat() {
+        assert_eq!(parse_usage_usec("usage_usec 1500000\nuser_usec 1000000\n"), Some(1_500_000));
+        let stat = "42 (python3 x) R 1 42 42 0 -1 4194560 100 0 0 0 120 30 5 1 39 19 1 0 100 0 0";
+        assert_eq!(parse_stat_ticks(stat), Some(156));
+        assert_eq!(parse_stat_ticks("garbage"), None);
     }
 
     #[test]

@@ -19,6 +19,8 @@ mod detect;
 pub use cpu::{parse_cpus, parse_seconds, CpuShare, Weight};
 pub use detect::{detect_parent, remove_parent, CgroupMode};
 
+/// How often a run's CPU time is looked at, to lower its weight once it is a long run.
+const LONG_RUN_POLL: Duration = Duration::from_millis(200);
 /// How long to wait for a killed run's processes to leave its cgroup before giving up on rmdir.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -255,7 +257,7 @@ impl RunCgroup {
     }
 
     /// Sets the group's CPU weight (and the cap), when the cpu controller is ours; a run's
-    /// weight drops to a long run's after `long_run_after`, unless set again before.
+    /// weight drops to a long run's once it used `long_run_after` of CPU, unless set again before.
     fn set_cpu(&self, weight: Weight) -> io::Result<()> {
         let slot = self.slot();
         let Some(dir) = &slot.cpu else { return Ok(()) };
@@ -269,12 +271,20 @@ impl RunCgroup {
         let (Weight::Run, Some(after)) = (weight, cpu.long_run_after) else { return Ok(()) };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return Ok(()) };
         let (dir, unified, epochs) = (dir.clone(), slot.unified, slot.cpu_epoch.clone());
+        let baseline = cpu::cpu_used(&dir, unified).unwrap_or_default();
         runtime.spawn(async move {
-            tokio::time::sleep(after).await;
-            let current = epochs.lock().unwrap_or_else(|p| p.into_inner());
-            if *current == epoch {
-                if let Err(err) = cpu.apply(&dir, Weight::LongRun, unified) {
-                    tracing::warn!(cgroup = %dir.display(), error = %err, "could not lower a long run's CPU weight");
+            loop {
+                tokio::time::sleep(LONG_RUN_POLL).await;
+                let current = epochs.lock().unwrap_or_else(|p| p.into_inner());
+                if *current != epoch {
+                    return;
+                }
+                let used = cpu::cpu_used(&dir, unified).unwrap_or_default().saturating_sub(baseline);
+                if used >= after {
+                    if let Err(err) = cpu.apply(&dir, Weight::LongRun, unified) {
+                        tracing::warn!(cgroup = %dir.display(), error = %err, "could not lower a long run's CPU weight");
+                    }
+                    return;
                 }
             }
         });
