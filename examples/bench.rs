@@ -181,7 +181,12 @@ impl Server {
         Server { child, runner: Runner::Http { client, base } }
     }
 
-    fn stop(mut self) {
+    fn stop(self) {}
+}
+
+/// Stopped with SIGTERM also when the benchmark panics, so that no server outlives it.
+impl Drop for Server {
+    fn drop(&mut self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
@@ -256,7 +261,7 @@ async fn mixed(binary: &Path) {
     }
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     println!(
-        "pyexec fairness benchmark: {cpus} CPUs, server defaults (slots from memory, --cpu-per-sandbox 1, pool on)"
+        "pyexec fairness benchmark: {cpus} CPUs, server defaults (slots from memory, --cpu-per-sandbox 1, --cpu-long-run-seconds 1, pool on)"
     );
     println!("load average before: {}", loadavg());
 
