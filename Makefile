@@ -53,8 +53,8 @@ crd-check: ## Fail when crds/ or the chart's CRD is stale
 check-leftovers: ## Assert no sandbox process, cgroup or temp file outlived the tests
 	@bash hack/check-leftovers.sh
 
-bench: build ## Latency and throughput against bare python3, printed side by side
-	$(CARGO) run --release --locked --example bench
+bench: build ## Latency and throughput against bare python3, side by side (MODE=mixed: hello under hostile load)
+	$(CARGO) run --release --locked --example bench -- $(MODE)
 
 # The Kubernetes placement: helm, kind, images, deploy, e2e (see the file).
 include hack/kube.mk

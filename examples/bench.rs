@@ -11,6 +11,12 @@
 //! - concurrency 8, sustained for `SUSTAIN` with a mix of hello and pandas scripts: throughput
 //!   and latency of each, warm pool, cold, and bare Python;
 //! - memory of the idle pool, per ready sandbox.
+//!
+//! `make bench MODE=mixed` (`cargo run --release --example bench -- mixed`) measures fairness
+//! instead: hello alone at concurrency 1 (idle), then `CONCURRENCY` workers for `MIXED_SUSTAIN`
+//! where one request in ten is hostile (a spinner, a fork bomb or an output flood, each until
+//! its 10 s timeout) and the rest hello; it prints hello's p50/p99 under the mix beside idle and
+//! counts failures (a non-200 answer, or a hello that did not succeed).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -175,7 +181,12 @@ impl Server {
         Server { child, runner: Runner::Http { client, base } }
     }
 
-    fn stop(mut self) {
+    fn stop(self) {}
+}
+
+/// Stopped with SIGTERM also when the benchmark panics, so that no server outlives it.
+impl Drop for Server {
+    fn drop(&mut self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
@@ -193,12 +204,149 @@ fn row(label: &str, stats: &Stats, bare: &Stats) {
     );
 }
 
+/// How long the mixed load runs (hostile scripts started near its end finish after it).
+const MIXED_SUSTAIN: Duration = Duration::from_secs(30);
+/// Hello runs alone, one after another, for the idle figures of the mixed mode.
+const IDLE_RUNS: usize = 100;
+/// One request in this many is hostile in the mixed mode.
+const HOSTILE_EVERY: usize = 10;
+/// The hostile scripts of the mixed mode: each runs until its timeout.
+const HOSTILE: [(&str, &str); 3] = [
+    ("spinner", "def main():\n    while True:\n        pass\n"),
+    (
+        "fork bomb",
+        "import os\ndef main():\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass\n",
+    ),
+    ("output flood", "import sys\ndef main():\n    line = 'x' * 65536\n    while True:\n        sys.stdout.write(line)\n"),
+];
+/// The hostile scripts' timeout, given in each request.
+const HOSTILE_TIMEOUT_SECONDS: f64 = 10.0;
+
+/// What one request of the mixed mode came to.
+enum Answer {
+    Hello(Duration),
+    Hostile { kind: &'static str, outcome: String },
+    Failed(String),
+}
+
+/// POSTs `body`; a hello must answer 200 with its result, a hostile script 200 with any outcome.
+async fn mixed_request(client: &reqwest::Client, base: &str, n: usize) -> Answer {
+    let hostile = (n % HOSTILE_EVERY == HOSTILE_EVERY - 1).then(|| HOSTILE[(n / HOSTILE_EVERY) % HOSTILE.len()]);
+    let body = match hostile {
+        Some((_, script)) => json!({"script": script, "limits": {"timeout_seconds": HOSTILE_TIMEOUT_SECONDS}}),
+        None => json!({"script": HELLO}),
+    };
+    let t = Instant::now();
+    let response = match client.post(format!("{base}/execute")).json(&body).send().await {
+        Ok(response) => response,
+        Err(err) => return Answer::Failed(format!("request: {err}")),
+    };
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let elapsed = t.elapsed();
+    match (hostile, status) {
+        (_, status) if status != 200 => Answer::Failed(format!("status {status}: {body}")),
+        (Some((kind, _)), _) => Answer::Hostile { kind, outcome: body["outcome"].as_str().unwrap_or("?").to_string() },
+        (None, _) if body["result"] == json!({"message": "Hello World"}) => Answer::Hello(elapsed),
+        (None, _) => Answer::Failed(format!("hello: {body}")),
+    }
+}
+
+/// The mixed mode: hello idle, then hello under a load with hostile scripts, on one server.
+async fn mixed(binary: &Path) {
+    let server = Server::start(binary, &[]).await;
+    let Runner::Http { client, base } = server.runner.clone() else { unreachable!("an HTTP runner") };
+    for _ in 0..3 {
+        server.runner.run("hello", HELLO).await;
+    }
+    let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    println!(
+        "pyexec fairness benchmark: {cpus} CPUs, server defaults (slots from memory, --cpu-per-sandbox 1, --cpu-long-run-seconds 1, pool on)"
+    );
+    println!("load average before: {}", loadavg());
+
+    let mut idle = Vec::with_capacity(IDLE_RUNS);
+    let mut failures = Vec::new();
+    for n in 0..IDLE_RUNS {
+        // n * HOSTILE_EVERY is never hostile.
+        match mixed_request(&client, &base, n * HOSTILE_EVERY).await {
+            Answer::Hello(elapsed) => idle.push(elapsed),
+            Answer::Failed(why) => failures.push(why),
+            Answer::Hostile { .. } => unreachable!("idle runs are hello only"),
+        }
+    }
+    let idle_wall: Duration = idle.iter().sum();
+    let idle = stats(idle, idle_wall);
+
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (client, base, counter) = (client.clone(), base.clone(), counter.clone());
+        workers.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while started.elapsed() < MIXED_SUSTAIN {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                answers.push(mixed_request(&client, &base, n).await);
+            }
+            answers
+        }));
+    }
+    let mut hello = Vec::new();
+    let mut hostile: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for worker in workers {
+        for answer in worker.await.expect("worker") {
+            match answer {
+                Answer::Hello(elapsed) => hello.push(elapsed),
+                Answer::Hostile { kind, outcome } => *hostile.entry(format!("{kind}: {outcome}")).or_default() += 1,
+                Answer::Failed(why) => failures.push(why),
+            }
+        }
+    }
+    let wall = started.elapsed();
+    let mixed = stats(hello.clone(), wall);
+    println!("load average after: {}", loadavg());
+    println!();
+    println!("hello, {IDLE_RUNS} runs alone, then concurrency {CONCURRENCY} for {} s with one request in {HOSTILE_EVERY} hostile", MIXED_SUSTAIN.as_secs());
+    println!("{:<28} | {:>9} {:>9} {:>8} | {:>7}", "", "p50 ms", "p99 ms", "runs", "p99 x");
+    println!("{:<28} | {:>9} {:>9} {:>8} | {:>6.2}x", "hello idle", ms(idle.p50), ms(idle.p99), IDLE_RUNS, 1.0);
+    println!(
+        "{:<28} | {:>9} {:>9} {:>8} | {:>6.2}x",
+        "hello under the mix",
+        ms(mixed.p50),
+        ms(mixed.p99),
+        hello.len(),
+        mixed.p99.as_secs_f64() / idle.p99.as_secs_f64()
+    );
+    let hostile: Vec<String> = hostile.iter().map(|(what, count)| format!("{what} x{count}")).collect();
+    println!("hostile scripts (outcomes): {}", hostile.join(", "));
+    let hits = metric(&client, &base, "pyexec_pool_hits_total").await;
+    let colds = metric(&client, &base, "pyexec_cold_starts_total").await;
+    println!("(whole run: {hits} warm, {colds} cold starts; p99 x = p99 under the mix / idle p99; aim <= 3x)");
+    println!("failures: {}", failures.len());
+    for why in failures.iter().take(5) {
+        println!("  {why}");
+    }
+    server.stop();
+}
+
+/// /proc/loadavg's first three fields (how busy the machine was).
+fn loadavg() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 #[tokio::main]
 async fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let python = repo.join(".tools/python/bin/python3");
     let binary = repo.join("target/release/pyexec");
     assert!(python.exists() && binary.exists(), "run `make bench` (it builds and sets up first)");
+    match std::env::args().nth(1).as_deref() {
+        Some("mixed") => return mixed(&binary).await,
+        None | Some("") | Some("normal") => {}
+        Some(other) => panic!("unknown bench mode {other:?}: none (or normal), or mixed"),
+    }
     let scratch = std::env::temp_dir().join(format!("pyexec-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).expect("scratch dir");
     for (name, script) in [("hello", HELLO), ("pandas", PANDAS)] {
@@ -216,7 +364,7 @@ async fn main() {
     }
 
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    println!("pyexec benchmark: {cpus} CPUs, server defaults (concurrency {cpus}, pool of ready sandboxes on with numpy,pandas preloaded); baseline = bare `python3 -I script.py` with the sandbox's thread settings");
+    println!("pyexec benchmark: {cpus} CPUs, server defaults (slots from memory, --cpu-per-sandbox 1, pool of ready sandboxes on with numpy,pandas preloaded); baseline = bare `python3 -I script.py` with the sandbox's thread settings");
     println!();
     println!("concurrency 1, {RUNS} runs each (warm: a ready sandbox waits and the pool is idle when the request is sent; back-to-back: no pause between requests)");
     println!("{:<28} | {:>9} {:>9} {:>8} | {:>7} {:>8}", "", "p50 ms", "p99 ms", "runs/s", "p50 x", "rate x");

@@ -11,7 +11,7 @@ fi
 if pgrep -x nsjail >/dev/null 2>&1; then
   fail "nsjail processes still running: $(pgrep -ax nsjail | head -5)"
 fi
-for hierarchy in /sys/fs/cgroup/memory /sys/fs/cgroup/pids /sys/fs/cgroup; do
+for hierarchy in /sys/fs/cgroup/memory /sys/fs/cgroup/pids /sys/fs/cgroup/cpu /sys/fs/cgroup; do
   for dir in "$hierarchy"/pyexec-test-*; do
     [ -d "$dir" ] && fail "cgroup left behind: $dir"
   done

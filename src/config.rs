@@ -76,7 +76,12 @@ pub struct ServeArgs {
     /// Where scripts run.
     #[arg(long, env = "PYEXEC_EXECUTOR", value_enum, default_value = "local")]
     pub executor: ExecutorKind,
-    /// Sandboxes running at once (default: the number of CPUs).
+    /// Sandboxes running at once. Default (local placement): as many as memory and processes
+    /// allow, each run counted at the default --memory-mb and --max-pids: the memory available
+    /// (MemAvailable, or the service's own cgroup limit if lower) divided by --memory-mb, and the
+    /// process limit (kernel.pid_max, kernel.threads-max, the service's pids.max) divided by
+    /// --max-pids + 1, whichever is smaller. The kernel shares the CPUs between them
+    /// (--cpu-per-sandbox). Kubernetes placement: executions in flight (default 256).
     #[arg(long, env = "PYEXEC_MAX_CONCURRENCY")]
     pub max_concurrency: Option<usize>,
     /// Executions allowed to wait for a free sandbox; past it requests get 429.

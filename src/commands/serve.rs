@@ -28,7 +28,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ExecutorKind::Local => {
             let supervisor = Supervisor::new(&args.sandbox)?.with_compiled_harness();
             supervisor_for_shutdown = Some(supervisor.clone());
-            let concurrency = args.max_concurrency.unwrap_or_else(num_cpus);
+            let concurrency =
+                args.max_concurrency.unwrap_or_else(|| crate::executor::local::default_concurrency(&defaults));
             tracing::info!(
                 nsjail = %supervisor.paths().nsjail.display(),
                 config = %supervisor.paths().config.display(),
@@ -155,10 +156,6 @@ fn guard(args: &ServeArgs) -> Result<Guard> {
         "API guard"
     );
     Ok(Guard::new(&args.allowed_origins, loopback, token))
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
 }
 
 async fn shutdown_signal() {

@@ -1,5 +1,5 @@
-//! The local placement: scripts run in nsjail on this machine, a bounded number at a time,
-//! behind a bounded queue.
+//! The local placement: scripts run in nsjail on this machine, a bounded number at a time
+//! (by default as many as memory and processes allow, see `capacity`), behind a bounded queue.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,6 +8,10 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+mod capacity;
+
+pub use capacity::Capacity;
 
 use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, NotReady};
@@ -29,6 +33,11 @@ pub struct LocalExecutor {
     readiness_limits: Limits,
     /// Ready sandboxes, when the pool is on.
     pool: Option<Pool>,
+}
+
+/// The default number of run slots on this machine for runs with the default `limits`.
+pub fn default_concurrency(limits: &Limits) -> usize {
+    capacity::slots(Capacity::of_this_machine(), limits)
 }
 
 impl LocalExecutor {

@@ -1,9 +1,11 @@
 //! Settings of the sandbox: where nsjail and Python are, which cgroups to use, the limits.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use super::cgroup::{parse_cpus, parse_seconds, CpuShare};
 use super::limits::LimitSettings;
 
 #[derive(Args, Clone, Debug)]
@@ -38,8 +40,30 @@ pub struct SandboxSettings {
     /// Name of the parent cgroup that per-run cgroups are created under.
     #[arg(long, env = "PYEXEC_CGROUP_PARENT", default_value = "pyexec")]
     pub cgroup_parent: String,
+    /// CPUs one sandbox may use at most (a CFS quota of its cgroup; 0 for no cap; fractions
+    /// allowed). Every running sandbox also gets the same CPU weight, so the kernel shares the
+    /// CPUs equally between them; ready sandboxes of the pool import at a hundredth of it. Needs
+    /// the cpu controller (v1 /sys/fs/cgroup/cpu, or delegated on v2); without it, logged once.
+    #[arg(long, env = "PYEXEC_CPU_PER_SANDBOX", default_value_t = 1.0, value_parser = parse_cpus)]
+    pub cpu_per_sandbox: f64,
+    /// CPU seconds after which a running sandbox counts as a long run and its CPU weight drops
+    /// to a tenth (0: never). Long runs share the CPUs equally among themselves and take
+    /// whatever is idle, but scripts that just arrived are slowed down less by those that spin
+    /// until their timeout; ordinary scripts, which use less CPU, keep the full weight however
+    /// long they wait. Needs the cpu controller, like --cpu-per-sandbox.
+    #[arg(long, env = "PYEXEC_CPU_LONG_RUN_SECONDS", default_value_t = 1.0, value_parser = parse_seconds)]
+    pub cpu_long_run_seconds: f64,
     #[command(flatten)]
     pub limits: LimitSettings,
+}
+
+impl SandboxSettings {
+    /// How every run's cgroup shares the CPUs.
+    pub fn cpu_share(&self) -> CpuShare {
+        let long_run_after =
+            (self.cpu_long_run_seconds > 0.0).then(|| Duration::from_secs_f64(self.cpu_long_run_seconds));
+        CpuShare { cap_cpus: self.cpu_per_sandbox, long_run_after }
+    }
 }
 
 /// What the sandbox runs on, which decides how nsjail is configured and started.

@@ -83,8 +83,8 @@ impl Supervisor {
                 (paths, CgroupMode::Off { reason }, false)
             }
         };
-        let ready_cgroups = CgroupPool::named(cgroups.clone(), "ready");
-        let cgroups = CgroupPool::new(cgroups);
+        let ready_cgroups = CgroupPool::for_ready(cgroups.clone(), settings.cpu_share());
+        let cgroups = CgroupPool::new(cgroups, settings.cpu_share());
         Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups, ready_cgroups, owns_parent_cgroup }) })
     }
 

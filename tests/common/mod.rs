@@ -203,7 +203,7 @@ impl Server {
     /// Cgroups that exist now under this server's parent (none once it has stopped).
     pub fn run_cgroups(&self) -> Vec<String> {
         let mut left = Vec::new();
-        for hierarchy in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"] {
+        for hierarchy in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup"] {
             let parent = Path::new(hierarchy).join(&self.cgroup_parent);
             if let Ok(entries) = std::fs::read_dir(&parent) {
                 for entry in entries.flatten() {

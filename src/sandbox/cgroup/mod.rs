@@ -1,6 +1,7 @@
-//! Per-run cgroups: memory and process limits for a run's whole process tree, the out-of-memory
-//! verdict after it, and a kill of everything left in it. Supports the v1 hierarchy (memory and
-//! pids controllers mounted apart) and the unified v2 hierarchy.
+//! Per-run cgroups: memory and process limits for a run's whole process tree, its share of the
+//! CPUs (see `cpu`), the out-of-memory verdict after it, and a kill of everything left in it.
+//! Supports the v1 hierarchy (memory, pids and cpu controllers mounted apart) and the unified v2
+//! hierarchy.
 
 use std::fs;
 use std::io;
@@ -12,10 +13,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+mod cpu;
 mod detect;
 
+pub use cpu::{parse_cpus, parse_seconds, CpuShare, Weight};
 pub use detect::{detect_parent, remove_parent, CgroupMode};
 
+/// How often a run's CPU time is looked at, to lower its weight once it is a long run.
+const LONG_RUN_POLL: Duration = Duration::from_millis(200);
 /// How long to wait for a killed run's processes to leave its cgroup before giving up on rmdir.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -28,6 +33,11 @@ pub struct CgroupPool {
     mode: CgroupMode,
     /// Names of the slots: `<prefix>-<n>`.
     prefix: &'static str,
+    /// The CPU weight and cap of every slot.
+    cpu: CpuShare,
+    /// The CPU weight a slot has when acquired: a run's, or a refill's for ready sandboxes
+    /// (raised to a run's by `RunCgroup::apply` when the job arrives).
+    start_weight: Weight,
     idle: Mutex<Vec<Slot>>,
     next: AtomicUsize,
     /// Slots being emptied on the blocking pool; shutdown waits for them.
@@ -40,19 +50,32 @@ pub struct CgroupPool {
 struct Slot {
     memory: PathBuf,
     pids: PathBuf,
+    /// Its cpu group (the same directory as `memory` on v2), when the cpu controller is ours.
+    cpu: Option<PathBuf>,
     unified: bool,
+    /// Counts the weights set on the group, so that a run's pending demotion to a long run's
+    /// weight never touches the group once it was set again (for the next run).
+    cpu_epoch: Arc<Mutex<u64>>,
 }
 
 impl CgroupPool {
-    pub fn new(mode: CgroupMode) -> Arc<Self> {
-        Self::named(mode, "slot")
+    /// The slots of scripts started on demand (`slot-<n>`), at a run's CPU weight.
+    pub fn new(mode: CgroupMode, cpu: CpuShare) -> Arc<Self> {
+        Self::named(mode, "slot", cpu, Weight::Run)
     }
 
-    /// A pool whose slots are named `<prefix>-<n>` (ready sandboxes keep slots of their own).
-    pub fn named(mode: CgroupMode, prefix: &'static str) -> Arc<Self> {
+    /// The slots of ready sandboxes (`ready-<n>`): they import at a refill's CPU weight until
+    /// their job arrives.
+    pub fn for_ready(mode: CgroupMode, cpu: CpuShare) -> Arc<Self> {
+        Self::named(mode, "ready", cpu, Weight::Refill)
+    }
+
+    fn named(mode: CgroupMode, prefix: &'static str, cpu: CpuShare, start_weight: Weight) -> Arc<Self> {
         Arc::new(CgroupPool {
             mode,
             prefix,
+            cpu,
+            start_weight,
             idle: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             draining: Mutex::new(0),
@@ -77,6 +100,7 @@ impl CgroupPool {
         // From here on, dropping the lease returns or removes the slot.
         let mut lease = RunCgroup { slot: Some(slot), pool: self.clone(), oom_baseline: 0 };
         lease.set_limits(memory_bytes, max_pids)?;
+        lease.set_cpu(self.start_weight)?;
         lease.oom_baseline = lease.oom_kills();
         Ok(Some(lease))
     }
@@ -87,12 +111,20 @@ impl CgroupPool {
         loop {
             let name = format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::SeqCst));
             let slot = match &self.mode {
-                CgroupMode::V1 { memory, pids } => {
-                    Slot { memory: memory.join(&name), pids: pids.join(&name), unified: false }
-                }
-                CgroupMode::V2 { parent } => {
-                    Slot { memory: parent.join(&name), pids: parent.join(&name), unified: true }
-                }
+                CgroupMode::V1 { memory, pids, cpu } => Slot {
+                    memory: memory.join(&name),
+                    pids: pids.join(&name),
+                    cpu: cpu.as_ref().map(|cpu| cpu.join(&name)),
+                    unified: false,
+                    cpu_epoch: Arc::default(),
+                },
+                CgroupMode::V2 { parent, cpu } => Slot {
+                    memory: parent.join(&name),
+                    pids: parent.join(&name),
+                    cpu: cpu.then(|| parent.join(&name)),
+                    unified: true,
+                    cpu_epoch: Arc::default(),
+                },
                 CgroupMode::Off { .. } => return Err(io::Error::other("cgroups are off")),
             };
             for dir in slot.dirs() {
@@ -176,7 +208,7 @@ impl Slot {
         if self.unified {
             vec![&self.memory]
         } else {
-            vec![&self.memory, &self.pids]
+            [Some(&self.memory), Some(&self.pids), self.cpu.as_ref()].into_iter().flatten().collect()
         }
     }
 
@@ -224,11 +256,47 @@ impl RunCgroup {
         fs::write(slot.pids.join("pids.max"), max_pids.to_string())
     }
 
-    /// Sets the run's memory and process limits again, for a ready sandbox whose job has just
-    /// arrived, and counts out-of-memory kills from now. Fails (v1) when the group already
-    /// uses more than `memory_bytes`; callers check `memory_usage` first.
+    /// Sets the group's CPU weight (and the cap), when the cpu controller is ours; a run's
+    /// weight drops to a long run's once it used `long_run_after` of CPU, unless set again before.
+    fn set_cpu(&self, weight: Weight) -> io::Result<()> {
+        let slot = self.slot();
+        let Some(dir) = &slot.cpu else { return Ok(()) };
+        let cpu = self.pool.cpu;
+        let epoch = {
+            let mut epoch = slot.cpu_epoch.lock().unwrap_or_else(|p| p.into_inner());
+            *epoch += 1;
+            cpu.apply(dir, weight, slot.unified)?;
+            *epoch
+        };
+        let (Weight::Run, Some(after)) = (weight, cpu.long_run_after) else { return Ok(()) };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return Ok(()) };
+        let (dir, unified, epochs) = (dir.clone(), slot.unified, slot.cpu_epoch.clone());
+        let baseline = cpu::cpu_used(&dir, unified).unwrap_or_default();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(LONG_RUN_POLL).await;
+                let current = epochs.lock().unwrap_or_else(|p| p.into_inner());
+                if *current != epoch {
+                    return;
+                }
+                let used = cpu::cpu_used(&dir, unified).unwrap_or_default().saturating_sub(baseline);
+                if used >= after {
+                    if let Err(err) = cpu.apply(&dir, Weight::LongRun, unified) {
+                        tracing::warn!(cgroup = %dir.display(), error = %err, "could not lower a long run's CPU weight");
+                    }
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Sets the run's memory and process limits again and a run's CPU weight, for a ready
+    /// sandbox whose job has just arrived, and counts out-of-memory kills from now. Fails (v1)
+    /// when the group already uses more than `memory_bytes`; callers check `memory_usage` first.
     pub fn apply(&mut self, memory_bytes: u64, max_pids: u64) -> io::Result<()> {
         self.set_limits(memory_bytes, max_pids)?;
+        self.set_cpu(Weight::Run)?;
         self.oom_baseline = self.oom_kills();
         Ok(())
     }
@@ -277,6 +345,8 @@ impl RunCgroup {
 impl Drop for RunCgroup {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
+            // The run is over: a pending demotion of its weight must not touch the group.
+            *slot.cpu_epoch.lock().unwrap_or_else(|p| p.into_inner()) += 1;
             self.pool.give_back(slot);
         }
     }

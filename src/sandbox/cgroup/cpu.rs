@@ -1,0 +1,206 @@
+//! How the kernel shares the CPUs between sandboxes: every run's cgroup gets the cpu
+//! controller with the same weight and a cap (a CFS quota), so that a script that spins takes
+//! its share and no more, whatever the number of sandboxes running. A run that has used
+//! `--cpu-long-run-seconds` of CPU drops to a tenth of the weight: long runs still share the
+//! CPUs equally among themselves and take all the CPU nobody else wants, but a script that just
+//! arrived (a hello world) is slowed down less by the scripts that spin until their timeout. A
+//! ready sandbox of the pool imports its modules at a hundredth of the weight, raised to a run's
+//! when its job arrives.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+/// The CFS period the cap is a quota of: the kernel's default, 100 ms.
+const PERIOD_US: u64 = 100_000;
+/// The smallest quota the kernel accepts, 1 ms.
+const MIN_QUOTA_US: u64 = 1_000;
+
+/// cgroup v2 weights (`cpu.weight`, 1..10000, default 100).
+const RUN_WEIGHT: u64 = 100;
+/// A long run: a tenth of a new run's weight, so that new scripts come first.
+const LONG_RUN_WEIGHT: u64 = 10;
+/// A refill is background work: a hundredth of a run's weight, so that starting ready
+/// sandboxes takes only CPU that running scripts leave idle.
+const REFILL_WEIGHT: u64 = 1;
+
+/// Which weight a group has: a script's, or a ready sandbox's still waiting for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weight {
+    /// A script runs: every run has this same weight.
+    Run,
+    /// A script has used `long_run_after` of CPU time.
+    LongRun,
+    /// A ready sandbox starts or waits for its job.
+    Refill,
+}
+
+/// The CPU policy of every run's cgroup: the same weight for every run, lowered once it used
+/// `long_run_after` of CPU time (None: never), and at most `cap_cpus` CPUs each (0: no cap).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuShare {
+    pub cap_cpus: f64,
+    pub long_run_after: Option<Duration>,
+}
+
+impl CpuShare {
+    /// The files to write, and what, for `weight` on cgroup v2 (`unified`) or v1.
+    pub fn files(&self, weight: Weight, unified: bool) -> Vec<(&'static str, String)> {
+        let weight = match weight {
+            Weight::Run => RUN_WEIGHT,
+            Weight::LongRun => LONG_RUN_WEIGHT,
+            Weight::Refill => REFILL_WEIGHT,
+        };
+        let quota = quota_us(self.cap_cpus);
+        if unified {
+            let max = quota.map_or("max".to_string(), |q| q.to_string());
+            vec![("cpu.weight", weight.to_string()), ("cpu.max", format!("{max} {PERIOD_US}"))]
+        } else {
+            vec![
+                ("cpu.shares", v1_shares(weight).to_string()),
+                ("cpu.cfs_period_us", PERIOD_US.to_string()),
+                ("cpu.cfs_quota_us", quota.map_or("-1".to_string(), |q| q.to_string())),
+            ]
+        }
+    }
+
+    /// Writes `weight` and the cap into the group `dir`.
+    pub fn apply(&self, dir: &Path, weight: Weight, unified: bool) -> io::Result<()> {
+        for (file, value) in self.files(weight, unified) {
+            fs::write(dir.join(file), value)?;
+        }
+        Ok(())
+    }
+}
+
+/// CPU time used by the group `dir` so far: v2's `cpu.stat`; on v1 (whose cpu controller does
+/// not count it) the CPU time of the processes in the group now, from /proc.
+pub fn cpu_used(dir: &Path, unified: bool) -> Option<Duration> {
+    if unified {
+        return parse_usage_usec(&fs::read_to_string(dir.join("cpu.stat")).ok()?).map(Duration::from_micros);
+    }
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+    let ticks: u64 = procs
+        .lines()
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok())
+        .filter_map(|stat| parse_stat_ticks(&stat))
+        .sum();
+    Some(Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
+/// /proc's clock ticks per second (USER_HZ, 100 on every Linux architecture pyexec runs on).
+const USER_HZ: u64 = 100;
+
+/// `usage_usec` of a v2 `cpu.stat`.
+fn parse_usage_usec(cpu_stat: &str) -> Option<u64> {
+    cpu_stat.lines().find_map(|line| line.strip_prefix("usage_usec ")?.trim().parse().ok())
+}
+
+/// utime + stime + cutime + cstime (clock ticks) of a /proc/PID/stat line.
+fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    // "pid (comm) state ppid ..."; comm may hold spaces, so count fields after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the comm: state is field 0, utime 11, stime 12, cutime 13, cstime 14.
+    let tick = |i: usize| fields.get(i)?.parse::<i64>().ok();
+    Some((tick(11)? + tick(12)? + tick(13)?.max(0) + tick(14)?.max(0)).max(0) as u64)
+}
+
+/// The CFS quota per period for a cap of `cpus` CPUs; None for no cap.
+fn quota_us(cpus: f64) -> Option<u64> {
+    if !cpus.is_finite() || cpus <= 0.0 {
+        return None;
+    }
+    Some(((cpus * PERIOD_US as f64).round() as u64).max(MIN_QUOTA_US))
+}
+
+/// A v2 weight as v1 `cpu.shares` (default 1024 for the default weight 100; at least 2).
+fn v1_shares(weight: u64) -> u64 {
+    (weight * 1024 / 100).max(2)
+}
+
+/// Parses `--cpu-long-run-seconds`: seconds, 0 for never.
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(seconds),
+        _ => Err(format!("{text:?} is not a number of seconds (0 or more)")),
+    }
+}
+
+/// Parses `--cpu-per-sandbox`: a number of CPUs, 0 for no cap.
+pub fn parse_cpus(text: &str) -> Result<f64, String> {
+    let cpus: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of CPUs"))?;
+    if !cpus.is_finite() || cpus < 0.0 {
+        return Err(format!("{text:?}: the CPUs per sandbox must be 0 (no cap) or more"));
+    }
+    if cpus > 0.0 && cpus * (PERIOD_US as f64) < MIN_QUOTA_US as f64 {
+        return Err(format!("{text:?}: the least cap is 0.01 CPU"));
+    }
+    Ok(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_run_gets_the_same_weight_and_a_quota_of_its_cap() {
+        let share = CpuShare { cap_cpus: 1.0, long_run_after: None };
+        assert_eq!(
+            share.files(Weight::Run, false),
+            [
+                ("cpu.shares", "1024".to_string()),
+                ("cpu.cfs_period_us", "100000".to_string()),
+                ("cpu.cfs_quota_us", "100000".to_string())
+            ]
+        );
+        assert_eq!(
+            share.files(Weight::Run, true),
+            [("cpu.weight", "100".to_string()), ("cpu.max", "100000 100000".to_string())]
+        );
+        let half = CpuShare { cap_cpus: 0.5, long_run_after: None };
+        assert_eq!(half.files(Weight::Run, true)[1].1, "50000 100000");
+    }
+
+    #[test]
+    fn a_refill_weighs_far_less_than_a_run() {
+        let share = CpuShare { cap_cpus: 1.0, long_run_after: None };
+        assert_eq!(share.files(Weight::Refill, false)[0], ("cpu.shares", "10".to_string()));
+        assert_eq!(share.files(Weight::Refill, true)[0], ("cpu.weight", "1".to_string()));
+    }
+
+    #[test]
+    fn a_long_run_weighs_a_tenth_of_a_new_one_and_keeps_its_cap() {
+        let share = CpuShare { cap_cpus: 1.0, long_run_after: None };
+        assert_eq!(share.files(Weight::LongRun, false)[0], ("cpu.shares", "102".to_string()));
+        assert_eq!(share.files(Weight::LongRun, false)[2], ("cpu.cfs_quota_us", "100000".to_string()));
+        assert_eq!(share.files(Weight::LongRun, true)[0], ("cpu.weight", "10".to_string()));
+        assert_eq!(parse_seconds("1.5"), Ok(1.5));
+        assert!(parse_seconds("-1").is_err());
+    }
+
+    #[test]
+    fn cpu_time_is_read_from_v2_cpu_stat_and_proc_stat() {
+        assert_eq!(parse_usage_usec("usage_usec 1500000\nuser_usec 1000000\n"), Some(1_500_000));
+        let stat = "42 (python3 x) R 1 42 42 0 -1 4194560 100 0 0 0 120 30 5 1 39 19 1 0 100 0 0";
+        assert_eq!(parse_stat_ticks(stat), Some(156));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn zero_means_no_cap() {
+        let share = CpuShare { cap_cpus: 0.0, long_run_after: None };
+        assert_eq!(share.files(Weight::Run, false)[2], ("cpu.cfs_quota_us", "-1".to_string()));
+        assert_eq!(share.files(Weight::Run, true)[1], ("cpu.max", "max 100000".to_string()));
+    }
+
+    #[test]
+    fn the_cap_must_be_a_usable_number_of_cpus() {
+        assert_eq!(parse_cpus("1.5"), Ok(1.5));
+        assert_eq!(parse_cpus("0"), Ok(0.0));
+        assert!(parse_cpus("-1").is_err());
+        assert!(parse_cpus("NaN").is_err());
+        assert!(parse_cpus("0.001").is_err());
+        assert!(parse_cpus("two").is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! Fair sharing of the CPUs over real HTTP with real nsjail: every running script's cgroup has
+//! the cpu controller with the same weight and a cap, a spinner gets no more CPU than its cap,
+//! ready sandboxes import at a low weight raised when their job arrives, a long run drops to a
+//! lower weight beside new ones, and more scripts than cores run at once (slots are bounded by
+//! memory and processes, not cores).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{cgroup_pids, Server};
+use serde_json::{json, Value};
+
+/// A run's CPU weight as the v1 `cpu.shares` or v2 `cpu.weight` file has it.
+const RUN_WEIGHT: (&str, &str) = ("1024", "100");
+/// A run's weight once it has used --cpu-long-run-seconds of CPU.
+const LONG_RUN_WEIGHT: (&str, &str) = ("102", "10");
+/// A ready sandbox's weight before its job arrives.
+const REFILL_WEIGHT: (&str, &str) = ("10", "1");
+
+/// The CPU settings of one of the server's cgroups, read from the host.
+#[derive(Debug, PartialEq)]
+struct CpuFiles {
+    name: String,
+    weight: String,
+    /// CPUs per period, as "quota period" (v1 `cpu.cfs_quota_us` and `cpu.cfs_period_us`, or v2
+    /// `cpu.max`).
+    max: String,
+    unified: bool,
+}
+
+/// The server's cgroups that have the cpu controller and hold a process now.
+fn occupied_cpu_groups(server: &Server) -> Vec<CpuFiles> {
+    let v1 = Path::new("/sys/fs/cgroup/cpu").join(&server.cgroup_parent);
+    let v2 = Path::new("/sys/fs/cgroup").join(&server.cgroup_parent);
+    let (parent, unified) = if v1.is_dir() { (v1, false) } else { (v2, true) };
+    let read =
+        |dir: &PathBuf, file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default().trim().to_string();
+    let mut groups = Vec::new();
+    for entry in std::fs::read_dir(&parent).expect("the server's cpu cgroup parent").flatten() {
+        let dir = entry.path();
+        if !dir.is_dir() || cgroup_pids(&dir.display().to_string()).is_empty() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let files = if unified {
+            CpuFiles { name, weight: read(&dir, "cpu.weight"), max: read(&dir, "cpu.max"), unified }
+        } else {
+            let max = format!("{} {}", read(&dir, "cpu.cfs_quota_us"), read(&dir, "cpu.cfs_period_us"));
+            CpuFiles { name, weight: read(&dir, "cpu.shares"), max, unified }
+        };
+        groups.push(files);
+    }
+    groups
+}
+
+/// The first occupied cpu group not named `besides`: a run's sandbox joins its cgroup a moment
+/// after the run is counted in flight, so this polls, bounded.
+async fn occupied_group_besides(server: &Server, besides: Option<&str>) -> CpuFiles {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let groups = occupied_cpu_groups(server);
+        if let Some(group) = groups.into_iter().find(|g| Some(g.name.as_str()) != besides) {
+            return group;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never entered a cgroup");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+fn weight(files: &CpuFiles, (v1, v2): (&str, &str)) -> bool {
+    files.weight == if files.unified { v2 } else { v1 }
+}
+
+fn long_run(files: &CpuFiles) -> bool {
+    weight(files, LONG_RUN_WEIGHT)
+}
+
+/// A script that sleeps `seconds` and returns when it started and ended (host wall clock).
+fn sleeper(seconds: f64) -> String {
+    format!("import time\ndef main():\n    start = time.time()\n    time.sleep({seconds})\n    return {{'start': start, 'end': time.time()}}\n")
+}
+
+/// Starts `script` in the background; the answer is awaited by the caller.
+fn spawn(server: &Server, script: String) -> tokio::task::JoinHandle<(u16, Value)> {
+    let client = server.client().clone();
+    let url = server.url("/execute");
+    tokio::spawn(async move {
+        let response = client.post(url).json(&json!({ "script": script })).send().await.expect("POST /execute");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON response"))
+    })
+}
+
+#[tokio::test]
+async fn a_running_script_has_the_run_weight_and_the_cap() {
+    let server =
+        Server::start_with(&["--pool-max", "0", "--cpu-per-sandbox", "0.5", "--cpu-long-run-seconds", "0"]).await;
+    let run = spawn(&server, sleeper(3.0));
+    server.wait_for_in_flight(1).await;
+    let group = &occupied_group_besides(&server, None).await;
+    let groups = occupied_cpu_groups(&server);
+    assert_eq!(groups.len(), 1, "one run, one occupied cpu group: {groups:?}");
+    assert!(weight(group, RUN_WEIGHT), "{group:?}");
+    assert_eq!(group.max, "50000 100000", "half a CPU per 100 ms period: {group:?}");
+    let (status, body) = run.await.expect("task");
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
+    server.assert_healthy_and_clean().await;
+}
+
+#[tokio::test]
+async fn ready_sandboxes_import_at_a_low_weight_raised_when_their_job_arrives() {
+    if std::env::var("PYEXEC_POOL_MAX").is_ok_and(|max| max.trim() == "0") {
+        return; // this case is about the pool
+    }
+    // No long-run demotion: the claimed sandbox keeps the run weight however slow the machine.
+    let server = Server::start_with(&["--cpu-long-run-seconds", "0"]).await;
+    let waiting = occupied_cpu_groups(&server);
+    assert!(!waiting.is_empty(), "a ready sandbox waits in its cgroup");
+    for group in &waiting {
+        assert!(group.name.starts_with("ready-") && weight(group, REFILL_WEIGHT), "{group:?}");
+        assert_eq!(group.max, "100000 100000", "ready sandboxes are capped too: {group:?}");
+    }
+    let hits = server.metric("pyexec_pool_hits_total").await.unwrap_or(0.0);
+    let run = spawn(&server, sleeper(3.0));
+    server.wait_for_in_flight(1).await;
+    let running: Vec<CpuFiles> = occupied_cpu_groups(&server).into_iter().filter(|g| weight(g, RUN_WEIGHT)).collect();
+    assert_eq!(running.len(), 1, "exactly the claimed sandbox runs at the run weight: {running:?}");
+    assert!(running[0].name.starts_with("ready-"), "the script ran warm: {running:?}");
+    let (status, body) = run.await.expect("task");
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
+    assert_eq!(server.metric("pyexec_pool_hits_total").await, Some(hits + 1.0));
+    server.assert_healthy_and_clean().await;
+}
+
+#[tokio::test]
+async fn a_spinner_gets_no_more_cpu_than_its_cap() {
+    let server = Server::start_with(&["--cpu-per-sandbox", "0.3"]).await;
+    let spinner = "import time\ndef main():\n    wall, cpu = time.monotonic(), time.process_time()\n    while time.monotonic() - wall < 3:\n        pass\n    return {'cpu': time.process_time() - cpu, 'wall': time.monotonic() - wall}\n";
+    let (status, body) = server.execute(spinner, None).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
+    let cpu = body["result"]["cpu"].as_f64().expect("cpu seconds");
+    let wall = body["result"]["wall"].as_f64().expect("wall seconds");
+    // Capped at 0.3 CPU it gets about 0.9 s of 3 s; uncapped on an idle core, about 3 s.
+    assert!(cpu / wall <= 0.45, "the spinner used {cpu:.2} s of CPU in {wall:.2} s, past its cap of 0.3 CPU");
+    assert!(cpu >= 0.1, "the spinner hardly ran: {cpu:.2} s of CPU in {wall:.2} s");
+    server.assert_healthy_and_clean().await;
+}
+
+#[tokio::test]
+async fn more_scripts_than_cores_run_at_once() {
+    let server = Server::start().await;
+    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let n = (cores + 2).max(4);
+    let runs: Vec<_> = (0..n).map(|_| spawn(&server, sleeper(4.0))).collect();
+    let mut spans = Vec::new();
+    for run in runs {
+        let (status, body) = run.await.expect("task");
+        assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
+        let start = body["result"]["start"].as_f64().expect("start");
+        let end = body["result"]["end"].as_f64().expect("end");
+        spans.push((start, end));
+    }
+    // All overlapped: the last to start began before the first to end ended. With one slot per
+    // core, the later ones would start only after earlier ones ended.
+    let last_start = spans.iter().map(|s| s.0).fold(f64::MIN, f64::max);
+    let first_end = spans.iter().map(|s| s.1).fold(f64::MAX, f64::min);
+    assert!(last_start < first_end, "{n} sleepers on {cores} cores did not all run at once: {spans:?}");
+    server.assert_healthy_and_clean().await;
+}
+
+#[tokio::test]
+async fn a_long_run_drops_to_the_long_run_weight_and_a_new_run_keeps_the_run_weight() {
+    let server = Server::start_with(&["--pool-max", "0", "--cpu-long-run-seconds", "0.3"]).await;
+    let spinner = "import time\ndef main():\n    start = time.monotonic()\n    while time.monotonic() - start < 5:\n        pass\n    return {}\n";
+    let long = spawn(&server, spinner.to_string());
+    server.wait_for_in_flight(1).await;
+    // The weight drops once the spinner used 0.3 s of CPU; poll for it, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let demoted = loop {
+        let groups = occupied_cpu_groups(&server);
+        if let Some(group) = groups.iter().find(|g| long_run(g)) {
+            break group.name.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "the long run kept its weight: {groups:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // A script that waits uses no CPU: it keeps the run weight.
+    let fresh = spawn(&server, sleeper(1.0));
+    server.wait_for_in_flight(2).await;
+    let fresh_group = occupied_group_besides(&server, Some(&demoted)).await;
+    assert!(weight(&fresh_group, RUN_WEIGHT), "{fresh_group:?}");
+    for run in [long, fresh] {
+        let (status, body) = run.await.expect("task");
+        assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
+    }
+    server.assert_healthy_and_clean().await;
+}
