@@ -288,6 +288,30 @@ fn the_chart_can_create_the_runtime_class() {
 }
 
 #[test]
+fn only_the_controller_may_attach_to_sandbox_pods_and_nobody_may_exec() {
+    let r = render("defaults", &[]);
+    let grants = |role: &str, resource: &str| -> Vec<String> {
+        let rules = r.one::<Role>(role).rules.unwrap_or_default();
+        rules
+            .into_iter()
+            .filter(|rule| rule.resources.as_deref().unwrap_or_default().iter().any(|x| x == resource))
+            .flat_map(|rule| rule.verbs)
+            .collect()
+    };
+    let mut attach = grants(CONTROLLER, "pods/attach");
+    attach.sort();
+    assert_eq!(attach, ["create", "get"], "the controller writes jobs through pods/attach");
+    assert!(grants(CONTROLLER, "pods").contains(&"patch".to_string()), "claiming a warm pod is a patch");
+    for role in [API, CONTROLLER] {
+        assert!(grants(role, "pods/exec").is_empty(), "{role} may not exec");
+    }
+    assert!(grants(API, "pods/attach").is_empty(), "the API may not attach");
+    assert_eq!(r.env(CONTROLLER, "PYEXEC_POD_POOL_SIZE"), "2");
+    assert_eq!(r.env(CONTROLLER, "PYEXEC_POD_PRELOAD_MODULES"), "numpy,pandas");
+    assert!(r.has_validation_containing("c.stdinOnce"), "admission pins the job's one way in");
+}
+
+#[test]
 fn an_existing_sandbox_namespace_is_used_not_created() {
     let r = render(
         "existing-namespace",
