@@ -159,6 +159,11 @@ async fn set_hand_over_delay(case: &Case, delay_ms: u64) {
     }]}}}});
     let name = &case.settings.controller_deployment;
     deployments.patch(name, &PatchParams::default(), &Patch::Strategic(&patch)).await.expect("patching the controller");
+    wait_rolled_out(&deployments, name).await;
+}
+
+/// Waits until the Deployment runs its current spec on exactly its replicas.
+async fn wait_rolled_out(deployments: &Api<Deployment>, name: &str) {
     let deadline = tokio::time::Instant::now() + FINISH_TIMEOUT;
     loop {
         let deployment = deployments.get(name).await.expect("the controller Deployment");
@@ -201,6 +206,46 @@ async fn a_controller_restart_between_claim_and_delivery_runs_the_job_once_elsew
         .catch_unwind()
         .await;
         set_hand_over_delay(&case, 0).await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    })
+    .await;
+}
+
+/// Scales the controller to `replicas` and waits until exactly that many run the current spec.
+async fn scale_controller(case: &Case, replicas: i32) {
+    let deployments: Api<Deployment> = Api::namespaced(case.client.clone(), &case.settings.controller_namespace);
+    let name = &case.settings.controller_deployment;
+    let patch = json!({"spec": {"replicas": replicas}});
+    deployments.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("scaling the controller");
+    wait_rolled_out(&deployments, name).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make e2e"]
+async fn two_controller_replicas_run_each_execution_once_in_its_own_pod() {
+    run_case("replicas", |case| async move {
+        scale_controller(&case, 2).await;
+        let outcome = AssertUnwindSafe(async {
+            let script = "import uuid\n\ndef main():\n    print('ran')\n    return {'token': uuid.uuid4().hex}\n";
+            let mut names = Vec::new();
+            for i in 0..8 {
+                names.push(case.create(&format!("r{i}"), script, None, None).await);
+            }
+            let (mut pods, mut tokens) = (BTreeSet::new(), BTreeSet::new());
+            for name in &names {
+                let status = status_of(&case.wait_finished(name).await);
+                assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+                assert_eq!(status.stdout.as_deref(), Some("ran\n"), "ran once: {status:?}");
+                assert!(pods.insert(status.pod_name.clone().expect("a pod")), "{name} shared a pod: {status:?}");
+                let token = status.result.and_then(|r| r.get("token").cloned()).expect("a token");
+                assert!(tokens.insert(token.to_string()), "two executions returned the same token");
+            }
+        })
+        .catch_unwind()
+        .await;
+        scale_controller(&case, 1).await;
         if let Err(panic) = outcome {
             std::panic::resume_unwind(panic);
         }
