@@ -38,9 +38,9 @@ unit-test: ## Unit tests of the pure functions
 
 integration-test: setup ## Real server, real nsjail, real Python over HTTP (pool on, then the hostile cases cold)
 	$(CARGO) test --locked --tests -- --test-threads=4
-	# The same hostile, seccomp and cancellation cases with the pool off: the cold path's own
+	# The same hostile, seccomp, cancellation and fairness cases with the pool off: the cold path's own
 	# clean-up (a cancelled cold run, leftovers) is only visible without ready sandboxes.
-	PYEXEC_POOL_MAX=0 $(CARGO) test --locked --test http_hostile --test http_seccomp --test http_cancel -- --test-threads=4
+	PYEXEC_POOL_MAX=0 $(CARGO) test --locked --test http_hostile --test http_seccomp --test http_cancel --test http_fairness -- --test-threads=4
 
 crd: ## Regenerate crds/ and the chart's copy from the Rust types
 	$(CARGO) run --locked --quiet -- crd > crds/pythonexecution.yaml
