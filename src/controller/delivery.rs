@@ -115,31 +115,40 @@ impl Attacher for KubeAttacher {
             let (ready_tx, ready_rx) = oneshot::channel();
             let closed = Arc::new(AtomicBool::new(false));
             tokio::spawn(watch_stderr(stderr, pod.clone(), ready_tx, closed.clone()));
-            // The stream carries only what the sandbox writes once the attach reached the
-            // container, which is some time after the attach call returns: the ready line may be
-            // in the log alone. Look there too, until one of them has it.
-            let mut ready_rx = ready_rx;
-            let deadline = tokio::time::Instant::now() + timeout;
-            loop {
-                if said_ready_before(&api, name).await {
-                    return Ok(Box::new(KubeSession { pod, process, closed }) as Box<dyn Session>);
-                }
-                let poll =
-                    tokio::time::sleep(LOG_POLL.min(deadline.saturating_duration_since(tokio::time::Instant::now())));
-                tokio::select! {
-                    answer = &mut ready_rx => return match answer {
-                        Ok(Ok(())) => Ok(Box::new(KubeSession { pod, process, closed }) as Box<dyn Session>),
-                        Ok(Err(tail)) => Err(not_ready(&pod, &format!("its stderr ended: {tail}"))),
-                        Err(_) => Err(not_ready(&pod, "its stderr ended")),
-                    },
-                    () = poll => {}
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(not_ready(&pod, &format!("no ready line within {}s", timeout.as_secs())));
-                }
-            }
+            wait_until_ready(&api, name, ready_rx, timeout).await?;
+            Ok(Box::new(KubeSession { pod, process, closed }) as Box<dyn Session>)
         }
         .boxed()
+    }
+}
+
+/// Waits until the sandbox said it is ready: on the stream (`ready`, from `watch_stderr`) or in
+/// the log. The stream carries only what the sandbox writes once the attach reached the
+/// container, which is some time after the attach call returns, so a ready line written in
+/// between is in the log alone.
+async fn wait_until_ready(
+    api: &Api<Pod>,
+    name: &str,
+    mut ready: oneshot::Receiver<Result<(), String>>,
+    timeout: Duration,
+) -> Result<(), DeliveryError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if said_ready_before(api, name).await {
+            return Ok(());
+        }
+        let poll = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + LOG_POLL));
+        tokio::select! {
+            answer = &mut ready => return match answer {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(tail)) => Err(not_ready(name, &format!("its stderr ended: {tail}"))),
+                Err(_) => Err(not_ready(name, "its stderr ended")),
+            },
+            () = poll => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(not_ready(name, &format!("no ready line within {}s", timeout.as_secs())));
+        }
     }
 }
 

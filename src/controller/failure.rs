@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::pod::BuildError;
+use super::pod::JobTooLarge;
 use super::status;
 use crate::sandbox::limits::LimitError;
 use crate::sandbox::Outcome;
@@ -29,7 +29,7 @@ pub enum Failure {
     /// A requested limit is above the controller's maximum: no pod is made.
     LimitsRefused(LimitError),
     /// The job document fits no pod.
-    ScriptTooLarge(BuildError),
+    ScriptTooLarge(JobTooLarge),
     /// The pod disappeared before its output was read.
     PodVanished { pod_name: String },
     /// The pod did not start within the pod start timeout; `why` is what it was waiting for.

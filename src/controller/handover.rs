@@ -20,11 +20,18 @@ use super::reconcile::{delete_pod, finish, namespace_of, pods, stamp_of, write_s
 use super::status;
 use super::{Error, Result};
 use crate::crd::PythonExecution;
-use crate::sandbox::Limits;
+use crate::sandbox::{LimitSettings, Limits};
 
 /// How long the envelope may take beyond the script's timeout: the supervisor's own kill and
 /// report, and the stream.
 const ENVELOPE_MARGIN: Duration = Duration::from_secs(30);
+
+/// The execution's resolved limits and its job document, or why it can have neither.
+pub(super) fn job_of(execution: &PythonExecution, settings: &LimitSettings) -> Result<(Limits, Vec<u8>), Failure> {
+    let limits = resolve(settings, execution).map_err(Failure::LimitsRefused)?;
+    let job = job_document(&execution.spec.script, &limits).map_err(Failure::ScriptTooLarge)?;
+    Ok((limits, job))
+}
 
 /// The cold path: the execution's own pod runs and waits for its job; attach and hand it over.
 pub(super) async fn attach_and_hand_over(
@@ -33,29 +40,12 @@ pub(super) async fn attach_and_hand_over(
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Action> {
-    let current = execution.status.clone().unwrap_or_default();
-    let limits = match resolve(&ctx.limits, execution) {
-        Ok(limits) => limits,
-        Err(err) => {
-            return finish(
-                execution,
-                status::failed(&current, Failure::LimitsRefused(err), stamp_of(execution, now)),
-                Some(pod),
-                ctx,
-            )
-            .await
-        }
-    };
-    let job = match job_document(&execution.spec.script, &limits) {
-        Ok(job) => job,
-        Err(err) => {
-            return finish(
-                execution,
-                status::failed(&current, Failure::ScriptTooLarge(err), stamp_of(execution, now)),
-                Some(pod),
-                ctx,
-            )
-            .await
+    let (limits, job) = match job_of(execution, &ctx.limits) {
+        Ok(prepared) => prepared,
+        Err(failure) => {
+            let current = execution.status.clone().unwrap_or_default();
+            return finish(execution, status::failed(&current, failure, stamp_of(execution, now)), Some(pod), ctx)
+                .await;
         }
     };
     let created = pod.creation_timestamp().map(|t| t.0);

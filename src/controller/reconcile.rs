@@ -25,10 +25,10 @@ use super::delivery::Attacher;
 use super::envelope_fit::fit_envelope;
 use super::events::{publish, Ending};
 use super::failure::Failure;
-use super::handover::{attach_and_hand_over, hand_over};
-use super::limits::{log_limit_of, resolve, status_budget};
+use super::handover::{attach_and_hand_over, hand_over, job_of};
+use super::limits::{log_limit_of, status_budget};
 use super::metrics::ControllerMetrics;
-use super::pod::{build_pod, job_document, pod_name_for, BuildError, CONTAINER_NAME};
+use super::pod::{build_pod, BuildError, CONTAINER_NAME};
 use super::pod_state::{self, PodView};
 use super::pool::WarmPool;
 use super::settings::PodSettings;
@@ -131,35 +131,17 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
     }
     let current = execution.status.clone().unwrap_or_default();
     let stamp = stamp_of(&execution, now);
-    let limits = match resolve(&ctx.limits, &execution) {
-        Ok(limits) => limits,
-        Err(err) => {
-            let status = status::failed(&current, Failure::LimitsRefused(err), stamp);
-            return finish(&execution, status, None, ctx).await;
-        }
-    };
-    let job = match job_document(&execution.spec.script, &limits) {
-        Ok(job) => job,
-        Err(err) => {
-            let status = status::failed(&current, Failure::ScriptTooLarge(err), stamp);
-            return finish(&execution, status, None, ctx).await;
-        }
+    let (limits, job) = match job_of(&execution, &ctx.limits) {
+        Ok(prepared) => prepared,
+        Err(failure) => return finish(&execution, status::failed(&current, failure, stamp), None, ctx).await,
     };
     if let Some(pool) = ctx.pool_for(&namespace_of(&execution)?) {
         if let Ok(session) = pool.claim(&execution, &limits).await? {
             return hand_over(&execution, session, job, &limits, true, ctx, now).await;
         }
     }
-    let replaced = current.pods_replaced.unwrap_or(0);
-    let mut pod = match build_pod(&execution, &ctx.pod, &limits) {
-        Ok(pod) => pod,
-        Err(BuildError::MissingField(field)) => return Err(Error::MissingObjectKey(field)),
-        Err(err @ BuildError::ScriptTooLarge { .. }) => {
-            let status = status::failed(&current, Failure::ScriptTooLarge(err), stamp);
-            return finish(&execution, status, None, ctx).await;
-        }
-    };
-    pod.metadata.name = Some(pod_name_for(&execution.name_any(), replaced));
+    let pod = build_pod(&execution, &ctx.pod, &limits)
+        .map_err(|BuildError::MissingField(field)| Error::MissingObjectKey(field))?;
     let pod_name = pod.name_any();
     match pods(ctx, &execution)?.create(&PostParams::default(), &pod).await {
         Ok(_) => {}

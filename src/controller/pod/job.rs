@@ -1,19 +1,26 @@
 //! The job document a sandbox pod receives on stdin: the script and its resolved limits, one
 //! `sandbox::Job` as JSON, byte for byte as the execution holds them.
 
-use super::BuildError;
 use crate::sandbox::{Job, Limits};
 
 /// The largest job document a sandbox reads from stdin.
 pub use crate::sandbox::MAX_JOB_BYTES;
 
+/// A job document larger than a sandbox reads.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("the script and its limits take {bytes} bytes as JSON; a sandbox takes at most {max}")]
+pub struct JobTooLarge {
+    pub bytes: usize,
+    pub max: usize,
+}
+
 /// The document for `script` under `limits`; refused above what a sandbox reads.
-pub fn job_document(script: &str, limits: &Limits) -> Result<Vec<u8>, BuildError> {
+pub fn job_document(script: &str, limits: &Limits) -> Result<Vec<u8>, JobTooLarge> {
     let job = Job { script: script.to_string(), limits: limits.clone() };
     // A String and integers always serialise.
     let bytes = serde_json::to_vec(&job).unwrap_or_default();
     if bytes.len() > MAX_JOB_BYTES {
-        return Err(BuildError::ScriptTooLarge { bytes: bytes.len(), max: MAX_JOB_BYTES });
+        return Err(JobTooLarge { bytes: bytes.len(), max: MAX_JOB_BYTES });
     }
     Ok(bytes)
 }
@@ -35,6 +42,6 @@ mod tests {
     fn a_document_larger_than_a_sandbox_reads_is_refused() {
         let script = "x".repeat(MAX_JOB_BYTES);
         let err = job_document(&script, &limits()).expect_err("too large");
-        assert!(matches!(err, BuildError::ScriptTooLarge { max: MAX_JOB_BYTES, .. }));
+        assert_eq!(err.max, MAX_JOB_BYTES);
     }
 }

@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 mod job;
 mod security;
 
-pub use job::{job_document, MAX_JOB_BYTES};
+pub use job::{job_document, JobTooLarge, MAX_JOB_BYTES};
 pub use security::{sandbox_isolation, security_context};
 
 use super::limits::log_limit_bytes;
@@ -65,8 +65,6 @@ const MIB: u64 = 1024 * 1024;
 pub enum BuildError {
     #[error("the execution has no {0}")]
     MissingField(&'static str),
-    #[error("the script and its limits take {bytes} bytes as JSON; a sandbox takes at most {max}")]
-    ScriptTooLarge { bytes: usize, max: usize },
 }
 
 /// The sandbox pod's name: the execution's name with `-sandbox`, shortened with a hash when
@@ -122,6 +120,7 @@ fn sandbox_labels(state: &str) -> BTreeMap<String, String> {
 
 /// The pod created for `execution` alone, sized for `limits`: the cold path. Its sandbox imports
 /// nothing ahead (its job is already waiting), and it lives for the job's timeout plus a margin.
+/// After pods that ended without the job (`status.podsReplaced`), it gets a name of its own.
 pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &Limits) -> Result<Pod, BuildError> {
     let name = execution.meta().name.clone().ok_or(BuildError::MissingField("name"))?;
     let namespace = execution.namespace().ok_or(BuildError::MissingField("namespace"))?;
@@ -129,7 +128,7 @@ pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &L
     // Blocking the owner's deletion would need update rights on pythonexecutions/finalizers.
     owner.block_owner_deletion = Some(false);
     let metadata = ObjectMeta {
-        name: Some(pod_name(&name)),
+        name: Some(pod_name_for(&name, execution.status.as_ref().and_then(|s| s.pods_replaced).unwrap_or(0))),
         namespace: Some(namespace),
         labels: Some(pod_labels(&name)),
         owner_references: Some(vec![owner]),
@@ -296,6 +295,10 @@ mod tests {
         assert_eq!(pod_name_for("hello", 0), "hello-sandbox");
         assert_eq!(pod_name_for("hello", 2), "hello-sandbox-2");
         assert_eq!(pod_name_for(&"x".repeat(100), 3).len(), 63);
+        let mut execution = execution("hello");
+        execution.status = Some(crate::crd::PythonExecutionStatus { pods_replaced: Some(2), ..Default::default() });
+        let pod = build_pod(&execution, &pod_settings(), &limits()).expect("buildable");
+        assert_eq!(pod.metadata.name.as_deref(), Some("hello-sandbox-2"), "derived from the status");
     }
 
     #[test]
