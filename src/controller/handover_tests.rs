@@ -11,20 +11,15 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;
 
 use super::pod::{LABEL_STATE, STATE_CLAIMED};
-use super::reconcile::{reconcile, Context};
+use super::reconcile::Context;
 use super::status::{REASON_POD_REPLACED, REASON_WARM_POD_CLAIMED};
 use super::testing::*;
 use super::Result;
 use crate::crd::PythonExecution;
 use crate::sandbox::{Job, NO_JOB_EXIT_CODE, NO_JOB_MESSAGE};
 
-const EXECUTION: &str = "/apis/pyexec.dev/v1alpha1/namespaces/default/pythonexecutions/hello";
-const STATUS: &str = "/apis/pyexec.dev/v1alpha1/namespaces/default/pythonexecutions/hello/status";
-const PODS: &str = "/api/v1/namespaces/default/pods";
-const POD: &str = "/api/v1/namespaces/default/pods/hello-sandbox";
 const WARM: &str = "/api/v1/namespaces/default/pods/pyexec-warm-a";
 const WARM_B: &str = "/api/v1/namespaces/default/pods/pyexec-warm-b";
-const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
 async fn run<F, Fut>(
     execution: PythonExecution,
@@ -41,13 +36,7 @@ where
     if let Some(answer) = answer {
         *attacher.answer.lock().expect("lock") = answer;
     }
-    let verifier = tokio::spawn(scenario(server));
-    let action = reconcile(Arc::new(execution), ctx.clone()).await;
-    tokio::time::timeout(Duration::from_secs(1), verifier)
-        .await
-        .expect("the reconciler made every expected call")
-        .expect("the scenario's assertions held");
-    (action, ctx, attacher)
+    (reconcile_against(ctx.clone(), server, execution, scenario).await, ctx, attacher)
 }
 
 fn jobs(attacher: &FakeAttacher) -> Vec<(String, Job)> {

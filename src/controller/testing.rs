@@ -32,6 +32,14 @@ use crate::sandbox::{Envelope, LimitSettings, Limits, Outcome};
 
 pub const POD_START_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The API paths of the execution `hello` in `default`, and of its pods.
+pub const EXECUTION: &str = "/apis/pyexec.dev/v1alpha1/namespaces/default/pythonexecutions/hello";
+pub const STATUS: &str = "/apis/pyexec.dev/v1alpha1/namespaces/default/pythonexecutions/hello/status";
+pub const PODS: &str = "/api/v1/namespaces/default/pods";
+pub const POD: &str = "/api/v1/namespaces/default/pods/hello-sandbox";
+pub const POD_LOG: &str = "/api/v1/namespaces/default/pods/hello-sandbox/log";
+pub const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+
 pub fn limit_settings() -> LimitSettings {
     crate::config::defaults()
 }
@@ -250,6 +258,27 @@ pub fn context_with(pods: &[Pod], ready: &[&str]) -> (Arc<Context>, ApiServer, A
         hand_over_delay: Duration::ZERO,
     };
     (Arc::new(ctx), ApiServer(handle), attacher)
+}
+
+/// Reconciles `execution` in `ctx` while `scenario` answers the calls `server` receives; fails
+/// if the scenario's calls are not all made within a second.
+pub async fn reconcile_against<F, Fut>(
+    ctx: Arc<Context>,
+    server: ApiServer,
+    execution: PythonExecution,
+    scenario: F,
+) -> super::Result<kube::runtime::controller::Action>
+where
+    F: FnOnce(ApiServer) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let verifier = tokio::spawn(scenario(server));
+    let action = super::reconcile::reconcile(Arc::new(execution), ctx).await;
+    tokio::time::timeout(Duration::from_secs(1), verifier)
+        .await
+        .expect("the reconciler made every expected call")
+        .expect("the scenario's assertions held");
+    action
 }
 
 /// One call the reconciler made.

@@ -11,19 +11,12 @@ use k8s_openapi::jiff::SignedDuration;
 use kube::runtime::controller::Action;
 use serde_json::json;
 
-use super::reconcile::{error_policy, reconcile, reconcile_execution, Context};
+use super::reconcile::{error_policy, reconcile_execution, Context};
 use super::status::{REASON_POD_CREATED, REASON_POD_FAILED, REASON_POD_START_TIMEOUT, REASON_POD_VANISHED};
 use super::testing::*;
 use super::{Error, Result};
 use crate::crd::{Phase, PythonExecution, PythonExecutionStatus};
 use crate::sandbox::{Envelope, Outcome};
-
-const EXECUTION: &str = "/apis/pyexec.dev/v1alpha1/namespaces/default/pythonexecutions/hello";
-const STATUS: &str = "/apis/pyexec.dev/v1alpha1/namespaces/default/pythonexecutions/hello/status";
-const PODS: &str = "/api/v1/namespaces/default/pods";
-const POD: &str = "/api/v1/namespaces/default/pods/hello-sandbox";
-const POD_LOG: &str = "/api/v1/namespaces/default/pods/hello-sandbox/log";
-const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
 /// Reconciles `execution` while `scenario` answers the calls; fails if the scenario's calls are
 /// not all made within a second.
@@ -46,13 +39,7 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (ctx, server) = context_with_pods(pods);
-    let verifier = tokio::spawn(scenario(server));
-    let action = reconcile(Arc::new(execution), ctx.clone()).await;
-    tokio::time::timeout(Duration::from_secs(1), verifier)
-        .await
-        .expect("the reconciler made every expected call")
-        .expect("the scenario's assertions held");
-    (action, ctx)
+    (reconcile_against(ctx.clone(), server, execution, scenario).await, ctx)
 }
 
 fn envelope_line() -> Vec<u8> {
