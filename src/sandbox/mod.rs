@@ -11,7 +11,7 @@ pub mod job;
 pub mod limits;
 pub mod nsjail;
 pub mod pool;
-mod procfs;
+pub mod procfs;
 pub mod ready;
 pub mod settings;
 pub mod supervisor;

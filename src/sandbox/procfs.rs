@@ -1,5 +1,6 @@
 //! What /proc says about a jail's interpreter where no cgroup does (inside gVisor): which
-//! process it is and how much address space it holds, the quantity RLIMIT_AS bounds.
+//! process it is and how much address space it holds, the quantity RLIMIT_AS bounds; and the
+//! reading of /proc's `stat` and `Key: N kB` texts, for every module that needs them.
 
 use std::path::Path;
 
@@ -26,18 +27,28 @@ pub fn address_space_bytes(pid: u32) -> Option<u64> {
     vm_size_in_status(&status)
 }
 
-/// The parent pid in /proc/<pid>/stat's text: `pid (comm) state ppid ...`, where comm may hold
-/// spaces and parentheses, so the fields are counted after its last `)`.
-fn parent_in_stat(stat: &str) -> Option<u32> {
-    let (_, fields) = stat.rsplit_once(')')?;
-    fields.split_whitespace().nth(1)?.parse().ok()
+/// The fields of /proc/<pid>/stat's text after the command name: `pid (comm) state ppid ...`,
+/// where comm may hold spaces and parentheses, so they are counted after its last `)`; field 0
+/// is the state.
+pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat.rsplit_once(')')?.1.split_whitespace().collect())
 }
 
-/// `VmSize:  123456 kB` from /proc/<pid>/status, in bytes.
-fn vm_size_in_status(status: &str) -> Option<u64> {
-    let line = status.lines().find_map(|line| line.strip_prefix("VmSize:"))?;
+/// The value of a `Key:  123456 kB` line (/proc/<pid>/status, /proc/meminfo), in bytes.
+pub fn kib_value(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))?;
     let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The parent pid in /proc/<pid>/stat's text.
+fn parent_in_stat(stat: &str) -> Option<u32> {
+    stat_fields(stat)?.get(1)?.parse().ok()
+}
+
+/// VmSize from /proc/<pid>/status, in bytes.
+fn vm_size_in_status(status: &str) -> Option<u64> {
+    kib_value(status, "VmSize")
 }
 
 #[cfg(test)]

@@ -85,9 +85,7 @@ fn meminfo_available() -> Option<u64> {
 }
 
 fn parse_mem_available(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find_map(|line| line.strip_prefix("MemAvailable:"))?;
-    let kib: u64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib * 1024)
+    crate::sandbox::procfs::kib_value(meminfo, "MemAvailable")
 }
 
 /// A file holding one number; None for "max", a missing file or anything else.
