@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyexec::sandbox::{Job, Limits};
@@ -35,17 +35,10 @@ static RUNS: AtomicUsize = AtomicUsize::new(0);
 /// Runs `pyexec sandbox` with a cgroup parent of its own (tests run at once, and only the run
 /// that created a parent removes it), and checks that the parent is gone afterwards.
 fn sandbox(stdin: &[u8]) -> Output {
-    let repo = common::repo();
-    let tools = repo.join(".tools");
     let parent = format!("pyexec-test-job-{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::SeqCst));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pyexec"));
+    let mut command = common::pyexec("sandbox");
     command
-        .arg("sandbox")
         .args(["--cgroup-parent", &parent])
-        .current_dir(&repo)
-        .env("PYEXEC_NSJAIL", tools.join("nsjail/bin/nsjail"))
-        .env("PYEXEC_NSJAIL_CONFIG", repo.join("nsjail.cfg"))
-        .env("PYEXEC_PYTHON_ENV", tools.join("python"))
         .env("PYEXEC_LOG", "warn")
         .env("PYEXEC_JOB_ON_STDIN", "true")
         .env("PYEXEC_PRELOAD_MODULES", "")

@@ -75,21 +75,15 @@ impl Finished {
 
 /// Starts the command and waits for the marker, writing nothing to its stdin.
 fn start(configure: impl FnOnce(&mut Command)) -> Waiting {
-    let repo = common::repo();
-    let tools = repo.join(".tools");
     let n = RUNS.fetch_add(1, Ordering::SeqCst);
     let cgroup_parent = format!("pyexec-test-stdin-{}-{n}", std::process::id());
     let termination_log = std::env::temp_dir().join(format!("{cgroup_parent}.termination"));
     let _ = std::fs::remove_file(&termination_log);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pyexec"));
+    let mut command = common::pyexec("sandbox");
     command
-        .args(["sandbox", "--job-on-stdin", "--cgroup-parent", &cgroup_parent])
+        .args(["--job-on-stdin", "--cgroup-parent", &cgroup_parent])
         .arg("--termination-log")
         .arg(&termination_log)
-        .current_dir(&repo)
-        .env("PYEXEC_NSJAIL", tools.join("nsjail/bin/nsjail"))
-        .env("PYEXEC_NSJAIL_CONFIG", repo.join("nsjail.cfg"))
-        .env("PYEXEC_PYTHON_ENV", tools.join("python"))
         .env("PYEXEC_LOG", "info")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -26,6 +26,24 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `pyexec <subcommand>` run from the repository with its nsjail and Python environment.
+pub fn pyexec(subcommand: &str) -> Command {
+    let repo = repo();
+    let tools = repo.join(".tools");
+    assert!(
+        tools.join("nsjail/bin/nsjail").exists() && tools.join("python/bin/python3").exists(),
+        "run `make setup` (or `make test`) first: .tools/ is missing nsjail or the Python environment"
+    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pyexec"));
+    command
+        .arg(subcommand)
+        .current_dir(&repo)
+        .env("PYEXEC_NSJAIL", tools.join("nsjail/bin/nsjail"))
+        .env("PYEXEC_NSJAIL_CONFIG", repo.join("nsjail.cfg"))
+        .env("PYEXEC_PYTHON_ENV", tools.join("python"));
+    command
+}
+
 impl Server {
     pub async fn start() -> Server {
         Self::start_with(&[]).await
@@ -37,22 +55,11 @@ impl Server {
         let port = free_port();
         let n = SERVERS.fetch_add(1, Ordering::SeqCst);
         let cgroup_parent = format!("pyexec-test-{}-{n}", std::process::id());
-        let repo = repo();
-        let tools = repo.join(".tools");
-        assert!(
-            tools.join("nsjail/bin/nsjail").exists() && tools.join("python/bin/python3").exists(),
-            "run `make setup` (or `make test`) first: .tools/ is missing nsjail or the Python environment"
-        );
-        let child = Command::new(env!("CARGO_BIN_EXE_pyexec"))
-            .arg("serve")
+        let child = pyexec("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--cgroup-parent", &cgroup_parent])
             .args(["--shutdown-grace-seconds", "5"])
             .args(extra)
-            .current_dir(&repo)
-            .env("PYEXEC_NSJAIL", tools.join("nsjail/bin/nsjail"))
-            .env("PYEXEC_NSJAIL_CONFIG", repo.join("nsjail.cfg"))
-            .env("PYEXEC_PYTHON_ENV", tools.join("python"))
             .env("PYEXEC_LOG", "warn")
             .env("PYEXEC_TEST_SECRET", "hunter2")
             .stdout(Stdio::null())
