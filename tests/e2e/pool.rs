@@ -107,24 +107,31 @@ async fn a_script_near_the_size_limit_runs() {
     .await;
 }
 
+/// Creates `count` executions at once and checks that each succeeded, ran once, in a pod of its
+/// own, with a result of its own.
+async fn run_each_once_in_its_own_pod(case: &Case, prefix: &str, count: usize) {
+    let script = "import uuid\n\ndef main():\n    print('ran')\n    return {'token': uuid.uuid4().hex}\n";
+    let mut names = Vec::new();
+    for i in 0..count {
+        names.push(case.create(&format!("{prefix}{i}"), script, None, None).await);
+    }
+    let (mut pods, mut tokens) = (BTreeSet::new(), BTreeSet::new());
+    for name in &names {
+        let status = status_of(&case.wait_finished(name).await);
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+        assert_eq!(status.stdout.as_deref(), Some("ran\n"), "ran once: {status:?}");
+        assert!(pods.insert(status.pod_name.clone().expect("a pod")), "{name} shared a pod: {status:?}");
+        let token = status.result.and_then(|r| r.get("token").cloned()).expect("a token");
+        assert!(tokens.insert(token.to_string()), "two executions returned the same token");
+    }
+    assert_eq!(pods.len(), count);
+}
+
 #[tokio::test]
 #[ignore = "needs a cluster: run make e2e"]
 async fn concurrent_executions_never_share_a_pod() {
     run_case("concurrent", |case| async move {
-        let script = "import uuid\n\ndef main():\n    return {'token': uuid.uuid4().hex}\n";
-        let mut names = Vec::new();
-        for i in 0..6 {
-            names.push(case.create(&format!("c{i}"), script, None, None).await);
-        }
-        let (mut pods, mut tokens) = (BTreeSet::new(), BTreeSet::new());
-        for name in &names {
-            let status = status_of(&case.wait_finished(name).await);
-            assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
-            assert!(pods.insert(status.pod_name.clone().expect("a pod")), "{name} shared a pod: {status:?}");
-            let token = status.result.and_then(|r| r.get("token").cloned()).expect("a token");
-            assert!(tokens.insert(token.to_string()), "two executions returned the same token");
-        }
-        assert_eq!(pods.len(), names.len());
+        run_each_once_in_its_own_pod(&case, "c", 6).await;
     })
     .await;
 }
@@ -228,20 +235,7 @@ async fn two_controller_replicas_run_each_execution_once_in_its_own_pod() {
     run_case("replicas", |case| async move {
         scale_controller(&case, 2).await;
         let outcome = AssertUnwindSafe(async {
-            let script = "import uuid\n\ndef main():\n    print('ran')\n    return {'token': uuid.uuid4().hex}\n";
-            let mut names = Vec::new();
-            for i in 0..8 {
-                names.push(case.create(&format!("r{i}"), script, None, None).await);
-            }
-            let (mut pods, mut tokens) = (BTreeSet::new(), BTreeSet::new());
-            for name in &names {
-                let status = status_of(&case.wait_finished(name).await);
-                assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
-                assert_eq!(status.stdout.as_deref(), Some("ran\n"), "ran once: {status:?}");
-                assert!(pods.insert(status.pod_name.clone().expect("a pod")), "{name} shared a pod: {status:?}");
-                let token = status.result.and_then(|r| r.get("token").cloned()).expect("a token");
-                assert!(tokens.insert(token.to_string()), "two executions returned the same token");
-            }
+            run_each_once_in_its_own_pod(&case, "r", 8).await;
         })
         .catch_unwind()
         .await;
