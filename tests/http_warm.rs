@@ -227,3 +227,40 @@ async fn a_ready_sandbox_past_its_idle_lifetime_is_replaced() {
     let replaced = server.ready_sandbox_pids();
     assert!(replaced.iter().all(|pid| !first.contains(pid)), "{first:?} {replaced:?}");
 }
+
+/// A successful run is answered as soon as its report and output are read, before its jail has
+/// ended: everything the script printed is still in the answer, byte for byte, even output
+/// that fills the pipes many times over, and the sandbox is gone right after.
+#[tokio::test]
+async fn an_answer_before_the_jail_ends_has_all_of_the_output() {
+    let server = pooled(1, 2).await;
+    let script = "import sys\ndef main():\n    for i in range(3000):\n        print('%06d' % i + 'o' * 93)\n        sys.stderr.write('%06d' % i + 'e' * 93 + '\\n')\n    return {'lines': 3000}\n";
+    for _ in 0..3 {
+        let body = run_warm(&server, script, None).await;
+        assert_eq!(body["outcome"], "success", "{body}");
+        let (stdout, stderr) =
+            (body["stdout"].as_str().unwrap_or_default(), body["stderr"].as_str().unwrap_or_default());
+        assert_eq!(
+            (stdout.len(), stderr.len()),
+            (300_000, 300_000),
+            "output lost: {}",
+            &stdout[stdout.len().saturating_sub(200)..]
+        );
+        assert!(stdout.ends_with(&format!("{:06}{}\n", 2999, "o".repeat(93))));
+        assert!(stderr.ends_with(&format!("{:06}{}\n", 2999, "e".repeat(93))));
+    }
+    server.assert_healthy_and_clean().await;
+}
+
+/// A thread that keeps printing after main() returned neither holds the answer until the
+/// deadline nor outlives it: the answer comes (with the result), and the sandbox ends.
+#[tokio::test]
+async fn a_thread_printing_after_main_returned_does_not_hold_the_answer() {
+    let server = pooled(1, 2).await;
+    let script = "import threading, sys\ndef spam():\n    while True:\n        sys.stdout.write('x' * 1000)\ndef main():\n    threading.Thread(target=spam, daemon=True).start()\n    return {'ok': 1}\n";
+    let started = std::time::Instant::now();
+    let body = run_warm(&server, script, Some(json!({"timeout_seconds": 20}))).await;
+    assert_eq!((body["outcome"].as_str(), &body["result"]), (Some("success"), &json!({"ok": 1})), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the answer waited for the deadline");
+    server.assert_healthy_and_clean().await;
+}

@@ -14,7 +14,7 @@ use crate::sandbox::delivery::{self, Delivery};
 use crate::sandbox::pool::READY_TIMEOUT;
 use crate::sandbox::ready::ReadySandbox;
 use crate::sandbox::{
-    gvisor, Envelope, Isolation, Job, Limits, Outcome, SandboxSettings, Supervisor, INVALID_JOB_EXIT_CODE,
+    gvisor, Envelope, Finished, Isolation, Job, Limits, Outcome, SandboxSettings, Supervisor, INVALID_JOB_EXIT_CODE,
     NO_JOB_EXIT_CODE, NO_JOB_MESSAGE, READY_MARKER,
 };
 use crate::{Error, Result};
@@ -81,9 +81,12 @@ async fn job_on_stdin(args: &SandboxArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(INVALID_JOB_EXIT_CODE));
         }
     };
-    let envelope = run_job(&supervisor, ready, job).await;
+    // The envelope goes out as soon as there is one; the sandbox's removal finishes after.
+    let Finished { envelope, removal } = run_job(&supervisor, ready, job).await;
+    let reported = report(args, &envelope);
+    removal.wait().await;
     supervisor.shutdown().await;
-    report(args, &envelope)?;
+    reported?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -131,7 +134,7 @@ async fn terminated(sigterm: &mut Option<Signal>) {
 
 /// Runs the job in the ready sandbox when its limits can be applied there, else cold (after the
 /// ready sandbox is gone: inside gVisor its processes count toward the job's RLIMIT_NPROC).
-async fn run_job(supervisor: &Supervisor, ready: Option<ReadySandbox>, job: Job) -> Envelope {
+async fn run_job(supervisor: &Supervisor, ready: Option<ReadySandbox>, job: Job) -> Finished {
     let id = uuid::Uuid::new_v4().simple().to_string();
     if let Some(mut sandbox) = ready {
         match sandbox.claim(&job.limits, READY_BACKSTOP) {
@@ -145,7 +148,7 @@ async fn run_job(supervisor: &Supervisor, ready: Option<ReadySandbox>, job: Job)
             }
         }
     }
-    supervisor.run(&id, &job.script, &job.limits).await
+    supervisor.run_cancellable(&id, &job.script, &job.limits, &CancellationToken::new()).await
 }
 
 /// Kills the unused ready sandbox and removes the cgroups.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 mod capacity;
@@ -17,7 +17,7 @@ use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, NotReady};
 use crate::metrics::Metrics;
 use crate::sandbox::pool::{Claim, Pool};
-use crate::sandbox::{Envelope, Job, Limits, Outcome, Supervisor};
+use crate::sandbox::{Envelope, Finished, Job, Limits, Outcome, Supervisor};
 
 /// The script /readyz runs: proves nsjail and the Python environment work end to end.
 const READINESS_SCRIPT: &str = "def main():\n    return {'ready': True}\n";
@@ -80,20 +80,21 @@ impl LocalExecutor {
                 self.slots.clone().acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?
             }
         };
-        // The run is its own task so that its slot is freed only once the sandbox is gone; a
-        // request dropped before its answer (the client went away) cancels it, which kills the
-        // sandbox the way a timeout does.
+        // The run is its own task so that its slot is freed only once the sandbox is gone (which
+        // may be after its answer: `Finished::removal`); a request dropped before its answer
+        // (the client went away) cancels it, which kills the sandbox the way a timeout does.
         let cancel = CancellationToken::new();
         let _cancel_when_dropped = cancel.clone().drop_guard();
         let supervisor = self.supervisor.clone();
         let metrics = self.metrics.clone();
         let pool = self.pool.clone();
+        let (answer, answered) = oneshot::channel();
         let run = tokio::spawn(async move {
             metrics.in_flight.inc();
             let started = Instant::now();
             let claim = pool.as_ref().map(|pool| pool.claim(&request.limits));
             let start = claim.as_ref().map_or("cold", Claim::start);
-            let envelope = match claim {
+            let finished = match claim {
                 Some(Claim::Hit(ready)) => {
                     metrics.pool_hits.inc();
                     let job = Job { script: request.script, limits: request.limits };
@@ -107,11 +108,7 @@ impl LocalExecutor {
                     supervisor.run_cancellable(&request.id, &request.script, &request.limits, &cancel).await
                 }
             };
-            metrics.in_flight.dec();
-            drop(permit);
-            if let Some(pool) = &pool {
-                pool.wake();
-            }
+            let Finished { envelope, removal } = finished;
             tracing::info!(
                 id = %request.id,
                 start,
@@ -129,9 +126,22 @@ impl LocalExecutor {
             } else {
                 metrics.record_execution(envelope.outcome, started.elapsed().as_secs_f64());
             }
-            envelope
+            let _ = answer.send(envelope);
+            removal.wait().await;
+            metrics.in_flight.dec();
+            drop(permit);
+            if let Some(pool) = &pool {
+                pool.wake();
+            }
         });
-        run.await.map_err(ExecuteError::TaskFailed)
+        match answered.await {
+            Ok(envelope) => Ok(envelope),
+            // The task ended without an answer: it panicked (or the runtime is going away).
+            Err(_) => match run.await {
+                Err(err) => Err(ExecuteError::TaskFailed(err)),
+                Ok(()) => Err(ExecuteError::ShuttingDown),
+            },
+        }
     }
 }
 

@@ -1,7 +1,14 @@
 //! Reading a child's pipe to its end while keeping at most a fixed number of bytes: the child
 //! never blocks on a full pipe, and the supervisor's memory stays bounded.
 
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 /// What was read from one pipe.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -36,6 +43,86 @@ pub async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: u64) -> Captu
                 captured.bytes.extend_from_slice(&buf[..n.min(room)]);
             }
         }
+    }
+}
+
+/// A pipe read to its end in the background, keeping its first `cap` bytes, whose bytes so far
+/// can be taken before its end: once `drained`, every byte written into it until then is in.
+/// (nsjail holds the write ends of its jail's pipes until it exits, so end of file comes only
+/// after the jailed process has ended.)
+pub struct Reading {
+    captured: Arc<Mutex<Captured>>,
+    /// A duplicate of the read end, to ask the kernel whether bytes wait in the pipe.
+    probe: Option<OwnedFd>,
+    /// Notified after each chunk read, and at end of file.
+    chunk: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Reading {
+    pub fn start<R: AsyncRead + AsFd + Unpin + Send + 'static>(mut reader: R, cap: u64) -> Reading {
+        let probe = reader.as_fd().try_clone_to_owned().ok();
+        let captured = Arc::new(Mutex::new(Captured::default()));
+        let chunk = Arc::new(Notify::new());
+        let (into, notify) = (captured.clone(), chunk.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                // Appended in the same poll as the read: a byte out of the pipe is a byte in here.
+                let mut captured = into.lock().unwrap_or_else(|p| p.into_inner());
+                captured.total += n as u64;
+                let room = cap.saturating_sub(captured.bytes.len() as u64) as usize;
+                captured.bytes.extend_from_slice(&buf[..n.min(room)]);
+                drop(captured);
+                notify.notify_one();
+            }
+            notify.notify_one();
+        });
+        Reading { captured, probe, chunk, task }
+    }
+
+    /// Whether no byte waits in the pipe: everything written into it so far has been captured.
+    pub fn drained(&self) -> bool {
+        let Some(fd) = &self.probe else { return false };
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) => true,
+            // Readable: bytes wait, or every writer has closed (the reader sees that end soon).
+            Ok(_) => fds[0].revents().is_some_and(|events| !events.contains(PollFlags::POLLIN)),
+            Err(_) => false,
+        }
+    }
+
+    /// Resolves once another chunk has been read (or the pipe ended) since the last call.
+    pub async fn next_chunk(&self) {
+        self.chunk.notified().await;
+    }
+
+    /// Whether what was read so far ends with a newline and nothing was cut off.
+    pub fn ends_a_line(&self) -> bool {
+        let captured = self.captured.lock().unwrap_or_else(|p| p.into_inner());
+        !captured.truncated() && captured.bytes.last() == Some(&b'\n')
+    }
+
+    /// Looks at what was read so far.
+    pub fn inspect<T>(&self, look: impl FnOnce(&Captured) -> T) -> T {
+        look(&self.captured.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Waits up to `grace` for the pipe's end (a pipe still held open by something outside
+    /// the jail must not hold the request), then stops reading and returns what was read. The
+    /// reader stops only at an await, so a chunk it has read is always in.
+    pub async fn finish(&mut self, grace: Duration) -> Captured {
+        // (A zero timeout would still wait for the timer's next tick, a millisecond.)
+        if grace.is_zero() || tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            self.task.abort();
+            let _ = (&mut self.task).await;
+        }
+        std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 

@@ -24,7 +24,7 @@ pub use envelope::{Envelope, Outcome};
 pub use job::Job;
 pub use limits::{LimitSettings, Limits, RequestedLimits};
 pub use settings::{Isolation, SandboxSettings};
-pub use supervisor::Supervisor;
+pub use supervisor::{Finished, Supervisor};
 
 /// Why the sandbox could not be set up or started (never a script's own failure).
 #[derive(Debug, thiserror::Error)]

@@ -129,6 +129,8 @@ struct Shared {
     may_refill: Box<dyn Fn() -> bool + Send + Sync>,
     observer: Arc<dyn PoolObserver>,
     started: AtomicU64,
+    /// Sandboxes being started now (0 or 1).
+    starting: AtomicUsize,
 }
 
 impl Pool {
@@ -156,6 +158,7 @@ impl Pool {
             may_refill,
             observer,
             started: AtomicU64::new(0),
+            starting: AtomicUsize::new(0),
         });
         let task = tokio::spawn(refill(shared.clone()));
         Pool { shared, task: Arc::new(Mutex::new(Some(task))) }
@@ -188,6 +191,8 @@ impl Pool {
         for sandbox in gone {
             tokio::spawn(sandbox.destroy());
         }
+        // The gauge follows at once: the claimed run may answer before the pool next looks.
+        shared.report();
         // No refill is started here: it would take CPU from the run that just claimed; the
         // run's end wakes the pool (`wake`).
         claim
@@ -208,7 +213,8 @@ impl Pool {
         }
         let left: Vec<ReadySandbox> = self.shared.lock_ready().drain(..).collect();
         futures::future::join_all(left.into_iter().map(ReadySandbox::destroy)).await;
-        self.shared.observer.ready(0, 0, 0);
+        self.shared.starting.store(0, Ordering::SeqCst);
+        self.shared.report();
     }
 }
 
@@ -240,10 +246,10 @@ impl Shared {
         (removed, expired)
     }
 
-    fn report(&self, starting: usize) {
+    fn report(&self) {
         let ready = self.lock_ready();
         let memory = ready.iter().filter_map(ReadySandbox::memory_usage).sum();
-        self.observer.ready(ready.len(), memory, starting);
+        self.observer.ready(ready.len(), memory, self.starting.load(Ordering::SeqCst));
     }
 }
 
@@ -271,24 +277,26 @@ async fn refill(shared: Arc<Shared>) {
             let _ = shared.target.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(shrunk(t, expired, min)));
         }
         futures::future::join_all(removed.into_iter().map(ReadySandbox::destroy)).await;
-        shared.report(0);
+        shared.report();
 
         let ready = shared.lock_ready().len();
         if wants_more(ready, shared.target.load(Ordering::SeqCst)) && (shared.may_refill)() {
             let n = shared.started.fetch_add(1, Ordering::SeqCst);
             let id = format!("ready-{}-{n}", std::process::id());
             let backstop = shared.backstop;
-            shared.report(1);
+            shared.starting.store(1, Ordering::SeqCst);
+            shared.report();
             let starting = shared.supervisor.start_ready(&id, &shared.limits, &shared.preload, backstop);
             let started = tokio::select! {
                 () = shared.stop.cancelled() => break,
                 started = tokio::time::timeout(READY_TIMEOUT, starting) => started,
             };
+            shared.starting.store(0, Ordering::SeqCst);
             match started {
                 Ok(Ok(sandbox)) => {
                     failures = 0;
                     shared.lock_ready().push_back(sandbox);
-                    shared.report(0);
+                    shared.report();
                     continue;
                 }
                 Ok(Err(err)) => tracing::error!(error = %err, "a ready sandbox failed to start"),

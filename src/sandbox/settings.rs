@@ -51,7 +51,7 @@ pub struct SandboxSettings {
     /// whatever is idle, but scripts that just arrived are slowed down less by those that spin
     /// until their timeout; ordinary scripts, which use less CPU, keep the full weight however
     /// long they wait. Needs the cpu controller, like --cpu-per-sandbox.
-    #[arg(long, env = "PYEXEC_CPU_LONG_RUN_SECONDS", default_value_t = 1.0, value_parser = parse_seconds)]
+    #[arg(long, env = "PYEXEC_CPU_LONG_RUN_SECONDS", default_value_t = 0.1, value_parser = parse_seconds)]
     pub cpu_long_run_seconds: f64,
     #[command(flatten)]
     pub limits: LimitSettings,

@@ -15,8 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::capture::{read_capped, read_tail, Captured};
+use super::capture::{read_tail, Captured, Reading};
 use super::cgroup::{self, CgroupMode, CgroupPool, RunCgroup};
 use super::envelope::{Envelope, Outcome};
 use super::gvisor::{self, GvisorTools};
@@ -24,14 +25,21 @@ use super::install::{compile_harness, existing, resolve_program};
 use super::jail::{signal_nsjail, Jail, TerminateOnDrop, NSJAIL_TERM_GRACE};
 use super::job::Job;
 use super::limits::Limits;
-use super::nsjail::{self, CgroupLimits, Harness, JailPaths, Start};
+use super::nsjail::{self, CgroupLimits, ChildStatus, Harness, JailPaths, Start};
 use super::ready::ReadySandbox;
 use super::settings::{Isolation, SandboxSettings};
-use super::verdict::{decide, RunFacts};
+use super::verdict::{decide, RunFacts, Verdict};
 use super::SandboxError;
 
 /// How long output readers may take to reach end of file once the jail has ended.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long the harness's own output may take to be read once its report is whole, before the
+/// answer waits for the jail's end instead (something is still printing).
+const OUTPUT_SETTLE: Duration = Duration::from_millis(20);
+const OUTPUT_POLL: Duration = Duration::from_micros(200);
+/// How long a jail that answered may take to end by itself (its harness calls `_exit` right
+/// after its report) before it is killed.
+const EXIT_AFTER_ANSWER: Duration = Duration::from_secs(1);
 /// nsjail's log is only read for its last lines and problems.
 const LOG_TAIL_BYTES: usize = 32 * 1024;
 /// A shell that moves itself into the run's cgroups, then becomes nsjail: everything nsjail
@@ -52,6 +60,8 @@ struct Inner {
     ready_cgroups: Arc<CgroupPool>,
     /// This process created the parent cgroup, so it removes it at shutdown.
     owns_parent_cgroup: bool,
+    /// Removals of sandboxes that answered before their jail ended.
+    removals: TaskTracker,
 }
 
 impl Supervisor {
@@ -85,7 +95,8 @@ impl Supervisor {
         };
         let ready_cgroups = CgroupPool::for_ready(cgroups.clone(), settings.cpu_share());
         let cgroups = CgroupPool::new(cgroups, settings.cpu_share());
-        Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups, ready_cgroups, owns_parent_cgroup }) })
+        let removals = TaskTracker::new();
+        Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups, ready_cgroups, owns_parent_cgroup, removals }) })
     }
 
     /// Compiles the harness once with the sandbox's interpreter, so that runs skip compiling
@@ -99,6 +110,7 @@ impl Supervisor {
             cgroups: self.inner.cgroups.clone(),
             ready_cgroups: self.inner.ready_cgroups.clone(),
             owns_parent_cgroup: self.inner.owns_parent_cgroup,
+            removals: self.inner.removals.clone(),
         };
         Supervisor { inner: Arc::new(inner) }
     }
@@ -106,6 +118,9 @@ impl Supervisor {
     /// Removes what start-up and runs created (the runs' cgroups, the parent cgroup), once no
     /// run is left; on the blocking pool, since emptying a cgroup waits for processes to die.
     pub async fn shutdown(&self) {
+        // Sandboxes that answered early end within their deadline; wait for them first.
+        self.inner.removals.close();
+        self.inner.removals.wait().await;
         let inner = self.inner.clone();
         let removed = tokio::task::spawn_blocking(move || {
             inner.cgroups.remove_idle();
@@ -129,28 +144,33 @@ impl Supervisor {
 
     /// Runs one script to completion under `limits`. Never fails: every problem, the sandbox's
     /// own included, is described in the envelope.
+    /// Returns once the sandbox is gone.
     pub async fn run(&self, run_id: &str, script: &str, limits: &Limits) -> Envelope {
-        self.run_cancellable(run_id, script, limits, &CancellationToken::new()).await
+        let finished = self.run_cancellable(run_id, script, limits, &CancellationToken::new()).await;
+        finished.removal.wait().await;
+        finished.envelope
     }
 
     /// `run`, except that cancelling `cancel` ends the run early the way a timeout does: nsjail
-    /// kills and reaps the whole tree, and the run's cgroup is emptied and given back.
+    /// kills and reaps the whole tree, and the run's cgroup is emptied and given back. Returns
+    /// with the answer; the sandbox's removal may still be under way (`Finished::removal`).
     pub async fn run_cancellable(
         &self,
         run_id: &str,
         script: &str,
         limits: &Limits,
         cancel: &CancellationToken,
-    ) -> Envelope {
+    ) -> Finished {
         let started = Instant::now();
-        let envelope = match self.run_jailed(run_id, script, limits, started, cancel).await {
-            Ok(envelope) => envelope,
+        let finished = match self.run_jailed(run_id, script, limits, started, cancel).await {
+            Ok(finished) => finished,
             Err(err) => {
                 tracing::error!(run_id, error = %err, "sandbox could not run");
-                Envelope::rejected(Outcome::SandboxFailure, "The sandbox failed to start")
+                let envelope = Envelope::rejected(Outcome::SandboxFailure, "The sandbox failed to start");
+                Finished { envelope, removal: Removal(None) }
             }
         };
-        Envelope { duration_ms: started.elapsed().as_millis() as u64, ..envelope }
+        finished.timed(started)
     }
 
     async fn run_jailed(
@@ -160,7 +180,7 @@ impl Supervisor {
         limits: &Limits,
         started: Instant,
         cancel: &CancellationToken,
-    ) -> Result<Envelope, SandboxError> {
+    ) -> Result<Finished, SandboxError> {
         let jail = self.start_jail(run_id, limits, &Start::Cold)?;
         Ok(self.finish(run_id, jail, script.as_bytes().to_vec(), limits, started, cancel).await)
     }
@@ -193,17 +213,17 @@ impl Supervisor {
 
     /// Hands a ready sandbox its one job and runs it to completion, like `run_cancellable`:
     /// the deadline counts from now. The caller has `claim`ed the sandbox for these limits.
-    pub async fn run_ready(&self, run_id: &str, ready: ReadySandbox, job: Job, cancel: &CancellationToken) -> Envelope {
+    pub async fn run_ready(&self, run_id: &str, ready: ReadySandbox, job: Job, cancel: &CancellationToken) -> Finished {
         let started = Instant::now();
         let document = match serde_json::to_vec(&job) {
             Ok(document) => document,
             Err(err) => {
                 tracing::error!(run_id, error = %err, "the job could not be written");
-                return Envelope::rejected(Outcome::SandboxFailure, "The sandbox failed to start");
+                let envelope = Envelope::rejected(Outcome::SandboxFailure, "The sandbox failed to start");
+                return Finished { envelope, removal: Removal(None) }.timed(started);
             }
         };
-        let envelope = self.finish(run_id, ready.jail, document, &job.limits, started, cancel).await;
-        Envelope { duration_ms: started.elapsed().as_millis() as u64, ..envelope }
+        self.finish(run_id, ready.jail, document, &job.limits, started, cancel).await.timed(started)
     }
 
     /// Starts nsjail in a fresh cgroup slot, with its pipes, and feeds it nothing yet.
@@ -267,7 +287,9 @@ impl Supervisor {
     }
 
     /// Feeds a started jail `input` on stdin, reads its output with the caps of `limits`,
-    /// enforces the deadline (from `started`), cleans up and decides the envelope.
+    /// enforces the deadline (from `started`) and decides the envelope. The answer comes as soon
+    /// as the harness has reported success and its output is all read (`early_answer`); the
+    /// jail's end and its cgroup's release may then still be under way (`Finished::removal`).
     async fn finish(
         &self,
         run_id: &str,
@@ -276,7 +298,7 @@ impl Supervisor {
         limits: &Limits,
         started: Instant,
         cancel: &CancellationToken,
-    ) -> Envelope {
+    ) -> Finished {
         let inner = &self.inner;
         let Jail { mut child, mut stdin, stdout, stderr, result, log, cgroup, mut terminate_on_drop } = jail;
         let feeder = tokio::spawn(async move {
@@ -284,39 +306,49 @@ impl Supervisor {
             let _ = stdin.write_all(&input).await;
             let _ = stdin.shutdown().await;
         });
-        let stdout_task = tokio::spawn(read_capped(stdout, limits.stdout_bytes));
-        let stderr_task = tokio::spawn(read_capped(stderr, limits.stderr_bytes));
-        let result_task = tokio::spawn(read_capped(result, limits.result_bytes));
+        let mut output = Output {
+            stdout: Reading::start(stdout, limits.stdout_bytes),
+            stderr: Reading::start(stderr, limits.stderr_bytes),
+            // The report ends with a newline, which the result limit does not count.
+            report: Reading::start(result, limits.result_bytes + 1),
+        };
         let log_task = tokio::spawn(read_tail(log, LOG_TAIL_BYTES));
 
         let deadline = started + limits.timeout();
-        let (timed_out, cancelled) = tokio::select! {
-            waited = tokio::time::timeout_at(deadline.into(), child.wait()) => (waited.is_err(), false),
-            () = cancel.cancelled() => (false, true),
-        };
-        if timed_out || cancelled {
-            // SIGTERM makes nsjail kill and reap the script; SIGKILL to nsjail would leave the
-            // killed script for the host's init to reap.
-            if let Some(pid) = child.id() {
-                signal_nsjail(pid, Signal::SIGTERM, inner.paths.gvisor.as_ref());
-            }
-            if tokio::time::timeout(NSJAIL_TERM_GRACE, child.wait()).await.is_err() {
-                match (child.id(), &inner.paths.gvisor) {
-                    (Some(pid), Some(tools)) => signal_nsjail(pid, Signal::SIGKILL, Some(tools)),
-                    _ => {
-                        let _ = child.start_kill();
+        let mut answer_tried = false;
+        let (timed_out, cancelled) = loop {
+            let event = tokio::select! {
+                waited = tokio::time::timeout_at(deadline.into(), child.wait()) => Event::Ended { timed_out: waited.is_err() },
+                () = cancel.cancelled() => Event::Cancelled,
+                () = output.report.next_chunk(), if !answer_tried => Event::Reported,
+            };
+            match event {
+                Event::Ended { timed_out } => break (timed_out, false),
+                Event::Cancelled => break (false, true),
+                Event::Reported if !output.report.inspect(|report| report.bytes.ends_with(b"\n")) => {}
+                Event::Reported => {
+                    answer_tried = true;
+                    let oom_killed = cgroup.as_ref().is_some_and(RunCgroup::oom_killed);
+                    if let Some(envelope) = self.early_answer(&mut output, limits, started, oom_killed).await {
+                        feeder.abort();
+                        let gvisor = inner.paths.gvisor.clone();
+                        let removal = Removal::ended(child, terminate_on_drop, cgroup, deadline, gvisor);
+                        return Finished { envelope, removal: Removal(Some(inner.removals.spawn(removal))) };
                     }
                 }
             }
+        };
+        if timed_out || cancelled {
+            end_jail(&mut child, inner.paths.gvisor.as_ref()).await;
         }
         let _ = child.wait().await;
         // Reaped: the pid may now belong to someone else.
         terminate_on_drop.pid = None;
         feeder.abort();
 
-        let stdout = drain(stdout_task).await;
-        let stderr = drain(stderr_task).await;
-        let report = drain(result_task).await;
+        let stdout = output.stdout.finish(DRAIN_GRACE).await;
+        let stderr = output.stderr.finish(DRAIN_GRACE).await;
+        let report = output.report.finish(DRAIN_GRACE).await;
         let log = drain(log_task).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
 
@@ -345,17 +377,145 @@ impl Supervisor {
             memory_error_is_limit: inner.paths.gvisor.is_some(),
         });
         tracing::debug!(run_id, ?peak_memory, ?child_status, oom_killed, timed_out, cancelled, "sandbox finished");
-        Envelope {
-            outcome: verdict.outcome,
-            result: verdict.result,
-            stdout: stdout.text(),
-            stderr: stderr.text(),
-            returncode: verdict.returncode,
-            error: verdict.error,
-            stdout_truncated: stdout.truncated(),
-            stderr_truncated: stderr.truncated(),
-            duration_ms: elapsed_ms,
+        Finished { envelope: envelope(verdict, &stdout, &stderr, elapsed_ms), removal: Removal(None) }
+    }
+
+    /// The envelope of a run whose harness has written a whole report, before its jail ends:
+    /// only a success (the harness then closes nothing and calls `_exit(0)` at once; freeing a
+    /// pandas interpreter's memory alone takes ~7 ms), and only once the stdout and stderr the
+    /// harness flushed before its report have been read. Anything else, or output that keeps
+    /// coming (a thread still printing), waits for the jail's end as before.
+    async fn early_answer(
+        &self,
+        output: &mut Output,
+        limits: &Limits,
+        started: Instant,
+        oom_killed: bool,
+    ) -> Option<Envelope> {
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let verdict = output.report.inspect(|report| {
+            decide(&RunFacts {
+                limits,
+                timed_out: false,
+                oom_killed,
+                child: Some(ChildStatus::Exited(0)),
+                report: &report.bytes,
+                report_overflow: report.truncated(),
+                elapsed_ms,
+                memory_error_is_limit: self.inner.paths.gvisor.is_some(),
+            })
+        });
+        if verdict.outcome != Outcome::Success {
+            return None;
         }
+        let mut waited = Duration::ZERO;
+        while !(output.stdout.drained() && output.stderr.drained()) {
+            if waited >= OUTPUT_SETTLE {
+                return None;
+            }
+            tokio::time::sleep(OUTPUT_POLL).await;
+            waited += OUTPUT_POLL;
+        }
+        let stdout = output.stdout.finish(Duration::ZERO).await;
+        let stderr = output.stderr.finish(Duration::ZERO).await;
+        Some(envelope(verdict, &stdout, &stderr, elapsed_ms))
+    }
+}
+
+/// A run's answer, and the removal of its sandbox, which may still be under way.
+#[derive(Debug)]
+pub struct Finished {
+    pub envelope: Envelope,
+    pub removal: Removal,
+}
+
+impl Finished {
+    /// With the envelope's duration counted from `started`.
+    fn timed(self, started: Instant) -> Finished {
+        let envelope = Envelope { duration_ms: started.elapsed().as_millis() as u64, ..self.envelope };
+        Finished { envelope, ..self }
+    }
+}
+
+/// What is left of a sandbox's removal after its answer: its jail reaped and its cgroup emptied
+/// and given back. The supervisor's `shutdown` waits for every one of them.
+#[derive(Debug)]
+pub struct Removal(Option<tokio::task::JoinHandle<()>>);
+
+impl Removal {
+    /// Resolves once the sandbox is gone.
+    pub async fn wait(self) {
+        if let Some(task) = self.0 {
+            let _ = task.await;
+        }
+    }
+
+    /// The end of a jail that answered: it ends by itself within `EXIT_AFTER_ANSWER` (its
+    /// harness is exiting), or before `deadline`, or it is killed like a run past its deadline.
+    async fn ended(
+        mut child: tokio::process::Child,
+        mut terminate_on_drop: TerminateOnDrop,
+        cgroup: Option<RunCgroup>,
+        deadline: Instant,
+        gvisor: Option<GvisorTools>,
+    ) {
+        let patience = deadline.min(Instant::now() + EXIT_AFTER_ANSWER);
+        if tokio::time::timeout_at(patience.into(), child.wait()).await.is_err() {
+            end_jail(&mut child, gvisor.as_ref()).await;
+        }
+        let _ = child.wait().await;
+        terminate_on_drop.pid = None;
+        if let Some(group) = cgroup {
+            let _ = tokio::task::spawn_blocking(move || drop(group)).await;
+        }
+    }
+}
+
+/// What ended the wait for a jail.
+enum Event {
+    Ended {
+        timed_out: bool,
+    },
+    Cancelled,
+    /// Another chunk of the report arrived.
+    Reported,
+}
+
+/// The jail's three output pipes, being read.
+struct Output {
+    stdout: Reading,
+    stderr: Reading,
+    report: Reading,
+}
+
+/// Ends a jail past its deadline (or cancelled): SIGTERM makes nsjail kill and reap the script
+/// (SIGKILL to nsjail would leave the killed script for the host's init to reap); SIGKILL
+/// after the grace period.
+async fn end_jail(child: &mut tokio::process::Child, gvisor: Option<&GvisorTools>) {
+    if let Some(pid) = child.id() {
+        signal_nsjail(pid, Signal::SIGTERM, gvisor);
+    }
+    if tokio::time::timeout(NSJAIL_TERM_GRACE, child.wait()).await.is_err() {
+        match (child.id(), gvisor) {
+            (Some(pid), Some(tools)) => signal_nsjail(pid, Signal::SIGKILL, Some(tools)),
+            _ => {
+                let _ = child.start_kill();
+            }
+        }
+    }
+}
+
+fn envelope(verdict: Verdict, stdout: &Captured, stderr: &Captured, elapsed_ms: u64) -> Envelope {
+    Envelope {
+        outcome: verdict.outcome,
+        result: verdict.result,
+        stdout: stdout.text(),
+        stderr: stderr.text(),
+        returncode: verdict.returncode,
+        error: verdict.error,
+        stdout_truncated: stdout.truncated(),
+        stderr_truncated: stderr.truncated(),
+        duration_ms: elapsed_ms,
     }
 }
 

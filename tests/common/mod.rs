@@ -170,6 +170,9 @@ impl Server {
         assert_eq!(health.status().as_u16(), 200, "service unhealthy after the case");
         let (status, body) = self.execute("def main():\n    return {'alive': True}\n", None).await;
         assert_eq!((status, &body["result"]), (200, &serde_json::json!({"alive": true})), "{body}");
+        // A successful run answers as soon as its report and output are read; its jail ends and
+        // its cgroup empties just after (in flight until then).
+        self.wait_for_in_flight(0).await;
         assert_eq!(self.occupied_cgroups(), Vec::<String>::new(), "processes left in the cgroups of finished runs");
     }
 

@@ -20,7 +20,7 @@ pub use cpu::{parse_cpus, parse_seconds, CpuShare, Weight};
 pub use detect::{detect_parent, remove_parent, CgroupMode};
 
 /// How often a run's CPU time is looked at, to lower its weight once it is a long run.
-const LONG_RUN_POLL: Duration = Duration::from_millis(200);
+const LONG_RUN_POLL: Duration = Duration::from_millis(50);
 /// How long to wait for a killed run's processes to leave its cgroup before giving up on rmdir.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
