@@ -10,6 +10,7 @@ use crate::config::{ExecutorKind, ServeArgs};
 use crate::executor::kube::DEFAULT_MAX_IN_FLIGHT;
 use crate::executor::{Executor, KubeExecutor, LocalExecutor};
 use crate::metrics::Metrics;
+use crate::sandbox::cgroup::{self, DynMods};
 use crate::sandbox::pool::{Pool, PoolSettings};
 use crate::sandbox::Supervisor;
 use crate::server::guard::{ApiToken, Guard};
@@ -28,6 +29,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ExecutorKind::Local => {
             let supervisor = Supervisor::new(&args.sandbox)?.with_compiled_harness();
             supervisor_for_shutdown = Some(supervisor.clone());
+            if args.sandbox.cgroup_favor_dynmods && supervisor.cgroups().enabled() {
+                favor_dynamic_modifications();
+            }
             let concurrency =
                 args.max_concurrency.unwrap_or_else(|| crate::executor::local::default_concurrency(&defaults));
             tracing::info!(
@@ -125,6 +129,24 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("pyexec stopped");
     Ok(())
+}
+
+/// `--cgroup-favor-dynmods`: says what it did; a failure is logged, not fatal (the sandboxes
+/// work without it, only slower to start beside fork bombs).
+fn favor_dynamic_modifications() {
+    match cgroup::favor_dynamic_modifications() {
+        Ok(DynMods::TurnedOn(mount)) => tracing::info!(
+            mount = %mount.display(),
+            "remounted cgroup2 with favordynmods (--cgroup-favor-dynmods): moving sandboxes into their cgroups no longer waits behind forks"
+        ),
+        Ok(DynMods::AlreadyOn(mount)) => tracing::info!(mount = %mount.display(), "cgroup2 already has favordynmods"),
+        Ok(DynMods::NoCgroup2) => {
+            tracing::info!("no cgroup2 mount: favordynmods not set (--cgroup-favor-dynmods)")
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not set favordynmods (--cgroup-favor-dynmods); continuing without")
+        }
+    }
 }
 
 /// Why the pool stays off, if it does: turned off, or no cgroups to set a ready sandbox's

@@ -15,9 +15,11 @@ use nix::unistd::Pid;
 
 mod cpu;
 mod detect;
+mod dynmods;
 
 pub use cpu::{parse_cpus, parse_seconds, CpuShare, Weight};
 pub use detect::{detect_parent, remove_parent, CgroupMode};
+pub use dynmods::{favor_dynamic_modifications, DynMods};
 
 /// How often a run's CPU time is looked at, to lower its weight once it is a long run.
 const LONG_RUN_POLL: Duration = Duration::from_millis(50);
