@@ -196,3 +196,29 @@ async fn a_long_run_drops_to_the_long_run_weight_and_a_new_run_keeps_the_run_wei
     }
     server.assert_healthy_and_clean().await;
 }
+
+/// CPU seconds (user + system) the process `pid` has used, from /proc.
+fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the server's /proc stat");
+    let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
+/// An output flood's cost lands on the flood, not on the service: past its cap the server
+/// drains the pipe at a bounded pace (the writer waits on a full pipe), where it used to read
+/// and drop everything at full speed (2.0 s of server CPU for a 5 s flood).
+#[tokio::test]
+async fn an_output_flood_costs_the_service_little_cpu() {
+    let server = Server::start_with(&["--pool-max", "0"]).await;
+    let pid = server.pid().expect("the server's pid");
+    let flood = "import sys\ndef main():\n    line = 'x' * 65536\n    while True:\n        sys.stdout.write(line)\n";
+    let before = cpu_seconds_of(pid);
+    let (status, body) = server.execute(flood, Some(json!({"timeout_seconds": 3}))).await;
+    let used = cpu_seconds_of(pid) - before;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("timeout")), "{body}");
+    assert_eq!(body["stdout_truncated"], true);
+    assert!(used < 0.5, "the server used {used:.2} CPU seconds during a 3 s flood");
+    server.assert_healthy_and_clean().await;
+}

@@ -46,6 +46,10 @@ pub async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: u64) -> Captu
     }
 }
 
+/// The pause between reads once a pipe is past its cap: at most one 64 KiB read per
+/// millisecond (tens of MB/s, the timer's granularity) of output nobody keeps.
+const PAST_CAP_PAUSE: Duration = Duration::from_millis(1);
+
 /// A pipe read to its end in the background, keeping its first `cap` bytes, whose bytes so far
 /// can be taken before its end: once `drained`, every byte written into it until then is in.
 /// (nsjail holds the write ends of its jail's pipes until it exits, so end of file comes only
@@ -73,12 +77,19 @@ impl Reading {
                     Ok(n) => n,
                 };
                 // Appended in the same poll as the read: a byte out of the pipe is a byte in here.
-                let mut captured = into.lock().unwrap_or_else(|p| p.into_inner());
-                captured.total += n as u64;
-                let room = cap.saturating_sub(captured.bytes.len() as u64) as usize;
-                captured.bytes.extend_from_slice(&buf[..n.min(room)]);
-                drop(captured);
+                let past_cap = {
+                    let mut captured = into.lock().unwrap_or_else(|p| p.into_inner());
+                    captured.total += n as u64;
+                    let room = cap.saturating_sub(captured.bytes.len() as u64) as usize;
+                    captured.bytes.extend_from_slice(&buf[..n.min(room)]);
+                    captured.truncated()
+                };
                 notify.notify_one();
+                if past_cap {
+                    // Nothing more is kept: drain at a bounded pace, so that a flood costs the
+                    // service almost no CPU and its writer mostly waits on a full pipe.
+                    tokio::time::sleep(PAST_CAP_PAUSE).await;
+                }
             }
             notify.notify_one();
         });
