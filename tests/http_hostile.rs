@@ -365,3 +365,26 @@ async fn opening_more_files_than_the_limit_fails_with_emfile() {
     assert_eq!(body["result"]["errno"], 24, "EMFILE expected: {body}");
     assert!(body["result"]["opened"].as_u64().is_some_and(|n| n < 32), "{body}");
 }
+
+/// Processes are bounded per sandbox by RLIMIT_NPROC as well as the cgroup's pids.max; the
+/// kernel counts RLIMIT_NPROC per user namespace, so sandboxes running at once never share
+/// the count: three at once each reach their own limit (a count shared by uid 65534 on the
+/// host would stop them at 16 processes between them).
+#[tokio::test]
+async fn sandboxes_running_at_once_each_have_their_own_process_limit() {
+    let server = Server::start_with(&["--pool-max", "0"]).await;
+    let script = "import os, resource, time\ndef main():\n    children = 0\n    try:\n        for _ in range(40):\n            if os.fork() == 0:\n                time.sleep(3)\n                os._exit(0)\n            children += 1\n    except OSError as exc:\n        error = exc.errno\n    time.sleep(2)\n    return {'children': children, 'errno': error, 'nproc': list(resource.getrlimit(resource.RLIMIT_NPROC))}\n";
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, url) = (server.client().clone(), server.url("/execute"));
+            let body = json!({"script": script, "limits": {"max_pids": 16}});
+            tokio::spawn(async move { client.post(url).json(&body).send().await.expect("POST").json::<Value>().await })
+        })
+        .collect();
+    for run in runs {
+        let body = run.await.expect("task").expect("JSON");
+        // The harness is one of the 16; the fork past the limit fails with EAGAIN.
+        assert_eq!(body["result"], json!({"children": 15, "errno": 11, "nproc": [16, 16]}), "{body}");
+    }
+    server.assert_healthy_and_clean().await;
+}

@@ -149,9 +149,11 @@ async fn a_warm_sandbox_gets_the_requests_memory_file_and_process_limits() {
     let body = run_warm(&server, rlimits, Some(json!({"open_files": 32, "file_size_mb": 1}))).await;
     assert_eq!(body["result"], json!({"nofile": [32, 32], "raised": false, "errno": 27}), "{body}");
 
-    let forks = "import os\ndef main():\n    children = 0\n    try:\n        for _ in range(64):\n            if os.fork() == 0:\n                import time; time.sleep(5); os._exit(0)\n            children += 1\n    except OSError:\n        pass\n    return {'children': children}\n";
+    let forks = "import os, resource\ndef main():\n    children = 0\n    try:\n        for _ in range(64):\n            if os.fork() == 0:\n                import time; time.sleep(5); os._exit(0)\n            children += 1\n    except OSError:\n        pass\n    return {'children': children, 'nproc': list(resource.getrlimit(resource.RLIMIT_NPROC))}\n";
     let body = run_warm(&server, forks, Some(json!({"max_pids": 8}))).await;
     assert!(body["result"]["children"].as_u64().is_some_and(|n| n < 8), "{body}");
+    // The harness lowered RLIMIT_NPROC to the job's before the script ran.
+    assert_eq!(body["result"]["nproc"], json!([8, 8]), "{body}");
     server.assert_healthy_and_clean().await;
 }
 

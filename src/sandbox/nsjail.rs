@@ -53,17 +53,16 @@ impl Harness {
 }
 
 /// The rlimits a ready jail's harness lowers to its job's when the job arrives, besides CPU,
-/// file size and open files (always its own): memory (`as`, RLIMIT_AS) and processes (`nproc`,
-/// RLIMIT_NPROC) when no cgroup holds them, as inside gVisor. The jail starts with the ready
-/// limits' values as their ceiling (`ready::within_rlimits`).
+/// file size and open files (always its own): memory (`as`, RLIMIT_AS) when no cgroup holds
+/// it, as inside gVisor, and processes (`nproc`, RLIMIT_NPROC) always (see `nsjail_args`).
+/// Without cgroups the jail starts with the ready limits' values as their ceiling
+/// (`ready::within_rlimits`).
 pub fn lowered_by_harness(cgroups: CgroupLimits) -> Vec<&'static str> {
     let mut lowered = Vec::new();
     if !cgroups.memory {
         lowered.push("as");
     }
-    if !cgroups.pids {
-        lowered.push("nproc");
-    }
+    lowered.push("nproc");
     lowered
 }
 
@@ -126,9 +125,15 @@ pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits, st
         push(if ready { "hard".into() } else { limits.open_files.to_string() });
         push("--rlimit_as".into());
         push(if cgroups.memory { "hard".into() } else { limits.memory_mb.to_string() });
+        // RLIMIT_NPROC as well as the cgroup's pids.max: the kernel counts it per user
+        // namespace (Linux 5.14+), so per sandbox, and checks it before it copies the address
+        // space, where pids.max is checked after: a fork bomb at its limit then fails each
+        // fork cheaply instead of copying and freeing a whole interpreter's page tables each
+        // time (half the CPUs in kernel time under the mixed benchmark). A ready jail with
+        // cgroups starts unbounded here (the cgroup holds it) and its harness lowers it to the
+        // job's; pids.max stays the bound of the whole tree.
         push("--rlimit_nproc".into());
-        // RLIMIT_NPROC counts every process of uid 65534 on the host, so it is only a fallback.
-        push(if cgroups.pids { "soft".into() } else { limits.max_pids.to_string() });
+        push(if ready && cgroups.pids { "hard".into() } else { limits.max_pids.to_string() });
     }
     push("--mount".into());
     push(format!("none:/tmp:tmpfs:size={},mode=1777", limits.tmp_mb * 1024 * 1024));
@@ -216,7 +221,9 @@ mod tests {
     fn cgroups_replace_the_memory_and_process_rlimits() {
         let with = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &Start::Cold);
         assert_eq!(value_after(&with, "--rlimit_as"), "hard");
-        assert_eq!(value_after(&with, "--rlimit_nproc"), "soft");
+        // Processes are limited by both: RLIMIT_NPROC fails a fork before the address space
+        // is copied.
+        assert_eq!(value_after(&with, "--rlimit_nproc"), "32");
         let without = nsjail_args(&paths(), &limits(), CgroupLimits { memory: false, pids: false }, &Start::Cold);
         assert_eq!(value_after(&without, "--rlimit_as"), "256");
         assert_eq!(value_after(&without, "--rlimit_nproc"), "32");
@@ -263,9 +270,11 @@ mod tests {
     fn a_ready_jail_gets_the_preload_list_before_the_byte_code_and_no_job_rlimits() {
         let start = Start::Ready { preload: vec!["numpy".into(), "pandas".into()], backstop_seconds: 900 };
         let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &start);
-        let tail: Vec<String> = args[args.len() - 4..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(tail, [LOAD_COMPILED, "3", "preload=numpy,pandas", "00ff"]);
+        let tail: Vec<String> = args[args.len() - 5..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(tail, [LOAD_COMPILED, "3", "preload=numpy,pandas", "lower=nproc", "00ff"]);
         assert_eq!(value_after(&args, "--time_limit"), "900");
+        // The cgroup holds processes until the job's RLIMIT_NPROC is set by the harness.
+        assert_eq!(value_after(&args, "--rlimit_nproc"), "hard");
         assert_eq!(value_after(&args, "--rlimit_cpu"), "inf");
         assert_eq!(value_after(&args, "--rlimit_fsize"), "inf");
         assert_eq!(value_after(&args, "--rlimit_nofile"), "hard");
