@@ -13,6 +13,7 @@ pub mod nsjail;
 pub mod pool;
 pub mod procfs;
 pub mod ready;
+pub mod removal;
 pub mod settings;
 pub mod supervisor;
 pub mod verdict;
@@ -23,8 +24,9 @@ pub use delivery::{INVALID_JOB_EXIT_CODE, MAX_JOB_BYTES, NO_JOB_EXIT_CODE, NO_JO
 pub use envelope::{Envelope, Outcome};
 pub use job::Job;
 pub use limits::{LimitSettings, Limits, RequestedLimits};
+pub use removal::Finished;
 pub use settings::{Isolation, SandboxSettings};
-pub use supervisor::{Finished, Supervisor};
+pub use supervisor::Supervisor;
 
 /// Why the sandbox could not be set up or started (never a script's own failure).
 #[derive(Debug, thiserror::Error)]

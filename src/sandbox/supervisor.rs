@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
 use nix::fcntl::OFlag;
-use nix::sys::signal::Signal;
 use nix::unistd::pipe2;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -22,11 +21,12 @@ use super::cgroup::{self, CgroupMode, CgroupPool, RunCgroup};
 use super::envelope::{Envelope, Outcome};
 use super::gvisor::{self, GvisorTools};
 use super::install::{compile_harness, existing, resolve_program};
-use super::jail::{signal_nsjail, Jail, TerminateOnDrop, NSJAIL_TERM_GRACE};
+use super::jail::{Jail, TerminateOnDrop, NSJAIL_TERM_GRACE};
 use super::job::Job;
 use super::limits::Limits;
 use super::nsjail::{self, CgroupLimits, ChildStatus, Harness, JailPaths, Start};
 use super::ready::ReadySandbox;
+use super::removal::{end_jail, Finished, Removal};
 use super::settings::{Isolation, SandboxSettings};
 use super::verdict::{decide, RunFacts, Verdict};
 use super::SandboxError;
@@ -37,9 +37,6 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// answer waits for the jail's end instead (something is still printing).
 const OUTPUT_SETTLE: Duration = Duration::from_millis(20);
 const OUTPUT_POLL: Duration = Duration::from_micros(200);
-/// How long a jail that answered may take to end by itself (its harness calls `_exit` right
-/// after its report) before it is killed.
-const EXIT_AFTER_ANSWER: Duration = Duration::from_secs(1);
 /// nsjail's log is only read for its last lines and problems.
 const LOG_TAIL_BYTES: usize = 32 * 1024;
 /// A shell that moves itself into the run's cgroups, then becomes nsjail: everything nsjail
@@ -422,55 +419,6 @@ impl Supervisor {
     }
 }
 
-/// A run's answer, and the removal of its sandbox, which may still be under way.
-#[derive(Debug)]
-pub struct Finished {
-    pub envelope: Envelope,
-    pub removal: Removal,
-}
-
-impl Finished {
-    /// With the envelope's duration counted from `started`.
-    fn timed(self, started: Instant) -> Finished {
-        let envelope = Envelope { duration_ms: started.elapsed().as_millis() as u64, ..self.envelope };
-        Finished { envelope, ..self }
-    }
-}
-
-/// What is left of a sandbox's removal after its answer: its jail reaped and its cgroup emptied
-/// and given back. The supervisor's `shutdown` waits for every one of them.
-#[derive(Debug)]
-pub struct Removal(Option<tokio::task::JoinHandle<()>>);
-
-impl Removal {
-    /// Resolves once the sandbox is gone.
-    pub async fn wait(self) {
-        if let Some(task) = self.0 {
-            let _ = task.await;
-        }
-    }
-
-    /// The end of a jail that answered: it ends by itself within `EXIT_AFTER_ANSWER` (its
-    /// harness is exiting), or before `deadline`, or it is killed like a run past its deadline.
-    async fn ended(
-        mut child: tokio::process::Child,
-        mut terminate_on_drop: TerminateOnDrop,
-        cgroup: Option<RunCgroup>,
-        deadline: Instant,
-        gvisor: Option<GvisorTools>,
-    ) {
-        let patience = deadline.min(Instant::now() + EXIT_AFTER_ANSWER);
-        if tokio::time::timeout_at(patience.into(), child.wait()).await.is_err() {
-            end_jail(&mut child, gvisor.as_ref()).await;
-        }
-        let _ = child.wait().await;
-        terminate_on_drop.pid = None;
-        if let Some(group) = cgroup {
-            let _ = tokio::task::spawn_blocking(move || drop(group)).await;
-        }
-    }
-}
-
 /// What ended the wait for a jail.
 enum Event {
     Ended {
@@ -486,23 +434,6 @@ struct Output {
     stdout: Reading,
     stderr: Reading,
     report: Reading,
-}
-
-/// Ends a jail past its deadline (or cancelled): SIGTERM makes nsjail kill and reap the script
-/// (SIGKILL to nsjail would leave the killed script for the host's init to reap); SIGKILL
-/// after the grace period.
-async fn end_jail(child: &mut tokio::process::Child, gvisor: Option<&GvisorTools>) {
-    if let Some(pid) = child.id() {
-        signal_nsjail(pid, Signal::SIGTERM, gvisor);
-    }
-    if tokio::time::timeout(NSJAIL_TERM_GRACE, child.wait()).await.is_err() {
-        match (child.id(), gvisor) {
-            (Some(pid), Some(tools)) => signal_nsjail(pid, Signal::SIGKILL, Some(tools)),
-            _ => {
-                let _ = child.start_kill();
-            }
-        }
-    }
 }
 
 fn envelope(verdict: Verdict, stdout: &Captured, stderr: &Captured, elapsed_ms: u64) -> Envelope {

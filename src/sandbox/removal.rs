@@ -1,0 +1,82 @@
+//! A run's answer and the end of its sandbox, which may come after it: a successful run is
+//! answered once its report and output are read (`Supervisor::finish`), and its jail's end, the
+//! kill if it lingers and its cgroup's release follow here, tracked so that shutdown waits.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::cgroup::RunCgroup;
+use super::envelope::Envelope;
+use super::gvisor::GvisorTools;
+use super::jail::{signal_nsjail, TerminateOnDrop, NSJAIL_TERM_GRACE};
+
+/// How long a jail that answered may take to end by itself (its harness calls `_exit` right
+/// after its report) before it is killed.
+const EXIT_AFTER_ANSWER: Duration = Duration::from_secs(1);
+
+/// A run's answer, and the removal of its sandbox, which may still be under way.
+#[derive(Debug)]
+pub struct Finished {
+    pub envelope: Envelope,
+    pub removal: Removal,
+}
+
+impl Finished {
+    /// With the envelope's duration counted from `started`.
+    pub(super) fn timed(self, started: Instant) -> Finished {
+        let envelope = Envelope { duration_ms: started.elapsed().as_millis() as u64, ..self.envelope };
+        Finished { envelope, ..self }
+    }
+}
+
+/// What is left of a sandbox's removal after its answer: its jail reaped and its cgroup emptied
+/// and given back. The supervisor's `shutdown` waits for every one of them.
+#[derive(Debug)]
+pub struct Removal(pub(super) Option<tokio::task::JoinHandle<()>>);
+
+impl Removal {
+    /// Resolves once the sandbox is gone.
+    pub async fn wait(self) {
+        if let Some(task) = self.0 {
+            let _ = task.await;
+        }
+    }
+
+    /// The end of a jail that answered: it ends by itself within `EXIT_AFTER_ANSWER` (its
+    /// harness is exiting), or before `deadline`, or it is killed like a run past its deadline.
+    pub(super) async fn ended(
+        mut child: tokio::process::Child,
+        mut terminate_on_drop: TerminateOnDrop,
+        cgroup: Option<RunCgroup>,
+        deadline: Instant,
+        gvisor: Option<GvisorTools>,
+    ) {
+        let patience = deadline.min(Instant::now() + EXIT_AFTER_ANSWER);
+        if tokio::time::timeout_at(patience.into(), child.wait()).await.is_err() {
+            end_jail(&mut child, gvisor.as_ref()).await;
+        }
+        let _ = child.wait().await;
+        terminate_on_drop.pid = None;
+        if let Some(group) = cgroup {
+            let _ = tokio::task::spawn_blocking(move || drop(group)).await;
+        }
+    }
+}
+
+/// Ends a jail past its deadline (or cancelled): SIGTERM makes nsjail kill and reap the script
+/// (SIGKILL to nsjail would leave the killed script for the host's init to reap); SIGKILL
+/// after the grace period.
+pub(super) async fn end_jail(child: &mut tokio::process::Child, gvisor: Option<&GvisorTools>) {
+    if let Some(pid) = child.id() {
+        signal_nsjail(pid, Signal::SIGTERM, gvisor);
+    }
+    if tokio::time::timeout(NSJAIL_TERM_GRACE, child.wait()).await.is_err() {
+        match (child.id(), gvisor) {
+            (Some(pid), Some(tools)) => signal_nsjail(pid, Signal::SIGKILL, Some(tools)),
+            _ => {
+                let _ = child.start_kill();
+            }
+        }
+    }
+}
