@@ -1,5 +1,5 @@
-//! Reading a child's pipe to its end while keeping at most a fixed number of bytes: the child
-//! never blocks on a full pipe, and the supervisor's memory stays bounded.
+//! Reading a child's pipe to its end while keeping at most a fixed number of bytes: the
+//! supervisor's memory stays bounded, and output past the cap is drained at a bounded pace.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -24,25 +24,17 @@ impl Captured {
         self.total > self.bytes.len() as u64
     }
 
+    /// Counts `chunk` and keeps what of it fits under `cap` kept bytes; true once past the cap.
+    pub fn keep_first(&mut self, chunk: &[u8], cap: u64) -> bool {
+        self.total += chunk.len() as u64;
+        let room = cap.saturating_sub(self.bytes.len() as u64) as usize;
+        self.bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        self.truncated()
+    }
+
     /// The kept bytes as text; invalid UTF-8 becomes U+FFFD.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.bytes).into_owned()
-    }
-}
-
-/// Reads `reader` until end of file, keeping the first `cap` bytes and counting the rest.
-pub async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: u64) -> Captured {
-    let mut captured = Captured::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => return captured,
-            Ok(n) => {
-                captured.total += n as u64;
-                let room = cap.saturating_sub(captured.bytes.len() as u64) as usize;
-                captured.bytes.extend_from_slice(&buf[..n.min(room)]);
-            }
-        }
     }
 }
 
@@ -77,13 +69,7 @@ impl Reading {
                     Ok(n) => n,
                 };
                 // Appended in the same poll as the read: a byte out of the pipe is a byte in here.
-                let past_cap = {
-                    let mut captured = into.lock().unwrap_or_else(|p| p.into_inner());
-                    captured.total += n as u64;
-                    let room = cap.saturating_sub(captured.bytes.len() as u64) as usize;
-                    captured.bytes.extend_from_slice(&buf[..n.min(room)]);
-                    captured.truncated()
-                };
+                let past_cap = into.lock().unwrap_or_else(|p| p.into_inner()).keep_first(&buf[..n], cap);
                 notify.notify_one();
                 if past_cap {
                     // Nothing more is kept: drain at a bounded pace, so that a flood costs the
@@ -160,25 +146,34 @@ pub async fn read_tail<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> Captu
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn keeps_the_first_bytes_and_counts_all() {
+    /// `Captured` fed `data` in 64 KiB chunks, as `Reading` feeds it.
+    fn kept(data: &[u8], cap: u64) -> Captured {
+        let mut captured = Captured::default();
+        for chunk in data.chunks(64 * 1024) {
+            captured.keep_first(chunk, cap);
+        }
+        captured
+    }
+
+    #[test]
+    fn keeps_the_first_bytes_and_counts_all() {
         let data = vec![b'x'; 200_000];
-        let captured = read_capped(&data[..], 1000).await;
+        let captured = kept(&data, 1000);
         assert_eq!(captured.bytes.len(), 1000);
         assert_eq!(captured.total, 200_000);
         assert!(captured.truncated());
     }
 
-    #[tokio::test]
-    async fn short_input_is_not_truncated() {
-        let captured = read_capped(&b"hello\n"[..], 1000).await;
+    #[test]
+    fn short_input_is_not_truncated() {
+        let captured = kept(b"hello\n", 1000);
         assert_eq!(captured.text(), "hello\n");
         assert!(!captured.truncated());
     }
 
-    #[tokio::test]
-    async fn invalid_utf8_is_replaced() {
-        let captured = read_capped(&b"ok \xff\xfe end"[..], 1000).await;
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let captured = kept(b"ok \xff\xfe end", 1000);
         assert_eq!(captured.text(), "ok \u{fffd}\u{fffd} end");
     }
 

@@ -129,7 +129,7 @@ impl ReadySandbox {
         let _ = self.jail.child.wait().await;
         self.jail.terminate_on_drop.pid = None;
         if let Some(group) = self.jail.cgroup.take() {
-            let _ = tokio::task::spawn_blocking(move || drop(group)).await;
+            group.release().await;
         }
     }
 }

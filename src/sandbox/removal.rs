@@ -59,7 +59,7 @@ impl Removal {
         let _ = child.wait().await;
         terminate_on_drop.pid = None;
         if let Some(group) = cgroup {
-            let _ = tokio::task::spawn_blocking(move || drop(group)).await;
+            group.release().await;
         }
     }
 }

@@ -322,7 +322,7 @@ impl Supervisor {
             match event {
                 Event::Ended { timed_out } => break (timed_out, false),
                 Event::Cancelled => break (false, true),
-                Event::Reported if !output.report.inspect(|report| report.bytes.ends_with(b"\n")) => {}
+                Event::Reported if !output.report.ends_a_line() => {}
                 Event::Reported => {
                     answer_tried = true;
                     let oom_killed = cgroup.as_ref().is_some_and(RunCgroup::oom_killed);
@@ -352,8 +352,7 @@ impl Supervisor {
         let oom_killed = cgroup.as_ref().is_some_and(RunCgroup::oom_killed);
         let peak_memory = cgroup.as_ref().and_then(RunCgroup::peak_memory);
         if let Some(group) = cgroup {
-            // Killing stragglers and rmdir may wait on the kernel: keep it off the async workers.
-            let _ = tokio::task::spawn_blocking(move || drop(group)).await;
+            group.release().await;
         }
 
         let log_text = log.text();

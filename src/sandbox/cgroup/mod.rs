@@ -344,6 +344,14 @@ impl RunCgroup {
     }
 }
 
+impl RunCgroup {
+    /// Gives the slot back once the run is over: kills what is left in it and empties it, on
+    /// the blocking pool, since that may wait on the kernel.
+    pub async fn release(self) {
+        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
+    }
+}
+
 impl Drop for RunCgroup {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
