@@ -166,8 +166,8 @@ impl Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
         let child = Command::new(binary)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--max-queue", "256"])
-            // Each server its own cgroup parent: two servers under one parent could each take
-            // the other's idle slot for a run (a slot's end kills whatever is in it).
+            // Each server its own cgroup parent, so that the servers' cgroups are told apart
+            // when one looks (their slots never mix either way: slots carry the server's pid).
             .args(["--cgroup-parent", &format!("pyexec-bench-{port}")])
             .args(extra)
             .env("PYEXEC_LOG", "warn")

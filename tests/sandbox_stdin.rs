@@ -126,7 +126,7 @@ fn start(configure: impl FnOnce(&mut Command)) -> Waiting {
     Waiting { child, stdin, stderr: receiver, before_marker, cgroup_parent, termination_log, ready_pids }
 }
 
-/// The `ready-<n>` cgroups under `parent`, in every hierarchy.
+/// The `ready-<pid>-<n>` cgroups under `parent`, in every hierarchy.
 fn ready_cgroups(parent: &str) -> Vec<String> {
     let mut found = Vec::new();
     for hierarchy in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"] {

@@ -37,7 +37,9 @@ pub struct SandboxSettings {
     /// Always off with `--isolation gvisor` (gVisor does not enforce cgroup memory limits).
     #[arg(long, env = "PYEXEC_CGROUPS", value_enum, default_value_t = CgroupChoice::Auto)]
     pub cgroups: CgroupChoice,
-    /// Name of the parent cgroup that per-run cgroups are created under.
+    /// Name of the parent cgroup that per-run cgroups are created under. The run cgroups carry
+    /// the server's pid, so several servers may share a parent; at start, empty run cgroups
+    /// left there by servers that are gone are removed.
     #[arg(long, env = "PYEXEC_CGROUP_PARENT", default_value = "pyexec")]
     pub cgroup_parent: String,
     /// `pyexec serve` with cgroups: remount the host's cgroup2 hierarchy with the kernel's

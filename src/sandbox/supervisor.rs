@@ -53,7 +53,7 @@ pub struct Supervisor {
 struct Inner {
     paths: JailPaths,
     cgroups: Arc<CgroupPool>,
-    /// The slots of ready sandboxes (`ready-<n>`), kept apart from the cold runs' (`slot-<n>`).
+    /// The slots of ready sandboxes (`ready-<pid>-<n>`), kept apart from the cold runs' (`slot-<pid>-<n>`).
     ready_cgroups: Arc<CgroupPool>,
     /// This process created the parent cgroup, so it removes it at shutdown.
     owns_parent_cgroup: bool,
@@ -76,6 +76,7 @@ impl Supervisor {
                 let config = existing(&settings.nsjail_config, "nsjail configuration")?;
                 let paths = JailPaths { nsjail, config, harness: Harness::Source, python_env, gvisor: None };
                 let (cgroups, owns) = cgroup::detect_parent(settings.cgroups, &settings.cgroup_parent);
+                cgroup::remove_orphan_slots(&cgroups);
                 (paths, cgroups, owns)
             }
             Isolation::Gvisor => {

@@ -52,9 +52,14 @@ impl Server {
     /// Starts a server with extra `serve` flags; a secret in its environment checks that
     /// nothing of the service's environment reaches a sandbox.
     pub async fn start_with(extra: &[&str]) -> Server {
-        let port = free_port();
         let n = SERVERS.fetch_add(1, Ordering::SeqCst);
-        let cgroup_parent = format!("pyexec-test-{}-{n}", std::process::id());
+        Self::start_under(&format!("pyexec-test-{}-{n}", std::process::id()), extra).await
+    }
+
+    /// Starts a server whose run cgroups go under `cgroup_parent`, with extra `serve` flags.
+    pub async fn start_under(cgroup_parent: &str, extra: &[&str]) -> Server {
+        let port = free_port();
+        let cgroup_parent = cgroup_parent.to_string();
         let child = pyexec("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--cgroup-parent", &cgroup_parent])
@@ -197,7 +202,7 @@ impl Server {
         }
     }
 
-    /// The host pids in the server's cgroups of ready sandboxes (`ready-<n>`).
+    /// The host pids in the server's cgroups of ready sandboxes (`ready-<pid>-<n>`).
     pub fn ready_sandbox_pids(&self) -> Vec<i32> {
         let mut pids: Vec<i32> = self
             .run_cgroups()
@@ -323,8 +328,8 @@ pub fn cgroup_pids(dir: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// A `ready-<n>` cgroup with at most two processes: a ready sandbox (nsjail and its
-/// interpreter) starting or waiting for its job; leftovers of a run would be in a `slot-<n>`.
+/// A `ready-<pid>-<n>` cgroup with at most two processes: a ready sandbox (nsjail and its
+/// interpreter) starting or waiting for its job; leftovers of a run would be in a `slot-<pid>-<n>`.
 fn holds_a_waiting_sandbox(dir: &str) -> bool {
     let ready = Path::new(dir).file_name().is_some_and(|name| name.to_string_lossy().starts_with("ready-"));
     ready && cgroup_pids(dir).len() <= 2

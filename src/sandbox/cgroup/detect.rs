@@ -39,7 +39,7 @@ impl CgroupMode {
     }
 
     /// Every directory of pyexec's parent group, in each hierarchy it uses.
-    fn parents(&self) -> Vec<PathBuf> {
+    pub(super) fn parents(&self) -> Vec<PathBuf> {
         match self {
             CgroupMode::V1 { memory, pids, cpu } => {
                 [Some(memory), Some(pids), cpu.as_ref()].into_iter().flatten().cloned().collect()

@@ -16,10 +16,12 @@ use nix::unistd::Pid;
 mod cpu;
 mod detect;
 mod dynmods;
+mod naming;
 
 pub use cpu::{parse_cpus, parse_seconds, CpuShare, Weight};
 pub use detect::{detect_parent, remove_parent, CgroupMode};
 pub use dynmods::{favor_dynamic_modifications, DynMods};
+pub use naming::remove_orphan_slots;
 
 /// How often a run's CPU time is looked at, to lower its weight once it is a long run.
 const LONG_RUN_POLL: Duration = Duration::from_millis(50);
@@ -61,12 +63,12 @@ struct Slot {
 }
 
 impl CgroupPool {
-    /// The slots of scripts started on demand (`slot-<n>`), at a run's CPU weight.
+    /// The slots of scripts started on demand (`slot-<pid>-<n>`), at a run's CPU weight.
     pub fn new(mode: CgroupMode, cpu: CpuShare) -> Arc<Self> {
         Self::named(mode, "slot", cpu, Weight::Run)
     }
 
-    /// The slots of ready sandboxes (`ready-<n>`): they import at a refill's CPU weight until
+    /// The slots of ready sandboxes (`ready-<pid>-<n>`): they import at a refill's CPU weight until
     /// their job arrives.
     pub fn for_ready(mode: CgroupMode, cpu: CpuShare) -> Arc<Self> {
         Self::named(mode, "ready", cpu, Weight::Refill)
@@ -107,11 +109,12 @@ impl CgroupPool {
         Ok(Some(lease))
     }
 
-    /// A new slot; a directory left by an earlier process is reused only when it is empty, so
-    /// that no run waits here for someone else's processes to die.
+    /// A new slot, named after this server (`naming`); a directory left by an earlier process
+    /// of the same pid is reused only when it is empty, so that no run waits here for someone
+    /// else's processes to die.
     fn new_slot(&self) -> io::Result<Slot> {
         loop {
-            let name = format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::SeqCst));
+            let name = naming::slot_name(self.prefix, std::process::id(), self.next.fetch_add(1, Ordering::SeqCst));
             let slot = match &self.mode {
                 CgroupMode::V1 { memory, pids, cpu } => Slot {
                     memory: memory.join(&name),
