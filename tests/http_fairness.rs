@@ -1,8 +1,8 @@
 //! Fair sharing of the CPUs over real HTTP with real nsjail: every running script's cgroup has
 //! the cpu controller with the same weight and a cap, a spinner gets no more CPU than its cap,
-//! ready sandboxes import at a low weight raised when their job arrives, a long run drops to a
-//! lower weight beside new ones, and more scripts than cores run at once (slots are bounded by
-//! memory and processes, not cores).
+//! ready sandboxes import at a low weight raised when their job arrives, a long run drops to
+//! the idle class (or a lower weight) beside new ones, and more scripts than cores run at once
+//! (slots are bounded by memory and processes, not cores).
 
 mod common;
 
@@ -26,6 +26,9 @@ struct CpuFiles {
     /// CPUs per period, as "quota period" (v1 `cpu.cfs_quota_us` and `cpu.cfs_period_us`, or v2
     /// `cpu.max`).
     max: String,
+    /// `cpu.idle` ("1": scheduled only when no other group wants the CPU); empty on kernels
+    /// without it.
+    idle: String,
     unified: bool,
 }
 
@@ -43,11 +46,12 @@ fn occupied_cpu_groups(server: &Server) -> Vec<CpuFiles> {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
+        let idle = read(&dir, "cpu.idle");
         let files = if unified {
-            CpuFiles { name, weight: read(&dir, "cpu.weight"), max: read(&dir, "cpu.max"), unified }
+            CpuFiles { name, weight: read(&dir, "cpu.weight"), max: read(&dir, "cpu.max"), idle, unified }
         } else {
             let max = format!("{} {}", read(&dir, "cpu.cfs_quota_us"), read(&dir, "cpu.cfs_period_us"));
-            CpuFiles { name, weight: read(&dir, "cpu.shares"), max, unified }
+            CpuFiles { name, weight: read(&dir, "cpu.shares"), max, idle, unified }
         };
         groups.push(files);
     }
@@ -68,12 +72,16 @@ async fn occupied_group_besides(server: &Server, besides: Option<&str>) -> CpuFi
     }
 }
 
+/// Whether the group has this weight, and is out of the idle class.
 fn weight(files: &CpuFiles, (v1, v2): (&str, &str)) -> bool {
-    files.weight == if files.unified { v2 } else { v1 }
+    files.weight == if files.unified { v2 } else { v1 } && files.idle != "1"
 }
 
+/// A long run: in the idle class (whose weight the kernel then reports as its own minimum),
+/// or with the long-run weight where the kernel has no idle class.
 fn long_run(files: &CpuFiles) -> bool {
-    weight(files, LONG_RUN_WEIGHT)
+    let long_weight = files.weight == if files.unified { LONG_RUN_WEIGHT.1 } else { LONG_RUN_WEIGHT.0 };
+    files.idle == "1" || files.idle.is_empty() && long_weight
 }
 
 /// A script that sleeps `seconds` and returns when it started and ended (host wall clock).
@@ -193,6 +201,17 @@ async fn a_long_run_drops_to_the_long_run_weight_and_a_new_run_keeps_the_run_wei
     for run in [long, fresh] {
         let (status, body) = run.await.expect("task");
         assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
+    }
+    // The long run's group, taken again by the next runs, leaves the idle class for them.
+    let mut seen = Vec::new();
+    while !seen.contains(&demoted) {
+        assert!(seen.len() < 4, "the long run's group was not used again: {seen:?}");
+        let next = spawn(&server, sleeper(0.5));
+        let group = occupied_group_besides(&server, None).await;
+        assert!(weight(&group, RUN_WEIGHT), "{group:?}");
+        seen.push(group.name);
+        let (status, body) = next.await.expect("task");
+        assert_eq!(status, 200, "{body}");
     }
     server.assert_healthy_and_clean().await;
 }
