@@ -264,7 +264,7 @@ async fn mixed(binary: &Path) {
     }
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     println!(
-        "pyexec fairness benchmark: {cpus} CPUs, server defaults (slots from memory, --cpu-per-sandbox 1, --cpu-long-run-seconds 1, pool on)"
+        "pyexec fairness benchmark: {cpus} CPUs, server defaults (slots from memory, --cpu-per-sandbox 1, --cpu-long-run-seconds 0.1, pool on)"
     );
     println!("load average before: {}", loadavg());
 

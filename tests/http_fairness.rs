@@ -240,3 +240,27 @@ async fn an_output_flood_costs_the_service_little_cpu() {
     assert!(used < 0.5, "the server used {used:.2} CPU seconds during a 3 s flood");
     server.assert_healthy_and_clean().await;
 }
+
+#[tokio::test]
+async fn with_cpu_long_run_idle_false_a_long_run_only_drops_to_the_long_run_weight() {
+    let server =
+        Server::start_with(&["--pool-max", "0", "--cpu-long-run-seconds", "0.2", "--cpu-long-run-idle", "false"]).await;
+    let spinner = "import time\ndef main():\n    start = time.monotonic()\n    while time.monotonic() - start < 2:\n        pass\n    return {}\n";
+    let long = spawn(&server, spinner.to_string());
+    server.wait_for_in_flight(1).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let groups = occupied_cpu_groups(&server);
+        if let Some(group) =
+            groups.iter().find(|g| g.weight == if g.unified { LONG_RUN_WEIGHT.1 } else { LONG_RUN_WEIGHT.0 })
+        {
+            assert_ne!(group.idle, "1", "the long run is not in the idle class: {group:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the long run kept its weight: {groups:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, body) = long.await.expect("task");
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
+    server.assert_healthy_and_clean().await;
+}

@@ -62,6 +62,13 @@ pub struct SandboxSettings {
     /// long they wait. Needs the cpu controller, like --cpu-per-sandbox.
     #[arg(long, env = "PYEXEC_CPU_LONG_RUN_SECONDS", default_value_t = 0.1, value_parser = parse_seconds)]
     pub cpu_long_run_seconds: f64,
+    /// Whether a long run also becomes an idle group (cpu.idle, Linux 5.15+; ignored where the
+    /// kernel lacks it): it then runs only when no newer script wants the CPU, which keeps a
+    /// hello's latency near idle beside scripts that spin or fork until their timeout. While
+    /// newer scripts keep every CPU busy, a long run gets almost nothing either way (a tenth of
+    /// the weight is a few percent then); `false` keeps just the tenth.
+    #[arg(long, env = "PYEXEC_CPU_LONG_RUN_IDLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cpu_long_run_idle: bool,
     #[command(flatten)]
     pub limits: LimitSettings,
 }
@@ -71,7 +78,7 @@ impl SandboxSettings {
     pub fn cpu_share(&self) -> CpuShare {
         let long_run_after =
             (self.cpu_long_run_seconds > 0.0).then(|| Duration::from_secs_f64(self.cpu_long_run_seconds));
-        CpuShare { cap_cpus: self.cpu_per_sandbox, long_run_after }
+        CpuShare { cap_cpus: self.cpu_per_sandbox, long_run_after, long_run_idle: self.cpu_long_run_idle }
     }
 }
 

@@ -44,11 +44,13 @@ pub enum Weight {
 }
 
 /// The CPU policy of every run's cgroup: the same weight for every run, lowered once it used
-/// `long_run_after` of CPU time (None: never), and at most `cap_cpus` CPUs each (0: no cap).
+/// `long_run_after` of CPU time (None: never) and then idle when `long_run_idle`, and at most
+/// `cap_cpus` CPUs each (0: no cap).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CpuShare {
     pub cap_cpus: f64,
     pub long_run_after: Option<Duration>,
+    pub long_run_idle: bool,
 }
 
 impl CpuShare {
@@ -73,7 +75,7 @@ impl CpuShare {
                 ("cpu.cfs_quota_us", quota.map_or("-1".to_string(), |q| q.to_string())),
             ]);
         }
-        if weight == Weight::LongRun {
+        if weight == Weight::LongRun && self.long_run_idle {
             files.push((IDLE_FILE, "1".to_string()));
         }
         files
@@ -161,7 +163,7 @@ mod tests {
 
     #[test]
     fn every_run_gets_the_same_weight_and_a_quota_of_its_cap() {
-        let share = CpuShare { cap_cpus: 1.0, long_run_after: None };
+        let share = CpuShare { cap_cpus: 1.0, long_run_after: None, long_run_idle: true };
         assert_eq!(
             share.files(Weight::Run, false),
             [
@@ -179,13 +181,13 @@ mod tests {
                 ("cpu.max", "100000 100000".to_string())
             ]
         );
-        let half = CpuShare { cap_cpus: 0.5, long_run_after: None };
+        let half = CpuShare { cap_cpus: 0.5, long_run_after: None, long_run_idle: true };
         assert_eq!(half.files(Weight::Run, true)[2].1, "50000 100000");
     }
 
     #[test]
     fn a_refill_weighs_far_less_than_a_run() {
-        let share = CpuShare { cap_cpus: 1.0, long_run_after: None };
+        let share = CpuShare { cap_cpus: 1.0, long_run_after: None, long_run_idle: true };
         assert_eq!(share.files(Weight::Refill, false)[1], ("cpu.shares", "10".to_string()));
         assert_eq!(share.files(Weight::Refill, true)[1], ("cpu.weight", "1".to_string()));
         assert!(!share.files(Weight::Refill, true).contains(&("cpu.idle", "1".to_string())));
@@ -193,7 +195,7 @@ mod tests {
 
     #[test]
     fn a_long_run_becomes_idle_after_its_tenth_of_the_weight_and_keeps_its_cap() {
-        let share = CpuShare { cap_cpus: 1.0, long_run_after: None };
+        let share = CpuShare { cap_cpus: 1.0, long_run_after: None, long_run_idle: true };
         for unified in [false, true] {
             let files = share.files(Weight::LongRun, unified);
             // Out of the idle class while the weight is written, into it last.
@@ -208,10 +210,18 @@ mod tests {
     }
 
     #[test]
+    fn a_long_run_stays_out_of_the_idle_class_when_asked() {
+        let share = CpuShare { cap_cpus: 1.0, long_run_after: None, long_run_idle: false };
+        let files = share.files(Weight::LongRun, false);
+        assert!(!files.contains(&("cpu.idle", "1".to_string())), "{files:?}");
+        assert_eq!(files[1], ("cpu.shares", "102".to_string()));
+    }
+
+    #[test]
     fn a_kernel_without_cpu_idle_still_gets_the_weight() {
         let dir = std::env::temp_dir().join(format!("pyexec-cpu-idle-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("temp dir");
-        let share = CpuShare { cap_cpus: 1.0, long_run_after: None };
+        let share = CpuShare { cap_cpus: 1.0, long_run_after: None, long_run_idle: true };
         // cpu.idle leads nowhere (opening it fails with NotFound), as on kernels before 5.15.
         std::os::unix::fs::symlink(dir.join("missing/cpu.idle"), dir.join("cpu.idle")).expect("symlink");
         let result = share.apply(&dir, Weight::LongRun, true);
@@ -230,7 +240,7 @@ mod tests {
 
     #[test]
     fn zero_means_no_cap() {
-        let share = CpuShare { cap_cpus: 0.0, long_run_after: None };
+        let share = CpuShare { cap_cpus: 0.0, long_run_after: None, long_run_idle: true };
         assert_eq!(share.files(Weight::Run, false)[3], ("cpu.cfs_quota_us", "-1".to_string()));
         assert_eq!(share.files(Weight::Run, true)[2], ("cpu.max", "max 100000".to_string()));
     }
