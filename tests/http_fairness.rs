@@ -202,15 +202,27 @@ async fn a_long_run_drops_to_the_long_run_weight_and_a_new_run_keeps_the_run_wei
         let (status, body) = run.await.expect("task");
         assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
     }
-    // The long run's group, taken again by the next runs, leaves the idle class for them.
-    let mut seen = Vec::new();
-    while !seen.contains(&demoted) {
-        assert!(seen.len() < 4, "the long run's group was not used again: {seen:?}");
-        let next = spawn(&server, sleeper(0.5));
-        let group = occupied_group_besides(&server, None).await;
-        assert!(weight(&group, RUN_WEIGHT), "{group:?}");
-        seen.push(group.name);
-        let (status, body) = next.await.expect("task");
+    // The long run's group, taken again by a next run, leaves the idle class for it. Both groups
+    // are idle now (once the answered runs' sandboxes have ended in them): two runs take both.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !occupied_cpu_groups(&server).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", occupied_cpu_groups(&server));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let next = [spawn(&server, sleeper(1.0)), spawn(&server, sleeper(1.0))];
+    server.wait_for_in_flight(2).await;
+    let groups = loop {
+        let groups = occupied_cpu_groups(&server);
+        if groups.len() == 2 {
+            break groups;
+        }
+        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(5), "{groups:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(groups.iter().any(|group| group.name == demoted), "{demoted} was not taken again: {groups:?}");
+    assert!(groups.iter().all(|group| weight(group, RUN_WEIGHT)), "{groups:?}");
+    for run in next {
+        let (status, body) = run.await.expect("task");
         assert_eq!(status, 200, "{body}");
     }
     server.assert_healthy_and_clean().await;
