@@ -77,11 +77,15 @@ fn weight(files: &CpuFiles, (v1, v2): (&str, &str)) -> bool {
     files.weight == if files.unified { v2 } else { v1 } && files.idle != "1"
 }
 
+/// Whether the group has the long-run weight (in or out of the idle class).
+fn long_run_weight(files: &CpuFiles) -> bool {
+    files.weight == if files.unified { LONG_RUN_WEIGHT.1 } else { LONG_RUN_WEIGHT.0 }
+}
+
 /// A long run: in the idle class (whose weight the kernel then reports as its own minimum),
 /// or with the long-run weight where the kernel has no idle class.
 fn long_run(files: &CpuFiles) -> bool {
-    let long_weight = files.weight == if files.unified { LONG_RUN_WEIGHT.1 } else { LONG_RUN_WEIGHT.0 };
-    files.idle == "1" || files.idle.is_empty() && long_weight
+    files.idle == "1" || files.idle.is_empty() && long_run_weight(files)
 }
 
 /// A script that sleeps `seconds` and returns when it started and ended (host wall clock).
@@ -203,12 +207,10 @@ async fn a_long_run_drops_to_the_long_run_weight_and_a_new_run_keeps_the_run_wei
         assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
     }
     // The long run's group, taken again by a next run, leaves the idle class for it. Both groups
-    // are idle now (once the answered runs' sandboxes have ended in them): two runs take both.
+    // are idle once no run is in flight (an answered run counts until its sandbox has ended and
+    // its group is back): two runs take both.
+    server.wait_for_in_flight(0).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !occupied_cpu_groups(&server).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "{:?}", occupied_cpu_groups(&server));
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
     let next = [spawn(&server, sleeper(1.0)), spawn(&server, sleeper(1.0))];
     server.wait_for_in_flight(2).await;
     let groups = loop {
@@ -263,9 +265,7 @@ async fn with_cpu_long_run_idle_false_a_long_run_only_drops_to_the_long_run_weig
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     loop {
         let groups = occupied_cpu_groups(&server);
-        if let Some(group) =
-            groups.iter().find(|g| g.weight == if g.unified { LONG_RUN_WEIGHT.1 } else { LONG_RUN_WEIGHT.0 })
-        {
+        if let Some(group) = groups.iter().find(|g| long_run_weight(g)) {
             assert_ne!(group.idle, "1", "the long run is not in the idle class: {group:?}");
             break;
         }

@@ -25,12 +25,11 @@ const MIN_QUOTA_US: u64 = 1_000;
 const RUN_WEIGHT: u64 = 100;
 /// A long run: a tenth of a new run's weight, so that new scripts come first.
 const LONG_RUN_WEIGHT: u64 = 10;
-/// `cpu.idle`: 1 schedules a group's tasks only when no other group's want the CPU.
-const IDLE_FILE: &str = "cpu.idle";
-
 /// A refill is background work: a hundredth of a run's weight, so that starting ready
 /// sandboxes takes only CPU that running scripts leave idle.
 const REFILL_WEIGHT: u64 = 1;
+/// `cpu.idle`: 1 schedules a group's tasks only when no other group's want the CPU.
+const IDLE_FILE: &str = "cpu.idle";
 
 /// Which weight a group has: a script's, or a ready sandbox's still waiting for one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
