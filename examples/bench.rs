@@ -86,12 +86,13 @@ impl Runner {
         }
     }
 
-    /// For a server with a pool: waits (untimed) until a ready sandbox exists and none is
-    /// being started (the pool is idle, as a caller that thinks between calls finds it).
+    /// For a server with a pool: waits (untimed) until a ready sandbox of each kind exists and
+    /// none is being started (the pool is idle, as a caller that thinks between calls finds it).
     async fn wait_until_warm(&self) {
         let Runner::Http { client, base } = self else { return };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while metric(client, base, "pyexec_pool_ready").await < 1.0
+        while metric(client, base, "pyexec_pool_ready{kind=\"plain\"}").await < 1.0
+            || metric(client, base, "pyexec_pool_ready{kind=\"preloaded\"}").await < 1.0
             || metric(client, base, "pyexec_pool_starting").await > 0.0
         {
             assert!(Instant::now() < deadline, "the pool never refilled");
@@ -100,11 +101,17 @@ impl Runner {
     }
 }
 
+/// The metric line `name ` (labels may be part of `name`), or else the sum of its labelled lines.
 async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
     let Ok(response) = client.get(format!("{base}/metrics")).send().await else { return 0.0 };
     let text = response.text().await.unwrap_or_default();
     let prefix = format!("{name} ");
-    text.lines().find_map(|line| line.strip_prefix(&prefix)?.parse().ok()).unwrap_or(0.0)
+    if let Some(value) = text.lines().find_map(|line| line.strip_prefix(&prefix)?.parse().ok()) {
+        return value;
+    }
+    let labelled = format!("{name}{{");
+    let values = text.lines().filter(|line| line.starts_with(&labelled));
+    values.filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
 }
 
 /// `RUNS` calls one after another; `warm` waits for a ready sandbox before each (untimed).
@@ -386,14 +393,16 @@ async fn main() {
         warm.runner.wait_until_warm().await;
         // Let the pool settle to what it keeps when idle.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let ready = metric(client, base, "pyexec_pool_ready").await;
-        let memory = metric(client, base, "pyexec_pool_ready_memory_bytes").await;
-        if ready > 0.0 {
-            println!();
-            println!(
-                "idle pool: {ready} ready sandbox(es), {:.1} MiB each (cgroup memory: the preloaded interpreter, its /tmp and page cache charged to it)",
-                memory / ready / (1024.0 * 1024.0)
-            );
+        println!();
+        for kind in ["plain", "preloaded"] {
+            let ready = metric(client, base, &format!("pyexec_pool_ready{{kind=\"{kind}\"}}")).await;
+            let memory = metric(client, base, &format!("pyexec_pool_ready_memory_bytes{{kind=\"{kind}\"}}")).await;
+            if ready > 0.0 {
+                println!(
+                    "idle pool, {kind}: {ready} ready sandbox(es), {:.1} MiB each (cgroup memory: the waiting interpreter, its /tmp and page cache charged to it)",
+                    memory / ready / (1024.0 * 1024.0)
+                );
+            }
         }
     }
 

@@ -10,12 +10,24 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::sandbox::pool::PoolObserver;
+use crate::sandbox::pool::{Kind, PoolObserver};
 use crate::sandbox::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
+}
+
+/// The kind of ready sandbox (`sandbox::pool::Kind`): plain or preloaded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+impl KindLabels {
+    pub fn of(kind: Kind) -> Self {
+        KindLabels { kind: kind.as_str() }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,15 +87,15 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Executions killed because their client went away before the answer.
     pub cancelled: Counter,
-    /// Ready sandboxes waiting for a script, and the memory they hold.
-    pub pool_ready: Gauge,
-    pub pool_ready_memory: Gauge,
+    /// Ready sandboxes waiting for a script, and the memory they hold, by kind.
+    pub pool_ready: Family<KindLabels, Gauge>,
+    pub pool_ready_memory: Family<KindLabels, Gauge>,
     /// Ready sandboxes being started (importing) now.
     pub pool_starting: Gauge,
-    /// Executions that got a ready sandbox.
-    pub pool_hits: Counter,
-    /// Executions that found the pool empty.
-    pub pool_misses: Counter,
+    /// Executions that got a ready sandbox, by kind.
+    pub pool_hits: Family<KindLabels, Counter>,
+    /// Executions that found no ready sandbox of their kind.
+    pub pool_misses: Family<KindLabels, Counter>,
     /// Executions that started their own sandbox (pool empty, off, or limits it cannot apply).
     pub cold_starts: Counter,
 }
@@ -111,15 +123,19 @@ impl Default for Metrics {
                 "Executions cancelled because their client disconnected before the answer",
                 Counter::default(),
             ),
-            pool_ready: e.add("pool_ready", "Ready sandboxes waiting for a script", Gauge::default()),
+            pool_ready: e.add("pool_ready", "Ready sandboxes waiting for a script, by kind", Family::default()),
             pool_ready_memory: e.add(
                 "pool_ready_memory_bytes",
-                "Memory held by the ready sandboxes (their preloaded interpreters)",
-                Gauge::default(),
+                "Memory held by the ready sandboxes (their waiting interpreters), by kind",
+                Family::default(),
             ),
             pool_starting: e.add("pool_starting", "Ready sandboxes being started (importing) now", Gauge::default()),
-            pool_hits: e.add("pool_hits", "Executions that ran in a ready sandbox (warm)", Counter::default()),
-            pool_misses: e.add("pool_misses", "Executions that found no ready sandbox", Counter::default()),
+            pool_hits: e.add("pool_hits", "Executions that ran in a ready sandbox (warm), by kind", Family::default()),
+            pool_misses: e.add(
+                "pool_misses",
+                "Executions that found no ready sandbox of their kind",
+                Family::default(),
+            ),
             cold_starts: e.add("cold_starts", "Executions that started their own sandbox (cold)", Counter::default()),
             exposition: e,
         };
@@ -127,15 +143,26 @@ impl Default for Metrics {
             let labels = OutcomeLabels { outcome: outcome.as_str().to_string() };
             let _ = metrics.executions.get_or_create(&labels);
         }
+        for kind in Kind::ALL {
+            let labels = KindLabels::of(kind);
+            let _ = metrics.pool_ready.get_or_create(&labels);
+            let _ = metrics.pool_ready_memory.get_or_create(&labels);
+            let _ = metrics.pool_hits.get_or_create(&labels);
+            let _ = metrics.pool_misses.get_or_create(&labels);
+        }
         metrics
     }
 }
 
 impl PoolObserver for Metrics {
-    fn ready(&self, count: usize, memory_bytes: u64, starting: usize) {
-        self.pool_ready.set(count as i64);
-        self.pool_ready_memory.set(memory_bytes as i64);
-        self.pool_starting.set(starting as i64);
+    fn ready(&self, kind: Kind, count: usize, memory_bytes: u64) {
+        let labels = KindLabels::of(kind);
+        self.pool_ready.get_or_create(&labels).set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.pool_ready_memory.get_or_create(&labels).set(i64::try_from(memory_bytes).unwrap_or(i64::MAX));
+    }
+
+    fn starting(&self, count: usize) {
+        self.pool_starting.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 }
 

@@ -22,9 +22,10 @@ async fn cold_starts(server: &Server) -> f64 {
     server.metric("pyexec_cold_starts_total").await.expect("cold-start counter")
 }
 
-/// Runs `script` in a ready sandbox: waits for one, runs, and asserts that it was a hit.
+/// Runs `script` in a ready sandbox: waits for one of each kind, runs, and asserts that it was
+/// a hit.
 async fn run_warm(server: &Server, script: &str, limits: Option<Value>) -> Value {
-    server.wait_for_ready(1).await;
+    server.wait_for_each_kind(1).await;
     let before = hits(server).await;
     let (status, body) = server.execute(script, limits).await;
     assert_eq!(status, 200, "{body}");
@@ -66,25 +67,87 @@ def main():
     return {"found": found, "identity": identity}
 "#;
 
-#[tokio::test]
-async fn consecutive_warm_scripts_share_no_state_and_no_randomness() {
-    let server = pooled(1, 1).await;
-    let first = run_warm(&server, TRACES, None).await;
+/// `TRACES` without pandas and numpy: a script of the plain kind.
+const PLAIN_TRACES: &str = r#"
+import builtins, json, os, random, sys, tempfile, uuid
+
+def main():
+    found = {
+        "global": getattr(json, "planted", None),
+        "builtin": getattr(builtins, "planted", None),
+        "module": "planted" in sys.modules,
+        "tmp_file": os.path.exists("/tmp/planted"),
+        "env": os.environ.get("PLANTED"),
+    }
+    json.planted = 1
+    builtins.planted = 1
+    sys.modules["planted"] = json
+    open("/tmp/planted", "w").write("x")
+    os.environ["PLANTED"] = "1"
+    identity = {
+        "random": random.random(),
+        "uuid": str(uuid.uuid4()),
+        "tempfile": tempfile.mktemp(),
+        "hash": hash("pyexec"),
+    }
+    return {"found": found, "identity": identity}
+"#;
+
+/// Runs `script` warm twice in a row: neither finds a trace (`clean`) and no field of their
+/// random identity comes out the same.
+async fn assert_single_use(server: &Server, script: &str, clean: Value) {
+    let first = run_warm(server, script, None).await;
     // The pool refills in the background: the service stays ready meanwhile.
     let ready = server.client().get(server.url("/readyz")).send().await.expect("GET /readyz");
     assert_eq!(ready.status().as_u16(), 200);
-    let second = run_warm(&server, TRACES, None).await;
+    let second = run_warm(server, script, None).await;
+    assert_eq!(first["result"]["found"], clean, "{first}");
+    assert_eq!(second["result"]["found"], clean, "the second script saw the first one's traces: {second}");
+    let identity = first["result"]["identity"].as_object().expect("identity");
+    assert!(identity.len() >= 4, "{first}");
+    for (field, a) in identity {
+        let b = &second["result"]["identity"][field];
+        assert!(!a.is_null() && a != b, "{field} came out the same in two sandboxes: {a} and {b}");
+    }
+}
 
+#[tokio::test]
+async fn consecutive_warm_scripts_share_no_state_and_no_randomness() {
+    let server = pooled(1, 1).await;
+    let before = server.metric("pyexec_pool_hits_total{kind=\"preloaded\"}").await;
     let clean = json!({
         "global": null, "builtin": null, "module": false, "pandas_option": 60,
         "patched_class": null, "tmp_file": false, "env": null,
     });
-    assert_eq!(first["result"]["found"], clean, "{first}");
-    assert_eq!(second["result"]["found"], clean, "the second script saw the first one's traces: {second}");
-    for field in ["random", "numpy", "uuid", "tempfile", "hash"] {
-        let (a, b) = (&first["result"]["identity"][field], &second["result"]["identity"][field]);
-        assert!(!a.is_null() && a != b, "{field} came out the same in two sandboxes: {a} and {b}");
-    }
+    assert_single_use(&server, TRACES, clean).await;
+    let after = server.metric("pyexec_pool_hits_total{kind=\"preloaded\"}").await;
+    assert_eq!(after, before.map(|hits| hits + 2.0), "a pandas script runs in a preloaded sandbox");
+
+    let before = server.metric("pyexec_pool_hits_total{kind=\"plain\"}").await;
+    let clean = json!({"global": null, "builtin": null, "module": false, "tmp_file": false, "env": null});
+    assert_single_use(&server, PLAIN_TRACES, clean).await;
+    let after = server.metric("pyexec_pool_hits_total{kind=\"plain\"}").await;
+    assert_eq!(after, before.map(|hits| hits + 2.0), "a script without pandas runs in a plain sandbox");
+    server.assert_healthy_and_clean().await;
+}
+
+#[tokio::test]
+async fn a_script_gets_the_modules_preloaded_only_when_it_names_one() {
+    let server = pooled(1, 1).await;
+    // Neither script may name the modules it looks for, except the one meant to get them.
+    let loaded = "sorted(name for name in sys.modules if name in ('nump' + 'y', 'pand' + 'as'))";
+    let plain = format!("import sys\nBEFORE = {loaded}\ndef main():\n    return {{'before': BEFORE}}\n");
+    let body = run_warm(&server, &plain, None).await;
+    assert_eq!(body["result"], json!({"before": []}), "{body}");
+    let preloaded =
+        format!("import sys\nBEFORE = {loaded}\nimport pandas\ndef main():\n    return {{'before': BEFORE}}\n");
+    let body = run_warm(&server, &preloaded, None).await;
+    assert_eq!(body["result"], json!({"before": ["numpy", "pandas"]}), "{body}");
+    // A plain sandbox holds a fraction of a preloaded one's memory.
+    server.wait_for_each_kind(1).await;
+    let plain = server.metric("pyexec_pool_ready_memory_bytes{kind=\"plain\"}").await.expect("plain memory");
+    let preloaded = server.metric("pyexec_pool_ready_memory_bytes{kind=\"preloaded\"}").await.expect("memory");
+    assert!(plain > 0.0 && plain * 2.0 < preloaded, "plain {plain} bytes, preloaded {preloaded} bytes");
     server.assert_healthy_and_clean().await;
 }
 
@@ -111,7 +174,7 @@ async fn a_script_cannot_see_or_signal_a_sandbox_waiting_in_the_pool() {
 #[tokio::test]
 async fn the_deadline_and_cpu_limit_count_from_the_jobs_arrival() {
     let server = pooled(1, 1).await;
-    server.wait_for_ready(1).await;
+    server.wait_for_each_kind(1).await;
     // The ready sandbox has now waited longer than the timeout below: only the script's own
     // time may count.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
@@ -120,7 +183,7 @@ async fn the_deadline_and_cpu_limit_count_from_the_jobs_arrival() {
     assert_eq!((body["outcome"].as_str(), &body["result"]), (Some("success"), &json!({"slept": true})), "{body}");
 
     // The interpreter spent CPU importing pandas before the job: not charged to the script.
-    let spin = "import time\ndef main():\n    end = time.process_time() + 0.8\n    while time.process_time() < end:\n        pass\n    return {'spun': True}\n";
+    let spin = "import pandas, time\ndef main():\n    end = time.process_time() + 0.8\n    while time.process_time() < end:\n        pass\n    return {'spun': True}\n";
     let body = run_warm(&server, spin, Some(json!({"cpu_seconds": 1, "timeout_seconds": 5}))).await;
     assert_eq!(body["outcome"], "success", "{body}");
 
@@ -160,20 +223,21 @@ async fn a_warm_sandbox_gets_the_requests_memory_file_and_process_limits() {
 #[tokio::test]
 async fn limits_a_ready_sandbox_cannot_take_go_the_cold_path() {
     let server = pooled(1, 1).await;
-    server.wait_for_ready(1).await;
+    server.wait_for_each_kind(1).await;
     let (before_hits, before_cold) = (hits(&server).await, cold_starts(&server).await);
     // /tmp's size is fixed when a jail starts: another size cannot be warm.
     let (status, body) = server.execute("def main():\n    return {'ok': True}\n", Some(json!({"tmp_mb": 8}))).await;
     assert_eq!((status, &body["result"]), (200, &json!({"ok": true})), "{body}");
     assert_eq!(hits(&server).await, before_hits);
     assert_eq!(cold_starts(&server).await, before_cold + 1.0);
-    assert_eq!(server.metric("pyexec_pool_ready").await, Some(1.0), "the ready sandbox was used or lost");
+    let plain = server.metric("pyexec_pool_ready{kind=\"plain\"}").await;
+    assert_eq!(plain, Some(1.0), "the ready sandbox was used or lost");
 }
 
 #[tokio::test]
 async fn a_ready_sandbox_that_dies_is_replaced() {
     let server = pooled(1, 1).await;
-    server.wait_for_ready(1).await;
+    server.wait_for_each_kind(1).await;
     let pids = server.ready_sandbox_pids();
     for &pid in &pids {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
@@ -216,7 +280,7 @@ async fn shutdown_removes_every_ready_sandbox() {
 #[tokio::test]
 async fn a_ready_sandbox_past_its_idle_lifetime_is_replaced() {
     let server = Server::start_with(&["--pool-min", "1", "--pool-max", "1", "--pool-idle-seconds", "1"]).await;
-    server.wait_for_ready(1).await;
+    server.wait_for_each_kind(1).await;
     let first = server.ready_sandbox_pids();
     assert!(!first.is_empty(), "no ready sandbox");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

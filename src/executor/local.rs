@@ -15,8 +15,8 @@ pub use capacity::Capacity;
 
 use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, NotReady};
-use crate::metrics::Metrics;
-use crate::sandbox::pool::{Claim, Pool};
+use crate::metrics::{KindLabels, Metrics};
+use crate::sandbox::pool::{Claim, Kind, Pool};
 use crate::sandbox::{Envelope, Finished, Job, Limits, Outcome, Supervisor};
 
 /// The script /readyz runs: proves nsjail and the Python environment work end to end.
@@ -92,17 +92,21 @@ impl LocalExecutor {
         let run = tokio::spawn(async move {
             metrics.in_flight.inc();
             let started = Instant::now();
-            let claim = pool.as_ref().map(|pool| pool.claim(&request.limits));
+            let kind = pool.as_ref().map(|pool| pool.kind_for(&request.script));
+            let claim = pool.as_ref().zip(kind).map(|(pool, kind)| pool.claim(kind, &request.limits));
             let start = claim.as_ref().map_or("cold", Claim::start);
+            let kind_labels = kind.map(KindLabels::of);
             let finished = match claim {
                 Some(Claim::Hit(ready)) => {
-                    metrics.pool_hits.inc();
+                    if let Some(labels) = &kind_labels {
+                        metrics.pool_hits.get_or_create(labels).inc();
+                    }
                     let job = Job { script: request.script, limits: request.limits };
                     supervisor.run_ready(&request.id, *ready, job, &cancel).await
                 }
                 other => {
-                    if matches!(other, Some(Claim::Empty)) {
-                        metrics.pool_misses.inc();
+                    if let (Some(Claim::Empty), Some(labels)) = (&other, &kind_labels) {
+                        metrics.pool_misses.get_or_create(labels).inc();
                     }
                     metrics.cold_starts.inc();
                     supervisor.run_cancellable(&request.id, &request.script, &request.limits, &cancel).await
@@ -112,6 +116,7 @@ impl LocalExecutor {
             tracing::info!(
                 id = %request.id,
                 start,
+                pool_kind = kind.map(Kind::as_str),
                 outcome = envelope.outcome.as_str(),
                 duration_ms = envelope.duration_ms,
                 "sandbox run finished"

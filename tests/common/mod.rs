@@ -83,7 +83,7 @@ impl Server {
         let pool_off = extra.windows(2).any(|pair| pair == ["--pool-max", "0"])
             || std::env::var("PYEXEC_POOL_MAX").is_ok_and(|max| max.trim() == "0");
         if !pool_off && !extra.contains(&"--api-token-file") {
-            server.wait_for_ready(1).await;
+            server.wait_for_each_kind(1).await;
         }
         server
     }
@@ -192,12 +192,23 @@ impl Server {
 
     /// Waits until the pool has at least `n` ready sandboxes (from /metrics).
     pub async fn wait_for_ready(&self, n: usize) {
+        self.wait_for_gauge("pyexec_pool_ready", n).await;
+    }
+
+    /// Waits until the pool has `n` ready sandboxes of each kind (plain and preloaded).
+    pub async fn wait_for_each_kind(&self, n: usize) {
+        for kind in ["plain", "preloaded"] {
+            self.wait_for_gauge(&format!("pyexec_pool_ready{{kind=\"{kind}\"}}"), n).await;
+        }
+    }
+
+    async fn wait_for_gauge(&self, name: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if self.metric("pyexec_pool_ready").await.is_some_and(|ready| ready >= n as f64) {
+            if self.metric(name).await.is_some_and(|ready| ready >= n as f64) {
                 return;
             }
-            assert!(Instant::now() < deadline, "the pool never had {n} ready sandboxes");
+            assert!(Instant::now() < deadline, "{name} never reached {n}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -236,10 +247,22 @@ impl Server {
         self.client.get(self.url("/metrics")).send().await.expect("GET /metrics").text().await.expect("text")
     }
 
-    /// The value of the metric line that starts with `name ` (a counter or gauge), if present.
+    /// The value of the metric line that starts with `name ` (a counter or gauge, `name` may
+    /// include its labels), if present; otherwise the sum of its labelled lines (`name{...} `),
+    /// if any.
     pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.metrics().await;
         let prefix = format!("{name} ");
-        self.metrics().await.lines().find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+        if let Some(value) = text.lines().find_map(|line| line.strip_prefix(&prefix)?.parse().ok()) {
+            return Some(value);
+        }
+        let labelled = format!("{name}{{");
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|line| line.starts_with(&labelled))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
     }
 
     /// Processes whose parent is the server (nsjail, or the shell that starts it), except the

@@ -1,14 +1,20 @@
 //! The pool of ready, single-use sandboxes of `pyexec serve` (local placement): jails started
 //! before any request, each with its own nsjail exec, namespaces, /tmp and cgroup slot, whose
-//! interpreter has imported `--preload-modules` and waits for exactly one job. A request takes
-//! one (a hit) or, when none is ready or its limits cannot be applied to a ready one, starts a
-//! sandbox itself (a cold start); nothing ever waits on the pool. A sandbox is never handed a
-//! second job: `Supervisor::run_ready` consumes it.
+//! interpreter waits for exactly one job. They come in two kinds (`kind`): preloaded ones have
+//! imported `--preload-modules` and serve scripts that name one of them; plain ones serve the
+//! rest. A request takes one of its kind (a hit) or, when none is ready or its limits cannot be
+//! applied to a ready one, starts a sandbox itself (a cold start); nothing ever waits on the
+//! pool. A sandbox is never handed a second job: `Supervisor::run_ready` consumes it.
 //!
 //! One background task keeps the pool filled, one sandbox at a time and only while a run slot
 //! is free, so that refilling never takes the CPU of running scripts; it replaces sandboxes
-//! that died or lived past `--pool-idle-seconds`, and sizes the pool between `--pool-min` and
-//! `--pool-max`: each miss asks for one more, each sandbox that expires unused for one fewer.
+//! that died or lived past `--pool-idle-seconds`, and sizes each kind between `--pool-min` and
+//! `--pool-max`: each miss asks for one more of its kind, each sandbox that expires unused for
+//! one fewer.
+
+mod kind;
+
+pub use kind::Kind;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::limits::Limits;
 use super::ready::{ReadySandbox, Unfit};
 use super::supervisor::Supervisor;
+use kind::next_to_start;
 
 /// How often the pool looks for dead and stale sandboxes when nothing wakes it.
 const TICK: Duration = Duration::from_secs(1);
@@ -36,12 +43,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 #[derive(Args, Clone, Debug)]
 pub struct PoolSettings {
-    /// Least number of ready sandboxes (local placement) kept waiting for a script, each a
-    /// jailed interpreter that already imported --preload-modules and runs exactly one script.
+    /// Least number of ready sandboxes of each kind (local placement) kept waiting for a
+    /// script, each a jailed interpreter that runs exactly one script: preloaded ones (which
+    /// already imported --preload-modules) for scripts that name one of those modules, plain
+    /// ones for the others.
     #[arg(long, env = "PYEXEC_POOL_MIN", default_value_t = 1)]
     pub pool_min: usize,
-    /// Most ready sandboxes; the pool grows toward it with misses and shrinks as idle ones
-    /// expire. 0 turns the pool off: every script starts its own sandbox (the cold path).
+    /// Most ready sandboxes of each kind; a kind grows toward it with its misses and shrinks as
+    /// idle ones expire. 0 turns the pool off: every script starts its own sandbox (the cold
+    /// path).
     #[arg(long, env = "PYEXEC_POOL_MAX", default_value_t = 4)]
     pub pool_max: usize,
     /// Seconds a ready sandbox waits for a script before it is replaced (or, above
@@ -56,9 +66,11 @@ pub struct PoolSettings {
 /// (`pyexec sandbox --job-on-stdin`) alike.
 #[derive(Args, Clone, Debug)]
 pub struct PreloadSettings {
-    /// Modules a ready sandbox (the pool's, or that of `pyexec sandbox` with --job-on-stdin)
-    /// imports before its script arrives (comma-separated; empty for none). The import's
-    /// memory counts toward the script's memory limit.
+    /// Modules a ready sandbox (the pool's preloaded ones, or that of `pyexec sandbox` with
+    /// --job-on-stdin) imports before its script arrives (comma-separated; empty for none). In
+    /// the pool, a script that names one of them as a word (`import pandas`) gets a preloaded
+    /// sandbox, any other a plain one. The import's memory counts toward the script's memory
+    /// limit.
     #[arg(long, env = "PYEXEC_PRELOAD_MODULES", value_delimiter = ',', default_value = "numpy,pandas")]
     pub preload_modules: Vec<String>,
 }
@@ -78,12 +90,23 @@ impl PoolSettings {
     fn idle_lifetime(&self) -> Duration {
         Duration::from_secs(self.pool_idle_seconds.max(1))
     }
+
+    /// The least and most ready sandboxes of `kind`, given the preloaded modules: none
+    /// preloaded when there is nothing to preload.
+    fn bounds(&self, kind: Kind, preload: &[String]) -> (usize, usize) {
+        if kind == Kind::Preloaded && preload.is_empty() {
+            return (0, 0);
+        }
+        (self.pool_min.min(self.pool_max), self.pool_max)
+    }
 }
 
 /// What the pool's gauges and counters report to (`crate::metrics`), kept apart from it.
 pub trait PoolObserver: Send + Sync {
-    /// Ready sandboxes now, the memory they hold, and how many are starting.
-    fn ready(&self, count: usize, memory_bytes: u64, starting: usize);
+    /// Ready sandboxes of `kind` now, and the memory they hold.
+    fn ready(&self, kind: Kind, count: usize, memory_bytes: u64);
+    /// Ready sandboxes being started now.
+    fn starting(&self, count: usize);
 }
 
 /// The answer to a request for a ready sandbox.
@@ -121,8 +144,10 @@ struct Shared {
     /// The memory, process and /tmp limits a ready sandbox starts with.
     limits: Limits,
     backstop: Duration,
-    ready: Mutex<VecDeque<ReadySandbox>>,
-    target: AtomicUsize,
+    /// The ready sandboxes of each kind (indexed by `Kind::index`), oldest first.
+    ready: Mutex<[VecDeque<ReadySandbox>; 2]>,
+    /// How many of each kind to keep ready.
+    target: [AtomicUsize; 2],
     wake: Notify,
     stop: CancellationToken,
     /// Whether a sandbox may be started now (a run slot is free).
@@ -144,15 +169,16 @@ impl Pool {
         may_refill: Box<dyn Fn() -> bool + Send + Sync>,
         observer: Arc<dyn PoolObserver>,
     ) -> Pool {
-        let min = settings.pool_min.min(settings.pool_max);
+        let preload = settings.preload.modules();
+        let least = |kind| AtomicUsize::new(settings.bounds(kind, &preload).0);
         let shared = Arc::new(Shared {
             supervisor,
-            preload: settings.preload.modules(),
             backstop: settings.idle_lifetime() + BACKSTOP_BEYOND_IDLE,
-            settings: PoolSettings { pool_min: min, ..settings },
+            target: [least(Kind::Plain), least(Kind::Preloaded)],
+            preload,
+            settings,
             limits,
-            ready: Mutex::new(VecDeque::new()),
-            target: AtomicUsize::new(min),
+            ready: Mutex::new([VecDeque::new(), VecDeque::new()]),
             wake: Notify::new(),
             stop: CancellationToken::new(),
             may_refill,
@@ -164,13 +190,19 @@ impl Pool {
         Pool { shared, task: Arc::new(Mutex::new(Some(task))) }
     }
 
-    /// A ready sandbox for a job with `limits`, if one is ready and the limits can be applied
-    /// to it. Never waits.
-    pub fn claim(&self, limits: &Limits) -> Claim {
+    /// The kind of ready sandbox `script` runs in.
+    pub fn kind_for(&self, script: &str) -> Kind {
+        kind::kind_for(script, &self.shared.preload)
+    }
+
+    /// A ready sandbox of `kind` for a job with `limits`, if one is ready and the limits can be
+    /// applied to it. Never waits.
+    pub fn claim(&self, kind: Kind, limits: &Limits) -> Claim {
         let shared = &self.shared;
         let mut gone = Vec::new();
         let claim = {
-            let mut ready = shared.lock_ready();
+            let mut all = shared.lock_ready();
+            let ready = &mut all[kind.index()];
             loop {
                 let Some(mut sandbox) = ready.pop_front() else { break Claim::Empty };
                 match sandbox.claim(limits, shared.backstop) {
@@ -184,9 +216,10 @@ impl Pool {
             }
         };
         if matches!(claim, Claim::Empty) {
-            // Demand exceeded the pool: keep one more ready from now on.
-            let max = shared.settings.pool_max;
-            let _ = shared.target.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some((t + 1).min(max)));
+            // Demand exceeded the pool: keep one more of this kind ready from now on.
+            let (_, max) = shared.settings.bounds(kind, &shared.preload);
+            let target = &shared.target[kind.index()];
+            let _ = target.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some((t + 1).min(max)));
         }
         for sandbox in gone {
             tokio::spawn(sandbox.destroy());
@@ -211,7 +244,7 @@ impl Pool {
         if let Some(task) = task {
             let _ = task.await;
         }
-        let left: Vec<ReadySandbox> = self.shared.lock_ready().drain(..).collect();
+        let left: Vec<ReadySandbox> = self.shared.lock_ready().iter_mut().flat_map(|ready| ready.drain(..)).collect();
         futures::future::join_all(left.into_iter().map(ReadySandbox::destroy)).await;
         self.shared.starting.store(0, Ordering::SeqCst);
         self.shared.report();
@@ -219,43 +252,53 @@ impl Pool {
 }
 
 impl Shared {
-    fn lock_ready(&self) -> std::sync::MutexGuard<'_, VecDeque<ReadySandbox>> {
+    fn lock_ready(&self) -> std::sync::MutexGuard<'_, [VecDeque<ReadySandbox>; 2]> {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes out the sandboxes that died or waited past their idle lifetime; returns them and
-    /// how many of them expired (rather than died).
-    fn prune(&self) -> (Vec<ReadySandbox>, usize) {
+    /// how many of each kind expired (rather than died).
+    fn prune(&self) -> (Vec<ReadySandbox>, [usize; 2]) {
         let lifetime = self.settings.idle_lifetime();
-        let mut ready = self.lock_ready();
+        let mut all = self.lock_ready();
         let mut removed = Vec::new();
-        let mut expired = 0;
-        let mut kept = VecDeque::with_capacity(ready.len());
-        for mut sandbox in ready.drain(..) {
-            if !sandbox.alive() {
-                tracing::warn!(?sandbox, "a ready sandbox ended while it waited; replacing it");
-                removed.push(sandbox);
-            } else if sandbox.age() >= lifetime {
-                expired += 1;
-                removed.push(sandbox);
-            } else {
-                kept.push_back(sandbox);
+        let mut expired = [0; 2];
+        for (ready, expired) in all.iter_mut().zip(&mut expired) {
+            let mut kept = VecDeque::with_capacity(ready.len());
+            for mut sandbox in ready.drain(..) {
+                if !sandbox.alive() {
+                    tracing::warn!(?sandbox, "a ready sandbox ended while it waited; replacing it");
+                    removed.push(sandbox);
+                } else if sandbox.age() >= lifetime {
+                    *expired += 1;
+                    removed.push(sandbox);
+                } else {
+                    kept.push_back(sandbox);
+                }
             }
+            *ready = kept;
         }
-        *ready = kept;
         (removed, expired)
     }
 
-    fn report(&self) {
-        let ready = self.lock_ready();
-        let memory = ready.iter().filter_map(ReadySandbox::memory_usage).sum();
-        self.observer.ready(ready.len(), memory, self.starting.load(Ordering::SeqCst));
+    fn counts(&self) -> [usize; 2] {
+        let all = self.lock_ready();
+        [all[0].len(), all[1].len()]
     }
-}
 
-/// Whether the pool should start another sandbox.
-fn wants_more(ready: usize, target: usize) -> bool {
-    ready < target
+    fn targets(&self) -> [usize; 2] {
+        [self.target[0].load(Ordering::SeqCst), self.target[1].load(Ordering::SeqCst)]
+    }
+
+    fn report(&self) {
+        let all = self.lock_ready();
+        for kind in Kind::ALL {
+            let ready = &all[kind.index()];
+            let memory = ready.iter().filter_map(ReadySandbox::memory_usage).sum();
+            self.observer.ready(kind, ready.len(), memory);
+        }
+        self.observer.starting(self.starting.load(Ordering::SeqCst));
+    }
 }
 
 /// The pool's size after `expired` sandboxes went unused for their whole lifetime.
@@ -272,21 +315,27 @@ async fn refill(shared: Arc<Shared>) {
     let mut failures = 0u32;
     loop {
         let (removed, expired) = shared.prune();
-        if expired > 0 {
-            let min = shared.settings.pool_min;
-            let _ = shared.target.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(shrunk(t, expired, min)));
+        for kind in Kind::ALL.into_iter().filter(|kind| expired[kind.index()] > 0) {
+            let (min, _) = shared.settings.bounds(kind, &shared.preload);
+            let expired = expired[kind.index()];
+            let target = &shared.target[kind.index()];
+            let _ = target.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(shrunk(t, expired, min)));
         }
         futures::future::join_all(removed.into_iter().map(ReadySandbox::destroy)).await;
         shared.report();
 
-        let ready = shared.lock_ready().len();
-        if wants_more(ready, shared.target.load(Ordering::SeqCst)) && (shared.may_refill)() {
+        let next = next_to_start(shared.counts(), shared.targets()).filter(|_| (shared.may_refill)());
+        if let Some(kind) = next {
             let n = shared.started.fetch_add(1, Ordering::SeqCst);
             let id = format!("ready-{}-{n}", std::process::id());
             let backstop = shared.backstop;
+            let preload = match kind {
+                Kind::Plain => &[][..],
+                Kind::Preloaded => &shared.preload[..],
+            };
             shared.starting.store(1, Ordering::SeqCst);
             shared.report();
-            let starting = shared.supervisor.start_ready(&id, &shared.limits, &shared.preload, backstop);
+            let starting = shared.supervisor.start_ready(&id, &shared.limits, preload, backstop);
             let started = tokio::select! {
                 () = shared.stop.cancelled() => break,
                 started = tokio::time::timeout(READY_TIMEOUT, starting) => started,
@@ -295,12 +344,16 @@ async fn refill(shared: Arc<Shared>) {
             match started {
                 Ok(Ok(sandbox)) => {
                     failures = 0;
-                    shared.lock_ready().push_back(sandbox);
+                    shared.lock_ready()[kind.index()].push_back(sandbox);
                     shared.report();
                     continue;
                 }
-                Ok(Err(err)) => tracing::error!(error = %err, "a ready sandbox failed to start"),
-                Err(_) => tracing::error!(seconds = READY_TIMEOUT.as_secs(), "a ready sandbox took too long to start"),
+                Ok(Err(err)) => tracing::error!(kind = kind.as_str(), error = %err, "a ready sandbox failed to start"),
+                Err(_) => tracing::error!(
+                    kind = kind.as_str(),
+                    seconds = READY_TIMEOUT.as_secs(),
+                    "a ready sandbox took too long to start"
+                ),
             }
             failures += 1;
             tokio::select! {
@@ -320,13 +373,6 @@ async fn refill(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_pool_refills_only_below_its_target() {
-        assert!(wants_more(0, 1));
-        assert!(!wants_more(2, 2));
-        assert!(!wants_more(0, 0));
-    }
 
     #[test]
     fn expiry_shrinks_the_pool_but_never_below_its_least_size() {
@@ -351,5 +397,20 @@ mod tests {
         };
         assert_eq!(settings.preload.modules(), ["numpy"]);
         assert_eq!(settings.idle_lifetime(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn each_kind_has_the_pools_bounds_and_nothing_to_preload_means_no_preloaded_kind() {
+        let settings = PoolSettings {
+            pool_min: 3,
+            pool_max: 2,
+            pool_idle_seconds: 60,
+            preload: PreloadSettings { preload_modules: vec![] },
+        };
+        let preload = vec!["pandas".to_string()];
+        assert_eq!(settings.bounds(Kind::Plain, &preload), (2, 2));
+        assert_eq!(settings.bounds(Kind::Preloaded, &preload), (2, 2));
+        assert_eq!(settings.bounds(Kind::Plain, &[]), (2, 2));
+        assert_eq!(settings.bounds(Kind::Preloaded, &[]), (0, 0));
     }
 }
