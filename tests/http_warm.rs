@@ -338,3 +338,36 @@ async fn a_thread_printing_after_main_returned_does_not_hold_the_answer() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "the answer waited for the deadline");
     server.assert_healthy_and_clean().await;
 }
+
+/// The most ready sandboxes seen starting at once while the pool refills from empty: every
+/// ready sandbox is killed, then /metrics is read until the pool is full again.
+async fn most_starting_at_once(server: &Server, full: f64) -> f64 {
+    server.wait_for_gauge_value("pyexec_pool_ready", full).await;
+    for pid in server.ready_sandbox_pids() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut most: f64 = 0.0;
+    let mut emptied = false;
+    loop {
+        let starting = server.metric("pyexec_pool_starting").await.expect("starting gauge");
+        let ready = server.metric("pyexec_pool_ready").await.expect("ready gauge");
+        most = most.max(starting);
+        emptied |= ready < full;
+        if emptied && ready >= full && starting == 0.0 {
+            return most;
+        }
+        assert!(std::time::Instant::now() < deadline, "the pool did not refill: {ready} ready, {starting} starting");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_pool_starts_several_sandboxes_at_once_up_to_its_setting() {
+    let many = Server::start_with(&["--pool-min", "3", "--pool-max", "3", "--pool-starts-at-once", "3"]).await;
+    let most = most_starting_at_once(&many, 6.0).await;
+    assert!(most >= 2.0, "at most {most} sandbox(es) started at once");
+    let one = Server::start_with(&["--pool-min", "3", "--pool-max", "3", "--pool-starts-at-once", "1"]).await;
+    let most = most_starting_at_once(&one, 6.0).await;
+    assert_eq!(most, 1.0, "--pool-starts-at-once 1 started {most} at once");
+}

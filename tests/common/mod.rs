@@ -203,12 +203,17 @@ impl Server {
     }
 
     async fn wait_for_gauge(&self, name: &str, n: usize) {
+        self.wait_for_gauge_value(name, n as f64).await;
+    }
+
+    /// Waits until the gauge `name` (summed over its labels) is at least `value`.
+    pub async fn wait_for_gauge_value(&self, name: &str, value: f64) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if self.metric(name).await.is_some_and(|ready| ready >= n as f64) {
+            if self.metric(name).await.is_some_and(|now| now >= value) {
                 return;
             }
-            assert!(Instant::now() < deadline, "{name} never reached {n}");
+            assert!(Instant::now() < deadline, "{name} never reached {value}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

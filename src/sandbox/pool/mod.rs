@@ -6,11 +6,11 @@
 //! applied to a ready one, starts a sandbox itself (a cold start); nothing ever waits on the
 //! pool. A sandbox is never handed a second job: `Supervisor::run_ready` consumes it.
 //!
-//! One background task keeps the pool filled, one sandbox at a time and only while a run slot
-//! is free, so that refilling never takes the CPU of running scripts; it replaces sandboxes
-//! that died or lived past `--pool-idle-seconds`, and sizes each kind between `--pool-min` and
-//! `--pool-max`: each miss asks for one more of its kind, each sandbox that expires unused for
-//! one fewer.
+//! One background task keeps the pool filled, up to `--pool-starts-at-once` sandboxes at a time
+//! (each at a hundredth of a run's CPU weight, so that refilling never takes the CPU of running
+//! scripts) and only while a run slot is free; it replaces sandboxes that died or lived past
+//! `--pool-idle-seconds`, and sizes each kind between `--pool-min` and `--pool-max`: each miss
+//! asks for one more of its kind, each sandbox that expires unused for one fewer.
 
 mod kind;
 
@@ -19,11 +19,11 @@ pub use kind::Kind;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::limits::Limits;
@@ -58,6 +58,10 @@ pub struct PoolSettings {
     /// --pool-min and unused, removed).
     #[arg(long, env = "PYEXEC_POOL_IDLE_SECONDS", default_value_t = 300)]
     pub pool_idle_seconds: u64,
+    /// Most ready sandboxes started at the same time when the pool refills (default: the
+    /// number of CPUs). They start at a hundredth of a running script's CPU weight.
+    #[arg(long, env = "PYEXEC_POOL_STARTS_AT_ONCE", value_parser = clap::value_parser!(u16).range(1..))]
+    pub pool_starts_at_once: Option<u16>,
     #[command(flatten)]
     pub preload: PreloadSettings,
 }
@@ -89,6 +93,11 @@ impl PoolSettings {
 
     fn idle_lifetime(&self) -> Duration {
         Duration::from_secs(self.pool_idle_seconds.max(1))
+    }
+
+    fn starts_at_once(&self) -> usize {
+        let cpus = || std::thread::available_parallelism().map_or(1, usize::from);
+        self.pool_starts_at_once.map_or_else(cpus, usize::from)
     }
 
     /// The least and most ready sandboxes of `kind`, given the preloaded modules: none
@@ -154,8 +163,8 @@ struct Shared {
     may_refill: Box<dyn Fn() -> bool + Send + Sync>,
     observer: Arc<dyn PoolObserver>,
     started: AtomicU64,
-    /// Sandboxes being started now (0 or 1).
-    starting: AtomicUsize,
+    /// Sandboxes of each kind being started now.
+    starting: [AtomicUsize; 2],
 }
 
 impl Pool {
@@ -184,7 +193,7 @@ impl Pool {
             may_refill,
             observer,
             started: AtomicU64::new(0),
-            starting: AtomicUsize::new(0),
+            starting: [AtomicUsize::new(0), AtomicUsize::new(0)],
         });
         let task = tokio::spawn(refill(shared.clone()));
         Pool { shared, task: Arc::new(Mutex::new(Some(task))) }
@@ -246,7 +255,6 @@ impl Pool {
         }
         let left: Vec<ReadySandbox> = self.shared.lock_ready().iter_mut().flat_map(|ready| ready.drain(..)).collect();
         futures::future::join_all(left.into_iter().map(ReadySandbox::destroy)).await;
-        self.shared.starting.store(0, Ordering::SeqCst);
         self.shared.report();
     }
 }
@@ -281,9 +289,10 @@ impl Shared {
         (removed, expired)
     }
 
-    fn counts(&self) -> [usize; 2] {
+    /// Ready sandboxes of each kind, counting those being started.
+    fn counts_with_starting(&self) -> [usize; 2] {
         let all = self.lock_ready();
-        [all[0].len(), all[1].len()]
+        [0, 1].map(|index| all[index].len() + self.starting[index].load(Ordering::SeqCst))
     }
 
     fn targets(&self) -> [usize; 2] {
@@ -297,7 +306,7 @@ impl Shared {
             let memory = ready.iter().filter_map(ReadySandbox::memory_usage).sum();
             self.observer.ready(kind, ready.len(), memory);
         }
-        self.observer.starting(self.starting.load(Ordering::SeqCst));
+        self.observer.starting(self.starting.iter().map(|n| n.load(Ordering::SeqCst)).sum());
     }
 }
 
@@ -312,7 +321,9 @@ fn backoff(failures: u32) -> Duration {
 }
 
 async fn refill(shared: Arc<Shared>) {
+    let mut starts = JoinSet::new();
     let mut failures = 0u32;
+    let mut paused_until: Option<Instant> = None;
     loop {
         let (removed, expired) = shared.prune();
         for kind in Kind::ALL.into_iter().filter(|kind| expired[kind.index()] > 0) {
@@ -322,51 +333,86 @@ async fn refill(shared: Arc<Shared>) {
             let _ = target.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(shrunk(t, expired, min)));
         }
         futures::future::join_all(removed.into_iter().map(ReadySandbox::destroy)).await;
+
+        if paused_until.is_some_and(|until| Instant::now() >= until) {
+            paused_until = None;
+        }
+        while paused_until.is_none() && starts.len() < shared.settings.starts_at_once() {
+            let wanted = next_to_start(shared.counts_with_starting(), shared.targets());
+            let Some(kind) = wanted.filter(|_| (shared.may_refill)()) else { break };
+            // Counted as under way before the loop looks again.
+            starts.spawn(start_one(Starting::new(shared.clone(), kind)));
+        }
         shared.report();
 
-        let next = next_to_start(shared.counts(), shared.targets()).filter(|_| (shared.may_refill)());
-        if let Some(kind) = next {
-            let n = shared.started.fetch_add(1, Ordering::SeqCst);
-            let id = format!("ready-{}-{n}", std::process::id());
-            let backstop = shared.backstop;
-            let preload = match kind {
-                Kind::Plain => &[][..],
-                Kind::Preloaded => &shared.preload[..],
-            };
-            shared.starting.store(1, Ordering::SeqCst);
-            shared.report();
-            let starting = shared.supervisor.start_ready(&id, &shared.limits, preload, backstop);
-            let started = tokio::select! {
-                () = shared.stop.cancelled() => break,
-                started = tokio::time::timeout(READY_TIMEOUT, starting) => started,
-            };
-            shared.starting.store(0, Ordering::SeqCst);
-            match started {
-                Ok(Ok(sandbox)) => {
-                    failures = 0;
-                    shared.lock_ready()[kind.index()].push_back(sandbox);
-                    shared.report();
-                    continue;
-                }
-                Ok(Err(err)) => tracing::error!(kind = kind.as_str(), error = %err, "a ready sandbox failed to start"),
-                Err(_) => tracing::error!(
-                    kind = kind.as_str(),
-                    seconds = READY_TIMEOUT.as_secs(),
-                    "a ready sandbox took too long to start"
-                ),
-            }
-            failures += 1;
-            tokio::select! {
-                () = shared.stop.cancelled() => break,
-                () = tokio::time::sleep(backoff(failures)) => {}
-            }
-            continue;
-        }
+        let pause = paused_until.map_or(TICK, |until| until.saturating_duration_since(Instant::now()).min(TICK));
         tokio::select! {
             () = shared.stop.cancelled() => break,
+            Some(done) = starts.join_next(), if !starts.is_empty() => {
+                if done.unwrap_or(false) {
+                    failures = 0;
+                } else {
+                    failures += 1;
+                    paused_until = Some(Instant::now() + backoff(failures));
+                }
+            }
             () = shared.wake.notified() => {}
-            () = tokio::time::sleep(TICK) => {}
+            () = tokio::time::sleep(pause) => {}
         }
+    }
+    // Stopping: starts still under way are dropped, which kills their jails and empties their
+    // cgroup slots; a sandbox that became ready meanwhile is in `ready`, which `shutdown` empties.
+    starts.abort_all();
+    while starts.join_next().await.is_some() {}
+}
+
+/// Starts one ready sandbox of the kind `starting` counts and puts it in the pool; false if it
+/// failed to start.
+async fn start_one(starting: Starting) -> bool {
+    let (shared, kind) = (starting.shared.clone(), starting.kind);
+    let n = shared.started.fetch_add(1, Ordering::SeqCst);
+    let id = format!("ready-{}-{n}", std::process::id());
+    let preload = match kind {
+        Kind::Plain => &[][..],
+        Kind::Preloaded => &shared.preload[..],
+    };
+    let start = shared.supervisor.start_ready(&id, &shared.limits, preload, shared.backstop);
+    match tokio::time::timeout(READY_TIMEOUT, start).await {
+        Ok(Ok(sandbox)) => {
+            shared.lock_ready()[kind.index()].push_back(sandbox);
+            drop(starting);
+            // Let the refilling task look again (and the gauges follow) at once.
+            shared.wake.notify_one();
+            true
+        }
+        Ok(Err(err)) => {
+            tracing::error!(kind = kind.as_str(), error = %err, "a ready sandbox failed to start");
+            false
+        }
+        Err(_) => {
+            let seconds = READY_TIMEOUT.as_secs();
+            tracing::error!(kind = kind.as_str(), seconds, "a ready sandbox took too long to start");
+            false
+        }
+    }
+}
+
+/// Counts a start of `kind` as under way for as long as it lives, however it ends.
+struct Starting {
+    shared: Arc<Shared>,
+    kind: Kind,
+}
+
+impl Starting {
+    fn new(shared: Arc<Shared>, kind: Kind) -> Self {
+        shared.starting[kind.index()].fetch_add(1, Ordering::SeqCst);
+        Starting { shared, kind }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.shared.starting[self.kind.index()].fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -393,6 +439,7 @@ mod tests {
             pool_min: 1,
             pool_max: 2,
             pool_idle_seconds: 0,
+            pool_starts_at_once: None,
             preload: PreloadSettings { preload_modules: vec![" numpy".into(), String::new()] },
         };
         assert_eq!(settings.preload.modules(), ["numpy"]);
@@ -405,6 +452,7 @@ mod tests {
             pool_min: 3,
             pool_max: 2,
             pool_idle_seconds: 60,
+            pool_starts_at_once: None,
             preload: PreloadSettings { preload_modules: vec![] },
         };
         let preload = vec!["pandas".to_string()];
