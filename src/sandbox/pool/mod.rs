@@ -376,9 +376,12 @@ async fn start_one(starting: Starting) -> bool {
         Kind::Plain => &[][..],
         Kind::Preloaded => &shared.preload[..],
     };
+    let began = Instant::now();
     let start = shared.supervisor.start_ready(&id, &shared.limits, preload, shared.backstop);
     match tokio::time::timeout(READY_TIMEOUT, start).await {
         Ok(Ok(sandbox)) => {
+            let ms = began.elapsed().as_millis() as u64;
+            tracing::debug!(kind = kind.as_str(), id, ms, "a ready sandbox started");
             shared.lock_ready()[kind.index()].push_back(sandbox);
             drop(starting);
             // Let the refilling task look again (and the gauges follow) at once.
