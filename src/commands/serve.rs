@@ -58,8 +58,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                         min = args.pool.pool_min,
                         max = args.pool.pool_max,
                         idle_seconds = args.pool.pool_idle_seconds,
+                        starts_at_once = args.pool.starts_at_once(),
                         preload = ?args.pool.preload.preload_modules,
-                        "pool of ready sandboxes on"
+                        "pool of ready sandboxes on (min and max for each kind: plain, and preloaded)"
                     );
                     pool_for_shutdown = Some(pool.clone());
                     Arc::new(executor.with_pool(pool))

@@ -95,7 +95,8 @@ impl PoolSettings {
         Duration::from_secs(self.pool_idle_seconds.max(1))
     }
 
-    fn starts_at_once(&self) -> usize {
+    /// How many ready sandboxes may be started at the same time.
+    pub fn starts_at_once(&self) -> usize {
         let cpus = || std::thread::available_parallelism().map_or(1, usize::from);
         self.pool_starts_at_once.map_or_else(cpus, usize::from)
     }
