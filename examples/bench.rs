@@ -13,10 +13,13 @@
 //! - memory of the idle pool, per ready sandbox.
 //!
 //! `make bench MODE=mixed` (`cargo run --release --example bench -- mixed`) measures fairness
-//! instead: hello alone at concurrency 1 (idle), then `CONCURRENCY` workers for `MIXED_SUSTAIN`
-//! where one request in ten is hostile (a spinner, a fork bomb or an output flood, each until
-//! its 10 s timeout) and the rest hello; it prints hello's p50/p99 under the mix beside idle and
-//! counts failures (a non-200 answer, or a hello that did not succeed).
+//! instead: hello alone at concurrency 1 (idle); then `CONCURRENCY` workers for `MIXED_SUSTAIN`
+//! where one request in ten sleeps 10 s and the rest are hello (the same load shape with nothing
+//! hostile: how much of hello's tail the concurrency itself costs); then the same with one
+//! request in ten hostile (a spinner, a fork bomb or an output flood, each until its 10 s
+//! timeout). It prints hello's p50/p99 in each beside idle, the hostile scripts' own cost (p99
+//! under the mix over p99 beside sleepers), and counts failures (a non-200 answer, or a hello that
+//! did not succeed).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -231,6 +234,20 @@ const HOSTILE: [(&str, &str); 3] = [
 ];
 /// The hostile scripts' timeout, given in each request.
 const HOSTILE_TIMEOUT_SECONDS: f64 = 10.0;
+/// What takes the hostile scripts' place in the baseline of the same shape: a script that holds
+/// its worker as long, without using CPU.
+const SLEEPER: (&str, &str) = ("sleeper", "import time\ndef main():\n    time.sleep(10)\n    return {}\n");
+/// The sleeper's timeout: past its sleep.
+const SLEEPER_TIMEOUT_SECONDS: f64 = 12.0;
+
+/// What every tenth request of a sustained load is.
+#[derive(Clone, Copy)]
+enum Tenth {
+    /// A spinner, a fork bomb or an output flood in turn, each until its timeout.
+    Hostile,
+    /// A script that sleeps as long (the same load shape, nothing hostile).
+    Sleeper,
+}
 
 /// What one request of the mixed mode came to.
 enum Answer {
@@ -239,11 +256,16 @@ enum Answer {
     Failed(String),
 }
 
-/// POSTs `body`; a hello must answer 200 with its result, a hostile script 200 with any outcome.
-async fn mixed_request(client: &reqwest::Client, base: &str, n: usize) -> Answer {
-    let hostile = (n % HOSTILE_EVERY == HOSTILE_EVERY - 1).then(|| HOSTILE[(n / HOSTILE_EVERY) % HOSTILE.len()]);
-    let body = match hostile {
-        Some((_, script)) => json!({"script": script, "limits": {"timeout_seconds": HOSTILE_TIMEOUT_SECONDS}}),
+/// POSTs request `n`: a hello, or every `HOSTILE_EVERY`th `tenth`. A hello must answer 200 with
+/// its result, any other script 200 with any outcome.
+async fn mixed_request(client: &reqwest::Client, base: &str, n: usize, tenth: Tenth) -> Answer {
+    let other = (n % HOSTILE_EVERY == HOSTILE_EVERY - 1).then(|| match tenth {
+        Tenth::Hostile => (HOSTILE[(n / HOSTILE_EVERY) % HOSTILE.len()], HOSTILE_TIMEOUT_SECONDS),
+        Tenth::Sleeper => (SLEEPER, SLEEPER_TIMEOUT_SECONDS),
+    });
+    let hostile = other.map(|(script, _)| script);
+    let body = match other {
+        Some(((_, script), timeout)) => json!({"script": script, "limits": {"timeout_seconds": timeout}}),
         None => json!({"script": HELLO}),
     };
     let t = Instant::now();
@@ -262,7 +284,47 @@ async fn mixed_request(client: &reqwest::Client, base: &str, n: usize) -> Answer
     }
 }
 
-/// The mixed mode: hello idle, then hello under a load with hostile scripts, on one server.
+/// `CONCURRENCY` workers for `MIXED_SUSTAIN`, every `HOSTILE_EVERY`th request `tenth`: the
+/// hellos' latencies, the other scripts' outcomes, and the failures.
+async fn sustained_shape(client: &reqwest::Client, base: &str, tenth: Tenth) -> Shape {
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (client, base, counter) = (client.clone(), base.to_string(), counter.clone());
+        workers.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while started.elapsed() < MIXED_SUSTAIN {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                answers.push(mixed_request(&client, &base, n, tenth).await);
+            }
+            answers
+        }));
+    }
+    let mut shape = Shape { hello: Vec::new(), others: std::collections::BTreeMap::new(), failures: Vec::new() };
+    for worker in workers {
+        for answer in worker.await.expect("worker") {
+            match answer {
+                Answer::Hello(elapsed) => shape.hello.push(elapsed),
+                Answer::Hostile { kind, outcome } => {
+                    *shape.others.entry(format!("{kind}: {outcome}")).or_default() += 1
+                }
+                Answer::Failed(why) => shape.failures.push(why),
+            }
+        }
+    }
+    shape
+}
+
+/// What a sustained load came to.
+struct Shape {
+    hello: Vec<Duration>,
+    others: std::collections::BTreeMap<String, usize>,
+    failures: Vec<String>,
+}
+
+/// The mixed mode: hello idle, then hello in a load whose every tenth request sleeps (the
+/// baseline of the same shape), then in the same load with hostile scripts, on one server.
 async fn mixed(binary: &Path) {
     let server = Server::start(binary, &[]).await;
     let Runner::Http { client, base } = server.runner.clone() else { unreachable!("an HTTP runner") };
@@ -279,7 +341,7 @@ async fn mixed(binary: &Path) {
     let mut failures = Vec::new();
     for n in 0..IDLE_RUNS {
         // n * HOSTILE_EVERY is never hostile.
-        match mixed_request(&client, &base, n * HOSTILE_EVERY).await {
+        match mixed_request(&client, &base, n * HOSTILE_EVERY, Tenth::Hostile).await {
             Answer::Hello(elapsed) => idle.push(elapsed),
             Answer::Failed(why) => failures.push(why),
             Answer::Hostile { .. } => unreachable!("idle runs are hello only"),
@@ -288,51 +350,34 @@ async fn mixed(binary: &Path) {
     let idle_wall: Duration = idle.iter().sum();
     let idle = stats(idle, idle_wall);
 
-    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (client, base, counter) = (client.clone(), base.clone(), counter.clone());
-        workers.push(tokio::spawn(async move {
-            let mut answers = Vec::new();
-            while started.elapsed() < MIXED_SUSTAIN {
-                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                answers.push(mixed_request(&client, &base, n).await);
-            }
-            answers
-        }));
-    }
-    let mut hello = Vec::new();
-    let mut hostile: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-    for worker in workers {
-        for answer in worker.await.expect("worker") {
-            match answer {
-                Answer::Hello(elapsed) => hello.push(elapsed),
-                Answer::Hostile { kind, outcome } => *hostile.entry(format!("{kind}: {outcome}")).or_default() += 1,
-                Answer::Failed(why) => failures.push(why),
-            }
-        }
-    }
-    let wall = started.elapsed();
-    let mixed = stats(hello.clone(), wall);
+    let sleepers = sustained_shape(&client, &base, Tenth::Sleeper).await;
+    let hostile = sustained_shape(&client, &base, Tenth::Hostile).await;
+    failures.extend(sleepers.failures.iter().chain(&hostile.failures).cloned());
+    let calm = stats(sleepers.hello.clone(), MIXED_SUSTAIN);
+    let mixed = stats(hostile.hello.clone(), MIXED_SUSTAIN);
     println!("load average after: {}", loadavg());
     println!();
-    println!("hello, {IDLE_RUNS} runs alone, then concurrency {CONCURRENCY} for {} s with one request in {HOSTILE_EVERY} hostile", MIXED_SUSTAIN.as_secs());
+    println!(
+        "hello, {IDLE_RUNS} runs alone, then concurrency {CONCURRENCY} for {} s with one request in {HOSTILE_EVERY} a 10 s sleeper (same shape, nothing hostile), then the same with one in {HOSTILE_EVERY} hostile",
+        MIXED_SUSTAIN.as_secs()
+    );
     println!("{:<28} | {:>9} {:>9} {:>8} | {:>7}", "", "p50 ms", "p99 ms", "runs", "p99 x");
     println!("{:<28} | {:>9} {:>9} {:>8} | {:>6.2}x", "hello idle", ms(idle.p50), ms(idle.p99), IDLE_RUNS, 1.0);
-    println!(
-        "{:<28} | {:>9} {:>9} {:>8} | {:>6.2}x",
-        "hello under the mix",
-        ms(mixed.p50),
-        ms(mixed.p99),
-        hello.len(),
-        mixed.p99.as_secs_f64() / idle.p99.as_secs_f64()
-    );
-    let hostile: Vec<String> = hostile.iter().map(|(what, count)| format!("{what} x{count}")).collect();
-    println!("hostile scripts (outcomes): {}", hostile.join(", "));
+    for (label, stats, runs) in
+        [("hello beside sleepers", &calm, sleepers.hello.len()), ("hello under the mix", &mixed, hostile.hello.len())]
+    {
+        let times = stats.p99.as_secs_f64() / idle.p99.as_secs_f64();
+        println!("{label:<28} | {:>9} {:>9} {runs:>8} | {times:>6.2}x", ms(stats.p50), ms(stats.p99));
+    }
+    let others: Vec<String> =
+        sleepers.others.iter().chain(&hostile.others).map(|(what, count)| format!("{what} x{count}")).collect();
+    println!("every tenth script (outcomes): {}", others.join(", "));
     let hits = metric(&client, &base, "pyexec_pool_hits_total").await;
     let colds = metric(&client, &base, "pyexec_cold_starts_total").await;
-    println!("(whole run: {hits} warm, {colds} cold starts; p99 x = p99 under the mix / idle p99; aim <= 3x)");
+    println!(
+        "(whole run: {hits} warm, {colds} cold starts; p99 x = p99 / idle p99, aim <= 3x under the mix; the hostile scripts' own cost: p99 under the mix / beside sleepers = {:.2}x)",
+        mixed.p99.as_secs_f64() / calm.p99.as_secs_f64()
+    );
     println!("failures: {}", failures.len());
     for why in failures.iter().take(5) {
         println!("  {why}");
