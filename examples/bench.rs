@@ -9,7 +9,8 @@
 //!   the back-to-back figures send the next request as soon as the last answer arrived (the
 //!   pool refills meanwhile, or is empty);
 //! - concurrency 8, sustained for `SUSTAIN` with a mix of hello and pandas scripts: throughput
-//!   and latency of each, warm pool, cold, and bare Python;
+//!   and latency of each, warm pool, cold, and bare Python; the pool's two sides run twice each,
+//!   on, off, off, on, so that the VM's drifting speed does not favour one of them;
 //! - memory of the idle pool, per ready sandbox.
 //!
 //! `make bench MODE=mixed` (`cargo run --release --example bench -- mixed`) measures fairness
@@ -133,8 +134,28 @@ async fn sequential(runner: &Runner, name: &str, script: &str, warm: bool) -> St
     stats(samples, busy)
 }
 
-/// `CONCURRENCY` workers alternating hello and pandas for `SUSTAIN`: stats of each script.
-async fn sustained_mix(runner: &Runner) -> (Stats, Stats) {
+/// What a sustained mix came to: each script's latencies, over `wall`.
+struct Mix {
+    hello: Vec<Duration>,
+    pandas: Vec<Duration>,
+    wall: Duration,
+}
+
+impl Mix {
+    /// Two windows of the same side as one.
+    fn and(mut self, other: Mix) -> Mix {
+        self.hello.extend(other.hello);
+        self.pandas.extend(other.pandas);
+        Mix { wall: self.wall + other.wall, ..self }
+    }
+
+    fn stats(self) -> (Stats, Stats) {
+        (stats(self.hello, self.wall), stats(self.pandas, self.wall))
+    }
+}
+
+/// `CONCURRENCY` workers alternating hello and pandas for `SUSTAIN`.
+async fn sustained_mix(runner: &Runner) -> Mix {
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..CONCURRENCY {
@@ -162,8 +183,7 @@ async fn sustained_mix(runner: &Runner) -> (Stats, Stats) {
         hello.extend(h);
         pandas.extend(p);
     }
-    let wall = started.elapsed();
-    (stats(hello, wall), stats(pandas, wall))
+    Mix { hello, pandas, wall: started.elapsed() }
 }
 
 struct Server {
@@ -453,13 +473,15 @@ async fn main() {
 
     println!();
     println!(
-        "concurrency {CONCURRENCY}, a mix of hello and pandas alternating, sustained {} s per side",
+        "concurrency {CONCURRENCY}, a mix of hello and pandas alternating, sustained {} s per window: bare once, then pool on and off twice each in the order on, off, off, on (the VM's speed drifts; the order cancels a steady drift)",
         SUSTAIN.as_secs()
     );
     println!("{:<28} | {:>9} {:>9} {:>8} | {:>7} {:>8}", "", "p50 ms", "p99 ms", "runs/s", "p50 x", "rate x");
-    let (bare_hello, bare_pandas) = sustained_mix(&bare).await;
-    let (warm_hello, warm_pandas) = sustained_mix(&warm.runner).await;
-    let (cold_hello, cold_pandas) = sustained_mix(&cold.runner).await;
+    let (bare_hello, bare_pandas) = sustained_mix(&bare).await.stats();
+    let warm_first = sustained_mix(&warm.runner).await;
+    let cold_both = sustained_mix(&cold.runner).await.and(sustained_mix(&cold.runner).await);
+    let (warm_hello, warm_pandas) = warm_first.and(sustained_mix(&warm.runner).await).stats();
+    let (cold_hello, cold_pandas) = cold_both.stats();
     row("hello bare python", &bare_hello, &bare_hello);
     row("hello pyexec pool on", &warm_hello, &bare_hello);
     row("hello pyexec pool off", &cold_hello, &bare_hello);
