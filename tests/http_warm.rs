@@ -367,6 +367,13 @@ async fn the_pool_starts_several_sandboxes_at_once_up_to_its_setting() {
     let many = Server::start_with(&["--pool-min", "3", "--pool-max", "3", "--pool-starts-at-once", "3"]).await;
     let most = most_starting_at_once(&many, 6.0).await;
     assert!(most >= 2.0, "at most {most} sandbox(es) started at once");
+    // Three of each kind at first, three of each again after the kill: every start is timed.
+    for kind in ["plain", "preloaded"] {
+        let started = many.metric(&format!("pyexec_pool_start_seconds_count{{kind=\"{kind}\"}}")).await;
+        assert!(started.is_some_and(|n| n >= 6.0), "{kind} starts timed: {started:?}");
+        let seconds = many.metric(&format!("pyexec_pool_start_seconds_sum{{kind=\"{kind}\"}}")).await;
+        assert!(seconds.is_some_and(|s| s > 0.0), "{kind} start time: {seconds:?}");
+    }
     let one = Server::start_with(&["--pool-min", "3", "--pool-max", "3", "--pool-starts-at-once", "1"]).await;
     let most = most_starting_at_once(&one, 6.0).await;
     assert_eq!(most, 1.0, "--pool-starts-at-once 1 started {most} at once");

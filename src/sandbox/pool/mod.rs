@@ -115,6 +115,8 @@ impl PoolSettings {
 pub trait PoolObserver: Send + Sync {
     /// Ready sandboxes of `kind` now, and the memory they hold.
     fn ready(&self, kind: Kind, count: usize, memory_bytes: u64);
+    /// A ready sandbox of `kind` took `seconds` to start.
+    fn started(&self, kind: Kind, seconds: f64);
     /// Ready sandboxes being started now.
     fn starting(&self, count: usize);
 }
@@ -381,8 +383,9 @@ async fn start_one(starting: Starting) -> bool {
     let start = shared.supervisor.start_ready(&id, &shared.limits, preload, shared.backstop);
     match tokio::time::timeout(READY_TIMEOUT, start).await {
         Ok(Ok(sandbox)) => {
-            let ms = began.elapsed().as_millis() as u64;
-            tracing::debug!(kind = kind.as_str(), id, ms, "a ready sandbox started");
+            let took = began.elapsed();
+            shared.observer.started(kind, took.as_secs_f64());
+            tracing::debug!(kind = kind.as_str(), id, ms = took.as_millis() as u64, "a ready sandbox started");
             shared.lock_ready()[kind.index()].push_back(sandbox);
             drop(starting);
             // Let the refilling task look again (and the gauges follow) at once.
