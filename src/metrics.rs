@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::sandbox::pool::{Kind, PoolObserver};
+use crate::sandbox::pool::{Claim, Kind, PoolObserver};
 use crate::sandbox::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -188,6 +188,17 @@ impl Metrics {
         let labels = OutcomeLabels { outcome: outcome.as_str().to_string() };
         self.executions.get_or_create(&labels).inc();
         self.duration.get_or_create(&labels).observe(seconds);
+    }
+
+    /// A request for a ready sandbox of `kind`: a hit, or a miss when none was ready (a job whose
+    /// limits no ready sandbox can take is neither).
+    pub fn record_claim(&self, kind: Kind, claim: &Claim) {
+        let counter = match claim {
+            Claim::Hit(_) => &self.pool_hits,
+            Claim::Empty => &self.pool_misses,
+            Claim::Unfit(_) => return,
+        };
+        counter.get_or_create(&KindLabels::of(kind)).inc();
     }
 
     pub fn record_rejection(&self, reason: Rejection) {

@@ -15,7 +15,7 @@ pub use capacity::Capacity;
 
 use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, NotReady};
-use crate::metrics::{KindLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::sandbox::pool::{Claim, Kind, Pool};
 use crate::sandbox::{Envelope, Finished, Job, Limits, Outcome, Supervisor};
 
@@ -95,19 +95,15 @@ impl LocalExecutor {
             let kind = pool.as_ref().map(|pool| pool.kind_for(&request.script));
             let claim = pool.as_ref().zip(kind).map(|(pool, kind)| pool.claim(kind, &request.limits));
             let start = claim.as_ref().map_or("cold", Claim::start);
-            let kind_labels = kind.map(KindLabels::of);
+            if let (Some(kind), Some(claim)) = (kind, &claim) {
+                metrics.record_claim(kind, claim);
+            }
             let finished = match claim {
                 Some(Claim::Hit(ready)) => {
-                    if let Some(labels) = &kind_labels {
-                        metrics.pool_hits.get_or_create(labels).inc();
-                    }
                     let job = Job { script: request.script, limits: request.limits };
                     supervisor.run_ready(&request.id, *ready, job, &cancel).await
                 }
-                other => {
-                    if let (Some(Claim::Empty), Some(labels)) = (&other, &kind_labels) {
-                        metrics.pool_misses.get_or_create(labels).inc();
-                    }
+                _ => {
                     metrics.cold_starts.inc();
                     supervisor.run_cancellable(&request.id, &request.script, &request.limits, &cancel).await
                 }

@@ -192,18 +192,14 @@ impl Server {
 
     /// Waits until the pool has at least `n` ready sandboxes (from /metrics).
     pub async fn wait_for_ready(&self, n: usize) {
-        self.wait_for_gauge("pyexec_pool_ready", n).await;
+        self.wait_for_gauge_value("pyexec_pool_ready", n as f64).await;
     }
 
     /// Waits until the pool has `n` ready sandboxes of each kind (plain and preloaded).
     pub async fn wait_for_each_kind(&self, n: usize) {
         for kind in ["plain", "preloaded"] {
-            self.wait_for_gauge(&format!("pyexec_pool_ready{{kind=\"{kind}\"}}"), n).await;
+            self.wait_for_gauge_value(&format!("pyexec_pool_ready{{kind=\"{kind}\"}}"), n as f64).await;
         }
-    }
-
-    async fn wait_for_gauge(&self, name: &str, n: usize) {
-        self.wait_for_gauge_value(name, n as f64).await;
     }
 
     /// Waits until the gauge `name` (summed over its labels) is at least `value`.

@@ -236,8 +236,9 @@ impl Pool {
         for sandbox in gone {
             tokio::spawn(sandbox.destroy());
         }
-        // The gauge follows at once: the claimed run may answer before the pool next looks.
-        shared.report();
+        // The gauge follows at once: the claimed run may answer before the pool next looks. Only
+        // this kind's: the report reads each ready sandbox's memory from its cgroup.
+        shared.report_kind(&shared.lock_ready(), kind);
         // No refill is started here: it would take CPU from the run that just claimed; the
         // run's end wakes the pool (`wake`).
         claim
@@ -295,21 +296,26 @@ impl Shared {
     /// Ready sandboxes of each kind, counting those being started.
     fn counts_with_starting(&self) -> [usize; 2] {
         let all = self.lock_ready();
-        [0, 1].map(|index| all[index].len() + self.starting[index].load(Ordering::SeqCst))
+        Kind::ALL.map(|kind| all[kind.index()].len() + self.starting[kind.index()].load(Ordering::SeqCst))
     }
 
     fn targets(&self) -> [usize; 2] {
-        [self.target[0].load(Ordering::SeqCst), self.target[1].load(Ordering::SeqCst)]
+        Kind::ALL.map(|kind| self.target[kind.index()].load(Ordering::SeqCst))
     }
 
     fn report(&self) {
         let all = self.lock_ready();
         for kind in Kind::ALL {
-            let ready = &all[kind.index()];
-            let memory = ready.iter().filter_map(ReadySandbox::memory_usage).sum();
-            self.observer.ready(kind, ready.len(), memory);
+            self.report_kind(&all, kind);
         }
         self.observer.starting(self.starting.iter().map(|n| n.load(Ordering::SeqCst)).sum());
+    }
+
+    /// Reports the ready sandboxes of `kind` in `all` and the memory they hold.
+    fn report_kind(&self, all: &[VecDeque<ReadySandbox>; 2], kind: Kind) {
+        let ready = &all[kind.index()];
+        let memory = ready.iter().filter_map(ReadySandbox::memory_usage).sum();
+        self.observer.ready(kind, ready.len(), memory);
     }
 }
 
