@@ -92,6 +92,7 @@ pub struct Metrics {
     pub pool_ready_memory: Family<KindLabels, Gauge>,
     /// Ready sandboxes being started (importing) now.
     pub pool_starting: Gauge,
+    pub pool_template_memory: Gauge,
     /// How long ready sandboxes took to start, by kind.
     pub pool_start: Family<KindLabels, Histogram>,
     /// Executions that got a ready sandbox, by kind.
@@ -137,6 +138,11 @@ impl Default for Metrics {
                 Family::default(),
             ),
             pool_starting: e.add("pool_starting", "Ready sandboxes being started (importing) now", Gauge::default()),
+            pool_template_memory: e.add(
+                "pool_template_memory_bytes",
+                "Memory of the template the preloaded ready sandboxes are forked from (shared by them, not counted in pyexec_pool_ready_memory_bytes); 0 when there is none",
+                Gauge::default(),
+            ),
             pool_start: e.add(
                 "pool_start_seconds",
                 "Time from a ready sandbox's start to its interpreter waiting for a script, by kind",
@@ -180,6 +186,10 @@ impl PoolObserver for Metrics {
 
     fn starting(&self, count: usize) {
         self.pool_starting.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    fn template(&self, memory_bytes: u64) {
+        self.pool_template_memory.set(i64::try_from(memory_bytes).unwrap_or(i64::MAX));
     }
 }
 

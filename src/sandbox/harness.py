@@ -27,13 +27,21 @@ sys.path.append(f"{_env}/lib/python{sys.version_info[0]}.{sys.version_info[1]}/s
 
 # A ready sandbox imports these before its job arrives; None on the cold path. Without cgroups
 # (inside gVisor) it also lowers RLIMIT_AS and RLIMIT_NPROC to its job's ("lower=as,nproc").
+# The pool's template ("template=<control fd> filter=<hex>") forks ready sandboxes instead of
+# running a script (_serve_template).
 _PRELOAD = None
 _LOWER = ()
+_TEMPLATE = None
+_FILTER = ""
 for _arg in sys.argv[2:]:
     if _arg.startswith("preload="):
         _PRELOAD = [name for name in _arg[len("preload="):].split(",") if name]
     elif _arg.startswith("lower="):
         _LOWER = _arg[len("lower="):].split(",")
+    elif _arg.startswith("template="):
+        _TEMPLATE = int(_arg[len("template="):])
+    elif _arg.startswith("filter="):
+        _FILTER = _arg[len("filter="):]
 
 import math
 import faulthandler
@@ -329,10 +337,185 @@ def _wait_for_job():
     return source.encode("utf-8", "surrogatepass")
 
 
+# Linux constants (x86-64) for the template's system calls, made through ctypes.
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWCGROUP = 0x02000000
+_CLONE_NEWUTS = 0x04000000
+_CLONE_NEWIPC = 0x08000000
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWPID = 0x20000000
+_CLONE_NEWNET = 0x40000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV = 1, 2, 4
+_PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 24, 38, 22, 2
+_CAPABILITY_VERSION_3 = 0x20080522
+# What a fork request carries: "<tmp bytes> <backstop seconds>" and these five fds.
+_FORK_FDS = 5
+
+
+def _serve_template():
+    """The pool's template (src/sandbox/template/): imports the preloaded modules once, then forks
+    one ready sandbox per request on the control socket, for ever. It never reads or runs a
+    script, and it stays single-threaded (a fork copies only the calling thread). Returns only in
+    a forked sandbox, which then waits for its one job like any ready sandbox."""
+    import ctypes
+    import signal
+    import socket
+
+    for name in _PRELOAD:
+        __import__(name)
+    libc = ctypes.CDLL(None, use_errno=True)
+    proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    control = socket.socket(fileno=_TEMPLATE)
+    # The keepers it forks are reaped by the kernel.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    _write(_result_fd, b"R")
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 64, _FORK_FDS)
+        except OSError:
+            _exit(0)
+        if not message:
+            # The supervisor closed its end: the pool is done with it.
+            _exit(0)
+        try:
+            tmp_bytes, backstop = (int(field) for field in message.split())
+        except ValueError:
+            tmp_bytes = None
+        if tmp_bytes is None or len(fds) != _FORK_FDS:
+            for fd in fds:
+                os.close(fd)
+            continue
+        if len(os.listdir(f"/proc/{_getpid()}/task")) != 1:
+            # A thread (started by a preloaded module) would be missing from every fork.
+            os.write(2, b"pyexec template: more than one thread; ending\n")
+            _exit(70)
+        if os.fork() == 0:
+            _keep(libc, proc, control, fds, tmp_bytes, backstop)
+            return
+        for fd in fds:
+            os.close(fd)
+
+
+def _check(result, what):
+    if result != 0:
+        import ctypes
+
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _keep(libc, proc, control, fds, tmp_bytes, backstop):
+    """A forked sandbox's keeper, in the template's jail: says who it is (its pid, in the
+    credentials of one byte on the status socket), waits until the supervisor has moved it into
+    the sandbox's own cgroup, makes the sandbox's own user, mount, pid, network, IPC, UTS and
+    cgroup namespaces, forks the sandbox's first process (pid 1 of its namespace), then waits for
+    it, kills it at `backstop` seconds (like nsjail's time limit), and writes how it ended on the
+    status socket. Returns only in the sandbox's first process."""
+    import signal
+    import socket
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    control.close()
+    stdin_r, stdout_w, stderr_w, result_w, status_fd = fds
+    status = socket.socket(fileno=status_fd)
+    try:
+        status.sendall(b"P")
+        if status.recv(1) != b"G":
+            _exit(0)
+        uid, gid = os.getuid(), os.getgid()
+        _check(libc.unshare(_CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+        for name, line in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            fd = os.open(f"self/{name}", os.O_WRONLY, dir_fd=proc)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        namespaces = _CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS | _CLONE_NEWCGROUP
+        _check(libc.unshare(namespaces), "unshare")
+        child = os.fork()
+    except BaseException as exc:
+        os.write(stderr_w, f"pyexec template: the sandbox's namespaces could not be made: {exc}\n".encode())
+        _exit(1)
+    if child == 0:
+        status.close()
+        os.close(proc)
+        _enter_sandbox(libc, stdin_r, stdout_w, stderr_w, result_w, tmp_bytes)
+        return
+    for fd in (stdin_r, stdout_w, stderr_w, result_w, proc):
+        os.close(fd)
+    signal.signal(signal.SIGALRM, lambda *_: os.kill(child, signal.SIGKILL))
+    signal.alarm(max(1, backstop))
+    _, wait_status = os.waitpid(child, 0)
+    if os.WIFSIGNALED(wait_status):
+        ended = f"signaled {os.WTERMSIG(wait_status)}\n"
+    else:
+        ended = f"exited {os.waitstatus_to_exitcode(wait_status)}\n"
+    try:
+        status.sendall(ended.encode())
+    except OSError:
+        pass
+    _exit(0)
+
+
+def _enter_sandbox(libc, stdin_r, stdout_w, stderr_w, result_w, tmp_bytes):
+    """The first process of a forked sandbox, pid 1 of its own namespaces: its own /tmp and
+    /dev/shm (empty tmpfs of the jail's sizes), the template's /proc covered, its pipes as
+    stdin, stdout, stderr and result, nothing else open; then no capability, no way to regain
+    one, the namespace and mount calls denied (the filter nsjail.cfg gives every other jail),
+    and random state of its own."""
+    import ctypes
+
+    global _result_fd, _HARNESS_PID
+    shm = os.statvfs("/dev/shm")
+    mounts = (
+        (b"/tmp", f"size={tmp_bytes},mode=1777", _MS_NOSUID | _MS_NODEV),
+        (b"/dev/shm", f"size={shm.f_blocks * shm.f_frsize},mode=1777", _MS_NOSUID | _MS_NODEV),
+        (b"/proc", "size=4k,mode=0555", _MS_RDONLY | _MS_NOSUID | _MS_NODEV),
+    )
+    for target, options, flags in mounts:
+        _check(libc.mount(b"none", target, b"tmpfs", flags, options.encode()), f"mount {target.decode()}")
+    # The working directory was the template's /tmp.
+    os.chdir("/tmp")
+    os.dup2(stdin_r, 0)
+    os.dup2(stdout_w, 1)
+    os.dup2(stderr_w, 2)
+    os.close(_result_fd)
+    _result_fd = os.dup(result_w)
+    os.set_inheritable(_result_fd, False)
+    os.closerange(3, _result_fd)
+    os.closerange(_result_fd + 1, 1 << 20)
+
+    cap = 0
+    while libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+    header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    _check(libc.capset(header, data), "capset")
+    _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+    class _Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    code = ctypes.create_string_buffer(bytes.fromhex(_FILTER))
+    program = _Program(len(code.raw) // 8, ctypes.addressof(code))
+    _check(libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
+
+    # Every fork of the template starts with its random state: draw new.
+    if "random" in sys.modules:
+        sys.modules["random"].seed()
+    if "numpy.random" in sys.modules:
+        sys.modules["numpy.random"].seed()
+    if "tempfile" in sys.modules:
+        sys.modules["tempfile"]._name_sequence = None
+    _HARNESS_PID = _getpid()
+
+
 _source = ""
 
 
 def _main():
+    if _TEMPLATE is not None:
+        _serve_template()
     faulthandler.enable()
     raw = sys.stdin.buffer.read() if _PRELOAD is None else _wait_for_job()
     # The script arrives on stdin; the script itself sees an empty stdin.

@@ -1,4 +1,5 @@
-//! A started nsjail process with its pipes and cgroup lease, and how it is signalled.
+//! A started sandbox with its pipes and cgroup lease: the process whose end is the sandbox's
+//! end (nsjail, or a forked sandbox's keeper), how it is waited for and how it is ended.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -6,36 +7,139 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::net::unix::pipe;
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio::process::Child;
 
 use super::cgroup::RunCgroup;
 use super::gvisor::{self, GvisorTools};
+use super::nsjail::{self, ChildStatus};
+use super::template::ForkedKeeper;
 
 /// How long nsjail gets to kill and reap the script after SIGTERM before it is killed itself.
 pub(super) const NSJAIL_TERM_GRACE: Duration = Duration::from_secs(1);
 
-/// A started jail that has not been fed yet.
+/// A started sandbox that has not been fed yet.
 pub(super) struct Jail {
-    pub(super) child: Child,
-    pub(super) stdin: ChildStdin,
-    pub(super) stdout: ChildStdout,
-    pub(super) stderr: ChildStderr,
+    pub(super) keeper: Keeper,
+    pub(super) stdin: pipe::Sender,
+    pub(super) stdout: pipe::Receiver,
+    pub(super) stderr: pipe::Receiver,
     pub(super) result: pipe::Receiver,
+    /// nsjail's log; a forked sandbox has none (it reads as empty).
     pub(super) log: pipe::Receiver,
     pub(super) cgroup: Option<RunCgroup>,
     pub(super) terminate_on_drop: TerminateOnDrop,
 }
 
 impl Jail {
-    /// SIGTERM to nsjail, which kills and reaps the interpreter.
+    /// Starts the sandbox's end: SIGTERM to nsjail, which kills and reaps the interpreter; a
+    /// forked sandbox's processes are killed through its cgroup.
     pub(super) fn terminate(&self) {
-        if let Some(pid) = self.child.id() {
-            signal_nsjail(pid, Signal::SIGTERM, self.terminate_on_drop.gvisor.as_ref());
+        match &self.keeper {
+            Keeper::Nsjail(child) => {
+                if let Some(pid) = child.id() {
+                    signal_nsjail(pid, Signal::SIGTERM, self.terminate_on_drop.gvisor.as_ref());
+                }
+            }
+            Keeper::Forked(_) => {
+                if let Some(group) = &self.cgroup {
+                    group.kill_all_once();
+                }
+            }
         }
     }
 }
 
-/// Sends SIGTERM to nsjail if the run is dropped before nsjail was reaped.
+/// The process whose end is the sandbox's end.
+pub(super) enum Keeper {
+    /// nsjail, the parent of the jailed interpreter: it reaps it and logs how it ended.
+    Nsjail(Child),
+    /// A sandbox forked from the pool's template: its keeper waits for it in the template's
+    /// jail and says how it ended (`template::ForkedKeeper`).
+    Forked(ForkedKeeper),
+}
+
+impl Keeper {
+    /// Waits until the sandbox has ended. Cancel-safe.
+    pub(super) async fn wait(&mut self) {
+        match self {
+            Keeper::Nsjail(child) => {
+                let _ = child.wait().await;
+            }
+            Keeper::Forked(keeper) => keeper.wait().await,
+        }
+    }
+
+    /// Whether the sandbox has ended, without waiting.
+    pub(super) fn ended(&mut self) -> bool {
+        match self {
+            Keeper::Nsjail(child) => !matches!(child.try_wait(), Ok(None)),
+            Keeper::Forked(keeper) => keeper.ended(),
+        }
+    }
+
+    /// nsjail's host pid (a forked sandbox has no process of the supervisor's).
+    pub(super) fn nsjail_pid(&self) -> Option<u32> {
+        match self {
+            Keeper::Nsjail(child) => child.id(),
+            Keeper::Forked(_) => None,
+        }
+    }
+
+    /// How the sandbox's interpreter ended: from nsjail's `log`, or as its keeper said.
+    pub(super) fn status(&self, log: &str) -> Option<ChildStatus> {
+        match self {
+            Keeper::Nsjail(_) => nsjail::parse_child_status(log),
+            Keeper::Forked(keeper) => keeper.status(),
+        }
+    }
+
+    /// Ends a sandbox past its deadline (or cancelled) and waits for it: nsjail is asked to kill
+    /// and reap the script (`end_jail`); a forked sandbox's processes are killed through its
+    /// cgroup.
+    pub(super) async fn end(&mut self, cgroup: Option<&RunCgroup>, gvisor: Option<&GvisorTools>) {
+        match self {
+            Keeper::Nsjail(child) => end_jail(child, gvisor).await,
+            Keeper::Forked(keeper) => {
+                if let Some(group) = cgroup {
+                    group.kill_all_once();
+                }
+                if tokio::time::timeout(NSJAIL_TERM_GRACE, keeper.wait()).await.is_err() {
+                    tracing::warn!("a forked sandbox's keeper did not end after its processes were killed");
+                }
+            }
+        }
+    }
+
+    /// `end`, at shutdown or for a ready sandbox that went stale; nsjail is killed outright if it
+    /// does not end in time.
+    pub(super) async fn destroy(&mut self, cgroup: Option<&RunCgroup>, gvisor: Option<&GvisorTools>) {
+        self.end(cgroup, gvisor).await;
+        if let Keeper::Nsjail(child) = self {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+}
+
+/// Ends a jail past its deadline (or cancelled): SIGTERM makes nsjail kill and reap the script
+/// (SIGKILL to nsjail would leave the killed script for the host's init to reap); SIGKILL
+/// after the grace period.
+pub(super) async fn end_jail(child: &mut Child, gvisor: Option<&GvisorTools>) {
+    if let Some(pid) = child.id() {
+        signal_nsjail(pid, Signal::SIGTERM, gvisor);
+    }
+    if tokio::time::timeout(NSJAIL_TERM_GRACE, child.wait()).await.is_err() {
+        match (child.id(), gvisor) {
+            (Some(pid), Some(tools)) => signal_nsjail(pid, Signal::SIGKILL, Some(tools)),
+            _ => {
+                let _ = child.start_kill();
+            }
+        }
+    }
+}
+
+/// Sends SIGTERM to nsjail if the run is dropped before nsjail was reaped (a forked sandbox
+/// has no pid here: its cgroup's release kills it).
 pub(super) struct TerminateOnDrop {
     pub(super) pid: Option<u32>,
     pub(super) gvisor: Option<GvisorTools>,

@@ -16,6 +16,7 @@ pub mod ready;
 pub mod removal;
 pub mod settings;
 pub mod supervisor;
+pub mod template;
 pub mod verdict;
 
 use std::path::PathBuf;
@@ -47,4 +48,8 @@ pub enum SandboxError {
     NotReady(String),
     #[error("nsjail's {0} pipe was not set up")]
     Pipe(&'static str),
+    #[error("the pool's template: {0}")]
+    Template(String),
+    #[error("the template jail's configuration cannot be derived from the nsjail configuration: {0}")]
+    TemplateConfig(#[from] template::ConfigError),
 }

@@ -13,6 +13,11 @@ pub const PYTHON_ENV_IN_JAIL: &str = "/opt/pyexec";
 pub const RESULT_FD: i32 = 3;
 /// The fd nsjail writes its own log to, kept apart from the script's stderr.
 pub const LOG_FD: i32 = 4;
+/// The fd of the pool's template on which it is asked to fork (`Start::Template`).
+pub const CONTROL_FD: i32 = 5;
+/// The fd nsjail reads the template jail's configuration from (derived from nsjail.cfg at
+/// start-up, `template::template_config`; never written to a file).
+pub const TEMPLATE_CONFIG_FD: i32 = 6;
 
 /// The harness, embedded so the binary needs no file beside it.
 pub const HARNESS: &str = include_str!("harness.py");
@@ -38,12 +43,16 @@ impl Harness {
             Harness::Source => vec!["-c".into(), HARNESS.into(), RESULT_FD.to_string()],
             Harness::Compiled(_) => vec!["-c".into(), LOAD_COMPILED.into(), RESULT_FD.to_string()],
         };
-        if let Start::Ready { preload, .. } = start {
+        if let Start::Ready { preload, .. } | Start::Template { preload, .. } = start {
             args.push(format!("preload={}", preload.join(",")));
             let lowered = lowered_by_harness(cgroups);
             if !lowered.is_empty() {
                 args.push(format!("lower={}", lowered.join(",")));
             }
+        }
+        if let Start::Template { filter_hex, .. } = start {
+            args.push(format!("template={CONTROL_FD}"));
+            args.push(format!("filter={filter_hex}"));
         }
         if let Harness::Compiled(hex) = self {
             args.push(hex.clone());
@@ -76,6 +85,19 @@ pub enum Start {
     /// processes without cgroups, `lowered_by_harness`); nsjail starts it with the host's hard
     /// limits for those. `backstop_seconds` is nsjail's own time limit.
     Ready { preload: Vec<String>, backstop_seconds: u64 },
+    /// The pool's template: the harness imports `preload` once and forks ready sandboxes when
+    /// asked on `CONTROL_FD`; each forked sandbox installs `filter_hex` (template::filter) and
+    /// then behaves as `Ready`. nsjail reads its configuration from `TEMPLATE_CONFIG_FD`, mounts
+    /// /proc writable and sets no time limit (the template lives as long as the pool).
+    Template { preload: Vec<String>, filter_hex: String },
+}
+
+impl Start {
+    /// Whether the harness waits for its job (or forks sandboxes that do): the CPU, file-size
+    /// and open-file limits are then its job's, applied by the harness when the job arrives.
+    fn waits_for_job(&self) -> bool {
+        !matches!(self, Start::Cold)
+    }
 }
 
 /// What nsjail needs from the installation, fixed for the process's lifetime.
@@ -101,9 +123,11 @@ pub struct CgroupLimits {
 /// nsjail's arguments for one run (without the program name).
 pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits, start: &Start) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::with_capacity(48);
-    let mut push = |a: &str| args.push(OsString::from(a));
-    push("--config");
-    args.push(paths.config.clone().into_os_string());
+    args.push("--config".into());
+    args.push(match start {
+        Start::Template { .. } => format!("/proc/self/fd/{TEMPLATE_CONFIG_FD}").into(),
+        _ => paths.config.clone().into_os_string(),
+    });
     let mut push = |a: String| args.push(OsString::from(a));
     push("--log_fd".into());
     push(LOG_FD.to_string());
@@ -112,11 +136,12 @@ pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits, st
     match start {
         Start::Cold => push((limits.timeout_ms.div_ceil(1000) + 1).to_string()),
         Start::Ready { backstop_seconds, .. } => push(backstop_seconds.to_string()),
+        Start::Template { .. } => push("0".into()),
     }
     if paths.gvisor.is_none() {
         // A ready jail lowers these itself when its job arrives (the harness, before any user
         // code): CPU counts from then, and the limits are the job's, not known at start.
-        let ready = matches!(start, Start::Ready { .. });
+        let ready = start.waits_for_job();
         push("--rlimit_cpu".into());
         push(if ready { "inf".into() } else { limits.cpu_seconds.to_string() });
         push("--rlimit_fsize".into());
@@ -141,6 +166,11 @@ pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits, st
     push(format!("{}:{}", path_str(&paths.python_env), PYTHON_ENV_IN_JAIL));
     push("--pass_fd".into());
     push(RESULT_FD.to_string());
+    if let Start::Template { .. } = start {
+        push("--pass_fd".into());
+        push(CONTROL_FD.to_string());
+        push("--proc_rw".into());
+    }
     push("--".into());
     push(format!("{PYTHON_ENV_IN_JAIL}/bin/python3"));
     // -I: ignore PYTHON* variables and the user site; -S: skip the site module (the harness

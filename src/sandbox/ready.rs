@@ -60,7 +60,10 @@ pub struct ReadySandbox {
 
 impl std::fmt::Debug for ReadySandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadySandbox").field("pid", &self.jail.child.id()).field("born", &self.born).finish()
+        f.debug_struct("ReadySandbox")
+            .field("nsjail", &self.jail.keeper.nsjail_pid())
+            .field("born", &self.born)
+            .finish()
     }
 }
 
@@ -72,7 +75,7 @@ impl ReadySandbox {
 
     /// Whether its jail still runs.
     pub fn alive(&mut self) -> bool {
-        matches!(self.jail.child.try_wait(), Ok(None))
+        !self.jail.keeper.ended()
     }
 
     /// Memory its (idle) interpreter holds, from its cgroup.
@@ -111,7 +114,7 @@ impl ReadySandbox {
     /// interpreter (nsjail's one child) already holds part of.
     fn claim_rlimits(&self, limits: &Limits) -> Result<(), Unfit> {
         within_rlimits(&self.limits, limits)?;
-        let nsjail = self.jail.child.id().ok_or(Unfit::Gone)?;
+        let nsjail = self.jail.keeper.nsjail_pid().ok_or(Unfit::Gone)?;
         let interpreter = *procfs::children(nsjail).first().ok_or(Unfit::Gone)?;
         let used = procfs::address_space_bytes(interpreter).ok_or(Unfit::Gone)?;
         if used + MEMORY_HEADROOM_BYTES > limits.memory_mb * 1024 * 1024 {
@@ -122,11 +125,7 @@ impl ReadySandbox {
 
     /// Kills it and waits until nsjail is reaped (at shutdown, or when it went stale).
     pub async fn destroy(mut self) {
-        self.jail.terminate();
-        if tokio::time::timeout(NSJAIL_TERM_GRACE, self.jail.child.wait()).await.is_err() {
-            let _ = self.jail.child.start_kill();
-        }
-        let _ = self.jail.child.wait().await;
+        self.jail.keeper.destroy(self.jail.cgroup.as_ref(), self.jail.terminate_on_drop.gvisor.as_ref()).await;
         self.jail.terminate_on_drop.pid = None;
         if let Some(group) = self.jail.cgroup.take() {
             group.release().await;

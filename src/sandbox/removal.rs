@@ -4,12 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-
 use super::cgroup::RunCgroup;
 use super::envelope::Envelope;
 use super::gvisor::GvisorTools;
-use super::jail::{signal_nsjail, TerminateOnDrop, NSJAIL_TERM_GRACE};
+use super::jail::{Keeper, TerminateOnDrop};
 
 /// How long a jail that answered may take to end by itself (its harness calls `_exit` right
 /// after its report) before it is killed.
@@ -46,37 +44,20 @@ impl Removal {
     /// The end of a jail that answered: it ends by itself within `EXIT_AFTER_ANSWER` (its
     /// harness is exiting), or before `deadline`, or it is killed like a run past its deadline.
     pub(super) async fn ended(
-        mut child: tokio::process::Child,
+        mut keeper: Keeper,
         mut terminate_on_drop: TerminateOnDrop,
         cgroup: Option<RunCgroup>,
         deadline: Instant,
         gvisor: Option<GvisorTools>,
     ) {
         let patience = deadline.min(Instant::now() + EXIT_AFTER_ANSWER);
-        if tokio::time::timeout_at(patience.into(), child.wait()).await.is_err() {
-            end_jail(&mut child, gvisor.as_ref()).await;
+        if tokio::time::timeout_at(patience.into(), keeper.wait()).await.is_err() {
+            keeper.end(cgroup.as_ref(), gvisor.as_ref()).await;
         }
-        let _ = child.wait().await;
+        keeper.wait().await;
         terminate_on_drop.pid = None;
         if let Some(group) = cgroup {
             group.release().await;
-        }
-    }
-}
-
-/// Ends a jail past its deadline (or cancelled): SIGTERM makes nsjail kill and reap the script
-/// (SIGKILL to nsjail would leave the killed script for the host's init to reap); SIGKILL
-/// after the grace period.
-pub(super) async fn end_jail(child: &mut tokio::process::Child, gvisor: Option<&GvisorTools>) {
-    if let Some(pid) = child.id() {
-        signal_nsjail(pid, Signal::SIGTERM, gvisor);
-    }
-    if tokio::time::timeout(NSJAIL_TERM_GRACE, child.wait()).await.is_err() {
-        match (child.id(), gvisor) {
-            (Some(pid), Some(tools)) => signal_nsjail(pid, Signal::SIGKILL, Some(tools)),
-            _ => {
-                let _ = child.start_kill();
-            }
         }
     }
 }

@@ -21,13 +21,14 @@ use super::cgroup::{self, CgroupMode, CgroupPool, RunCgroup};
 use super::envelope::{Envelope, Outcome};
 use super::gvisor::{self, GvisorTools};
 use super::install::{compile_harness, existing, resolve_program};
-use super::jail::{Jail, TerminateOnDrop, NSJAIL_TERM_GRACE};
+use super::jail::{Jail, Keeper, TerminateOnDrop, NSJAIL_TERM_GRACE};
 use super::job::Job;
 use super::limits::Limits;
 use super::nsjail::{self, CgroupLimits, ChildStatus, Harness, JailPaths, Start};
 use super::ready::ReadySandbox;
-use super::removal::{end_jail, Finished, Removal};
+use super::removal::{Finished, Removal};
 use super::settings::{Isolation, SandboxSettings};
+use super::template::{self, Template};
 use super::verdict::{decide, RunFacts, Verdict};
 use super::SandboxError;
 
@@ -59,6 +60,9 @@ struct Inner {
     owns_parent_cgroup: bool,
     /// Removals of sandboxes that answered before their jail ended.
     removals: TaskTracker,
+    /// The pool's template, started by the first `start_forked`, and its slot (`template-<pid>-<n>`).
+    template: tokio::sync::Mutex<Option<Template>>,
+    template_cgroups: Arc<CgroupPool>,
 }
 
 impl Supervisor {
@@ -92,9 +96,12 @@ impl Supervisor {
             }
         };
         let ready_cgroups = CgroupPool::for_ready(cgroups.clone(), settings.cpu_share());
+        let template_cgroups = CgroupPool::for_template(cgroups.clone(), settings.cpu_share());
         let cgroups = CgroupPool::new(cgroups, settings.cpu_share());
         let removals = TaskTracker::new();
-        Ok(Supervisor { inner: Arc::new(Inner { paths, cgroups, ready_cgroups, owns_parent_cgroup, removals }) })
+        let template = tokio::sync::Mutex::new(None);
+        let inner = Inner { paths, cgroups, ready_cgroups, owns_parent_cgroup, removals, template, template_cgroups };
+        Ok(Supervisor { inner: Arc::new(inner) })
     }
 
     /// Compiles the harness once with the sandbox's interpreter, so that runs skip compiling
@@ -109,6 +116,8 @@ impl Supervisor {
             ready_cgroups: self.inner.ready_cgroups.clone(),
             owns_parent_cgroup: self.inner.owns_parent_cgroup,
             removals: self.inner.removals.clone(),
+            template: tokio::sync::Mutex::new(None),
+            template_cgroups: self.inner.template_cgroups.clone(),
         };
         Supervisor { inner: Arc::new(inner) }
     }
@@ -119,10 +128,14 @@ impl Supervisor {
         // Sandboxes that answered early end within their deadline; wait for them first.
         self.inner.removals.close();
         self.inner.removals.wait().await;
+        if let Some(template) = self.inner.template.lock().await.take() {
+            template.destroy().await;
+        }
         let inner = self.inner.clone();
         let removed = tokio::task::spawn_blocking(move || {
             inner.cgroups.remove_idle();
             inner.ready_cgroups.remove_idle();
+            inner.template_cgroups.remove_idle();
             if inner.owns_parent_cgroup {
                 cgroup::remove_parent(inner.cgroups.mode());
             }
@@ -130,6 +143,19 @@ impl Supervisor {
         if let Err(err) = removed.await {
             tracing::warn!(error = %err, "removing the sandbox cgroups failed");
         }
+    }
+
+    /// Whether ready sandboxes can be forked from a template (`start_forked`): on a host kernel,
+    /// with cgroups to put each in.
+    pub fn can_fork(&self) -> bool {
+        self.inner.paths.gvisor.is_none() && !matches!(self.inner.ready_cgroups.mode(), CgroupMode::Off { .. })
+    }
+
+    /// Memory the pool's template holds (from its cgroup), if one runs and is not being used
+    /// right now.
+    pub fn template_memory(&self) -> Option<u64> {
+        let running = self.inner.template.try_lock().ok()?;
+        running.as_ref()?.cgroup.as_ref()?.memory_usage()
     }
 
     pub fn cgroups(&self) -> &CgroupMode {
@@ -179,7 +205,7 @@ impl Supervisor {
         started: Instant,
         cancel: &CancellationToken,
     ) -> Result<Finished, SandboxError> {
-        let jail = self.start_jail(run_id, limits, &Start::Cold)?;
+        let jail = self.start_jail(run_id, limits, &Start::Cold, Vec::new())?;
         Ok(self.finish(run_id, jail, script.as_bytes().to_vec(), limits, started, cancel).await)
     }
 
@@ -194,19 +220,76 @@ impl Supervisor {
         backstop: Duration,
     ) -> Result<ReadySandbox, SandboxError> {
         let start = Start::Ready { preload: preload.to_vec(), backstop_seconds: backstop.as_secs().max(1) };
-        let mut jail = self.start_jail(id, limits, &start)?;
-        let mut byte = [0u8; 1];
-        match jail.result.read_exact(&mut byte).await {
-            Ok(_) if byte == *b"R" => Ok(ReadySandbox { jail, born: Instant::now(), limits: limits.clone() }),
-            _ => {
-                // It died before it was ready (a preload module that fails to import): its
-                // stderr says why.
-                jail.terminate();
-                let _ = tokio::time::timeout(NSJAIL_TERM_GRACE, jail.child.wait()).await;
-                let stderr = tokio::time::timeout(DRAIN_GRACE, read_tail(jail.stderr, 2048)).await.unwrap_or_default();
-                Err(SandboxError::NotReady(stderr.text()))
+        let jail = self.start_jail(id, limits, &start, Vec::new())?;
+        let jail = ready_jail(jail).await?;
+        Ok(ReadySandbox { jail, born: Instant::now(), limits: limits.clone() })
+    }
+
+    /// `start_ready`, but forked from the pool's template (started, or restarted, here when
+    /// there is none running): a fork and fresh namespaces instead of an interpreter start and
+    /// the import of `preload`. Needs cgroups: the sandbox's keeper is moved into its own slot
+    /// before the sandbox is made.
+    pub async fn start_forked(
+        &self,
+        id: &str,
+        limits: &Limits,
+        preload: &[String],
+        backstop: Duration,
+    ) -> Result<ReadySandbox, SandboxError> {
+        let memory_bytes = limits.memory_mb * 1024 * 1024;
+        let cgroup_error = |source| SandboxError::Cgroup { run_id: id.to_string(), source };
+        let cgroup = self
+            .inner
+            .ready_cgroups
+            .acquire(memory_bytes, limits.max_pids + 1)
+            .map_err(cgroup_error)?
+            .ok_or_else(|| SandboxError::Template("a forked sandbox needs cgroups".into()))?;
+        let pending = {
+            let mut running = self.inner.template.lock().await;
+            if !running.as_mut().is_some_and(Template::alive) {
+                if let Some(dead) = running.take() {
+                    tracing::warn!("the pool's template ended; starting a new one");
+                    dead.destroy().await;
+                }
+                *running = Some(self.start_template(limits, preload).await?);
             }
-        }
+            match running.as_ref() {
+                Some(template) => template.fork(limits.tmp_mb * 1024 * 1024, backstop)?,
+                None => return Err(SandboxError::Template("it did not start".into())),
+            }
+        };
+        let jail = pending.ready(cgroup).await?;
+        Ok(ReadySandbox { jail, born: Instant::now(), limits: limits.clone() })
+    }
+
+    /// Starts the template: a jail of nsjail.cfg without its namespace and mount denials (each
+    /// forked sandbox installs them itself), whose harness imports `preload` and then forks.
+    async fn start_template(&self, limits: &Limits, preload: &[String]) -> Result<Template, SandboxError> {
+        let base = std::fs::read_to_string(&self.inner.paths.config).map_err(SandboxError::Spawn)?;
+        let config = template::template_config(&base)?;
+        let config_fd = sealed_text("pyexec-template.cfg", &config)?;
+        let (control, theirs) = std::os::unix::net::UnixStream::pair().map_err(SandboxError::Spawn)?;
+        let start = Start::Template { preload: preload.to_vec(), filter_hex: template::filter::program_hex() };
+        let extra = vec![
+            FdMapping { parent_fd: config_fd, child_fd: nsjail::TEMPLATE_CONFIG_FD },
+            FdMapping { parent_fd: theirs.into(), child_fd: nsjail::CONTROL_FD },
+        ];
+        let began = Instant::now();
+        let jail = ready_jail(self.start_jail("template", limits, &start, extra)?).await?;
+        let Jail { keeper, stderr, cgroup, terminate_on_drop, .. } = jail;
+        // It writes only when something is wrong; keep its pipe from filling.
+        tokio::spawn(async move {
+            let said = read_tail(stderr, 4096).await;
+            if !said.text().is_empty() {
+                tracing::warn!(stderr = %said.text(), "the pool's template wrote to stderr");
+            }
+        });
+        tracing::info!(
+            ms = began.elapsed().as_millis() as u64,
+            modules = preload.join(","),
+            "the pool's template is ready"
+        );
+        Ok(Template { keeper, cgroup, terminate_on_drop, control })
     }
 
     /// Hands a ready sandbox its one job and runs it to completion, like `run_cancellable`:
@@ -225,11 +308,22 @@ impl Supervisor {
     }
 
     /// Starts nsjail in a fresh cgroup slot, with its pipes, and feeds it nothing yet.
-    fn start_jail(&self, run_id: &str, limits: &Limits, start: &Start) -> Result<Jail, SandboxError> {
+    fn start_jail(
+        &self,
+        run_id: &str,
+        limits: &Limits,
+        start: &Start,
+        extra_fds: Vec<FdMapping>,
+    ) -> Result<Jail, SandboxError> {
         let inner = &self.inner;
         let memory_bytes = limits.memory_mb * 1024 * 1024;
         // One pid more than the script's allowance: nsjail itself lives in the group too.
-        let slots = if matches!(start, Start::Cold) { &inner.cgroups } else { &inner.ready_cgroups };
+        let slots = match start {
+            Start::Cold => &inner.cgroups,
+            Start::Ready { .. } => &inner.ready_cgroups,
+            Start::Template { .. } => &inner.template_cgroups,
+        };
+        let mut fds = vec![];
         let cgroup = slots
             .acquire(memory_bytes, limits.max_pids + 1)
             .map_err(|source| SandboxError::Cgroup { run_id: run_id.to_string(), source })?;
@@ -262,12 +356,10 @@ impl Supervisor {
 
         let (result_read, result_write) = cloexec_pipe()?;
         let (log_read, log_write) = cloexec_pipe()?;
-        command
-            .fd_mappings(vec![
-                FdMapping { parent_fd: result_write, child_fd: nsjail::RESULT_FD },
-                FdMapping { parent_fd: log_write, child_fd: nsjail::LOG_FD },
-            ])
-            .map_err(|e| SandboxError::Spawn(std::io::Error::other(e.to_string())))?;
+        fds.push(FdMapping { parent_fd: result_write, child_fd: nsjail::RESULT_FD });
+        fds.push(FdMapping { parent_fd: log_write, child_fd: nsjail::LOG_FD });
+        fds.extend(extra_fds);
+        command.fd_mappings(fds).map_err(|e| SandboxError::Spawn(std::io::Error::other(e.to_string())))?;
 
         let mut child = command.spawn().map_err(SandboxError::Spawn)?;
         // If this run is abandoned (shutdown past its grace period), nsjail still gets to kill
@@ -276,12 +368,20 @@ impl Supervisor {
         // The parent's copies of the write ends live in `command`; drop them so readers see EOF.
         drop(command);
 
-        let stdin = child.stdin.take().ok_or(SandboxError::Pipe("stdin"))?;
-        let stdout = child.stdout.take().ok_or(SandboxError::Pipe("stdout"))?;
-        let stderr = child.stderr.take().ok_or(SandboxError::Pipe("stderr"))?;
-        let result = pipe::Receiver::from_owned_fd(result_read).map_err(SandboxError::Spawn)?;
-        let log = pipe::Receiver::from_owned_fd(log_read).map_err(SandboxError::Spawn)?;
-        Ok(Jail { child, stdin, stdout, stderr, result, log, cgroup, terminate_on_drop })
+        let spawn = SandboxError::Spawn;
+        let stdin = child.stdin.take().ok_or(SandboxError::Pipe("stdin"))?.into_owned_fd().map_err(spawn)?;
+        let stdout = child.stdout.take().ok_or(SandboxError::Pipe("stdout"))?.into_owned_fd().map_err(spawn)?;
+        let stderr = child.stderr.take().ok_or(SandboxError::Pipe("stderr"))?.into_owned_fd().map_err(spawn)?;
+        Ok(Jail {
+            keeper: Keeper::Nsjail(child),
+            stdin: pipe::Sender::from_owned_fd(stdin).map_err(spawn)?,
+            stdout: pipe::Receiver::from_owned_fd(stdout).map_err(spawn)?,
+            stderr: pipe::Receiver::from_owned_fd(stderr).map_err(spawn)?,
+            result: pipe::Receiver::from_owned_fd(result_read).map_err(spawn)?,
+            log: pipe::Receiver::from_owned_fd(log_read).map_err(spawn)?,
+            cgroup,
+            terminate_on_drop,
+        })
     }
 
     /// Feeds a started jail `input` on stdin, reads its output with the caps of `limits`,
@@ -298,7 +398,7 @@ impl Supervisor {
         cancel: &CancellationToken,
     ) -> Finished {
         let inner = &self.inner;
-        let Jail { mut child, mut stdin, stdout, stderr, result, log, cgroup, mut terminate_on_drop } = jail;
+        let Jail { keeper: mut child, mut stdin, stdout, stderr, result, log, cgroup, mut terminate_on_drop } = jail;
         let feeder = tokio::spawn(async move {
             // A script that ends before reading all of stdin closes the pipe: not an error.
             let _ = stdin.write_all(&input).await;
@@ -337,9 +437,9 @@ impl Supervisor {
             }
         };
         if timed_out || cancelled {
-            end_jail(&mut child, inner.paths.gvisor.as_ref()).await;
+            child.end(cgroup.as_ref(), inner.paths.gvisor.as_ref()).await;
         }
-        let _ = child.wait().await;
+        child.wait().await;
         // Reaped: the pid may now belong to someone else.
         terminate_on_drop.pid = None;
         feeder.abort();
@@ -357,7 +457,7 @@ impl Supervisor {
         }
 
         let log_text = log.text();
-        let child_status = nsjail::parse_child_status(&log_text);
+        let child_status = child.status(&log_text);
         if child_status.is_none() && !timed_out && !cancelled {
             for line in nsjail::problems(&log_text) {
                 tracing::error!(run_id, nsjail = line, "nsjail failed");
@@ -461,6 +561,32 @@ async fn drain(task: tokio::task::JoinHandle<Captured>) -> Captured {
             Captured::default()
         }
     }
+}
+
+/// Waits until a ready jail's harness says it is ready (one byte on its result pipe). If it
+/// dies first (a preload module that fails to import), its stderr says why.
+async fn ready_jail(mut jail: Jail) -> Result<Jail, SandboxError> {
+    let mut byte = [0u8; 1];
+    match jail.result.read_exact(&mut byte).await {
+        Ok(_) if byte == *b"R" => Ok(jail),
+        _ => {
+            jail.terminate();
+            let _ = tokio::time::timeout(NSJAIL_TERM_GRACE, jail.keeper.wait()).await;
+            let stderr = tokio::time::timeout(DRAIN_GRACE, read_tail(jail.stderr, 2048)).await.unwrap_or_default();
+            Err(SandboxError::NotReady(stderr.text()))
+        }
+    }
+}
+
+/// `text` in a memory file, for a child to read at /proc/self/fd/N.
+fn sealed_text(name: &str, text: &str) -> Result<OwnedFd, SandboxError> {
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    let name = std::ffi::CString::new(name).map_err(|e| SandboxError::Spawn(std::io::Error::other(e)))?;
+    let fd = memfd_create(&name, MemFdCreateFlag::MFD_CLOEXEC).map_err(|e| SandboxError::Spawn(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(SandboxError::Spawn)?;
+    std::io::Seek::rewind(&mut file).map_err(SandboxError::Spawn)?;
+    Ok(file.into())
 }
 
 fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {

@@ -74,6 +74,12 @@ impl CgroupPool {
         Self::named(mode, "ready", cpu, Weight::Refill)
     }
 
+    /// The slot of the pool's template (`template-<pid>-<n>`), at a refill's CPU weight: it
+    /// imports once, then only forks.
+    pub fn for_template(mode: CgroupMode, cpu: CpuShare) -> Arc<Self> {
+        Self::named(mode, "template", cpu, Weight::Refill)
+    }
+
     fn named(mode: CgroupMode, prefix: &'static str, cpu: CpuShare, start_weight: Weight) -> Arc<Self> {
         Arc::new(CgroupPool {
             mode,
@@ -321,6 +327,14 @@ impl RunCgroup {
     /// The host pids of the processes in the group now.
     pub fn pids(&self) -> Vec<i32> {
         pids_inside(self.slot())
+    }
+
+    /// SIGKILL to every process in the group now: the end of a forked sandbox, which has no
+    /// nsjail to reap it (`release` then kills until the group is empty).
+    pub fn kill_all_once(&self) {
+        for pid in self.pids() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
 
     /// The `cgroup.procs` files a process writes its pid into to join the run's groups.

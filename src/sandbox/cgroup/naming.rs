@@ -1,6 +1,6 @@
 //! The names of run slots under pyexec's parent cgroup, and the removal of slots left by
 //! servers that are gone. A slot's name carries the pid of the server that made it
-//! (`slot-<pid>-<n>`, `ready-<pid>-<n>`): two servers given the same `--cgroup-parent` never
+//! (`slot-<pid>-<n>`, `ready-<pid>-<n>`, `template-<pid>-<n>`): two servers given the same `--cgroup-parent` never
 //! take each other's slot, where a shared name once let one server's run end (and kill) the
 //! other's run in the same group.
 
@@ -9,8 +9,9 @@ use std::path::Path;
 
 use super::detect::CgroupMode;
 
-/// The kinds of slot a server makes: scripts started on demand, and ready sandboxes.
-const KINDS: [&str; 2] = ["slot", "ready"];
+/// The kinds of slot a server makes: scripts started on demand, ready sandboxes, and the
+/// pool's template.
+const KINDS: [&str; 3] = ["slot", "ready", "template"];
 
 /// The name of a server's `n`th slot of `kind`.
 pub(super) fn slot_name(kind: &str, owner: u32, n: usize) -> String {

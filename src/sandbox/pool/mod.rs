@@ -62,6 +62,14 @@ pub struct PoolSettings {
     /// number of CPUs). They start at a hundredth of a running script's CPU weight.
     #[arg(long, env = "PYEXEC_POOL_STARTS_AT_ONCE", value_parser = clap::value_parser!(u16).range(1..))]
     pub pool_starts_at_once: Option<u16>,
+    /// Fork the preloaded ready sandboxes from one template interpreter that imported
+    /// --preload-modules once, instead of starting an interpreter and importing them in each: a
+    /// fork and the sandbox's own namespaces, cgroup, /tmp, filter and random state cost
+    /// milliseconds where an import costs hundreds (see README.md, "Security model", for what
+    /// forked sandboxes share). Needs `--isolation host` and cgroups; elsewhere, or when the
+    /// template cannot start, preloaded sandboxes start their own interpreter.
+    #[arg(long, env = "PYEXEC_POOL_FORK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pool_fork: bool,
     #[command(flatten)]
     pub preload: PreloadSettings,
 }
@@ -119,6 +127,8 @@ pub trait PoolObserver: Send + Sync {
     fn started(&self, kind: Kind, seconds: f64);
     /// Ready sandboxes being started now.
     fn starting(&self, count: usize);
+    /// Memory of the template preloaded sandboxes are forked from (0 without one).
+    fn template(&self, memory_bytes: u64);
 }
 
 /// The answer to a request for a ready sandbox.
@@ -309,6 +319,7 @@ impl Shared {
             self.report_kind(&all, kind);
         }
         self.observer.starting(self.starting.iter().map(|n| n.load(Ordering::SeqCst)).sum());
+        self.observer.template(self.supervisor.template_memory().unwrap_or(0));
     }
 
     /// Reports the ready sandboxes of `kind` in `all` and the memory they hold.
@@ -386,12 +397,23 @@ async fn start_one(starting: Starting) -> bool {
         Kind::Preloaded => &shared.preload[..],
     };
     let began = Instant::now();
-    let start = shared.supervisor.start_ready(&id, &shared.limits, preload, shared.backstop);
+    let forked = kind == Kind::Preloaded && shared.settings.pool_fork && shared.supervisor.can_fork();
+    let start = async {
+        if forked {
+            match shared.supervisor.start_forked(&id, &shared.limits, preload, shared.backstop).await {
+                Ok(sandbox) => return Ok(sandbox),
+                Err(err) => {
+                    tracing::warn!(error = %err, "a ready sandbox could not be forked; starting its own interpreter")
+                }
+            }
+        }
+        shared.supervisor.start_ready(&id, &shared.limits, preload, shared.backstop).await
+    };
     match tokio::time::timeout(READY_TIMEOUT, start).await {
         Ok(Ok(sandbox)) => {
             let took = began.elapsed();
             shared.observer.started(kind, took.as_secs_f64());
-            tracing::debug!(kind = kind.as_str(), id, ms = took.as_millis() as u64, "a ready sandbox started");
+            tracing::debug!(kind = kind.as_str(), id, ms = took.as_millis() as u64, forked, "a ready sandbox started");
             shared.lock_ready()[kind.index()].push_back(sandbox);
             drop(starting);
             // Let the refilling task look again (and the gauges follow) at once.
@@ -453,6 +475,7 @@ mod tests {
             pool_max: 2,
             pool_idle_seconds: 0,
             pool_starts_at_once: None,
+            pool_fork: true,
             preload: PreloadSettings { preload_modules: vec![" numpy".into(), String::new()] },
         };
         assert_eq!(settings.preload.modules(), ["numpy"]);
@@ -466,6 +489,7 @@ mod tests {
             pool_max: 2,
             pool_idle_seconds: 60,
             pool_starts_at_once: None,
+            pool_fork: true,
             preload: PreloadSettings { preload_modules: vec![] },
         };
         let preload = vec!["pandas".to_string()];

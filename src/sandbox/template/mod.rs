@@ -1,0 +1,261 @@
+//! The pool's template: one jailed interpreter that has imported `--preload-modules` once and
+//! forks each preloaded ready sandbox of the pool, so that a sandbox costs a fork and its own
+//! namespaces instead of an interpreter start and a pandas import.
+//!
+//! The template never reads or runs a script. For each request (`Template::fork`: a tmpfs size,
+//! a backstop, and five fds over its control socket) it forks a keeper, which says who it is
+//! (its pid, translated by the kernel into the supervisor's view, in the credentials of one byte
+//! on the status socket), waits until the supervisor has moved it into the sandbox's own cgroup
+//! (`Pending::ready`), then makes the sandbox's own user, mount, pid, network, IPC, UTS and
+//! cgroup namespaces and forks the sandbox's first process. That process mounts its own /tmp
+//! and /dev/shm, covers /proc, drops every capability, installs the namespace and mount
+//! denials (`filter`), draws new random state, says it is ready and waits for its one job like
+//! any ready sandbox (src/sandbox/harness.py, `_serve_template`). The keeper writes how it ended
+//! on the status socket (`ForkedKeeper`).
+
+mod config;
+pub mod filter;
+
+pub use config::{denied_calls, template_config, ConfigError};
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::time::Duration;
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, setsockopt, sockopt::PassCred, ControlMessage, ControlMessageOwned, MsgFlags, UnixCredentials,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::unix::pipe;
+use tokio::net::UnixStream;
+
+use super::capture::read_tail;
+use super::cgroup::RunCgroup;
+use super::jail::{Jail, Keeper, TerminateOnDrop};
+use super::nsjail::ChildStatus;
+use super::SandboxError;
+
+/// The running template: its jail (nsjail, its cgroup) and the supervisor's end of its control
+/// socket. Dropping it ends the template and with it every sandbox it forked (they live in its
+/// pid namespace).
+pub(super) struct Template {
+    pub(super) keeper: Keeper,
+    pub(super) cgroup: Option<RunCgroup>,
+    pub(super) terminate_on_drop: TerminateOnDrop,
+    pub(super) control: StdUnixStream,
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template").field("nsjail", &self.keeper.nsjail_pid()).finish()
+    }
+}
+
+impl Template {
+    /// Whether its jail still runs.
+    pub(super) fn alive(&mut self) -> bool {
+        !self.keeper.ended()
+    }
+
+    /// Asks for one forked sandbox whose /tmp holds `tmp_bytes` and whose keeper kills it after
+    /// `backstop`: its pipes and status socket are made here and sent along.
+    pub(super) fn fork(&self, tmp_bytes: u64, backstop: Duration) -> Result<Pending, SandboxError> {
+        let spawn = SandboxError::Spawn;
+        let (stdin_r, stdin_w) = cloexec_pipe()?;
+        let (stdout_r, stdout_w) = cloexec_pipe()?;
+        let (stderr_r, stderr_w) = cloexec_pipe()?;
+        let (result_r, result_w) = cloexec_pipe()?;
+        let (status, theirs) = StdUnixStream::pair().map_err(spawn)?;
+        // Set before the keeper can send: the kernel then attaches its credentials.
+        setsockopt(&status, PassCred, &true).map_err(|e| spawn(e.into()))?;
+        let message = format!("{tmp_bytes} {}", backstop.as_secs().max(1));
+        let fds =
+            [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd(), result_w.as_raw_fd(), theirs.as_raw_fd()];
+        let sent = sendmsg::<()>(
+            self.control.as_raw_fd(),
+            &[IoSlice::new(message.as_bytes())],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        );
+        match sent {
+            Ok(n) if n == message.len() => {}
+            Ok(_) => return Err(SandboxError::Template("its control socket took part of a request".into())),
+            Err(err) => return Err(SandboxError::Template(format!("asking it to fork: {err}"))),
+        }
+        // The template holds its own copies of the sandbox's ends now; ours close here.
+        Ok(Pending { status, stdin: stdin_w, stdout: stdout_r, stderr: stderr_r, result: result_r })
+    }
+
+    /// Ends the template (and every sandbox it forked): it exits when its control socket
+    /// closes; its cgroup kills what is left.
+    pub(super) async fn destroy(self) {
+        let Template { mut keeper, cgroup, mut terminate_on_drop, control } = self;
+        drop(control);
+        if tokio::time::timeout(Duration::from_secs(1), keeper.wait()).await.is_err() {
+            keeper.destroy(cgroup.as_ref(), None).await;
+        }
+        terminate_on_drop.pid = None;
+        if let Some(group) = cgroup {
+            group.release().await;
+        }
+    }
+}
+
+/// A forked sandbox on its way to ready: the supervisor's ends of its pipes and status socket.
+pub(super) struct Pending {
+    status: StdUnixStream,
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    result: OwnedFd,
+}
+
+impl Pending {
+    /// Moves the sandbox's keeper into `cgroup` (a fresh slot of its own) before it makes the
+    /// sandbox, and waits until the sandbox says it is ready.
+    pub(super) async fn ready(self, cgroup: RunCgroup) -> Result<Jail, SandboxError> {
+        let spawn = SandboxError::Spawn;
+        self.status.set_nonblocking(true).map_err(spawn)?;
+        let mut status = UnixStream::from_std(self.status).map_err(spawn)?;
+        let pid = loop {
+            status.readable().await.map_err(spawn)?;
+            match status.try_io(Interest::READABLE, || keeper_pid(status_fd(&status))) {
+                Ok(pid) => break pid,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Err(SandboxError::Template(format!("the keeper did not say its pid: {err}"))),
+            }
+        };
+        for file in cgroup.procs_files() {
+            std::fs::write(&file, pid.to_string())
+                .map_err(|source| SandboxError::Cgroup { run_id: format!("forked sandbox {pid}"), source })?;
+        }
+        status.write_all(b"G").await.map_err(spawn)?;
+
+        let stderr = pipe::Receiver::from_owned_fd(self.stderr).map_err(spawn)?;
+        let mut result = pipe::Receiver::from_owned_fd(self.result).map_err(spawn)?;
+        let mut byte = [0u8; 1];
+        let said_ready = result.read_exact(&mut byte).await.is_ok() && byte == *b"R";
+        if !said_ready {
+            cgroup.kill_all_once();
+            let stderr =
+                tokio::time::timeout(Duration::from_secs(2), read_tail(stderr, 2048)).await.unwrap_or_default();
+            return Err(SandboxError::NotReady(stderr.text()));
+        }
+        let (log, _) = cloexec_pipe()?;
+        Ok(Jail {
+            keeper: Keeper::Forked(ForkedKeeper { status, said: Vec::new(), eof: false }),
+            stdin: pipe::Sender::from_owned_fd(self.stdin).map_err(spawn)?,
+            stdout: pipe::Receiver::from_owned_fd(self.stdout).map_err(spawn)?,
+            stderr,
+            result,
+            log: pipe::Receiver::from_owned_fd(log).map_err(spawn)?,
+            cgroup: Some(cgroup),
+            terminate_on_drop: TerminateOnDrop { pid: None, gvisor: None },
+        })
+    }
+}
+
+fn status_fd(status: &UnixStream) -> std::os::fd::RawFd {
+    status.as_raw_fd()
+}
+
+/// Reads the keeper's one byte and its pid from the credentials the kernel attached (in this
+/// process's pid namespace: the host pid).
+fn keeper_pid(fd: std::os::fd::RawFd) -> std::io::Result<i32> {
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!(UnixCredentials);
+    let message = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_DONTWAIT)?;
+    if message.bytes == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    for cmsg in message.cmsgs()? {
+        if let ControlMessageOwned::ScmCredentials(credentials) = cmsg {
+            return Ok(credentials.pid());
+        }
+    }
+    Err(std::io::Error::other("no credentials came with it"))
+}
+
+/// The keeper of a forked sandbox, seen from the supervisor: its status socket, on which it
+/// writes how the sandbox's first process ended (`exited N` or `signaled N`) and which closes
+/// when it exits.
+pub struct ForkedKeeper {
+    status: UnixStream,
+    said: Vec<u8>,
+    eof: bool,
+}
+
+/// More than a status line is never kept.
+const STATUS_BYTES: usize = 64;
+
+impl ForkedKeeper {
+    /// Waits until the keeper has exited. Cancel-safe.
+    pub(super) async fn wait(&mut self) {
+        let mut buf = [0u8; STATUS_BYTES];
+        while !self.eof {
+            match self.status.read(&mut buf).await {
+                Ok(0) | Err(_) => self.eof = true,
+                Ok(n) => self.keep(&buf[..n]),
+            }
+        }
+    }
+
+    /// Whether the sandbox has ended (its keeper said so, or exited), without waiting.
+    pub(super) fn ended(&mut self) -> bool {
+        let mut buf = [0u8; STATUS_BYTES];
+        while !self.eof {
+            match self.status.try_read(&mut buf) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.keep(&buf[..n]),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => self.eof = true,
+            }
+        }
+        self.eof || !self.said.is_empty()
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = STATUS_BYTES.saturating_sub(self.said.len());
+        self.said.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    /// How the sandbox's first process ended, as its keeper said.
+    pub(super) fn status(&self) -> Option<ChildStatus> {
+        parse_status(&self.said)
+    }
+}
+
+/// A keeper's status line: `exited N` or `signaled N`.
+pub fn parse_status(said: &[u8]) -> Option<ChildStatus> {
+    let text = std::str::from_utf8(said).ok()?;
+    let line = text.lines().next()?;
+    let (word, number) = line.split_once(' ')?;
+    let number = number.trim().parse().ok()?;
+    match word {
+        "exited" => Some(ChildStatus::Exited(number)),
+        "signaled" => Some(ChildStatus::Signaled(number)),
+        _ => None,
+    }
+}
+
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SandboxError::Spawn(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keeper_says_how_the_sandbox_ended() {
+        assert_eq!(parse_status(b"exited 0\n"), Some(ChildStatus::Exited(0)));
+        assert_eq!(parse_status(b"exited 1\n"), Some(ChildStatus::Exited(1)));
+        assert_eq!(parse_status(b"signaled 9\n"), Some(ChildStatus::Signaled(9)));
+        assert_eq!(parse_status(b""), None);
+        assert_eq!(parse_status(b"exited"), None);
+        assert_eq!(parse_status(b"stopped 3\n"), None);
+    }
+}
