@@ -363,8 +363,20 @@ def _serve_template():
 
     for name in _PRELOAD:
         __import__(name)
+    # Forks share nothing writable with it or each other unless a mapping is shared: refuse to
+    # serve if an import made one (a fork would write into the template's pages).
+    with open(f"/proc/{_getpid()}/maps") as maps:
+        shared = [line.strip() for line in maps if line.split()[1][1] == "w" and line.split()[1][3] == "s"]
+    if shared:
+        os.write(2, f"pyexec template: writable shared mappings after the imports: {shared}\n".encode())
+        _exit(70)
     libc = ctypes.CDLL(None, use_errno=True)
     proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # A full collection in a fork would write to every tracked object's header, copying the
+    # template's whole heap into the sandbox: what the imports made stays out of collections.
+    import gc
+
+    gc.freeze()
     control = socket.socket(fileno=_TEMPLATE)
     # The keepers it forks are reaped by the kernel.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)

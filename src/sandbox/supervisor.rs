@@ -244,6 +244,7 @@ impl Supervisor {
             .acquire(memory_bytes, limits.max_pids + 1)
             .map_err(cgroup_error)?
             .ok_or_else(|| SandboxError::Template("a forked sandbox needs cgroups".into()))?;
+        cgroup.set_forking().map_err(cgroup_error)?;
         let pending = {
             let mut running = self.inner.template.lock().await;
             if !running.as_mut().is_some_and(Template::alive) {

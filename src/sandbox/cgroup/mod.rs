@@ -74,10 +74,10 @@ impl CgroupPool {
         Self::named(mode, "ready", cpu, Weight::Refill)
     }
 
-    /// The slot of the pool's template (`template-<pid>-<n>`), at a refill's CPU weight: it
-    /// imports once, then only forks.
+    /// The slot of the pool's template (`template-<pid>-<n>`): it imports once, then only forks,
+    /// at a run's weight (`Weight::Fork`).
     pub fn for_template(mode: CgroupMode, cpu: CpuShare) -> Arc<Self> {
-        Self::named(mode, "template", cpu, Weight::Refill)
+        Self::named(mode, "template", cpu, Weight::Fork)
     }
 
     fn named(mode: CgroupMode, prefix: &'static str, cpu: CpuShare, start_weight: Weight) -> Arc<Self> {
@@ -310,6 +310,12 @@ impl RunCgroup {
         self.set_cpu(Weight::Run)?;
         self.oom_baseline = self.oom_kills();
         Ok(())
+    }
+
+    /// A ready sandbox forked from the template makes its namespaces at a run's CPU weight
+    /// (`Weight::Fork`) instead of a refill's.
+    pub fn set_forking(&self) -> io::Result<()> {
+        self.set_cpu(Weight::Fork)
     }
 
     /// Memory charged to the group now, in bytes.

@@ -76,7 +76,8 @@ impl Template {
             self.control.as_raw_fd(),
             &[IoSlice::new(message.as_bytes())],
             &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
+            // Never block the runtime on a template that stopped reading: fail the start instead.
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
             None,
         );
         match sent {
