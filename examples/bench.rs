@@ -439,7 +439,7 @@ async fn main() {
     }
 
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    println!("pyexec benchmark: {cpus} CPUs, server defaults (slots from memory, --cpu-per-sandbox 1, pool of ready sandboxes on with numpy,pandas preloaded); baseline = bare `python3 -I script.py` with the sandbox's thread settings");
+    println!("pyexec benchmark: {cpus} CPUs, server defaults (slots from memory, --cpu-per-sandbox 1, pool of ready sandboxes on with numpy,pandas preloaded, forked from a template per kind); baseline = bare `python3 -I script.py` with the sandbox's thread settings");
     println!();
     println!("concurrency 1, {RUNS} runs each (warm: a ready sandbox waits and the pool is idle when the request is sent; back-to-back: no pause between requests)");
     println!("{:<28} | {:>9} {:>9} {:>8} | {:>7} {:>8}", "", "p50 ms", "p99 ms", "runs/s", "p50 x", "rate x");
@@ -468,6 +468,13 @@ async fn main() {
                     memory / ready / (1024.0 * 1024.0)
                 );
             }
+        }
+        let template = metric(client, base, "pyexec_pool_template_memory_bytes").await;
+        if template > 0.0 {
+            println!(
+                "idle pool, the templates they are forked from: {:.1} MiB in all, held once (copy-on-write pages are charged to them, not to the sandboxes)",
+                template / (1024.0 * 1024.0)
+            );
         }
     }
 

@@ -140,7 +140,7 @@ impl Default for Metrics {
             pool_starting: e.add("pool_starting", "Ready sandboxes being started (importing) now", Gauge::default()),
             pool_template_memory: e.add(
                 "pool_template_memory_bytes",
-                "Memory of the template the preloaded ready sandboxes are forked from (shared by them, not counted in pyexec_pool_ready_memory_bytes); 0 when there is none",
+                "Memory of the templates the ready sandboxes are forked from (shared by them, not counted in pyexec_pool_ready_memory_bytes); 0 when there are none",
                 Gauge::default(),
             ),
             pool_start: e.add(

@@ -126,26 +126,19 @@ async fn ready_sandboxes_import_at_a_low_weight_raised_when_their_job_arrives() 
         return; // this case is about the pool
     }
     // No long-run demotion: the claimed sandbox keeps the run weight however slow the machine.
-    let server = Server::start_with(&["--cpu-long-run-seconds", "0"]).await;
+    // Ready sandboxes that start their own interpreter (not forked from a template, whose forks
+    // cost milliseconds and are made at the run weight: http_fork.rs).
+    let server = Server::start_with(&["--cpu-long-run-seconds", "0", "--pool-fork", "false"]).await;
     let waiting = occupied_cpu_groups(&server);
-    let importing: Vec<&CpuFiles> = waiting.iter().filter(|g| weight(g, REFILL_WEIGHT)).collect();
-    assert!(!importing.is_empty(), "a plain ready sandbox waits at the refill weight: {waiting:?}");
+    assert!(!waiting.is_empty(), "a ready sandbox waits in its cgroup");
     for group in &waiting {
-        // The pool's template and the sandboxes it forks make their namespaces at the run
-        // weight (a fork costs milliseconds); sandboxes that start their own interpreter, at
-        // the refill weight.
-        let in_pool = group.name.starts_with("template-") || group.name.starts_with("ready-");
-        assert!(in_pool && (weight(group, REFILL_WEIGHT) || weight(group, RUN_WEIGHT)), "{group:?}");
+        assert!(group.name.starts_with("ready-") && weight(group, REFILL_WEIGHT), "{group:?}");
         assert_eq!(group.max, "100000 100000", "ready sandboxes are capped too: {group:?}");
     }
-    let at_run_weight: Vec<String> = waiting.iter().filter(|g| weight(g, RUN_WEIGHT)).map(|g| g.name.clone()).collect();
     let hits = server.metric("pyexec_pool_hits_total").await.unwrap_or(0.0);
     let run = spawn(&server, sleeper(3.0));
     server.wait_for_in_flight(1).await;
-    let running: Vec<CpuFiles> = occupied_cpu_groups(&server)
-        .into_iter()
-        .filter(|g| weight(g, RUN_WEIGHT) && !at_run_weight.contains(&g.name))
-        .collect();
+    let running: Vec<CpuFiles> = occupied_cpu_groups(&server).into_iter().filter(|g| weight(g, RUN_WEIGHT)).collect();
     assert_eq!(running.len(), 1, "exactly the claimed sandbox runs at the run weight: {running:?}");
     assert!(running[0].name.starts_with("ready-"), "the script ran warm: {running:?}");
     let (status, body) = run.await.expect("task");

@@ -45,7 +45,7 @@ fn the_service_exposes_these_metrics() {
             "# TYPE pyexec_pool_ready_memory_bytes gauge",
             "# HELP pyexec_pool_starting Ready sandboxes being started (importing) now.",
             "# TYPE pyexec_pool_starting gauge",
-            "# HELP pyexec_pool_template_memory_bytes Memory of the template the preloaded ready sandboxes are forked from (shared by them, not counted in pyexec_pool_ready_memory_bytes); 0 when there is none.",
+            "# HELP pyexec_pool_template_memory_bytes Memory of the templates the ready sandboxes are forked from (shared by them, not counted in pyexec_pool_ready_memory_bytes); 0 when there are none.",
             "# TYPE pyexec_pool_template_memory_bytes gauge",
             "# HELP pyexec_pool_start_seconds Time from a ready sandbox's start to its interpreter waiting for a script, by kind.",
             "# TYPE pyexec_pool_start_seconds histogram",

@@ -345,11 +345,14 @@ _CLONE_NEWIPC = 0x08000000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWPID = 0x20000000
 _CLONE_NEWNET = 0x40000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV = 1, 2, 4
+_MS_NOSUID, _MS_NODEV = 2, 4
 _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 24, 38, 22, 2
 _CAPABILITY_VERSION_3 = 0x20080522
 # What a fork request carries: "<tmp bytes> <backstop seconds>" and these five fds.
 _FORK_FDS = 5
+# The template jail's /proc (nsjail.rs, TEMPLATE_PROC): inside its /tmp, which every forked
+# sandbox covers with its own.
+_TEMPLATE_PROC = "/tmp/.proc"
 
 
 def _serve_template():
@@ -365,13 +368,13 @@ def _serve_template():
         __import__(name)
     # Forks share nothing writable with it or each other unless a mapping is shared: refuse to
     # serve if an import made one (a fork would write into the template's pages).
-    with open(f"/proc/{_getpid()}/maps") as maps:
+    with open(f"{_TEMPLATE_PROC}/{_getpid()}/maps") as maps:
         shared = [line.strip() for line in maps if line.split()[1][1] == "w" and line.split()[1][3] == "s"]
     if shared:
         os.write(2, f"pyexec template: writable shared mappings after the imports: {shared}\n".encode())
         _exit(70)
     libc = ctypes.CDLL(None, use_errno=True)
-    proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    proc = os.open(_TEMPLATE_PROC, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     # A full collection in a fork would write to every tracked object's header, copying the
     # template's whole heap into the sandbox: what the imports made stays out of collections.
     import gc
@@ -397,7 +400,7 @@ def _serve_template():
             for fd in fds:
                 os.close(fd)
             continue
-        if len(os.listdir(f"/proc/{_getpid()}/task")) != 1:
+        if len(os.listdir(f"{_TEMPLATE_PROC}/{_getpid()}/task")) != 1:
             # A thread (started by a preloaded module) would be missing from every fork.
             os.write(2, b"pyexec template: more than one thread; ending\n")
             _exit(70)
@@ -471,18 +474,21 @@ def _keep(libc, proc, control, fds, tmp_bytes, backstop):
 
 def _enter_sandbox(libc, stdin_r, stdout_w, stderr_w, result_w, tmp_bytes):
     """The first process of a forked sandbox, pid 1 of its own namespaces: its own /tmp and
-    /dev/shm (empty tmpfs of the jail's sizes), the template's /proc covered, its pipes as
-    stdin, stdout, stderr and result, nothing else open; then no capability, no way to regain
+    /dev/shm (empty tmpfs of the jail's sizes; the new /tmp covers the template's /proc), its
+    pipes as stdin, stdout, stderr and result, nothing else open; then no capability, no way to regain
     one, the namespace and mount calls denied (the filter nsjail.cfg gives every other jail),
     and random state of its own."""
     import ctypes
 
     global _result_fd, _HARNESS_PID
+    # A session and process group of its own: kill(0, ...) signals the caller's process group
+    # without a pid lookup, so in the template's group it would reach the template, the keepers
+    # and every sandbox forked beside it.
+    os.setsid()
     shm = os.statvfs("/dev/shm")
     mounts = (
         (b"/tmp", f"size={tmp_bytes},mode=1777", _MS_NOSUID | _MS_NODEV),
         (b"/dev/shm", f"size={shm.f_blocks * shm.f_frsize},mode=1777", _MS_NOSUID | _MS_NODEV),
-        (b"/proc", "size=4k,mode=0555", _MS_RDONLY | _MS_NOSUID | _MS_NODEV),
     )
     for target, options, flags in mounts:
         _check(libc.mount(b"none", target, b"tmpfs", flags, options.encode()), f"mount {target.decode()}")

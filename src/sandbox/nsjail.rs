@@ -18,6 +18,8 @@ pub const CONTROL_FD: i32 = 5;
 /// The fd nsjail reads the template jail's configuration from (derived from nsjail.cfg at
 /// start-up, `template::template_config`; never written to a file).
 pub const TEMPLATE_CONFIG_FD: i32 = 6;
+/// Where the template jail's /proc is mounted (the harness's `_TEMPLATE_PROC`).
+pub const TEMPLATE_PROC: &str = "/tmp/.proc";
 
 /// The harness, embedded so the binary needs no file beside it.
 pub const HARNESS: &str = include_str!("harness.py");
@@ -88,7 +90,7 @@ pub enum Start {
     /// The pool's template: the harness imports `preload` once and forks ready sandboxes when
     /// asked on `CONTROL_FD`; each forked sandbox installs `filter_hex` (template::filter) and
     /// then behaves as `Ready`. nsjail reads its configuration from `TEMPLATE_CONFIG_FD`, mounts
-    /// /proc writable and sets no time limit (the template lives as long as the pool).
+    /// a /proc at `TEMPLATE_PROC` and sets no time limit (the template lives as long as the pool).
     Template { preload: Vec<String>, filter_hex: String },
 }
 
@@ -169,7 +171,10 @@ pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits, st
     if let Start::Template { .. } = start {
         push("--pass_fd".into());
         push(CONTROL_FD.to_string());
-        push("--proc_rw".into());
+        // Its own /proc (to write each forked sandbox's uid and gid maps), inside its /tmp: a
+        // forked sandbox mounts its own /tmp over both, and no /proc appears in any root.
+        push("--mount".into());
+        push(format!("none:{TEMPLATE_PROC}:proc:rw"));
     }
     push("--".into());
     push(format!("{PYTHON_ENV_IN_JAIL}/bin/python3"));
@@ -294,6 +299,22 @@ mod tests {
         assert!(!args.iter().any(|a| a.to_string_lossy().starts_with("--rlimit")), "{args:?}");
         assert_eq!(value_after(&args, "--pass_fd"), "3");
         assert_eq!(value_after(&args, "--time_limit"), "4");
+    }
+
+    #[test]
+    fn a_template_jail_reads_its_own_config_gets_its_control_socket_and_proc_and_never_times_out() {
+        let start = Start::Template { preload: vec!["pandas".into()], filter_hex: "2000".into() };
+        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &start);
+        let text: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(value_after(&args, "--config"), format!("/proc/self/fd/{TEMPLATE_CONFIG_FD}"));
+        assert_eq!(value_after(&args, "--time_limit"), "0");
+        assert!(text.windows(2).any(|w| w == ["--pass_fd", &CONTROL_FD.to_string()]), "{text:?}");
+        // /proc inside /tmp, mounted after /tmp itself.
+        let tmp = text.iter().position(|a| a.starts_with("none:/tmp:tmpfs")).expect("/tmp");
+        let proc = text.iter().position(|a| *a == format!("none:{TEMPLATE_PROC}:proc:rw")).expect("/proc");
+        assert!(tmp < proc, "{text:?}");
+        let tail = &text[text.len() - 6..];
+        assert_eq!(tail, ["3", "preload=pandas", "lower=nproc", "template=5", "filter=2000", "00ff"]);
     }
 
     #[test]

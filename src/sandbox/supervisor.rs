@@ -60,8 +60,9 @@ struct Inner {
     owns_parent_cgroup: bool,
     /// Removals of sandboxes that answered before their jail ended.
     removals: TaskTracker,
-    /// The pool's template, started by the first `start_forked`, and its slot (`template-<pid>-<n>`).
-    template: tokio::sync::Mutex<Option<Template>>,
+    /// The pool's templates, one per list of preloaded modules (each started by the first
+    /// `start_forked` for its list), and their slots (`template-<pid>-<n>`).
+    templates: tokio::sync::Mutex<Vec<Template>>,
     template_cgroups: Arc<CgroupPool>,
 }
 
@@ -99,8 +100,8 @@ impl Supervisor {
         let template_cgroups = CgroupPool::for_template(cgroups.clone(), settings.cpu_share());
         let cgroups = CgroupPool::new(cgroups, settings.cpu_share());
         let removals = TaskTracker::new();
-        let template = tokio::sync::Mutex::new(None);
-        let inner = Inner { paths, cgroups, ready_cgroups, owns_parent_cgroup, removals, template, template_cgroups };
+        let templates = tokio::sync::Mutex::new(Vec::new());
+        let inner = Inner { paths, cgroups, ready_cgroups, owns_parent_cgroup, removals, templates, template_cgroups };
         Ok(Supervisor { inner: Arc::new(inner) })
     }
 
@@ -116,7 +117,7 @@ impl Supervisor {
             ready_cgroups: self.inner.ready_cgroups.clone(),
             owns_parent_cgroup: self.inner.owns_parent_cgroup,
             removals: self.inner.removals.clone(),
-            template: tokio::sync::Mutex::new(None),
+            templates: tokio::sync::Mutex::new(Vec::new()),
             template_cgroups: self.inner.template_cgroups.clone(),
         };
         Supervisor { inner: Arc::new(inner) }
@@ -128,9 +129,8 @@ impl Supervisor {
         // Sandboxes that answered early end within their deadline; wait for them first.
         self.inner.removals.close();
         self.inner.removals.wait().await;
-        if let Some(template) = self.inner.template.lock().await.take() {
-            template.destroy().await;
-        }
+        let templates: Vec<Template> = self.inner.templates.lock().await.drain(..).collect();
+        futures::future::join_all(templates.into_iter().map(Template::destroy)).await;
         let inner = self.inner.clone();
         let removed = tokio::task::spawn_blocking(move || {
             inner.cgroups.remove_idle();
@@ -151,11 +151,11 @@ impl Supervisor {
         self.inner.paths.gvisor.is_none() && !matches!(self.inner.ready_cgroups.mode(), CgroupMode::Off { .. })
     }
 
-    /// Memory the pool's template holds (from its cgroup), if one runs and is not being used
-    /// right now.
+    /// Memory the pool's templates hold (from their cgroups), unless one is being used right
+    /// now.
     pub fn template_memory(&self) -> Option<u64> {
-        let running = self.inner.template.try_lock().ok()?;
-        running.as_ref()?.cgroup.as_ref()?.memory_usage()
+        let running = self.inner.templates.try_lock().ok()?;
+        Some(running.iter().filter_map(|t| t.cgroup.as_ref()?.memory_usage()).sum())
     }
 
     pub fn cgroups(&self) -> &CgroupMode {
@@ -225,8 +225,8 @@ impl Supervisor {
         Ok(ReadySandbox { jail, born: Instant::now(), limits: limits.clone() })
     }
 
-    /// `start_ready`, but forked from the pool's template (started, or restarted, here when
-    /// there is none running): a fork and fresh namespaces instead of an interpreter start and
+    /// `start_ready`, but forked from the pool's template for `preload` (started, or restarted,
+    /// here when there is none running): a fork and fresh namespaces instead of an interpreter start and
     /// the import of `preload`. Needs cgroups: the sandbox's keeper is moved into its own slot
     /// before the sandbox is made.
     pub async fn start_forked(
@@ -246,18 +246,21 @@ impl Supervisor {
             .ok_or_else(|| SandboxError::Template("a forked sandbox needs cgroups".into()))?;
         cgroup.set_forking().map_err(cgroup_error)?;
         let pending = {
-            let mut running = self.inner.template.lock().await;
-            if !running.as_mut().is_some_and(Template::alive) {
-                if let Some(dead) = running.take() {
-                    tracing::warn!("the pool's template ended; starting a new one");
-                    dead.destroy().await;
+            let mut running = self.inner.templates.lock().await;
+            if let Some(at) = running.iter().position(|t| t.preload == preload) {
+                if !running[at].alive() {
+                    tracing::warn!(modules = preload.join(","), "a template of the pool ended; starting a new one");
+                    running.swap_remove(at).destroy().await;
                 }
-                *running = Some(self.start_template(limits, preload).await?);
             }
-            match running.as_ref() {
-                Some(template) => template.fork(limits.tmp_mb * 1024 * 1024, backstop)?,
-                None => return Err(SandboxError::Template("it did not start".into())),
-            }
+            let at = match running.iter().position(|t| t.preload == preload) {
+                Some(at) => at,
+                None => {
+                    running.push(self.start_template(limits, preload).await?);
+                    running.len() - 1
+                }
+            };
+            running[at].fork(limits.tmp_mb * 1024 * 1024, backstop)?
         };
         let jail = pending.ready(cgroup).await?;
         Ok(ReadySandbox { jail, born: Instant::now(), limits: limits.clone() })
@@ -288,9 +291,9 @@ impl Supervisor {
         tracing::info!(
             ms = began.elapsed().as_millis() as u64,
             modules = preload.join(","),
-            "the pool's template is ready"
+            "a template of the pool is ready"
         );
-        Ok(Template { keeper, cgroup, terminate_on_drop, control })
+        Ok(Template { preload: preload.to_vec(), keeper, cgroup, terminate_on_drop, control })
     }
 
     /// Hands a ready sandbox its one job and runs it to completion, like `run_cancellable`:

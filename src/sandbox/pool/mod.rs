@@ -62,12 +62,13 @@ pub struct PoolSettings {
     /// number of CPUs). They start at a hundredth of a running script's CPU weight.
     #[arg(long, env = "PYEXEC_POOL_STARTS_AT_ONCE", value_parser = clap::value_parser!(u16).range(1..))]
     pub pool_starts_at_once: Option<u16>,
-    /// Fork the preloaded ready sandboxes from one template interpreter that imported
-    /// --preload-modules once, instead of starting an interpreter and importing them in each: a
-    /// fork and the sandbox's own namespaces, cgroup, /tmp, filter and random state cost
-    /// milliseconds where an import costs hundreds (see README.md, "Security model", for what
-    /// forked sandboxes share). Needs `--isolation host` and cgroups; elsewhere, or when the
-    /// template cannot start, preloaded sandboxes start their own interpreter.
+    /// Fork the ready sandboxes from a template interpreter per kind (the preloaded kind's
+    /// imported --preload-modules once, the plain kind's nothing), instead of starting an
+    /// interpreter (and importing them) in each: a fork and the sandbox's own namespaces,
+    /// cgroup, /tmp, filter and random state cost milliseconds where a start costs tens and an
+    /// import hundreds (see README.md, "Security model", for what forked sandboxes share). Needs
+    /// `--isolation host` and cgroups; elsewhere, or when a template cannot start, ready
+    /// sandboxes start their own interpreter.
     #[arg(long, env = "PYEXEC_POOL_FORK", default_value_t = true, action = clap::ArgAction::Set)]
     pub pool_fork: bool,
     #[command(flatten)]
@@ -397,7 +398,7 @@ async fn start_one(starting: Starting) -> bool {
         Kind::Preloaded => &shared.preload[..],
     };
     let began = Instant::now();
-    let forked = kind == Kind::Preloaded && shared.settings.pool_fork && shared.supervisor.can_fork();
+    let forked = shared.settings.pool_fork && shared.supervisor.can_fork();
     let start = async {
         if forked {
             match shared.supervisor.start_forked(&id, &shared.limits, preload, shared.backstop).await {

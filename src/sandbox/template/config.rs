@@ -1,35 +1,23 @@
 //! The template jail's nsjail configuration, derived from the one every jail uses: the same
 //! file system, environment, uid and limits, but the template may make namespaces and mounts
-//! (for the sandboxes it forks, which deny them to themselves before any script runs) and has
-//! a writable /proc (to write each forked sandbox's uid and gid maps; the sandbox covers it).
+//! (for the sandboxes it forks, which deny them to themselves before any script runs).
 
 /// The lines of nsjail.cfg's seccomp policy that deny namespace and mount calls start after a
 /// comment line that starts with this, and end with `BLOCK_END`.
 const BLOCK_START: &str = "# [namespace and mount calls]";
 const BLOCK_END: &str = "# [end of namespace and mount calls]";
-const NO_PROC: &str = "mount_proc: false";
-const PROC: &str = "mount_proc: true";
 
 /// What is missing from a configuration the template's cannot be derived from.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("it has no `{BLOCK_START}` ... `{BLOCK_END}` block around its namespace and mount denials")]
     NoBlock,
-    #[error("it has no `{NO_PROC}` line")]
-    NoProcLine,
 }
 
-/// `base` with the namespace and mount denials left out and /proc mounted.
+/// `base` with the namespace and mount denials left out.
 pub fn template_config(base: &str) -> Result<String, ConfigError> {
     let (before, _, after) = split(base)?;
-    let mut text = String::with_capacity(base.len());
-    text.push_str(before);
-    text.push_str(after);
-    if !text.lines().any(|line| line.trim() == NO_PROC) {
-        return Err(ConfigError::NoProcLine);
-    }
-    let lines: Vec<&str> = text.lines().map(|line| if line.trim() == NO_PROC { PROC } else { line }).collect();
-    Ok(lines.join("\n") + "\n")
+    Ok(format!("{before}{after}"))
 }
 
 /// The system call names the block denies (kafel's names), in order.
@@ -82,11 +70,11 @@ mod tests {
     const SHIPPED: &str = include_str!("../../../nsjail.cfg");
 
     #[test]
-    fn the_template_config_keeps_everything_but_the_namespace_denials_and_mounts_proc() {
+    fn the_template_config_keeps_everything_but_the_namespace_denials() {
         let derived = template_config(SHIPPED).expect("derived");
         assert!(!derived.contains("unshare") && !derived.contains("pivot_root"), "{derived}");
         assert!(!derived.contains("clone_flags"), "{derived}");
-        assert!(derived.contains("mount_proc: true") && !derived.contains("mount_proc: false"));
+        assert!(derived.contains("mount_proc: false"));
         // The rest of the policy and of the jail are the same.
         for kept in ["ERRNO(1) {", "  bpf, userfaultfd", "ptrace", "clone3", "DEFAULT ALLOW", "clone_newuser: true"] {
             assert!(derived.contains(kept), "{kept} is missing");
@@ -95,11 +83,10 @@ mod tests {
     }
 
     #[test]
-    fn a_config_without_the_block_or_the_proc_line_is_refused() {
+    fn a_config_without_the_block_is_refused() {
         assert_eq!(template_config("mount_proc: false\n"), Err(ConfigError::NoBlock));
         let block = format!("{BLOCK_START}\nseccomp_string: \"  unshare,\"\n{BLOCK_END}\n");
-        assert_eq!(template_config(&block), Err(ConfigError::NoProcLine));
-        assert_eq!(template_config(&format!("a\n{block}mount_proc: false\n")), Ok("a\nmount_proc: true\n".into()));
+        assert_eq!(template_config(&format!("a\n{block}b\n")), Ok("a\nb\n".into()));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! on the status socket), waits until the supervisor has moved it into the sandbox's own cgroup
 //! (`Pending::ready`), then makes the sandbox's own user, mount, pid, network, IPC, UTS and
 //! cgroup namespaces and forks the sandbox's first process. That process mounts its own /tmp
-//! and /dev/shm, covers /proc, drops every capability, installs the namespace and mount
+//! (over the template's /proc) and /dev/shm, drops every capability, installs the namespace and mount
 //! denials (`filter`), draws new random state, says it is ready and waits for its one job like
 //! any ready sandbox (src/sandbox/harness.py, `_serve_template`). The keeper writes how it ended
 //! on the status socket (`ForkedKeeper`).
@@ -40,6 +40,8 @@ use super::SandboxError;
 /// socket. Dropping it ends the template and with it every sandbox it forked (they live in its
 /// pid namespace).
 pub(super) struct Template {
+    /// The modules it imported.
+    pub(super) preload: Vec<String>,
     pub(super) keeper: Keeper,
     pub(super) cgroup: Option<RunCgroup>,
     pub(super) terminate_on_drop: TerminateOnDrop,
@@ -48,7 +50,7 @@ pub(super) struct Template {
 
 impl std::fmt::Debug for Template {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Template").field("nsjail", &self.keeper.nsjail_pid()).finish()
+        f.debug_struct("Template").field("preload", &self.preload).field("nsjail", &self.keeper.nsjail_pid()).finish()
     }
 }
 
@@ -92,7 +94,7 @@ impl Template {
     /// Ends the template (and every sandbox it forked): it exits when its control socket
     /// closes; its cgroup kills what is left.
     pub(super) async fn destroy(self) {
-        let Template { mut keeper, cgroup, mut terminate_on_drop, control } = self;
+        let Template { mut keeper, cgroup, mut terminate_on_drop, control, .. } = self;
         drop(control);
         if tokio::time::timeout(Duration::from_secs(1), keeper.wait()).await.is_err() {
             keeper.destroy(cgroup.as_ref(), None).await;
