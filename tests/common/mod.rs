@@ -360,12 +360,12 @@ pub fn cgroup_pids(dir: &str) -> Vec<i32> {
 
 /// A `ready-<pid>-<n>` cgroup with at most two processes: a ready sandbox (nsjail and its
 /// interpreter, or a forked one's keeper and first process) starting or waiting for its job; or
-/// the pool's template (`template-<pid>-<n>`: nsjail and the template); leftovers of a cold run
-/// would be in a `slot-<pid>-<n>`.
+/// a template's (`template-<pid>-<n>`); leftovers of a cold run would be in a `slot-<pid>-<n>`.
 fn holds_a_waiting_sandbox(dir: &str) -> bool {
     let name = Path::new(dir).file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    let ready = name.starts_with("ready-") || name.starts_with("template-");
-    ready && cgroup_pids(dir).len() <= 2
+    // A template's group also holds, for a moment, the keeper of each sandbox it forks; no
+    // script's process is ever in it.
+    name.starts_with("template-") || (name.starts_with("ready-") && cgroup_pids(dir).len() <= 2)
 }
 
 pub fn free_port() -> u16 {
