@@ -124,7 +124,7 @@ impl Pending {
         let mut status = UnixStream::from_std(self.status).map_err(spawn)?;
         let pid = loop {
             status.readable().await.map_err(spawn)?;
-            match status.try_io(Interest::READABLE, || keeper_pid(status_fd(&status))) {
+            match status.try_io(Interest::READABLE, || keeper_pid(status.as_raw_fd())) {
                 Ok(pid) => break pid,
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(err) => return Err(SandboxError::Template(format!("the keeper did not say its pid: {err}"))),
@@ -158,10 +158,6 @@ impl Pending {
             terminate_on_drop: TerminateOnDrop { pid: None, gvisor: None },
         })
     }
-}
-
-fn status_fd(status: &UnixStream) -> std::os::fd::RawFd {
-    status.as_raw_fd()
 }
 
 /// Reads the keeper's one byte and its pid from the credentials the kernel attached (in this
