@@ -11,18 +11,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-async fn preloaded_hits(server: &Server) -> f64 {
-    server.metric("pyexec_pool_hits_total{kind=\"preloaded\"}").await.expect("hits counter")
-}
-
-/// Runs `script` (which names pandas) in a ready preloaded sandbox and asserts it was a hit.
+/// Runs `script` (which names pandas) in a ready preloaded sandbox (asserted through its hits).
 async fn run_forked(server: &Server, script: &str, limits: Option<Value>) -> Value {
-    server.wait_for_each_kind(1).await;
-    let before = preloaded_hits(server).await;
-    let (status, body) = server.execute(script, limits).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(preloaded_hits(server).await, before + 1.0, "the script did not run in a preloaded sandbox: {body}");
-    body
+    server.execute_warm(script, limits, "pyexec_pool_hits_total{kind=\"preloaded\"}").await
 }
 
 /// The host pids of the templates (nsjail and the template, for each kind): the processes of
@@ -102,11 +93,7 @@ async fn a_forked_sandbox_is_as_isolated_as_a_sandbox_started_on_its_own() {
     let after = server.metric("pyexec_cold_starts_total").await;
     assert_eq!(after, Some(before + 1.0), "the probe did not run cold: {started}");
     let forked = run_forked(&server, &format!("import pandas\n{PROBE}"), None).await;
-    let before = server.metric("pyexec_pool_hits_total{kind=\"plain\"}").await.expect("plain hits");
-    let (status, plain) = server.execute(PROBE, None).await;
-    assert_eq!(status, 200, "{plain}");
-    let after = server.metric("pyexec_pool_hits_total{kind=\"plain\"}").await;
-    assert_eq!(after, Some(before + 1.0), "the probe did not run in a plain ready sandbox: {plain}");
+    let plain = server.execute_warm(PROBE, None, "pyexec_pool_hits_total{kind=\"plain\"}").await;
     let mut templates: Vec<String> = server
         .run_cgroups()
         .into_iter()

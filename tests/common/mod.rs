@@ -115,6 +115,18 @@ impl Server {
     }
 
     /// POSTs a script as JSON, optionally with limits; returns (status, body).
+    /// Runs `script` in a ready sandbox: waits for one of each kind, runs it, and asserts that
+    /// the pool hit counter `hits` (e.g. `pyexec_pool_hits_total{kind="preloaded"}`) went up by one.
+    pub async fn execute_warm(&self, script: &str, limits: Option<Value>, hits: &str) -> Value {
+        self.wait_for_each_kind(1).await;
+        let before = self.metric(hits).await.expect("hit counter");
+        let (status, body) = self.execute(script, limits).await;
+        assert_eq!(status, 200, "{body}");
+        let after = self.metric(hits).await;
+        assert_eq!(after, Some(before + 1.0), "the script did not run in a ready sandbox ({hits}): {body}");
+        body
+    }
+
     pub async fn execute(&self, script: &str, limits: Option<Value>) -> (u16, Value) {
         let mut body = serde_json::json!({ "script": script });
         if let Some(limits) = limits {
