@@ -1,10 +1,13 @@
 //! A started sandbox with its pipes and cgroup lease: the process whose end is the sandbox's
 //! end (nsjail, or a forked sandbox's keeper), how it is waited for and how it is ended.
 
+use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
+use nix::unistd::pipe2;
 use nix::unistd::Pid;
 use tokio::net::unix::pipe;
 use tokio::process::Child;
@@ -13,6 +16,7 @@ use super::cgroup::RunCgroup;
 use super::gvisor::{self, GvisorTools};
 use super::nsjail::{self, ChildStatus};
 use super::template::ForkedKeeper;
+use super::SandboxError;
 
 /// How long nsjail gets to kill and reap the script after SIGTERM before it is killed itself.
 pub(super) const NSJAIL_TERM_GRACE: Duration = Duration::from_secs(1);
@@ -136,6 +140,12 @@ pub(super) async fn end_jail(child: &mut Child, gvisor: Option<&GvisorTools>) {
             }
         }
     }
+}
+
+/// A pipe whose ends close on exec (they are handed to a child by explicit fd mappings or
+/// `SCM_RIGHTS`).
+pub(super) fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::Spawn(std::io::Error::from(e)))
 }
 
 /// Sends SIGTERM to nsjail if the run is dropped before nsjail was reaped (a forked sandbox

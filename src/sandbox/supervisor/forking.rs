@@ -68,7 +68,7 @@ impl Supervisor {
             };
             running[at].fork(limits.tmp_mb * 1024 * 1024, backstop)?
         };
-        let jail = pending.ready(cgroup).await?;
+        let jail = ready_jail(pending.into_cgroup(cgroup).await?).await?;
         Ok(ReadySandbox { jail, born: Instant::now(), limits: limits.clone() })
     }
 

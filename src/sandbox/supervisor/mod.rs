@@ -1,15 +1,12 @@
 //! The sandbox supervisor: starts nsjail for one script, feeds it, reads its output with caps,
 //! enforces the deadline, cleans up, and returns one envelope.
 
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
-use nix::fcntl::OFlag;
-use nix::unistd::pipe2;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::process::Command;
@@ -21,7 +18,7 @@ use super::cgroup::{self, CgroupMode, CgroupPool, RunCgroup};
 use super::envelope::{Envelope, Outcome};
 use super::gvisor::{self, GvisorTools};
 use super::install::{compile_harness, existing, resolve_program};
-use super::jail::{Jail, Keeper, TerminateOnDrop, NSJAIL_TERM_GRACE};
+use super::jail::{cloexec_pipe, Jail, Keeper, TerminateOnDrop, NSJAIL_TERM_GRACE};
 use super::job::Job;
 use super::limits::Limits;
 use super::nsjail::{self, CgroupLimits, ChildStatus, Harness, JailPaths, Start};
@@ -498,8 +495,4 @@ async fn ready_jail(mut jail: Jail) -> Result<Jail, SandboxError> {
             Err(SandboxError::NotReady(stderr.text()))
         }
     }
-}
-
-fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
-    pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::Spawn(std::io::Error::from(e)))
 }

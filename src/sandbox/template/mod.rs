@@ -6,7 +6,7 @@
 //! a backstop, and five fds over its control socket) it forks a keeper, which says who it is
 //! (its pid, translated by the kernel into the supervisor's view, in the credentials of one byte
 //! on the status socket), waits until the supervisor has moved it into the sandbox's own cgroup
-//! (`Pending::ready`), then makes the sandbox's own user, mount, pid, network, IPC, UTS and
+//! (`Pending::into_cgroup`), then makes the sandbox's own user, mount, pid, network, IPC, UTS and
 //! cgroup namespaces and forks the sandbox's first process. That process mounts its own /tmp
 //! (over the template's /proc) and /dev/shm, drops every capability, installs the namespace and mount
 //! denials (`filter`), draws new random state, says it is ready and waits for its one job like
@@ -30,9 +30,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 
-use super::capture::read_tail;
 use super::cgroup::RunCgroup;
-use super::jail::{Jail, Keeper, TerminateOnDrop};
+use super::jail::{cloexec_pipe, Jail, Keeper, TerminateOnDrop};
 use super::nsjail::ChildStatus;
 use super::SandboxError;
 
@@ -117,8 +116,9 @@ pub(super) struct Pending {
 
 impl Pending {
     /// Moves the sandbox's keeper into `cgroup` (a fresh slot of its own) before it makes the
-    /// sandbox, and waits until the sandbox says it is ready.
-    pub(super) async fn ready(self, cgroup: RunCgroup) -> Result<Jail, SandboxError> {
+    /// sandbox, and lets it go on: the sandbox's jail, which says on its result pipe when it is
+    /// ready (`supervisor::ready_jail` waits for that, as for any ready jail).
+    pub(super) async fn into_cgroup(self, cgroup: RunCgroup) -> Result<Jail, SandboxError> {
         let spawn = SandboxError::Spawn;
         self.status.set_nonblocking(true).map_err(spawn)?;
         let mut status = UnixStream::from_std(self.status).map_err(spawn)?;
@@ -135,24 +135,13 @@ impl Pending {
                 .map_err(|source| SandboxError::Cgroup { run_id: format!("forked sandbox {pid}"), source })?;
         }
         status.write_all(b"G").await.map_err(spawn)?;
-
-        let stderr = pipe::Receiver::from_owned_fd(self.stderr).map_err(spawn)?;
-        let mut result = pipe::Receiver::from_owned_fd(self.result).map_err(spawn)?;
-        let mut byte = [0u8; 1];
-        let said_ready = result.read_exact(&mut byte).await.is_ok() && byte == *b"R";
-        if !said_ready {
-            cgroup.kill_all_once();
-            let stderr =
-                tokio::time::timeout(Duration::from_secs(2), read_tail(stderr, 2048)).await.unwrap_or_default();
-            return Err(SandboxError::NotReady(stderr.text()));
-        }
         let (log, _) = cloexec_pipe()?;
         Ok(Jail {
             keeper: Keeper::Forked(ForkedKeeper { status, said: Vec::new(), eof: false }),
             stdin: pipe::Sender::from_owned_fd(self.stdin).map_err(spawn)?,
             stdout: pipe::Receiver::from_owned_fd(self.stdout).map_err(spawn)?,
-            stderr,
-            result,
+            stderr: pipe::Receiver::from_owned_fd(self.stderr).map_err(spawn)?,
+            result: pipe::Receiver::from_owned_fd(self.result).map_err(spawn)?,
             log: pipe::Receiver::from_owned_fd(log).map_err(spawn)?,
             cgroup: Some(cgroup),
             terminate_on_drop: TerminateOnDrop { pid: None, gvisor: None },
@@ -238,10 +227,6 @@ pub fn parse_status(said: &[u8]) -> Option<ChildStatus> {
         "signaled" => Some(ChildStatus::Signaled(number)),
         _ => None,
     }
-}
-
-fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SandboxError::Spawn(e.into()))
 }
 
 #[cfg(test)]
