@@ -1,0 +1,9 @@
+//! Tenants on one kernel: a sandbox can neither use up nor watch what its neighbours and the
+//! host depend on (kernel budgets, shared inodes, host facts). Each case holds or probes in one
+//! sandbox while a second one, warm and cold, must be unaffected, and reads the host's own
+//! budgets from the host. Runs against a real server with real nsjail.
+
+mod common;
+
+#[path = "http_tenants/policy.rs"]
+mod policy;
