@@ -348,11 +348,17 @@ _CLONE_NEWNET = 0x40000000
 _MS_NOSUID, _MS_NODEV = 2, 4
 _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 24, 38, 22, 2
 _CAPABILITY_VERSION_3 = 0x20080522
-# What a fork request carries: "<tmp bytes> <backstop seconds>" and these five fds.
-_FORK_FDS = 5
-# The template jail's /proc (nsjail.rs, TEMPLATE_PROC): inside its /tmp, which every forked
-# sandbox covers with its own.
+_MS_RDONLY, _MS_REMOUNT, _MS_BIND = 1, 32, 4096
+_PR_SET_DUMPABLE = 4
+# What a fork request carries: "<tmp bytes> <backstop seconds> <host id>" and six fds (stdin,
+# stdout, stderr, result, status, and the id's lease, which the keeper holds while it lives).
+_FORK_FDS = 6
+# The template jail's /proc (nsjail.rs, TEMPLATE_PROC) and the device nodes of every sandbox id
+# (TEMPLATE_IDS): inside its /tmp, which every forked sandbox covers with its own.
 _TEMPLATE_PROC = "/tmp/.proc"
+_TEMPLATE_IDS = "/tmp/.ids"
+# The uid and gid of the script inside its user namespace (ids.rs, ID_IN_SANDBOX).
+_NOBODY = 65534
 
 
 def _serve_template():
@@ -393,7 +399,7 @@ def _serve_template():
             # The supervisor closed its end: the pool is done with it.
             _exit(0)
         try:
-            tmp_bytes, backstop = (int(field) for field in message.split())
+            tmp_bytes, backstop, sandbox_id = (int(field) for field in message.split())
         except ValueError:
             tmp_bytes = None
         if tmp_bytes is None or len(fds) != _FORK_FDS:
@@ -405,7 +411,7 @@ def _serve_template():
             os.write(2, b"pyexec template: more than one thread; ending\n")
             _exit(70)
         if os.fork() == 0:
-            _keep(libc, proc, control, fds, tmp_bytes, backstop)
+            _keep(libc, proc, control, fds, tmp_bytes, backstop, sandbox_id)
             return
         for fd in fds:
             os.close(fd)
@@ -419,27 +425,34 @@ def _check(result, what):
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def _keep(libc, proc, control, fds, tmp_bytes, backstop):
+def _keep(libc, proc, control, fds, tmp_bytes, backstop, sandbox_id):
     """A forked sandbox's keeper, in the template's jail: says who it is (its pid, in the
     credentials of one byte on the status socket), waits until the supervisor has moved it into
-    the sandbox's own cgroup, makes the sandbox's own user, mount, pid, network, IPC, UTS and
-    cgroup namespaces, forks the sandbox's first process (pid 1 of its namespace), then waits for
-    it, kills it at `backstop` seconds (like nsjail's time limit), and writes how it ended on the
-    status socket. Returns only in the sandbox's first process."""
+    the sandbox's own cgroup, becomes the sandbox's host id (`sandbox_id`, uid and gid), makes the
+    sandbox's own user namespace (owned by that id, with 65534 inside mapped to it), mount, pid,
+    network, IPC, UTS and cgroup namespaces, forks the sandbox's first process (pid 1 of its
+    namespace), then waits for it, kills it at `backstop` seconds (like nsjail's time limit), and
+    writes how it ended on the status socket. Returns only in the sandbox's first process."""
     import signal
     import socket
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     control.close()
-    stdin_r, stdout_w, stderr_w, result_w, status_fd = fds
+    stdin_r, stdout_w, stderr_w, result_w, status_fd, _lease = fds
     status = socket.socket(fileno=status_fd)
     try:
         status.sendall(b"P")
         if status.recv(1) != b"G":
             _exit(0)
-        uid, gid = os.getuid(), os.getgid()
+        # The template kept CAP_SETUID and CAP_SETGID (in its own user namespace, where the
+        # range of sandbox ids is mapped) for this. A change of uid clears the dumpable flag,
+        # which would leave this process's /proc files to root: set it again to write the maps.
+        os.setresgid(sandbox_id, sandbox_id, sandbox_id)
+        os.setresuid(sandbox_id, sandbox_id, sandbox_id)
+        _check(libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
         _check(libc.unshare(_CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
-        for name, line in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        maps = (("setgroups", "deny"), ("uid_map", f"{_NOBODY} {sandbox_id} 1"), ("gid_map", f"{_NOBODY} {sandbox_id} 1"))
+        for name, line in maps:
             fd = os.open(f"self/{name}", os.O_WRONLY, dir_fd=proc)
             try:
                 os.write(fd, line.encode())
@@ -454,7 +467,7 @@ def _keep(libc, proc, control, fds, tmp_bytes, backstop):
     if child == 0:
         status.close()
         os.close(proc)
-        _enter_sandbox(libc, stdin_r, stdout_w, stderr_w, result_w, tmp_bytes)
+        _enter_sandbox(libc, stdin_r, stdout_w, stderr_w, result_w, tmp_bytes, sandbox_id)
         return
     for fd in (stdin_r, stdout_w, stderr_w, result_w, proc):
         os.close(fd)
@@ -472,12 +485,13 @@ def _keep(libc, proc, control, fds, tmp_bytes, backstop):
     _exit(0)
 
 
-def _enter_sandbox(libc, stdin_r, stdout_w, stderr_w, result_w, tmp_bytes):
-    """The first process of a forked sandbox, pid 1 of its own namespaces: its own /tmp and
-    /dev/shm (empty tmpfs of the jail's sizes; the new /tmp covers the template's /proc), its
-    pipes as stdin, stdout, stderr and result, nothing else open; then no capability, no way to regain
-    one, the namespace and mount calls denied (the filter nsjail.cfg gives every other jail),
-    and random state of its own."""
+def _enter_sandbox(libc, stdin_r, stdout_w, stderr_w, result_w, tmp_bytes, sandbox_id):
+    """The first process of a forked sandbox, pid 1 of its own namespaces: its id's own device
+    nodes (read-only binds, as nsjail gives every other jail), its own /tmp and /dev/shm (empty
+    tmpfs of the jail's sizes; the new /tmp covers the template's /proc and the ids' devices),
+    its pipes as stdin, stdout, stderr and result, nothing else open; then no capability, no way
+    to regain one, the namespace and mount calls denied (the filter nsjail.cfg gives every other
+    jail), and random state of its own."""
     import ctypes
 
     global _result_fd, _HARNESS_PID
@@ -485,6 +499,18 @@ def _enter_sandbox(libc, stdin_r, stdout_w, stderr_w, result_w, tmp_bytes):
     # without a pid lookup, so in the template's group it would reach the template, the keepers
     # and every sandbox forked beside it.
     os.setsid()
+    # The keeper, a fork of the template, counts the template's resident pages as its own: left
+    # as it is, the kernel's OOM killer would choose it, not the script, when the sandbox runs
+    # out of memory. The script's processes (which inherit this, and have no /proc to change
+    # it) come first instead.
+    with open(f"{_TEMPLATE_PROC}/self/oom_score_adj", "w") as adj:
+        adj.write("1000")
+    for name, target in (("null", "null"), ("zero", "zero"), ("urandom", "urandom"), ("urandom", "random")):
+        source = f"{_TEMPLATE_IDS}/{sandbox_id}/{name}".encode()
+        target = f"/dev/{target}".encode()
+        _check(libc.mount(source, target, None, _MS_BIND, None), f"bind {source.decode()}")
+        # The template sees the ids' nodes read-only, so the bind is already; say it anyway.
+        _check(libc.mount(None, target, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None), f"read-only {target.decode()}")
     shm = os.statvfs("/dev/shm")
     mounts = (
         (b"/tmp", f"size={tmp_bytes},mode=1777", _MS_NOSUID | _MS_NODEV),
@@ -529,9 +555,26 @@ def _enter_sandbox(libc, stdin_r, stdout_w, stderr_w, result_w, tmp_bytes):
 
 
 _source = ""
+# Real-time and other queued signals a sandbox may have pending: the kernel charges them to the
+# owners of every user namespace above it, up to the host's root, whose budget is the host's.
+_SIGPENDING = 256
+
+
+def _cap_kernel_budgets():
+    """Caps, soft and hard, that no process of the sandbox can raise again: queued signals
+    (`_SIGPENDING`), and core dumps at 1 byte, which the kernel reads as "never start a core-dump
+    helper" where the host's core_pattern is a pipe (0 would still start it)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_SIGPENDING)
+    limit = _SIGPENDING if hard == resource.RLIM_INFINITY else min(hard, _SIGPENDING)
+    resource.setrlimit(resource.RLIMIT_SIGPENDING, (limit, limit))
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0) if hard == 0 else (1, 1))
 
 
 def _main():
+    _cap_kernel_budgets()
     if _TEMPLATE is not None:
         _serve_template()
     faulthandler.enable()

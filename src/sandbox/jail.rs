@@ -14,6 +14,7 @@ use tokio::process::Child;
 
 use super::cgroup::RunCgroup;
 use super::gvisor::{self, GvisorTools};
+use super::ids::IdLease;
 use super::nsjail::{self, ChildStatus};
 use super::template::ForkedKeeper;
 use super::SandboxError;
@@ -32,6 +33,9 @@ pub(super) struct Jail {
     pub(super) log: pipe::Receiver,
     pub(super) cgroup: Option<RunCgroup>,
     pub(super) terminate_on_drop: TerminateOnDrop,
+    /// Its host id, held until its processes are gone (None inside gVisor, or when the
+    /// supervisor is not root).
+    pub(super) lease: Option<IdLease>,
 }
 
 impl Jail {
@@ -71,6 +75,11 @@ impl Keeper {
             }
             Keeper::Forked(keeper) => keeper.wait().await,
         }
+    }
+
+    /// Whether a forked sandbox's keeper ended without saying how the sandbox ended.
+    pub(super) fn lost(&self) -> bool {
+        matches!(self, Keeper::Forked(keeper) if keeper.lost())
     }
 
     /// Whether the sandbox has ended, without waiting.

@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod delivery;
 pub mod envelope;
 pub mod gvisor;
+pub mod ids;
 mod install;
 mod jail;
 pub mod job;
@@ -50,6 +51,8 @@ pub enum SandboxError {
     Pipe(&'static str),
     #[error("the pool's template: {0}")]
     Template(String),
+    #[error("sandbox ids: {0}")]
+    Ids(#[from] ids::IdError),
     #[error("the template jail's configuration cannot be derived from the nsjail configuration: {0}")]
     TemplateConfig(#[from] template::ConfigError),
 }

@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::gvisor::GvisorTools;
+use super::ids;
 use super::limits::Limits;
 
 /// Where the Python environment (interpreter symlink, pandas, numpy) appears inside the jail.
@@ -20,6 +21,11 @@ pub const CONTROL_FD: i32 = 5;
 pub const TEMPLATE_CONFIG_FD: i32 = 6;
 /// Where the template jail's /proc is mounted (the harness's `_TEMPLATE_PROC`).
 pub const TEMPLATE_PROC: &str = "/tmp/.proc";
+/// Where the template jail sees the device nodes of every sandbox id (the harness's
+/// `_TEMPLATE_IDS`), inside its /tmp like its /proc.
+pub const TEMPLATE_IDS: &str = "/tmp/.ids";
+/// The fd on which nsjail holds its sandbox's id lease (never passed into the jail).
+pub const LEASE_FD: i32 = 7;
 
 /// The harness, embedded so the binary needs no file beside it.
 pub const HARNESS: &str = include_str!("harness.py");
@@ -115,6 +121,69 @@ pub struct JailPaths {
     pub gvisor: Option<GvisorTools>,
 }
 
+/// Who the jailed process is on the host, and whose device nodes it gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// Its own host uid and gid (a lease, `ids`), and that id's device nodes in `devices`.
+    Leased { id: u32, devices: PathBuf },
+    /// The supervisor's own uid and gid and the host's device nodes: a supervisor that is not
+    /// root can map no other id.
+    Own { uid: u32, gid: u32 },
+    /// The pool's template: host 65534 itself, with `count` ids from `first` mapped as they
+    /// are, for each forked sandbox's keeper to switch to its lease (CAP_SETUID and CAP_SETGID
+    /// kept for that), and every id's device nodes (`devices`) at `TEMPLATE_IDS`.
+    Template { first: u32, count: u32, devices: PathBuf },
+    /// As the configuration says (inside gVisor).
+    Configured,
+}
+
+impl Identity {
+    /// nsjail's arguments for it: the id maps, capabilities and the device binds.
+    fn args(&self) -> Vec<String> {
+        let nobody = ids::ID_IN_SANDBOX;
+        let host_devices = || devices_from(Path::new("/dev"));
+        match self {
+            Identity::Leased { id, devices } => {
+                let mut args = ids::id_map_args(*id).to_vec();
+                args.extend(devices_from(devices));
+                args
+            }
+            Identity::Own { uid, gid } => {
+                let mut args =
+                    vec!["--user".into(), format!("{nobody}:{uid}:1"), "--group".into(), format!("{nobody}:{gid}:1")];
+                args.extend(host_devices());
+                args
+            }
+            Identity::Template { first, count, .. } => {
+                let mut args = Vec::new();
+                for flag in ["--user", "--group"] {
+                    args.extend([
+                        flag.into(),
+                        format!("{nobody}:{nobody}:1"),
+                        flag.into(),
+                        format!("{first}:{first}:{count}"),
+                    ]);
+                }
+                args.extend(["--cap".into(), "CAP_SETUID".into(), "--cap".into(), "CAP_SETGID".into()]);
+                args.extend(host_devices());
+                args
+            }
+            Identity::Configured => Vec::new(),
+        }
+    }
+}
+
+/// Read-only binds of the device nodes in `dir` at /dev/null, /dev/zero, /dev/urandom and
+/// /dev/random: writes to a device work on a read-only mount, changes to its inode do not.
+fn devices_from(dir: &Path) -> Vec<String> {
+    let mut args = Vec::new();
+    for (name, target) in [("null", "null"), ("zero", "zero"), ("urandom", "urandom"), ("urandom", "random")] {
+        args.push("--bindmount_ro".into());
+        args.push(format!("{}:/dev/{target}", path_str(&dir.join(name))));
+    }
+    args
+}
+
 /// Which limits the kernel enforces through cgroups; the rest become rlimits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CgroupLimits {
@@ -123,7 +192,13 @@ pub struct CgroupLimits {
 }
 
 /// nsjail's arguments for one run (without the program name).
-pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits, start: &Start) -> Vec<OsString> {
+pub fn nsjail_args(
+    paths: &JailPaths,
+    limits: &Limits,
+    cgroups: CgroupLimits,
+    start: &Start,
+    identity: &Identity,
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::with_capacity(48);
     args.push("--config".into());
     args.push(match start {
@@ -162,6 +237,9 @@ pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits, st
         push("--rlimit_nproc".into());
         push(if ready && cgroups.pids { "hard".into() } else { limits.max_pids.to_string() });
     }
+    for arg in identity.args() {
+        push(arg);
+    }
     push("--mount".into());
     push(format!("none:/tmp:tmpfs:size={},mode=1777", limits.tmp_mb * 1024 * 1024));
     push("--bindmount_ro".into());
@@ -175,6 +253,10 @@ pub fn nsjail_args(paths: &JailPaths, limits: &Limits, cgroups: CgroupLimits, st
         // forked sandbox mounts its own /tmp over both, and no /proc appears in any root.
         push("--mount".into());
         push(format!("none:{TEMPLATE_PROC}:proc:rw"));
+        if let Identity::Template { devices, .. } = identity {
+            push("--bindmount_ro".into());
+            push(format!("{}:{TEMPLATE_IDS}", path_str(devices)));
+        }
     }
     push("--".into());
     push(format!("{PYTHON_ENV_IN_JAIL}/bin/python3"));
@@ -254,19 +336,37 @@ mod tests {
 
     #[test]
     fn cgroups_replace_the_memory_and_process_rlimits() {
-        let with = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &Start::Cold);
+        let with = nsjail_args(
+            &paths(),
+            &limits(),
+            CgroupLimits { memory: true, pids: true },
+            &Start::Cold,
+            &Identity::Configured,
+        );
         assert_eq!(value_after(&with, "--rlimit_as"), "hard");
         // Processes are limited by both: RLIMIT_NPROC fails a fork before the address space
         // is copied.
         assert_eq!(value_after(&with, "--rlimit_nproc"), "32");
-        let without = nsjail_args(&paths(), &limits(), CgroupLimits { memory: false, pids: false }, &Start::Cold);
+        let without = nsjail_args(
+            &paths(),
+            &limits(),
+            CgroupLimits { memory: false, pids: false },
+            &Start::Cold,
+            &Identity::Configured,
+        );
         assert_eq!(value_after(&without, "--rlimit_as"), "256");
         assert_eq!(value_after(&without, "--rlimit_nproc"), "32");
     }
 
     #[test]
     fn per_run_limits_reach_nsjail() {
-        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &Start::Cold);
+        let args = nsjail_args(
+            &paths(),
+            &limits(),
+            CgroupLimits { memory: true, pids: true },
+            &Start::Cold,
+            &Identity::Configured,
+        );
         assert_eq!(value_after(&args, "--time_limit"), "4");
         assert_eq!(value_after(&args, "--rlimit_cpu"), "5");
         assert_eq!(value_after(&args, "--mount"), "none:/tmp:tmpfs:size=8388608,mode=1777");
@@ -276,18 +376,36 @@ mod tests {
 
     #[test]
     fn the_python_environment_is_never_mounted_at_its_host_path() {
-        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &Start::Cold);
+        let args = nsjail_args(
+            &paths(),
+            &limits(),
+            CgroupLimits { memory: true, pids: true },
+            &Start::Cold,
+            &Identity::Configured,
+        );
         let program_at = args.iter().position(|a| a == "--").expect("separator") + 1;
         assert_eq!(args[program_at], "/opt/pyexec/bin/python3");
     }
 
     #[test]
     fn compiled_harness_byte_code_is_the_last_argument_and_the_fd_stays_first() {
-        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &Start::Cold);
+        let args = nsjail_args(
+            &paths(),
+            &limits(),
+            CgroupLimits { memory: true, pids: true },
+            &Start::Cold,
+            &Identity::Configured,
+        );
         let tail: Vec<String> = args[args.len() - 3..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(tail, [LOAD_COMPILED, "3", "00ff"]);
         let source = JailPaths { harness: Harness::Source, ..paths() };
-        let args = nsjail_args(&source, &limits(), CgroupLimits { memory: true, pids: true }, &Start::Cold);
+        let args = nsjail_args(
+            &source,
+            &limits(),
+            CgroupLimits { memory: true, pids: true },
+            &Start::Cold,
+            &Identity::Configured,
+        );
         assert_eq!(args.last().map(|a| a.to_string_lossy().into_owned()), Some("3".to_string()));
     }
 
@@ -295,7 +413,13 @@ mod tests {
     fn inside_gvisor_nsjail_gets_no_rlimits_since_its_parent_sets_them() {
         let tools = GvisorTools { prlimit: "/x/prlimit".into(), setpriv: "/x/setpriv".into() };
         let gvisor = JailPaths { gvisor: Some(tools), ..paths() };
-        let args = nsjail_args(&gvisor, &limits(), CgroupLimits { memory: false, pids: false }, &Start::Cold);
+        let args = nsjail_args(
+            &gvisor,
+            &limits(),
+            CgroupLimits { memory: false, pids: false },
+            &Start::Cold,
+            &Identity::Configured,
+        );
         assert!(!args.iter().any(|a| a.to_string_lossy().starts_with("--rlimit")), "{args:?}");
         assert_eq!(value_after(&args, "--pass_fd"), "3");
         assert_eq!(value_after(&args, "--time_limit"), "4");
@@ -304,7 +428,8 @@ mod tests {
     #[test]
     fn a_template_jail_reads_its_own_config_gets_its_control_socket_and_proc_and_never_times_out() {
         let start = Start::Template { preload: vec!["pandas".into()], filter_hex: "2000".into() };
-        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &start);
+        let args =
+            nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &start, &Identity::Configured);
         let text: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(value_after(&args, "--config"), format!("/proc/self/fd/{TEMPLATE_CONFIG_FD}"));
         assert_eq!(value_after(&args, "--time_limit"), "0");
@@ -320,7 +445,8 @@ mod tests {
     #[test]
     fn a_ready_jail_gets_the_preload_list_before_the_byte_code_and_no_job_rlimits() {
         let start = Start::Ready { preload: vec!["numpy".into(), "pandas".into()], backstop_seconds: 900 };
-        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &start);
+        let args =
+            nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &start, &Identity::Configured);
         let tail: Vec<String> = args[args.len() - 5..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(tail, [LOAD_COMPILED, "3", "preload=numpy,pandas", "lower=nproc", "00ff"]);
         assert_eq!(value_after(&args, "--time_limit"), "900");
@@ -336,14 +462,66 @@ mod tests {
     #[test]
     fn without_cgroups_a_ready_jail_lowers_its_memory_and_process_rlimits_itself() {
         let start = Start::Ready { preload: vec!["numpy".into()], backstop_seconds: 900 };
-        let args = nsjail_args(&paths(), &limits(), CgroupLimits { memory: false, pids: false }, &start);
+        let args = nsjail_args(
+            &paths(),
+            &limits(),
+            CgroupLimits { memory: false, pids: false },
+            &start,
+            &Identity::Configured,
+        );
         let tail: Vec<String> = args[args.len() - 4..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(tail, ["3", "preload=numpy", "lower=as,nproc", "00ff"]);
         // The ready limits are the ceiling the harness lowers from.
         assert_eq!(value_after(&args, "--rlimit_as"), "256");
         assert_eq!(value_after(&args, "--rlimit_nproc"), "32");
-        let cold = nsjail_args(&paths(), &limits(), CgroupLimits { memory: false, pids: false }, &Start::Cold);
+        let cold = nsjail_args(
+            &paths(),
+            &limits(),
+            CgroupLimits { memory: false, pids: false },
+            &Start::Cold,
+            &Identity::Configured,
+        );
         assert!(!cold.iter().any(|a| a.to_string_lossy().starts_with("lower=")), "{cold:?}");
+    }
+
+    fn text(args: &[OsString]) -> Vec<String> {
+        args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn a_leased_jail_is_its_id_on_the_host_and_sees_only_its_ids_device_nodes_read_only() {
+        let identity = Identity::Leased { id: 2_000_000_003, devices: "/dev/pyexec/2000000003".into() };
+        let cgroups = CgroupLimits { memory: true, pids: true };
+        let args = text(&nsjail_args(&paths(), &limits(), cgroups, &Start::Cold, &identity));
+        assert!(args.windows(2).any(|w| w == ["--user", "65534:2000000003:1"]), "{args:?}");
+        assert!(args.windows(2).any(|w| w == ["--group", "65534:2000000003:1"]), "{args:?}");
+        for bind in [
+            "/dev/pyexec/2000000003/null:/dev/null",
+            "/dev/pyexec/2000000003/zero:/dev/zero",
+            "/dev/pyexec/2000000003/urandom:/dev/urandom",
+            "/dev/pyexec/2000000003/urandom:/dev/random",
+        ] {
+            assert!(args.windows(2).any(|w| w == ["--bindmount_ro", bind]), "{bind}: {args:?}");
+        }
+        assert!(!args.iter().any(|a| a.starts_with("/dev/null:")), "a host device node: {args:?}");
+        assert!(!args.iter().any(|a| a == "--cap"), "{args:?}");
+    }
+
+    #[test]
+    fn the_template_maps_the_id_range_as_it_is_and_keeps_only_the_caps_to_switch_to_one() {
+        let identity = Identity::Template { first: 2_000_000_000, count: 64, devices: "/dev/pyexec".into() };
+        let start = Start::Template { preload: vec![], filter_hex: "2000".into() };
+        let args =
+            text(&nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &start, &identity));
+        // The first map is the template's own uid (nsjail runs it as the first map's inside id).
+        let users: Vec<&String> = args.windows(2).filter(|w| w[0] == "--user").map(|w| &w[1]).collect();
+        assert_eq!(users, ["65534:65534:1", "2000000000:2000000000:64"]);
+        let caps: Vec<&String> = args.windows(2).filter(|w| w[0] == "--cap").map(|w| &w[1]).collect();
+        assert_eq!(caps, ["CAP_SETUID", "CAP_SETGID"]);
+        // Every id's device nodes inside its /tmp, mounted after /tmp itself.
+        let tmp = args.iter().position(|a| a.starts_with("none:/tmp:tmpfs")).expect("/tmp");
+        let ids = args.iter().position(|a| *a == format!("/dev/pyexec:{TEMPLATE_IDS}")).expect("ids");
+        assert!(tmp < ids, "{args:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::cgroup::RunCgroup;
 use super::envelope::Envelope;
 use super::gvisor::GvisorTools;
+use super::ids::IdLease;
 use super::jail::{Keeper, TerminateOnDrop};
 
 /// How long a jail that answered may take to end by itself (its harness calls `_exit` right
@@ -47,6 +48,7 @@ impl Removal {
         mut keeper: Keeper,
         mut terminate_on_drop: TerminateOnDrop,
         cgroup: Option<RunCgroup>,
+        lease: Option<IdLease>,
         deadline: Instant,
         gvisor: Option<GvisorTools>,
     ) {
@@ -59,5 +61,6 @@ impl Removal {
         if let Some(group) = cgroup {
             group.release().await;
         }
+        drop(lease);
     }
 }

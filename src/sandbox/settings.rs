@@ -69,6 +69,23 @@ pub struct SandboxSettings {
     /// the weight is a few percent then); `false` keeps just the tenth.
     #[arg(long, env = "PYEXEC_CPU_LONG_RUN_IDLE", default_value_t = true, action = clap::ArgAction::Set)]
     pub cpu_long_run_idle: bool,
+    /// The first host uid (and gid) of the range sandboxes run as, with `--isolation host` and a
+    /// supervisor that is root. Each sandbox has an id of its own for its whole life (the script
+    /// is 65534 inside), so what the kernel counts per user (pipe buffers, file descriptors in
+    /// flight, processes, queued signals) is counted per sandbox. No one else on the host may
+    /// use the range; it must not hold 65534.
+    #[arg(long, env = "PYEXEC_SANDBOX_ID_FIRST", default_value_t = 2_000_000_000)]
+    pub sandbox_id_first: u32,
+    /// How many ids the range has: at least the sandboxes that may live at once (running
+    /// scripts, ready sandboxes of the pool, sandboxes still ending) of every server on the host
+    /// that shares the range.
+    #[arg(long, env = "PYEXEC_SANDBOX_ID_COUNT", default_value_t = 65_536)]
+    pub sandbox_id_count: u32,
+    /// Where the ids are leased: a directory per id in use, locked by the server whose sandbox
+    /// has it and holding the id's own device nodes (null, zero, urandom) that its sandbox sees.
+    /// Must allow device nodes (not a `nodev` mount), as /dev does.
+    #[arg(long, env = "PYEXEC_SANDBOX_ID_DIR", default_value = "/dev/pyexec")]
+    pub sandbox_id_dir: PathBuf,
     #[command(flatten)]
     pub limits: LimitSettings,
 }

@@ -26,6 +26,9 @@ pub struct RunFacts<'a> {
     /// RLIMIT_AS is the run's only memory bound (inside gVisor), so a MemoryError that ended
     /// the script means the memory limit was reached.
     pub memory_error_is_limit: bool,
+    /// The process that kept the sandbox (a forked sandbox's keeper) was killed before it said
+    /// how the script ended: nothing the sandbox reported can be trusted to be whole.
+    pub keeper_lost: bool,
 }
 
 /// The decided part of an envelope.
@@ -69,6 +72,12 @@ pub fn decide(facts: &RunFacts) -> Verdict {
                 format!("Execution timed out after {} (wall-clock limit)", seconds(facts.limits.timeout_ms)),
             )
         };
+    }
+    if facts.keeper_lost {
+        return failed(
+            Outcome::SandboxFailure,
+            "The sandbox's keeper was killed before the script ended; the run was stopped".to_string(),
+        );
     }
     if facts.report_overflow {
         return failed(
@@ -191,7 +200,19 @@ mod tests {
             report_overflow: false,
             elapsed_ms: 50,
             memory_error_is_limit: false,
+            keeper_lost: false,
         }
+    }
+
+    #[test]
+    fn a_report_is_never_a_success_when_the_keeper_was_killed() {
+        let l = limits();
+        let report = br#"{"ok":true,"result":{"a":1}}"#;
+        let v = decide(&RunFacts { keeper_lost: true, ..facts(&l, None, report) });
+        assert_eq!(v.outcome, Outcome::SandboxFailure);
+        assert_eq!(v.result, None);
+        let timed_out = decide(&RunFacts { keeper_lost: true, timed_out: true, ..facts(&l, None, report) });
+        assert_eq!(timed_out.outcome, Outcome::Timeout);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::limits::Limits;
 use super::ready::{ReadySandbox, Unfit};
 use super::supervisor::Supervisor;
+use super::template::Life;
 use kind::next_to_start;
 
 /// How often the pool looks for dead and stale sandboxes when nothing wakes it.
@@ -71,6 +72,15 @@ pub struct PoolSettings {
     /// sandboxes start their own interpreter.
     #[arg(long, env = "PYEXEC_POOL_FORK", default_value_t = true, action = clap::ArgAction::Set)]
     pub pool_fork: bool,
+    /// Most sandboxes one template forks before a new template takes over. Forks share the
+    /// secrets their template's interpreter drew when it started (the hash seed, the stack
+    /// canary, the pointer guard): this bounds how many sandboxes share them.
+    #[arg(long, env = "PYEXEC_POOL_TEMPLATE_FORKS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub pool_template_forks: u64,
+    /// Most seconds one template forks sandboxes before a new template takes over (the old one
+    /// ends once its last fork has): bounds how long forks share those secrets.
+    #[arg(long, env = "PYEXEC_POOL_TEMPLATE_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub pool_template_seconds: u64,
     #[command(flatten)]
     pub preload: PreloadSettings,
 }
@@ -98,6 +108,11 @@ impl PreloadSettings {
 impl PoolSettings {
     pub fn enabled(&self) -> bool {
         self.pool_max > 0
+    }
+
+    /// How long each template serves.
+    fn template_life(&self) -> Life {
+        Life { max_forks: self.pool_template_forks, max_age: Duration::from_secs(self.pool_template_seconds) }
     }
 
     fn idle_lifetime(&self) -> Duration {
@@ -401,7 +416,8 @@ async fn start_one(starting: Starting) -> bool {
     let forked = shared.settings.pool_fork && shared.supervisor.can_fork();
     let start = async {
         if forked {
-            match shared.supervisor.start_forked(&id, &shared.limits, preload, shared.backstop).await {
+            let life = shared.settings.template_life();
+            match shared.supervisor.start_forked(&id, &shared.limits, preload, shared.backstop, &life).await {
                 Ok(sandbox) => return Ok(sandbox),
                 Err(err) => {
                     tracing::warn!(error = %err, "a ready sandbox could not be forked; starting its own interpreter")
@@ -477,6 +493,8 @@ mod tests {
             pool_idle_seconds: 0,
             pool_starts_at_once: None,
             pool_fork: true,
+            pool_template_forks: 1000,
+            pool_template_seconds: 300,
             preload: PreloadSettings { preload_modules: vec![" numpy".into(), String::new()] },
         };
         assert_eq!(settings.preload.modules(), ["numpy"]);
@@ -491,6 +509,8 @@ mod tests {
             pool_idle_seconds: 60,
             pool_starts_at_once: None,
             pool_fork: true,
+            pool_template_forks: 1000,
+            pool_template_seconds: 300,
             preload: PreloadSettings { preload_modules: vec![] },
         };
         let preload = vec!["pandas".to_string()];

@@ -14,21 +14,23 @@ use crate::sandbox::jail::Jail;
 use crate::sandbox::limits::Limits;
 use crate::sandbox::nsjail::{self, Start};
 use crate::sandbox::ready::ReadySandbox;
-use crate::sandbox::template::{self, Template};
+use crate::sandbox::template::{self, Life, Template};
 use crate::sandbox::SandboxError;
 
 impl Supervisor {
     /// Whether ready sandboxes can be forked from a template (`start_forked`): on a host kernel,
-    /// with cgroups to put each in.
+    /// with cgroups to put each in and host ids to give each.
     pub fn can_fork(&self) -> bool {
-        self.inner.paths.gvisor.is_none() && !matches!(self.inner.ready_cgroups.mode(), CgroupMode::Off { .. })
+        self.inner.paths.gvisor.is_none()
+            && self.inner.ids.is_some()
+            && !matches!(self.inner.ready_cgroups.mode(), CgroupMode::Off { .. })
     }
 
     /// Memory the pool's templates hold (from their cgroups), unless one is being used right
     /// now.
     pub fn template_memory(&self) -> Option<u64> {
         let running = self.inner.templates.try_lock().ok()?;
-        Some(running.iter().filter_map(|t| t.cgroup.as_ref()?.memory_usage()).sum())
+        Some(running.all().filter_map(|t| t.cgroup.as_ref()?.memory_usage()).sum())
     }
 
     /// `start_ready`, but forked from the pool's template for `preload` (started, or restarted,
@@ -41,6 +43,7 @@ impl Supervisor {
         limits: &Limits,
         preload: &[String],
         backstop: Duration,
+        life: &Life,
     ) -> Result<ReadySandbox, SandboxError> {
         let memory_bytes = limits.memory_mb * 1024 * 1024;
         let cgroup_error = |source| SandboxError::Cgroup { run_id: id.to_string(), source };
@@ -51,22 +54,24 @@ impl Supervisor {
             .map_err(cgroup_error)?
             .ok_or_else(|| SandboxError::Template("a forked sandbox needs cgroups".into()))?;
         cgroup.set_forking().map_err(cgroup_error)?;
+        let ids = self
+            .inner
+            .ids
+            .as_ref()
+            .ok_or_else(|| SandboxError::Template("a forked sandbox needs sandbox ids".into()))?;
+        let lease = ids.lease()?;
         let pending = {
-            let mut running = self.inner.templates.lock().await;
-            if let Some(at) = running.iter().position(|t| t.preload == preload) {
-                if !running[at].alive() {
-                    tracing::warn!(modules = preload.join(","), "a template of the pool ended; starting a new one");
-                    running.swap_remove(at).destroy().await;
-                }
-            }
-            let at = match running.iter().position(|t| t.preload == preload) {
+            let mut templates = self.inner.templates.lock().await;
+            templates.retire(preload, life).await;
+            let at = match templates.serving.iter().position(|t| t.preload == preload) {
                 Some(at) => at,
                 None => {
-                    running.push(self.start_template(limits, preload).await?);
-                    running.len() - 1
+                    let template = self.start_template(limits, preload).await?;
+                    templates.serving.push(template);
+                    templates.serving.len() - 1
                 }
             };
-            running[at].fork(limits.tmp_mb * 1024 * 1024, backstop)?
+            templates.serving[at].fork(limits.tmp_mb * 1024 * 1024, backstop, lease)?
         };
         let jail = ready_jail(pending.into_cgroup(cgroup).await?).await?;
         Ok(ReadySandbox { jail, born: Instant::now(), limits: limits.clone() })
@@ -99,7 +104,16 @@ impl Supervisor {
             modules = preload.join(","),
             "a template of the pool is ready"
         );
-        Ok(Template { preload: preload.to_vec(), keeper, cgroup, terminate_on_drop, control })
+        Ok(Template {
+            preload: preload.to_vec(),
+            born: Instant::now(),
+            forks: 0,
+            live: std::sync::Arc::new(()),
+            keeper,
+            cgroup,
+            terminate_on_drop,
+            control,
+        })
     }
 }
 

@@ -17,15 +17,16 @@ use super::capture::{read_tail, Captured, Reading};
 use super::cgroup::{self, CgroupMode, CgroupPool, RunCgroup};
 use super::envelope::{Envelope, Outcome};
 use super::gvisor::{self, GvisorTools};
+use super::ids::{IdLease, IdRange};
 use super::install::{compile_harness, existing, resolve_program};
 use super::jail::{cloexec_pipe, Jail, Keeper, TerminateOnDrop, NSJAIL_TERM_GRACE};
 use super::job::Job;
 use super::limits::Limits;
-use super::nsjail::{self, CgroupLimits, ChildStatus, Harness, JailPaths, Start};
+use super::nsjail::{self, CgroupLimits, ChildStatus, Harness, Identity, JailPaths, Start};
 use super::ready::ReadySandbox;
 use super::removal::{Finished, Removal};
 use super::settings::{Isolation, SandboxSettings};
-use super::template::Template;
+use super::template::{Template, Templates};
 use super::verdict::{decide, RunFacts, Verdict};
 use super::SandboxError;
 
@@ -61,8 +62,11 @@ struct Inner {
     removals: TaskTracker,
     /// The pool's templates, one per list of preloaded modules (each started by the first
     /// `start_forked` for its list), and their slots (`template-<pid>-<n>`).
-    templates: tokio::sync::Mutex<Vec<Template>>,
+    templates: tokio::sync::Mutex<Templates>,
     template_cgroups: Arc<CgroupPool>,
+    /// The host ids sandboxes lease (`--isolation host` as root); None: every sandbox is the
+    /// supervisor's own uid, or what nsjail-gvisor.cfg says.
+    ids: Option<Arc<IdRange>>,
 }
 
 impl Supervisor {
@@ -75,6 +79,19 @@ impl Supervisor {
             return Err(SandboxError::Missing { what: "Python interpreter", path: interpreter });
         }
         let nsjail = resolve_program(&settings.nsjail, "nsjail")?;
+        let ids = match settings.isolation {
+            Isolation::Host if nix::unistd::geteuid().is_root() => {
+                Some(IdRange::new(settings.sandbox_id_first, settings.sandbox_id_count, &settings.sandbox_id_dir)?)
+            }
+            Isolation::Host => {
+                tracing::warn!(
+                    uid = nix::unistd::geteuid().as_raw(),
+                    "not root: every sandbox runs as this uid, sharing its per-user kernel budgets"
+                );
+                None
+            }
+            Isolation::Gvisor => None,
+        };
         let (paths, cgroups, owns_parent_cgroup) = match settings.isolation {
             Isolation::Host => {
                 let config = existing(&settings.nsjail_config, "nsjail configuration")?;
@@ -99,8 +116,9 @@ impl Supervisor {
         let template_cgroups = CgroupPool::for_template(cgroups.clone(), settings.cpu_share());
         let cgroups = CgroupPool::new(cgroups, settings.cpu_share());
         let removals = TaskTracker::new();
-        let templates = tokio::sync::Mutex::new(Vec::new());
-        let inner = Inner { paths, cgroups, ready_cgroups, owns_parent_cgroup, removals, templates, template_cgroups };
+        let templates = tokio::sync::Mutex::new(Templates::default());
+        let inner =
+            Inner { paths, cgroups, ready_cgroups, owns_parent_cgroup, removals, templates, template_cgroups, ids };
         Ok(Supervisor { inner: Arc::new(inner) })
     }
 
@@ -116,8 +134,9 @@ impl Supervisor {
             ready_cgroups: self.inner.ready_cgroups.clone(),
             owns_parent_cgroup: self.inner.owns_parent_cgroup,
             removals: self.inner.removals.clone(),
-            templates: tokio::sync::Mutex::new(Vec::new()),
+            templates: tokio::sync::Mutex::new(Templates::default()),
             template_cgroups: self.inner.template_cgroups.clone(),
+            ids: self.inner.ids.clone(),
         };
         Supervisor { inner: Arc::new(inner) }
     }
@@ -128,7 +147,10 @@ impl Supervisor {
         // Sandboxes that answered early end within their deadline; wait for them first.
         self.inner.removals.close();
         self.inner.removals.wait().await;
-        let templates: Vec<Template> = self.inner.templates.lock().await.drain(..).collect();
+        let templates: Vec<Template> = {
+            let Templates { serving, retired } = std::mem::take(&mut *self.inner.templates.lock().await);
+            serving.into_iter().chain(retired).collect()
+        };
         futures::future::join_all(templates.into_iter().map(Template::destroy)).await;
         let inner = self.inner.clone();
         let removed = tokio::task::spawn_blocking(move || {
@@ -247,7 +269,12 @@ impl Supervisor {
             .acquire(memory_bytes, limits.max_pids + 1)
             .map_err(|source| SandboxError::Cgroup { run_id: run_id.to_string(), source })?;
         let cgroup_limits = CgroupLimits { memory: cgroup.is_some(), pids: cgroup.is_some() };
-        let args = nsjail::nsjail_args(&inner.paths, limits, cgroup_limits, start);
+        let (identity, lease) = self.identity(start)?;
+        if let Some(lease) = &lease {
+            let held = lease.fd().try_clone_to_owned().map_err(SandboxError::Spawn)?;
+            fds.push(FdMapping { parent_fd: held, child_fd: nsjail::LEASE_FD });
+        }
+        let args = nsjail::nsjail_args(&inner.paths, limits, cgroup_limits, start, &identity);
 
         let mut command = match (&cgroup, &inner.paths.gvisor) {
             (_, Some(tools)) => {
@@ -300,7 +327,27 @@ impl Supervisor {
             log: pipe::Receiver::from_owned_fd(log_read).map_err(spawn)?,
             cgroup,
             terminate_on_drop,
+            lease,
         })
+    }
+
+    /// Who a new jail is on the host: a leased id of its own, or (the template) the range for
+    /// its forks.
+    fn identity(&self, start: &Start) -> Result<(Identity, Option<IdLease>), SandboxError> {
+        if self.inner.paths.gvisor.is_some() {
+            return Ok((Identity::Configured, None));
+        }
+        let Some(ids) = &self.inner.ids else {
+            let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+            return Ok((Identity::Own { uid, gid }, None));
+        };
+        if let Start::Template { .. } = start {
+            let identity =
+                Identity::Template { first: ids.first(), count: ids.count(), devices: ids.dir().to_path_buf() };
+            return Ok((identity, None));
+        }
+        let lease = ids.lease()?;
+        Ok((Identity::Leased { id: lease.id(), devices: lease.path().to_path_buf() }, Some(lease)))
     }
 
     /// Feeds a started jail `input` on stdin, reads its output with the caps of `limits`,
@@ -317,7 +364,8 @@ impl Supervisor {
         cancel: &CancellationToken,
     ) -> Finished {
         let inner = &self.inner;
-        let Jail { keeper: mut child, mut stdin, stdout, stderr, result, log, cgroup, mut terminate_on_drop } = jail;
+        let Jail { keeper: mut child, mut stdin, stdout, stderr, result, log, cgroup, mut terminate_on_drop, lease } =
+            jail;
         let feeder = tokio::spawn(async move {
             // A script that ends before reading all of stdin closes the pipe: not an error.
             let _ = stdin.write_all(&input).await;
@@ -349,13 +397,15 @@ impl Supervisor {
                     if let Some(envelope) = self.early_answer(&mut output, limits, started, oom_killed).await {
                         feeder.abort();
                         let gvisor = inner.paths.gvisor.clone();
-                        let removal = Removal::ended(child, terminate_on_drop, cgroup, deadline, gvisor);
+                        let removal = Removal::ended(child, terminate_on_drop, cgroup, lease, deadline, gvisor);
                         return Finished { envelope, removal: Removal(Some(inner.removals.spawn(removal))) };
                     }
                 }
             }
         };
-        if timed_out || cancelled {
+        // A keeper that was killed leaves the script running without it: stop it too.
+        let keeper_lost = child.lost();
+        if timed_out || cancelled || keeper_lost {
             child.end(cgroup.as_ref(), inner.paths.gvisor.as_ref()).await;
         }
         child.wait().await;
@@ -374,6 +424,8 @@ impl Supervisor {
         if let Some(group) = cgroup {
             group.release().await;
         }
+        // Its processes are gone: the id may go to the next sandbox.
+        drop(lease);
 
         let log_text = log.text();
         let child_status = child.status(&log_text);
@@ -391,7 +443,11 @@ impl Supervisor {
             report_overflow: report.truncated(),
             elapsed_ms,
             memory_error_is_limit: inner.paths.gvisor.is_some(),
+            keeper_lost,
         });
+        if keeper_lost {
+            tracing::error!(run_id, oom_killed, "a forked sandbox's keeper was killed before its script ended");
+        }
         tracing::debug!(run_id, ?peak_memory, ?child_status, oom_killed, timed_out, cancelled, "sandbox finished");
         Finished { envelope: envelope(verdict, &stdout, &stderr, elapsed_ms), removal: Removal(None) }
     }
@@ -419,6 +475,7 @@ impl Supervisor {
                 report_overflow: report.truncated(),
                 elapsed_ms,
                 memory_error_is_limit: self.inner.paths.gvisor.is_some(),
+                keeper_lost: false,
             })
         });
         if verdict.outcome != Outcome::Success {

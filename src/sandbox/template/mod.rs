@@ -21,7 +21,8 @@ pub use config::{denied_calls, template_config, ConfigError};
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     recvmsg, sendmsg, setsockopt, sockopt::PassCred, ControlMessage, ControlMessageOwned, MsgFlags, UnixCredentials,
@@ -31,6 +32,7 @@ use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 
 use super::cgroup::RunCgroup;
+use super::ids::IdLease;
 use super::jail::{cloexec_pipe, Jail, Keeper, TerminateOnDrop};
 use super::nsjail::ChildStatus;
 use super::SandboxError;
@@ -41,6 +43,13 @@ use super::SandboxError;
 pub(super) struct Template {
     /// The modules it imported.
     pub(super) preload: Vec<String>,
+    /// When it was ready, and how many sandboxes it has forked: its forks share its
+    /// interpreter's start-up secrets (`Life`).
+    pub(super) born: Instant,
+    pub(super) forks: u64,
+    /// One reference per forked sandbox still alive (each keeper's), besides this one: a
+    /// retired template ends when its last fork has.
+    pub(super) live: Arc<()>,
     pub(super) keeper: Keeper,
     pub(super) cgroup: Option<RunCgroup>,
     pub(super) terminate_on_drop: TerminateOnDrop,
@@ -59,9 +68,21 @@ impl Template {
         !self.keeper.ended()
     }
 
-    /// Asks for one forked sandbox whose /tmp holds `tmp_bytes` and whose keeper kills it after
-    /// `backstop`: its pipes and status socket are made here and sent along.
-    pub(super) fn fork(&self, tmp_bytes: u64, backstop: Duration) -> Result<Pending, SandboxError> {
+    /// Whether it has forked as many sandboxes, or lived as long, as `life` allows.
+    pub(super) fn spent(&self, life: &Life) -> bool {
+        self.forks >= life.max_forks || self.born.elapsed() >= life.max_age
+    }
+
+    /// Whether no sandbox it forked is still alive.
+    pub(super) fn unused(&self) -> bool {
+        Arc::strong_count(&self.live) == 1
+    }
+
+    /// Asks for one forked sandbox whose /tmp holds `tmp_bytes`, whose keeper kills it after
+    /// `backstop`, and which runs as `lease`'s host id with its device nodes: its pipes and
+    /// status socket are made here and sent along with the lease's directory, which the keeper
+    /// holds open for as long as it lives.
+    pub(super) fn fork(&mut self, tmp_bytes: u64, backstop: Duration, lease: IdLease) -> Result<Pending, SandboxError> {
         let spawn = SandboxError::Spawn;
         let (stdin_r, stdin_w) = cloexec_pipe()?;
         let (stdout_r, stdout_w) = cloexec_pipe()?;
@@ -70,9 +91,15 @@ impl Template {
         let (status, theirs) = StdUnixStream::pair().map_err(spawn)?;
         // Set before the keeper can send: the kernel then attaches its credentials.
         setsockopt(&status, PassCred, &true).map_err(|e| spawn(e.into()))?;
-        let message = format!("{tmp_bytes} {}", backstop.as_secs().max(1));
-        let fds =
-            [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd(), result_w.as_raw_fd(), theirs.as_raw_fd()];
+        let message = format!("{tmp_bytes} {} {}", backstop.as_secs().max(1), lease.id());
+        let fds = [
+            stdin_r.as_raw_fd(),
+            stdout_w.as_raw_fd(),
+            stderr_w.as_raw_fd(),
+            result_w.as_raw_fd(),
+            theirs.as_raw_fd(),
+            lease.fd().as_raw_fd(),
+        ];
         let sent = sendmsg::<()>(
             self.control.as_raw_fd(),
             &[IoSlice::new(message.as_bytes())],
@@ -86,8 +113,10 @@ impl Template {
             Ok(_) => return Err(SandboxError::Template("its control socket took part of a request".into())),
             Err(err) => return Err(SandboxError::Template(format!("asking it to fork: {err}"))),
         }
+        self.forks += 1;
+        let template = self.live.clone();
         // The template holds its own copies of the sandbox's ends now; ours close here.
-        Ok(Pending { status, stdin: stdin_w, stdout: stdout_r, stderr: stderr_r, result: result_r })
+        Ok(Pending { template, status, stdin: stdin_w, stdout: stdout_r, stderr: stderr_r, result: result_r, lease })
     }
 
     /// Ends the template (and every sandbox it forked): it exits when its control socket
@@ -105,6 +134,54 @@ impl Template {
     }
 }
 
+/// How long a template may serve: its forks share the secrets its interpreter drew at start
+/// (the hash seed, the stack canary, the pointer guard, AT_RANDOM), so a template forks at most
+/// `max_forks` sandboxes and for at most `max_age`, then a new one takes over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Life {
+    pub max_forks: u64,
+    pub max_age: Duration,
+}
+
+/// The pool's templates: those that fork (one per list of preloaded modules), and retired ones
+/// that still have live forks (ending a template ends every sandbox it forked).
+#[derive(Debug, Default)]
+pub(super) struct Templates {
+    pub(super) serving: Vec<Template>,
+    pub(super) retired: Vec<Template>,
+}
+
+impl Templates {
+    /// Every template, serving or retired.
+    pub(super) fn all(&self) -> impl Iterator<Item = &Template> {
+        self.serving.iter().chain(self.retired.iter())
+    }
+
+    /// Takes the template for `preload` out of service when it has ended (at once) or is
+    /// spent (retired until its forks have ended), and ends the retired templates whose forks
+    /// all have.
+    pub(super) async fn retire(&mut self, preload: &[String], life: &Life) {
+        if let Some(at) = self.serving.iter().position(|t| t.preload == preload) {
+            if !self.serving[at].alive() {
+                tracing::warn!(modules = preload.join(","), "a template of the pool ended; starting a new one");
+                self.serving.swap_remove(at).destroy().await;
+            } else if self.serving[at].spent(life) {
+                let template = self.serving.swap_remove(at);
+                tracing::info!(
+                    modules = preload.join(","),
+                    forks = template.forks,
+                    "a template of the pool retires; starting a new one"
+                );
+                self.retired.push(template);
+            }
+        }
+        let (done, kept): (Vec<Template>, Vec<Template>) =
+            std::mem::take(&mut self.retired).into_iter().partition(Template::unused);
+        self.retired = kept;
+        futures::future::join_all(done.into_iter().map(Template::destroy)).await;
+    }
+}
+
 /// A forked sandbox on its way to ready: the supervisor's ends of its pipes and status socket.
 pub(super) struct Pending {
     status: StdUnixStream,
@@ -112,6 +189,8 @@ pub(super) struct Pending {
     stdout: OwnedFd,
     stderr: OwnedFd,
     result: OwnedFd,
+    lease: IdLease,
+    template: Arc<()>,
 }
 
 impl Pending {
@@ -137,7 +216,7 @@ impl Pending {
         status.write_all(b"G").await.map_err(spawn)?;
         let (log, _) = cloexec_pipe()?;
         Ok(Jail {
-            keeper: Keeper::Forked(ForkedKeeper { status, said: Vec::new(), eof: false }),
+            keeper: Keeper::Forked(ForkedKeeper { status, said: Vec::new(), eof: false, _template: self.template }),
             stdin: pipe::Sender::from_owned_fd(self.stdin).map_err(spawn)?,
             stdout: pipe::Receiver::from_owned_fd(self.stdout).map_err(spawn)?,
             stderr: pipe::Receiver::from_owned_fd(self.stderr).map_err(spawn)?,
@@ -145,6 +224,7 @@ impl Pending {
             log: pipe::Receiver::from_owned_fd(log).map_err(spawn)?,
             cgroup: Some(cgroup),
             terminate_on_drop: TerminateOnDrop { pid: None, gvisor: None },
+            lease: Some(self.lease),
         })
     }
 }
@@ -174,6 +254,8 @@ pub struct ForkedKeeper {
     status: UnixStream,
     said: Vec<u8>,
     eof: bool,
+    /// Keeps its template from being ended while this sandbox lives.
+    _template: Arc<()>,
 }
 
 /// More than a status line is never kept.
@@ -208,6 +290,11 @@ impl ForkedKeeper {
     fn keep(&mut self, bytes: &[u8]) {
         let room = STATUS_BYTES.saturating_sub(self.said.len());
         self.said.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    /// Whether the keeper ended without saying how its sandbox ended (it was killed).
+    pub(super) fn lost(&self) -> bool {
+        self.eof && self.status().is_none()
     }
 
     /// How the sandbox's first process ended, as its keeper said.
