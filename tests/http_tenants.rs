@@ -7,3 +7,6 @@ mod common;
 
 #[path = "http_tenants/policy.rs"]
 mod policy;
+
+#[path = "http_tenants/host_path.rs"]
+mod host_path;

@@ -75,7 +75,7 @@ trap 'exit 130' INT TERM
 # The rootfs: mount points, symlinks and the configuration, laid out as images/sandbox/Dockerfile
 # lays out the image; every binary comes from a read-only bind mount declared in config.json.
 rootfs="$work/rootfs"
-mkdir -p "$rootfs"/{usr/bin,usr/sbin,usr/lib,usr/lib64,usr/share,usr/local/bin,etc/pyexec,opt/nsjail,opt/pyexec-python,proc,dev,sys,tmp}
+mkdir -p "$rootfs"/{usr/bin,usr/sbin,usr/lib,usr/lib64,usr/share,usr/local/bin,etc/pyexec,opt/nsjail,opt/pyexec,proc,dev,sys,tmp}
 ln -s usr/bin "$rootfs/bin"; ln -s usr/lib "$rootfs/lib"; ln -s usr/lib64 "$rootfs/lib64"; ln -s usr/sbin "$rootfs/sbin"
 : >"$rootfs/usr/local/bin/pyexec"
 ln -s /opt/nsjail/lib/bin/nsjail "$rootfs/usr/local/bin/nsjail"
@@ -101,7 +101,7 @@ env = {
     "PYEXEC_NSJAIL": "/opt/nsjail/lib/bin/nsjail",
     "PYEXEC_NSJAIL_CONFIG": "/etc/pyexec/nsjail.cfg",
     "PYEXEC_NSJAIL_GVISOR_CONFIG": "/etc/pyexec/nsjail-gvisor.cfg",
-    "PYEXEC_PYTHON_ENV": "/opt/pyexec-python",
+    "PYEXEC_PYTHON_ENV": "/opt/pyexec",
     "PYEXEC_LOG": os.environ["PYEXEC_LOG"],
     # Where Kubernetes puts a container's termination message.
     "PYEXEC_TERMINATION_LOG": "/dev/termination-log",
@@ -132,7 +132,7 @@ for sub in ("bin", "sbin", "lib", "lib64", "share"):
 mounts += [
     {"destination": "/usr/local/bin/pyexec", "type": "bind", "source": pyexec, "options": ro},
     {"destination": "/opt/nsjail", "type": "bind", "source": f"{repo}/.tools/nsjail", "options": ro},
-    {"destination": "/opt/pyexec-python", "type": "bind", "source": f"{repo}/.tools/python", "options": ro},
+    {"destination": "/opt/pyexec", "type": "bind", "source": f"{repo}/.tools/python", "options": ro},
     # A file of the host, as the kubelet binds /dev/termination-log.
     {"destination": "/dev/termination-log", "type": "bind", "source": f"{case_out}/termination_message", "options": ["bind", "rw"]},
 ]
