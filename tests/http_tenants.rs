@@ -10,3 +10,6 @@ mod policy;
 
 #[path = "http_tenants/host_path.rs"]
 mod host_path;
+
+#[path = "http_tenants/ids.rs"]
+mod ids;
