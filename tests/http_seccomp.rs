@@ -1,6 +1,7 @@
 //! The seccomp policy of nsjail.cfg against a real server: each denied system call answers its
 //! exact errno (the script goes on, the service stays up), and what ordinary scripts use —
-//! threads, subprocesses, multiprocessing, numpy, pandas, temporary files — still works.
+//! threads, subprocesses, multiprocessing, numpy, pandas, temporary files, sqlite3, time zones —
+//! still works. nsjail-gvisor.cfg must carry the same policy line for line.
 //!
 //! Calls are made through `ctypes` with x86-64 numbers (Python 3.11 has no `os.unshare`).
 //! The arguments are ones the kernel itself would refuse with another errno (EINVAL, EFAULT,
@@ -16,6 +17,7 @@ use serde_json::{json, Value};
 
 const EPERM: i64 = 1;
 const ENOSYS: i64 = 38;
+const EOPNOTSUPP: i64 = 95;
 
 /// A call the policy refuses: a name for the report, the x86-64 number, the arguments, and the
 /// errno the script must see.
@@ -28,6 +30,11 @@ struct Denied {
 
 const fn denied(name: &'static str, nr: u32, args: &'static [i64]) -> Denied {
     Denied { name, nr, args, errno: EPERM }
+}
+
+/// A call the policy answers ENOSYS, as a kernel built without it would.
+const fn missing(name: &'static str, nr: u32, args: &'static [i64]) -> Denied {
+    Denied { name, nr, args, errno: ENOSYS }
 }
 
 /// CLONE_THREAD without CLONE_SIGHAND: the kernel alone would answer EINVAL, so a clone that
@@ -107,6 +114,35 @@ const DENIED: &[Denied] = &[
     denied("socket(AF_TIPC)", 41, &[30, 5, 0]),
     denied("socket(AF_BLUETOOTH)", 41, &[31, 3, 0]),
     denied("socket(AF_XDP)", 41, &[44, 3, 0]),
+    // What tenants of one kernel share. inotify_init, inotify_init1 and io_setup(1, NULL) would
+    // succeed or answer EFAULT, fanotify_init EPERM (unprivileged, without FAN_REPORT_FID), the
+    // others EBADF, EINVAL or EFAULT: ENOSYS can only come from the filter.
+    missing("inotify_init", 253, &[]),
+    missing("inotify_init1", 294, &[0]),
+    missing("inotify_add_watch", 254, &[-1, 0, 0]),
+    missing("inotify_rm_watch", 255, &[-1, 0]),
+    missing("fanotify_init", 300, &[0, 0]),
+    missing("fanotify_mark", 301, &[-1, 0, 0, -1, 0]),
+    missing("io_setup", 206, &[1, 0]),
+    missing("io_destroy", 207, &[0]),
+    missing("io_submit", 209, &[0, 0, 0]),
+    missing("io_cancel", 210, &[0, 0, 0]),
+    missing("io_getevents", 208, &[0, 0, 0, 0, 0]),
+    missing("io_pgetevents", 333, &[0, 0, 0, 0, 0, 0]),
+    missing("flock", 73, &[-1, 2]),
+    missing("listmount", 458, &[0, 0, 0, 0, 0]),
+    missing("statmount", 457, &[0, 0, 0, 0, 0]),
+    missing("cachestat", 451, &[-1, 0, 0, 0]),
+    // sysinfo(NULL) would answer EFAULT. syslog(SYSLOG_ACTION_SIZE_BUFFER) succeeds where
+    // kernel.dmesg_restrict is 0 and is refused with EPERM by the kernel too where it is 1.
+    denied("sysinfo", 99, &[0]),
+    denied("syslog(SYSLOG_ACTION_SIZE_BUFFER)", 103, &[10, 0, 0]),
+    // On fd -1 the kernel would answer EBADF.
+    denied("fcntl(F_NOTIFY)", 72, &[-1, 1026, 0]),
+    denied("fadvise64(POSIX_FADV_DONTNEED)", 221, &[-1, 0, 0, 4]),
+    Denied { name: "preadv2(RWF_NOWAIT)", nr: 327, args: &[-1, 0, 0, 0, 0, 0x8], errno: EOPNOTSUPP },
+    Denied { name: "preadv2(RWF_HIPRI|RWF_NOWAIT)", nr: 327, args: &[-1, 0, 0, 0, 0, 0x9], errno: EOPNOTSUPP },
+    Denied { name: "pwritev2(RWF_NOWAIT)", nr: 328, args: &[-1, 0, 0, 0, 0, 0x8], errno: EOPNOTSUPP },
 ];
 
 /// Python that makes one raw system call and returns 0 or its errno.
@@ -159,7 +195,7 @@ async fn the_allowed_forms_of_filtered_calls_still_work() {
     let server = Server::start().await;
     let script = format!(
         "{SYSCALL_PY}
-import os, socket
+import fcntl, os, socket, struct
 
 def main():
     families = {{}}
@@ -172,7 +208,21 @@ def main():
     if pid == 0:
         os._exit(7)
     _, status = os.waitpid(pid, 0)
+    # A file of the sandbox's own: record locks and reading them (sqlite3's), other advice, and
+    # preadv2/pwritev2 with flags other than RWF_NOWAIT.
+    fd = os.open('/tmp/allowed', os.O_RDWR | os.O_CREAT)
+    written = os.pwritev(fd, [b'data'], 0, os.RWF_DSYNC)
+    read = bytearray(4)
+    os.preadv(fd, [read], 0, os.RWF_HIPRI)
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    flock = struct.pack('hhqqi', fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    own_lock_seen_as = struct.unpack('hhqqi', fcntl.fcntl(fd, fcntl.F_GETLK, flock))[0]
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
     return {{
+        'pwritev2_rwf_dsync': written,
+        'preadv2_rwf_hipri': read.decode(),
+        'f_getlk_own_lock': own_lock_seen_as == fcntl.F_UNLCK,
+        'fadvise_willneed': errno_of(221, fd, 0, 0, 3),
         'personality_query': errno_of(135, 0xFFFFFFFF),
         'personality_linux': errno_of(135, 0),
         'unshare_nothing_is_still_refused': errno_of(272, 0),
@@ -186,6 +236,10 @@ def main():
     assert_eq!(
         result,
         json!({
+            "pwritev2_rwf_dsync": 4,
+            "preadv2_rwf_hipri": "data",
+            "f_getlk_own_lock": true,
+            "fadvise_willneed": 0,
             "personality_query": 0,
             "personality_linux": 0,
             "unshare_nothing_is_still_refused": EPERM,
@@ -251,14 +305,16 @@ def main():
 #[tokio::test]
 async fn a_multiprocessing_pool_of_two_works_within_the_default_process_limit() {
     let server = Server::start().await;
-    // A builtin as the task: functions defined in the script cannot be pickled by reference,
-    // since the script is not an importable module (true with or without seccomp).
+    // The task is a function of the script (the harness makes the script a module pickle finds).
     let script = r#"
 import multiprocessing
 
+def negate(x):
+    return -x
+
 def main():
     with multiprocessing.Pool(2) as pool:
-        values = pool.map(abs, [-1, -2, -3, -4])
+        values = pool.map(negate, [-1, -2, -3, -4])
         workers = len(multiprocessing.active_children())
     return {'values': values, 'workers': workers}
 "#;
@@ -332,6 +388,64 @@ def main():
 }
 
 #[tokio::test]
+async fn sqlite3_file_databases_time_zones_and_sysconf_work() {
+    let server = Server::start().await;
+    // sqlite3 locks its files with fcntl record locks and reads them with F_GETLK (WAL's shared
+    // memory, the hot-journal check of PERSIST); two connections to one file see each other.
+    let script = r#"
+import datetime, os, sqlite3, zoneinfo
+
+def connect(path, mode):
+    con = sqlite3.connect(path)
+    return con, con.execute(f'PRAGMA journal_mode={mode}').fetchone()[0]
+
+def rows(mode):
+    path = f'/tmp/{mode.lower()}.db'
+    counts = []
+    for _ in range(2):
+        con, set_mode = connect(path, mode)
+        with con:
+            con.execute('CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT)')
+            con.execute('INSERT INTO t (v) VALUES (?)', (mode,))
+        counts.append(con.execute('SELECT count(*) FROM t').fetchone()[0])
+        con.close()
+    (writer, _), (reader, _) = connect(path, mode), connect(path, mode)
+    writer.execute('BEGIN IMMEDIATE')
+    writer.execute("INSERT INTO t (v) VALUES ('pending')")
+    counts.append(reader.execute('SELECT count(*) FROM t').fetchone()[0])
+    writer.commit()
+    counts.append(reader.execute('SELECT count(*) FROM t').fetchone()[0])
+    writer.close()
+    reader.close()
+    return [set_mode] + counts
+
+def main():
+    paris = datetime.datetime(2024, 7, 1, 12, tzinfo=zoneinfo.ZoneInfo('Europe/Paris'))
+    return {
+        'sqlite3': {mode: rows(mode) for mode in ['DELETE', 'WAL', 'TRUNCATE', 'PERSIST']},
+        'paris_offset_hours': paris.utcoffset().total_seconds() / 3600,
+        'paris_noon_in_tokyo': paris.astimezone(zoneinfo.ZoneInfo('Asia/Tokyo')).hour,
+        'cpus_online': os.sysconf('SC_NPROCESSORS_ONLN') >= 1,
+    }
+"#;
+    let result = run(&server, script).await;
+    assert_eq!(
+        result,
+        json!({
+            "sqlite3": {
+                "DELETE": ["delete", 1, 2, 2, 3],
+                "WAL": ["wal", 1, 2, 2, 3],
+                "TRUNCATE": ["truncate", 1, 2, 2, 3],
+                "PERSIST": ["persist", 1, 2, 2, 3],
+            },
+            "paris_offset_hours": 2.0,
+            "paris_noon_in_tokyo": 19,
+            "cpus_online": true,
+        })
+    );
+}
+
+#[tokio::test]
 async fn a_call_through_the_32_bit_abi_kills_the_script_but_not_the_service() {
     let server = Server::start().await;
     // kafel's filter checks the architecture first: an i386 call (int 0x80), which the x86-64
@@ -352,4 +466,24 @@ def main():
     assert_eq!(body["outcome"], "signaled", "{body}");
     assert_eq!(body["returncode"], -31, "{body}");
     assert_eq!(body["error"], "The script was killed by signal SIGSYS (31)");
+}
+
+/// The policy has one source: nsjail-gvisor.cfg's `seccomp_string` lines are nsjail.cfg's, line
+/// for line (the namespace and mount block included), so a change made to one file only fails.
+#[test]
+fn the_gvisor_config_carries_the_seccomp_policy_of_nsjail_cfg_line_for_line() {
+    let policy = |file: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(common::repo().join(file)).unwrap_or_else(|e| panic!("reading {file}: {e}"));
+        text.lines().filter(|line| line.trim_start().starts_with("seccomp_string:")).map(str::to_string).collect()
+    };
+    let (host, gvisor) = (policy("nsjail.cfg"), policy("nsjail-gvisor.cfg"));
+    assert!(host.iter().any(|line| line.contains("DEFAULT ALLOW")), "no seccomp policy in nsjail.cfg");
+    let first_difference = host.iter().zip(&gvisor).position(|(a, b)| a != b).unwrap_or(host.len().min(gvisor.len()));
+    assert_eq!(
+        gvisor,
+        host,
+        "nsjail-gvisor.cfg's seccomp lines differ from nsjail.cfg's from line {} of the policy on: \
+         make the change in nsjail.cfg and copy its seccomp_string lines",
+        first_difference + 1
+    );
 }
