@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Fails if anything a sandbox run creates outlived it: processes of the sandbox uid, nsjail
-# processes, per-run cgroups of the tests' parents, or files the sandbox uid left in /tmp.
+# Fails if anything a sandbox run creates outlived it: processes of a sandbox uid (65534, the
+# pool's templates, or one of the sandbox id range), nsjail processes, per-run cgroups of the
+# tests' parents, or files a sandbox uid left in /tmp.
 set -uo pipefail
 status=0
 fail() { printf 'leftover: %s\n' "$*" >&2; status=1; }
+# The default sandbox id range (--sandbox-id-first, --sandbox-id-count).
+ID_FIRST=${PYEXEC_SANDBOX_ID_FIRST:-2000000000}
+ID_COUNT=${PYEXEC_SANDBOX_ID_COUNT:-65536}
+
+if leased=$(ps -eo uid=,pid=,args= | awk -v first="$ID_FIRST" -v count="$ID_COUNT" '$1 >= first && $1 < first + count' | head -5) && [ -n "$leased" ]; then
+  fail "processes of sandbox ids still running: $leased"
+fi
 
 if pids=$(pgrep -u 65534 2>/dev/null); then
   fail "processes of uid 65534 still running: $(ps -o pid=,args= -p "$(echo $pids | tr ' ' ',')" | head -5)"
@@ -21,8 +29,8 @@ done
 for dir in /tmp/nsjail.0.root /tmp/nsjail.0.tmp; do
   if [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then fail "nsjail work directory not empty: $dir"; fi
 done
-if files=$(find /tmp -maxdepth 2 -user 65534 ! -path /tmp/nsjail.0.root ! -path /tmp/nsjail.0.tmp 2>/dev/null | head -5) && [ -n "$files" ]; then
-  fail "files owned by the sandbox uid in /tmp: $files"
+if files=$(find /tmp -maxdepth 2 \( -user 65534 -o -uid +$((ID_FIRST - 1)) \) ! -path /tmp/nsjail.0.root ! -path /tmp/nsjail.0.tmp 2>/dev/null | head -5) && [ -n "$files" ]; then
+  fail "files owned by a sandbox uid in /tmp: $files"
 fi
 [ "$status" -eq 0 ] && echo "check-leftovers: no sandbox process, cgroup or temp file left behind"
 exit "$status"

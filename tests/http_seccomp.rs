@@ -140,6 +140,17 @@ const DENIED: &[Denied] = &[
     // On fd -1 the kernel would answer EBADF.
     denied("fcntl(F_NOTIFY)", 72, &[-1, 1026, 0]),
     denied("fadvise64(POSIX_FADV_DONTNEED)", 221, &[-1, 0, 0, 4]),
+    denied("fcntl(F_SETSIG)", 72, &[-1, 10, 34]),
+    // Real-time signals, which these queue past RLIMIT_SIGPENDING: to a pid or thread that does
+    // not exist (ESRCH, EINVAL), with no siginfo (EFAULT) or on fd -1 (EBADF) the kernel alone
+    // would answer otherwise.
+    denied("kill(SIGRTMIN)", 62, &[-999_999, 34]),
+    denied("kill(32)", 62, &[-999_999, 32]),
+    denied("tkill(SIGRTMIN)", 200, &[-1, 34]),
+    denied("tgkill(SIGRTMAX)", 234, &[-1, -1, 64]),
+    denied("rt_sigqueueinfo(SIGRTMIN)", 129, &[-999_999, 34, 0]),
+    denied("rt_tgsigqueueinfo(SIGRTMIN)", 297, &[-1, -1, 34, 0]),
+    denied("pidfd_send_signal(SIGRTMIN)", 424, &[-1, 34, 0, 0]),
     Denied { name: "preadv2(RWF_NOWAIT)", nr: 327, args: &[-1, 0, 0, 0, 0, 0x8], errno: EOPNOTSUPP },
     Denied { name: "preadv2(RWF_HIPRI|RWF_NOWAIT)", nr: 327, args: &[-1, 0, 0, 0, 0, 0x9], errno: EOPNOTSUPP },
     Denied { name: "pwritev2(RWF_NOWAIT)", nr: 328, args: &[-1, 0, 0, 0, 0, 0x8], errno: EOPNOTSUPP },
