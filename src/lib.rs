@@ -5,11 +5,9 @@ pub mod commands;
 pub mod config;
 pub mod controller;
 pub mod crd;
-pub mod error;
 pub mod executor;
+pub mod health;
 pub mod metrics;
 pub mod sandbox;
 pub mod server;
 pub mod telemetry;
-
-pub use error::{Error, Result};

@@ -19,7 +19,7 @@ async fn main() -> std::process::ExitCode {
     match outcome {
         Ok(code) => code,
         Err(err) => {
-            let chain = pyexec::error::chain(&err);
+            let chain = pyexec::telemetry::chain(&err);
             tracing::error!(error = %chain, "pyexec stopped");
             eprintln!("pyexec: {chain}");
             std::process::ExitCode::FAILURE

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
+use super::{Error, Result};
 use crate::crd::crd_yaml;
-use crate::{Error, Result};
 
 pub fn run() -> Result<()> {
     let yaml = crd_yaml()?;

@@ -2,5 +2,8 @@
 
 pub mod controller;
 pub mod crd;
+mod error;
 pub mod sandbox;
 pub mod serve;
+
+pub use error::{Error, Result};

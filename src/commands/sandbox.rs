@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+use super::{Error, Result};
 use crate::config::SandboxArgs;
 use crate::sandbox::delivery::{self, Delivery};
 use crate::sandbox::pool::READY_TIMEOUT;
@@ -17,7 +18,6 @@ use crate::sandbox::{
     gvisor, Envelope, Finished, Isolation, Job, Limits, Outcome, SandboxSettings, Supervisor, INVALID_JOB_EXIT_CODE,
     NO_JOB_EXIT_CODE, NO_JOB_MESSAGE, READY_MARKER,
 };
-use crate::{Error, Result};
 
 /// nsjail's own time limit of `--job-on-stdin`'s ready jail: only a backstop for a sandbox
 /// left waiting (the controller replaces idle pods far sooner); a job that comes later runs cold.
@@ -75,7 +75,7 @@ async fn job_on_stdin(args: &SandboxArgs) -> Result<ExitCode> {
         }
         Delivery::Invalid(invalid) => {
             discard(&supervisor, ready).await;
-            let error = crate::error::chain(&invalid);
+            let error = crate::telemetry::chain(&invalid);
             tracing::error!(error, "refusing what arrived on stdin; nothing ran");
             report(args, &Envelope::rejected(Outcome::SandboxFailure, error))?;
             return Ok(ExitCode::from(INVALID_JOB_EXIT_CODE));

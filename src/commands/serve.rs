@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
+use super::{Error, Result};
 use crate::config::{ExecutorKind, ServeArgs};
 use crate::executor::kube::DEFAULT_MAX_IN_FLIGHT;
 use crate::executor::{Executor, KubeExecutor, LocalExecutor};
@@ -15,7 +16,6 @@ use crate::sandbox::pool::{Pool, PoolSettings};
 use crate::sandbox::Supervisor;
 use crate::server::guard::{ApiToken, Guard};
 use crate::server::{app, AppState};
-use crate::{Error, Result};
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let guard = guard(&args)?;

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::metrics::ControllerMetrics;
-use crate::server::health;
+use crate::health;
 
 pub fn router(ready: Arc<AtomicBool>, metrics: Arc<ControllerMetrics>) -> Router {
     health::router(move || metrics.render()).route(

@@ -41,11 +41,11 @@ pub const POD_LOG: &str = "/api/v1/namespaces/default/pods/hello-sandbox/log";
 pub const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
 pub fn limit_settings() -> LimitSettings {
-    crate::config::defaults()
+    crate::sandbox::limits::testing::settings()
 }
 
 pub fn limits() -> Limits {
-    limit_settings().defaults().expect("the default limits are valid")
+    crate::sandbox::limits::testing::default_limits()
 }
 
 pub fn pod_settings() -> PodSettings {

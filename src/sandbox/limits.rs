@@ -262,6 +262,11 @@ pub(crate) mod testing {
         Wrapper::parse_from(["test"]).limits
     }
 
+    /// The limits a job gets when it asks for none, under the default settings.
+    pub(crate) fn default_limits() -> Limits {
+        settings().defaults().expect("the default limits are valid")
+    }
+
     /// Small, distinct limits, easy to recognise in command lines.
     pub(crate) fn small_limits() -> Limits {
         Limits {

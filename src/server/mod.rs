@@ -5,7 +5,6 @@ mod distinct_keys;
 pub mod error;
 pub mod extract;
 pub mod guard;
-pub mod health;
 mod loopback;
 pub mod openapi;
 pub mod response;
@@ -58,7 +57,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let metrics = state.metrics.clone();
     Router::new()
         .merge(api)
-        .merge(health::router(move || metrics.render()))
+        .merge(crate::health::router(move || metrics.render()))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(|| async {
@@ -129,7 +128,7 @@ fn execute_error(id: &str, err: ExecuteError) -> ApiError {
         | ExecuteError::CreateFailed(_)
         | ExecuteError::Deleted { .. }
         | ExecuteError::NoStatus { .. } => {
-            tracing::error!(id, error = %crate::error::chain(&err), "execution failed inside the service");
+            tracing::error!(id, error = %crate::telemetry::chain(&err), "execution failed inside the service");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; the service log has the details")
                 .with("id", id.to_string())
         }
@@ -177,7 +176,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         }
         Err(reason) => {
             *last = None;
-            tracing::warn!(reason = %crate::error::chain(&reason), "not ready");
+            tracing::warn!(reason = %crate::telemetry::chain(&reason), "not ready");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Not ready: {reason}")).into_response()
         }
     }

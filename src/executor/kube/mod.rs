@@ -229,7 +229,7 @@ mod tests {
     use crate::crd::{Phase, PythonExecutionStatus};
 
     pub(super) fn request() -> ExecutionRequest {
-        let limits = crate::controller::testing::limits();
+        let limits = crate::sandbox::limits::testing::default_limits();
         ExecutionRequest { id: "abc123".into(), script: "def main(): return {}".into(), limits }
     }
 

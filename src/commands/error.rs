@@ -39,34 +39,14 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// `err` and its chain of sources, each cause that the message before it does not already
-/// quote appended after ": ", for logs and the command line.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(source) = cause {
-        let message = source.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = source.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer")]
-    struct Outer(#[source] std::io::Error);
+    use crate::telemetry::chain;
 
     #[test]
-    fn the_chain_names_every_cause_once() {
-        let quiet = Outer(std::io::Error::other("disk on fire"));
-        assert_eq!(chain(&quiet), "outer: disk on fire");
+    fn an_error_that_quotes_its_cause_is_printed_without_repeating_it() {
         let quoting = Error::Serve(std::io::Error::other("address in use"));
         assert_eq!(chain(&quoting), "serving HTTP: address in use");
     }

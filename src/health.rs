@@ -1,4 +1,5 @@
-//! /healthz and /metrics: the one piece serving them in `pyexec serve` and `pyexec controller`.
+//! /healthz and /metrics: one router, below both `pyexec serve` and `pyexec controller`, which
+//! serve it alike.
 
 use axum::http::header;
 use axum::response::IntoResponse;
