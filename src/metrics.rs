@@ -1,7 +1,11 @@
 //! Prometheus metrics of the service, rendered at GET /metrics.
 
+mod declaration;
 mod exposition;
 
+pub use declaration::{Declaration, MetricKind};
+#[cfg(test)]
+pub(crate) use exposition::testing;
 pub use exposition::Exposition;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -76,7 +80,55 @@ impl Rejection {
     }
 }
 
-/// Every metric the service exports. A new one: a field, and its line in `default` (name, help).
+/// Every metric the service exports, in the order of the exposition.
+pub const EXECUTIONS: Declaration = Declaration::counter("executions", &["outcome"], "Finished executions by outcome");
+/// From a 10 ms hello world to the 60 s maximum timeout.
+pub const EXECUTION_DURATION: Declaration = Declaration::histogram(
+    "execution_duration_seconds",
+    &["outcome"],
+    &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+    "Wall-clock time of executions, sandbox set-up included",
+);
+pub const REJECTED: Declaration =
+    Declaration::counter("rejected_requests", &["reason"], "Requests refused before execution, by reason");
+pub const QUEUE_DEPTH: Declaration =
+    Declaration::gauge("queue_depth", &[], "Executions waiting for a free sandbox slot");
+pub const IN_FLIGHT: Declaration = Declaration::gauge("in_flight", &[], "Executions running now");
+pub const CANCELLED: Declaration = Declaration::counter(
+    "cancelled_executions",
+    &[],
+    "Executions cancelled because their client disconnected before the answer",
+);
+pub const POOL_READY: Declaration =
+    Declaration::gauge("pool_ready", &["kind"], "Ready sandboxes waiting for a script, by kind");
+pub const POOL_READY_MEMORY: Declaration = Declaration::gauge(
+    "pool_ready_memory_bytes",
+    &["kind"],
+    "Memory held by the ready sandboxes (their waiting interpreters), by kind",
+);
+pub const POOL_STARTING: Declaration =
+    Declaration::gauge("pool_starting", &[], "Ready sandboxes being started (importing) now");
+pub const POOL_TEMPLATE_MEMORY: Declaration = Declaration::gauge(
+    "pool_template_memory_bytes",
+    &[],
+    "Memory of the templates the ready sandboxes are forked from (shared by them, not counted in pyexec_pool_ready_memory_bytes); 0 when there are none",
+);
+/// From a plain sandbox on an idle machine (~20 ms) to a preloaded one starved by busy CPUs.
+pub const POOL_START: Declaration = Declaration::histogram(
+    "pool_start_seconds",
+    &["kind"],
+    &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+    "Time from a ready sandbox's start to its interpreter waiting for a script, by kind",
+);
+pub const POOL_HITS: Declaration =
+    Declaration::counter("pool_hits", &["kind"], "Executions that ran in a ready sandbox (warm), by kind");
+pub const POOL_MISSES: Declaration =
+    Declaration::counter("pool_misses", &["kind"], "Executions that found no ready sandbox of their kind");
+pub const COLD_STARTS: Declaration =
+    Declaration::counter("cold_starts", &[], "Executions that started their own sandbox (cold)");
+
+/// Every metric the service exports. A new one: its declaration above, a field, and its line in
+/// `default`.
 #[derive(Debug)]
 pub struct Metrics {
     exposition: Exposition,
@@ -103,58 +155,28 @@ pub struct Metrics {
     pub cold_starts: Counter,
 }
 
-/// From a plain sandbox on an idle machine (~20 ms) to a preloaded one starved by busy CPUs.
-fn start_histogram() -> Histogram {
-    Histogram::new([0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
-}
-
-fn duration_histogram() -> Histogram {
-    // From a 10 ms hello world to the 60 s maximum timeout.
-    Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         let mut e = Exposition::with_prefix("pyexec");
         let metrics = Metrics {
-            executions: e.add("executions", "Finished executions by outcome", Family::default()),
+            executions: e.add(&EXECUTIONS, Family::default()),
             duration: e.add(
-                "execution_duration_seconds",
-                "Wall-clock time of executions, sandbox set-up included",
-                Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+                &EXECUTION_DURATION,
+                Family::new_with_constructor((|| EXECUTION_DURATION.new_histogram()) as fn() -> Histogram),
             ),
-            rejected: e.add("rejected_requests", "Requests refused before execution, by reason", Family::default()),
-            queue_depth: e.add("queue_depth", "Executions waiting for a free sandbox slot", Gauge::default()),
-            in_flight: e.add("in_flight", "Executions running now", Gauge::default()),
-            cancelled: e.add(
-                "cancelled_executions",
-                "Executions cancelled because their client disconnected before the answer",
-                Counter::default(),
-            ),
-            pool_ready: e.add("pool_ready", "Ready sandboxes waiting for a script, by kind", Family::default()),
-            pool_ready_memory: e.add(
-                "pool_ready_memory_bytes",
-                "Memory held by the ready sandboxes (their waiting interpreters), by kind",
-                Family::default(),
-            ),
-            pool_starting: e.add("pool_starting", "Ready sandboxes being started (importing) now", Gauge::default()),
-            pool_template_memory: e.add(
-                "pool_template_memory_bytes",
-                "Memory of the templates the ready sandboxes are forked from (shared by them, not counted in pyexec_pool_ready_memory_bytes); 0 when there are none",
-                Gauge::default(),
-            ),
-            pool_start: e.add(
-                "pool_start_seconds",
-                "Time from a ready sandbox's start to its interpreter waiting for a script, by kind",
-                Family::new_with_constructor(start_histogram as fn() -> Histogram),
-            ),
-            pool_hits: e.add("pool_hits", "Executions that ran in a ready sandbox (warm), by kind", Family::default()),
-            pool_misses: e.add(
-                "pool_misses",
-                "Executions that found no ready sandbox of their kind",
-                Family::default(),
-            ),
-            cold_starts: e.add("cold_starts", "Executions that started their own sandbox (cold)", Counter::default()),
+            rejected: e.add(&REJECTED, Family::default()),
+            queue_depth: e.add(&QUEUE_DEPTH, Gauge::default()),
+            in_flight: e.add(&IN_FLIGHT, Gauge::default()),
+            cancelled: e.add(&CANCELLED, Counter::default()),
+            pool_ready: e.add(&POOL_READY, Family::default()),
+            pool_ready_memory: e.add(&POOL_READY_MEMORY, Family::default()),
+            pool_starting: e.add(&POOL_STARTING, Gauge::default()),
+            pool_template_memory: e.add(&POOL_TEMPLATE_MEMORY, Gauge::default()),
+            pool_start: e
+                .add(&POOL_START, Family::new_with_constructor((|| POOL_START.new_histogram()) as fn() -> Histogram)),
+            pool_hits: e.add(&POOL_HITS, Family::default()),
+            pool_misses: e.add(&POOL_MISSES, Family::default()),
+            cold_starts: e.add(&COLD_STARTS, Counter::default()),
             exposition: e,
         };
         for outcome in Outcome::ALL {
@@ -218,6 +240,11 @@ impl Metrics {
     /// The OpenMetrics text exposition of every metric.
     pub fn render(&self) -> String {
         self.exposition.render()
+    }
+
+    /// The registry, with the declaration of every metric in it.
+    pub fn exposition(&self) -> &Exposition {
+        &self.exposition
     }
 }
 

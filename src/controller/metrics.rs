@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::metrics::Exposition;
+use crate::metrics::{Declaration, Exposition};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -27,7 +27,47 @@ pub struct MissLabels {
     pub reason: String,
 }
 
-/// Every metric the controller exports. A new one: a field, and its line in `default` (name, help).
+/// Every metric the controller exports, in the order of the exposition.
+pub const RECONCILES: Declaration = Declaration::counter("reconciles", &[], "Reconciles run");
+pub const RECONCILE_FAILURES: Declaration =
+    Declaration::counter("reconcile_failures", &["error"], "Reconciles that failed, by error");
+/// Most reconciles are one or two API calls; reading a large log takes longer.
+pub const RECONCILE_DURATION: Declaration = Declaration::histogram(
+    "reconcile_duration_seconds",
+    &[],
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0],
+    "Time one reconcile took",
+);
+pub const EXECUTIONS: Declaration = Declaration::counter(
+    "executions",
+    &["phase", "reason", "outcome"],
+    "Executions finished, by phase, reason and outcome",
+);
+/// From a pod on a warm node (about a second) to a cold image pull (minutes).
+pub const POD_START_LATENCY: Declaration = Declaration::histogram(
+    "pod_start_latency_seconds",
+    &[],
+    &[0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0],
+    "Time from a sandbox pod's creation to its container's start",
+);
+pub const POOL_READY: Declaration =
+    Declaration::gauge("pool_ready_pods", &[], "Warm pods whose sandbox waits for a job");
+pub const POOL_WARMING: Declaration =
+    Declaration::gauge("pool_warming_pods", &[], "Warm pods starting or being attached to");
+pub const POOL_CREATED: Declaration = Declaration::counter("pool_pods_created", &[], "Warm pods created");
+pub const POOL_CLAIMS: Declaration = Declaration::counter("pool_claims", &[], "Executions that claimed a warm pod");
+pub const POOL_MISSES: Declaration =
+    Declaration::counter("pool_misses", &["reason"], "Executions that found no warm pod, by reason");
+/// A label patch on the API server: milliseconds.
+pub const POOL_CLAIM_LATENCY: Declaration = Declaration::histogram(
+    "pool_claim_latency_seconds",
+    &[],
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
+    "Time to claim a warm pod",
+);
+
+/// Every metric the controller exports. A new one: its declaration above, a field, and its line
+/// in `default`.
 #[derive(Debug)]
 pub struct ControllerMetrics {
     exposition: Exposition,
@@ -48,32 +88,17 @@ impl Default for ControllerMetrics {
     fn default() -> Self {
         let mut e = Exposition::with_prefix("pyexec_controller");
         ControllerMetrics {
-            reconciles: e.add("reconciles", "Reconciles run", Counter::default()),
-            failures: e.add("reconcile_failures", "Reconciles that failed, by error", Family::default()),
-            // Most reconciles are one or two API calls; reading a large log takes longer.
-            reconcile_duration: e.add(
-                "reconcile_duration_seconds",
-                "Time one reconcile took",
-                Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
-            ),
-            executions: e.add("executions", "Executions finished, by phase, reason and outcome", Family::default()),
-            // From a pod on a warm node (~1 s) to a cold image pull (minutes).
-            pod_start_latency: e.add(
-                "pod_start_latency_seconds",
-                "Time from a sandbox pod's creation to its container's start",
-                Histogram::new([0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
-            ),
-            pool_ready: e.add("pool_ready_pods", "Warm pods whose sandbox waits for a job", Gauge::default()),
-            pool_warming: e.add("pool_warming_pods", "Warm pods starting or being attached to", Gauge::default()),
-            pool_created: e.add("pool_pods_created", "Warm pods created", Counter::default()),
-            pool_claims: e.add("pool_claims", "Executions that claimed a warm pod", Counter::default()),
-            pool_misses: e.add("pool_misses", "Executions that found no warm pod, by reason", Family::default()),
-            // A label patch on the API server: milliseconds.
-            pool_claim_latency: e.add(
-                "pool_claim_latency_seconds",
-                "Time to claim a warm pod",
-                Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
-            ),
+            reconciles: e.add(&RECONCILES, Counter::default()),
+            failures: e.add(&RECONCILE_FAILURES, Family::default()),
+            reconcile_duration: e.add(&RECONCILE_DURATION, RECONCILE_DURATION.new_histogram()),
+            executions: e.add(&EXECUTIONS, Family::default()),
+            pod_start_latency: e.add(&POD_START_LATENCY, POD_START_LATENCY.new_histogram()),
+            pool_ready: e.add(&POOL_READY, Gauge::default()),
+            pool_warming: e.add(&POOL_WARMING, Gauge::default()),
+            pool_created: e.add(&POOL_CREATED, Counter::default()),
+            pool_claims: e.add(&POOL_CLAIMS, Counter::default()),
+            pool_misses: e.add(&POOL_MISSES, Family::default()),
+            pool_claim_latency: e.add(&POOL_CLAIM_LATENCY, POOL_CLAIM_LATENCY.new_histogram()),
             exposition: e,
         }
     }
@@ -110,4 +135,12 @@ impl ControllerMetrics {
     pub fn render(&self) -> String {
         self.exposition.render()
     }
+
+    /// The registry, with the declaration of every metric in it.
+    pub fn exposition(&self) -> &Exposition {
+        &self.exposition
+    }
 }
+
+#[cfg(test)]
+mod tests;
