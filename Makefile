@@ -10,7 +10,7 @@ export PYEXEC_NSJAIL ?= $(TOOLS)/nsjail/bin/nsjail
 export PYEXEC_NSJAIL_CONFIG ?= $(CURDIR)/nsjail.cfg
 export PYEXEC_PYTHON_ENV ?= $(TOOLS)/python
 
-.PHONY: all setup build run test unit-test integration-test lint crd-check check-leftovers bench crd help
+.PHONY: all setup build run test unit-test integration-test lint crd-check docs docs-check check-leftovers bench crd help
 
 all: build
 
@@ -26,7 +26,7 @@ build: setup ## Build the release binary
 run: build ## Start the service on $(LISTEN) (local placement)
 	./target/release/pyexec serve --listen $(LISTEN)
 
-test: setup lint crd-check helm-lint unit-test integration-test gvisor-test check-leftovers ## Run every test
+test: setup lint crd-check docs-check helm-lint unit-test integration-test gvisor-test check-leftovers ## Run every test
 	@echo "make test: all checks passed"
 
 lint: ## cargo fmt --check and clippy -D warnings
@@ -49,6 +49,15 @@ crd: ## Regenerate crds/ and the chart's copy from the Rust types
 crd-check: ## Fail when crds/ or the chart's CRD is stale
 	$(CARGO) test --locked --test crd
 	bash hack/sync-chart-crd.sh --check
+
+# The reference pages generated from the code by `pyexec docs`, a hidden subcommand.
+docs: ## Regenerate docs/configuration.md and docs/metrics.md from the code
+	$(CARGO) run --locked --quiet -- docs configuration > docs/configuration.md
+	$(CARGO) run --locked --quiet -- docs metrics > docs/metrics.md
+
+docs-check: ## Fail when docs/configuration.md or docs/metrics.md differs from what the code generates
+	@$(CARGO) run --locked --quiet -- docs configuration | diff -u docs/configuration.md - || { echo "docs/configuration.md is stale: run make docs"; exit 1; }
+	@$(CARGO) run --locked --quiet -- docs metrics | diff -u docs/metrics.md - || { echo "docs/metrics.md is stale: run make docs"; exit 1; }
 
 check-leftovers: ## Assert no sandbox process, cgroup or temp file outlived the tests
 	@bash hack/check-leftovers.sh

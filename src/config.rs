@@ -33,6 +33,18 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Print the PythonExecution CustomResourceDefinition as YAML.
     Crd,
+    /// Print a reference page generated from the code (`make docs` writes them into docs/).
+    #[command(hide = true, subcommand)]
+    Docs(Reference),
+}
+
+/// The reference pages generated from the code.
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    /// docs/configuration.md: every setting of every command, from the command line's definition.
+    Configuration,
+    /// docs/metrics.md: every metric of the service and the controller, from their declarations.
+    Metrics,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -35,6 +35,8 @@ pub enum Error {
     Crd(#[from] crate::crd::CrdError),
     #[error("writing the CRD to stdout: {0}")]
     WriteCrd(#[source] std::io::Error),
+    #[error("writing the reference page to stdout: {0}")]
+    WriteReference(#[source] std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

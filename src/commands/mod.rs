@@ -2,6 +2,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod docs;
 mod error;
 pub mod sandbox;
 pub mod serve;
