@@ -105,8 +105,8 @@ pub struct ServeArgs {
     /// Largest script, in bytes (413 past it).
     #[arg(long, env = "PYEXEC_MAX_SCRIPT_BYTES", default_value_t = 1 << 20)]
     pub max_script_bytes: usize,
-    /// Refuse bodies that are not valid JSON, instead of reading the seed documents'
-    /// unescaped `{"script": "…"}` bodies with a warning.
+    /// Refuse bodies that are not valid JSON, instead of reading the unescaped `{"script": "…"}`
+    /// bodies of the Python Code Execution Service's documented examples with a warning.
     #[arg(long, env = "PYEXEC_STRICT_JSON", default_value_t = false)]
     pub strict_json: bool,
     /// Seconds in-flight executions get to finish after SIGTERM or Ctrl-C before they are killed.

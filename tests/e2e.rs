@@ -46,7 +46,7 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(180);
 /// The TTL test's TTL, and how long past it the controller may take to delete.
 const TTL_SECONDS: i64 = 5;
 const TTL_GRACE: Duration = Duration::from_secs(60);
-/// The exact body of the seed contract for a script without main().
+/// The exact body of the documented contract for a script without main().
 const NO_MAIN_BODY: &str = r#"{"error": "Script must contain a 'main()' function."}"#;
 
 const HELLO: &str = "def main():\n    return {\"message\": \"hello\"}\n";
@@ -227,7 +227,7 @@ fn status_of(execution: &PythonExecution) -> pyexec::crd::PythonExecutionStatus 
     execution.status.clone().unwrap_or_default()
 }
 
-// ---- the seed contract through the API in kubernetes mode
+// ---- the documented contract through the API in kubernetes mode
 
 #[tokio::test]
 #[ignore = "needs a cluster: run make e2e"]
@@ -282,8 +282,8 @@ async fn api_answers_a_script_without_main_with_the_exact_400_body() {
 
 #[tokio::test]
 #[ignore = "needs a cluster: run make e2e"]
-async fn resources_run_the_seed_contract() {
-    run_case("res-seed", |case| async move {
+async fn resources_run_the_documented_contract() {
+    run_case("res-contract", |case| async move {
         let hello = case.create("hello", HELLO, None, None).await;
         let pandas = case.create("pandas", PANDAS_SUM, None, None).await;
         let prints = case.create("print", PRINTS, None, None).await;

@@ -1,5 +1,6 @@
-//! The HTTP contract of DESIGN.md, over real HTTP against a real server with real nsjail and
-//! Python: every row of the contract table, and the seed documents' curl examples verbatim.
+//! The HTTP contract (README.md, "Responses"), over real HTTP against a real server with real
+//! nsjail and Python: every row of the contract table, and the curl examples of the Python Code
+//! Execution Service's documentation verbatim.
 
 mod common;
 
@@ -8,7 +9,7 @@ use serde_json::{json, Value};
 
 const NO_MAIN: &str = "Script must contain a 'main()' function.";
 
-/// Runs one of the seed's curl commands exactly as printed, with only the host replaced.
+/// Runs one of the documented curl commands exactly as printed, with only the host replaced.
 fn run_curl(server: &Server, command: &str) -> Value {
     let command = command
         .replace("https://python-executor-abcxyz123.run.app", &server.base)
@@ -19,8 +20,8 @@ fn run_curl(server: &Server, command: &str) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
 }
 
-/// The seed's fields of a response, without the extras pyexec adds.
-fn seed_fields(body: &Value) -> Value {
+/// The documented fields of a response, without the extras pyexec adds.
+fn documented_fields(body: &Value) -> Value {
     json!({
         "result": body["result"],
         "returncode": body["returncode"],
@@ -30,19 +31,19 @@ fn seed_fields(body: &Value) -> Value {
 }
 
 #[tokio::test]
-async fn seed_readme_hello_world_returns_the_dict() {
+async fn the_documented_hello_world_returns_the_dict() {
     let server = Server::start().await;
     let (status, body) = server.execute("def main():\n    return {'message': 'Hello World'}", None).await;
     assert_eq!(status, 200);
     assert_eq!(
-        seed_fields(&body),
+        documented_fields(&body),
         json!({"result": {"message": "Hello World"}, "returncode": 0, "stderr": "", "stdout": ""})
     );
     assert!(body.get("error").is_none());
 }
 
 #[tokio::test]
-async fn seed_readme_pandas_curl_example_sums_a_column() {
+async fn the_documented_pandas_curl_example_sums_a_column() {
     let server = Server::start().await;
     let body = run_curl(
         &server,
@@ -50,18 +51,18 @@ async fn seed_readme_pandas_curl_example_sums_a_column() {
   -H "Content-Type: application/json" \
   -d '{"script": "def main():\n    import pandas as pd\n    import numpy as np\n    data = {\"A\": [1, 2, 3], \"B\": [4, 5, 6]}\n    df = pd.DataFrame(data)\n    return {\"sum\": int(np.sum(df[\"A\"]))}"}'"#,
     );
-    assert_eq!(seed_fields(&body), json!({"result": {"sum": 6}, "returncode": 0, "stderr": "", "stdout": ""}));
+    assert_eq!(documented_fields(&body), json!({"result": {"sum": 6}, "returncode": 0, "stderr": "", "stdout": ""}));
 }
 
 #[tokio::test]
-async fn seed_documentation_curl_examples_work_verbatim() {
+async fn the_documented_curl_examples_work_verbatim() {
     let server = Server::start().await;
     let success = run_curl(
         &server,
         r#"curl -X POST https://kavish-cloudrun-project-94871636326.europe-west1.run.app/execute -H "Content-Type: application/json" -d "{\"script\": \"def main():\n  return {\"status\": \"success\", \"message\": \"Hello from main!\"}\"}""#,
     );
     assert_eq!(
-        seed_fields(&success),
+        documented_fields(&success),
         json!({"result": {"status": "success", "message": "Hello from main!"}, "returncode": 0, "stderr": "", "stdout": ""})
     );
     assert_eq!(success["warnings"].as_array().map(Vec::len), Some(1), "the body was not valid JSON: {success}");
@@ -71,7 +72,7 @@ async fn seed_documentation_curl_examples_work_verbatim() {
         r#"curl -X POST https://kavish-cloudrun-project-94871636326.europe-west1.run.app/execute -H "Content-Type: application/json" -d "{\"script\": \"def main():\n  print(\\\"This should not be in output\\\")\n  return {\"result\": 123}\"}""#,
     );
     assert_eq!(
-        seed_fields(&printed),
+        documented_fields(&printed),
         json!({"result": {"result": 123}, "returncode": 0, "stderr": "", "stdout": "This should not be in output\n"})
     );
 
@@ -79,7 +80,10 @@ async fn seed_documentation_curl_examples_work_verbatim() {
         &server,
         r#"curl -X POST https://kavish-cloudrun-project-94871636326.europe-west1.run.app/execute -H "Content-Type: application/json" -d "{\"script\": \"def main():\n  data = {\"count\": 5}\n  for i in range(data[\"count\"]):\n    pass\n  return data\"}""#,
     );
-    assert_eq!(seed_fields(&looped), json!({"result": {"count": 5}, "returncode": 0, "stderr": "", "stdout": ""}));
+    assert_eq!(
+        documented_fields(&looped),
+        json!({"result": {"count": 5}, "returncode": 0, "stderr": "", "stdout": ""})
+    );
 
     // As printed, the file-system example's quoting leaves `os.listdir(\/\)` in the script.
     let listing = run_curl(
@@ -107,7 +111,7 @@ async fn prints_go_to_stdout_and_the_result_stays_mains() {
     let (status, body) = server.execute(script, None).await;
     assert_eq!(status, 200);
     assert_eq!(
-        seed_fields(&body),
+        documented_fields(&body),
         json!({"result": {"x": 1}, "returncode": 0, "stderr": "to err\n", "stdout": "to out\n"})
     );
 }
@@ -341,7 +345,7 @@ async fn sigterm_lets_an_in_flight_execution_finish_then_exits_zero() {
 }
 
 #[tokio::test]
-async fn responses_keep_the_seed_field_order_and_mains_key_order() {
+async fn responses_keep_the_documented_field_order_and_mains_key_order() {
     let server = Server::start().await;
     let body = serde_json::json!({"script": "def main():\n    return {'z': 1, 'a': 2, 'm': 3}"});
     let response = server.client().post(server.url("/execute")).json(&body).send().await.expect("POST");

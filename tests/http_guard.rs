@@ -78,7 +78,7 @@ async fn on_loopback_a_rebound_host_is_refused_and_loopback_names_are_answered()
 }
 
 #[tokio::test]
-async fn the_seed_curl_command_works_against_localhost() {
+async fn the_documented_curl_command_works_against_localhost() {
     let server = Server::start().await;
     let url = server.base.replace("127.0.0.1", "localhost");
     let output = Command::new("curl")

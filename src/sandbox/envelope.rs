@@ -292,7 +292,7 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 }
 
-/// The exact message the seed contract gives for a script without `main()`.
+/// The exact message the documented contract gives for a script without `main()`.
 pub const NO_MAIN_MESSAGE: &str = "Script must contain a 'main()' function.";
 
 #[cfg(test)]

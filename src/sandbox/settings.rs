@@ -44,9 +44,9 @@ pub struct SandboxSettings {
     pub cgroup_parent: String,
     /// `pyexec serve` with cgroups: remount the host's cgroup2 hierarchy with the kernel's
     /// favordynmods option (Linux 6.0+) unless it has it, so that moving a new sandbox into its
-    /// cgroups does not wait behind scripts that fork without pause (a hello world's p50 beside
-    /// fork bombs: 272 ms without, 72 ms with). It makes forks and exits a little slower
-    /// everywhere on the host and lasts until the next boot; false leaves the mount alone.
+    /// cgroups does not wait behind scripts that fork without pause (see docs/performance.md). It
+    /// makes forks and exits a little slower everywhere on the host and lasts until the next boot;
+    /// false leaves the mount alone.
     #[arg(long, env = "PYEXEC_CGROUP_FAVOR_DYNMODS", default_value_t = true, action = clap::ArgAction::Set)]
     pub cgroup_favor_dynmods: bool,
     /// CPUs one sandbox may use at most (a CFS quota of its cgroup; 0 for no cap; fractions
@@ -102,7 +102,7 @@ impl SandboxSettings {
 /// What the sandbox runs on, which decides how nsjail is configured and started.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isolation {
-    /// A Linux kernel (a machine, or a container under runc): today's nsjail.cfg.
+    /// A Linux kernel (a machine, or a container under runc): nsjail.cfg.
     Host,
     /// Inside gVisor (runsc), where nsjail can make neither user nor network namespaces.
     Gvisor,

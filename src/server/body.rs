@@ -1,5 +1,5 @@
-//! Reading a POST /execute body: strict JSON, the seed's not-quite-JSON `{"script": "…"}`, or a
-//! raw script sent as text/x-python. Pure functions of the content type and the bytes.
+//! Reading a POST /execute body: strict JSON, the not-quite-JSON `{"script": "…"}` of the Python
+//! Code Execution Service's documented examples, or a raw script sent as text/x-python. Pure functions of the content type and the bytes.
 
 use super::distinct_keys::{self, JsonError};
 use crate::sandbox::RequestedLimits;
@@ -47,7 +47,7 @@ pub fn kind_of(content_type: Option<&str>) -> Result<Kind, BodyError> {
     }
 }
 
-/// Reads a body. `tolerant` accepts the seed documents' unescaped `{"script": "…"}` bodies.
+/// Reads a body. `tolerant` accepts the documented examples' unescaped `{"script": "…"}` bodies.
 pub fn parse(content_type: Option<&str>, body: &[u8], tolerant: bool) -> Result<ScriptRequest, BodyError> {
     read(kind_of(content_type)?, body, tolerant)
 }
@@ -205,8 +205,8 @@ mod tests {
     }
 
     #[test]
-    fn the_seed_bodies_with_unescaped_quotes_are_read_with_a_warning() {
-        // What curl sends for the seed's "Return success message" example.
+    fn the_documented_bodies_with_unescaped_quotes_are_read_with_a_warning() {
+        // What curl sends for the documented "Return success message" example.
         let body = br#"{"script": "def main():\n  return {"status": "success", "message": "Hello from main!"}"}"#;
         let request = parse(JSON, body, true).expect("tolerated");
         assert_eq!(

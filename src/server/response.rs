@@ -1,4 +1,4 @@
-//! Mapping an envelope to the HTTP response of the contract (DESIGN.md, "HTTP contract"): a pure
+//! Mapping an envelope to the HTTP response of the contract (README.md, "Responses"): a pure
 //! function, the one place where outcomes become statuses.
 
 use axum::http::StatusCode;
@@ -115,7 +115,7 @@ mod tests {
     }
 
     #[test]
-    fn success_carries_the_seed_fields() {
+    fn success_carries_the_documented_fields() {
         let mut e = envelope(Outcome::Success);
         e.result = Some(serde_json::from_str(r#"{"a": 1}"#).expect("json"));
         e.returncode = 0;

@@ -2,9 +2,9 @@
 //! cgroup (a write to `cgroup.procs`, which every cold run does before it becomes nsjail) takes
 //! a lock that every `fork()` holds for reading, and without the option the writer first waits
 //! for an RCU grace period. Beside scripts that fork without pause (fork bombs at their process
-//! limit) that wait measured 100-170 ms per move on the 2-CPU test VM, and a hello world's p50
-//! under the mixed benchmark went from 272 to 72 ms with the option. The price is that forks
-//! and exits take the slower path of that lock everywhere on the host. The option belongs to
+//! limit) that wait is a large share of a cold run's start (docs/performance.md, "Starting a
+//! sandbox does not wait behind forks"). The price is that forks and exits take the slower path
+//! of that lock everywhere on the host. The option belongs to
 //! the cgroup2 hierarchy but acts on the one lock all hierarchies share, so remounting the
 //! cgroup2 mount (also in a hybrid v1 layout, at /sys/fs/cgroup/unified) is enough; it stays
 //! until the next boot.

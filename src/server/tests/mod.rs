@@ -1,5 +1,5 @@
 //! The router in process, with a stand-in executor that returns canned envelopes: every row of
-//! the contract table (DESIGN.md, README "Responses") and the rejection metric; the guard's
+//! the contract table (README.md, "Responses") and the rejection metric; the guard's
 //! cases are in `guard`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -132,7 +132,7 @@ impl Harness {
 // ---- the contract table, row by row
 
 #[tokio::test]
-async fn a_dict_from_main_is_a_200_with_the_seed_fields() {
+async fn a_dict_from_main_is_a_200_with_the_documented_fields() {
     let h = harness(success);
     let (status, _, body) = h.send(script("def main():\n    return {'sum': 6}")).await;
     assert_eq!(status, StatusCode::OK);
@@ -144,7 +144,7 @@ async fn a_dict_from_main_is_a_200_with_the_seed_fields() {
     assert!(body.get("error").is_none(), "{body}");
     assert_eq!(body["outcome"], "success");
     let keys: Vec<&str> = body.as_object().expect("object").keys().map(String::as_str).take(4).collect();
-    assert_eq!(keys, ["result", "stdout", "stderr", "returncode"], "the seed's field order");
+    assert_eq!(keys, ["result", "stdout", "stderr", "returncode"], "the documented field order");
 }
 
 #[tokio::test]
@@ -262,7 +262,7 @@ async fn a_key_given_twice_is_a_400_even_where_the_tolerant_reading_would_accept
 }
 
 #[tokio::test]
-async fn the_seed_bodies_with_unescaped_quotes_run_with_a_warning() {
+async fn the_documented_bodies_with_unescaped_quotes_run_with_a_warning() {
     let h = harness(success);
     let body = r#"{"script": "def main():\n  return {"status": "success"}"}"#;
     let (status, _, answer) = h.send(post("application/json", body)).await;
