@@ -5,7 +5,7 @@
 #
 # Why: gVisor's shim sets its own oom_score_adj to -999 right after starting and fails the whole
 # start when the kernel refuses ("failed to set OOM Score on shim: write /proc/N/oom_score_adj:
-# permission denied"), which is what this VM does even for root (CLUSTER-NOTES.md). containerd's
+# permission denied"), which some machines do even for root. containerd's
 # runc shim tolerates the same refusal. The fix here: the same gVisor version, with that one
 # call's permission error ignored (pkg/shim/v1/manager.go; the module is copied from the module
 # cache and the copy patched, then used through a replace directive). runsc itself is the

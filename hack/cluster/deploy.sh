@@ -30,10 +30,9 @@ chart_flags "$E2E_PROBE_USER"
   --set-string "api.podAnnotations.pyexec\.dev/image-id=${image_id:-none}" \
   --set-string "controller.podAnnotations.pyexec\.dev/image-id=${image_id:-none}" \
   --timeout "$DEPLOY_TIMEOUT"
-# Not `helm --wait`: when the controller's /readyz never turned ready (kube-runtime's store woke only
-# the last of its waiters; fixed in src/controller/mod.rs on 2026-11-26) the release never became
-# ready although executions ran. The API must be Ready; the controller must have started, and a
-# controller that is not Ready 60 s later is reported, not fatal.
+# Not `helm --wait`: a controller whose /readyz does not turn ready would keep the release from
+# becoming ready although executions run. The API must be Ready; the controller must have started,
+# and a controller that is not Ready 60 s later is reported, not fatal.
 api=$(release_object deployment api) || cdie "the release has no API Deployment"
 controller=$(release_object deployment controller) || cdie "the release has no controller Deployment"
 kc -n "$HELM_NAMESPACE" rollout status "deployment/$api" --timeout="$DEPLOY_TIMEOUT"

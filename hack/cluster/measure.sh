@@ -3,7 +3,7 @@
 #   - resident memory (VmRSS) of etcd, the control plane, containerd and the kubelet;
 #   - pod start latency (create -> Ready) of a pause-image pod under runc and under gVisor, N each;
 #   - with the chart deployed (api): p50 of POST /execute straight to the API pod, sequential, for
-#     the seed's hello and pandas scripts on the warm path and hello on the cold path (pool 0);
+#     the documented hello and pandas examples on the warm path and hello on the cold path (pool 0);
 #   - (burst) 30 executions at once with a pool of 4, and 48 POSTs 24 at a time;
 #   - (executions) the controller's memory with 1,000 finished PythonExecutions cached.
 # MEASURE_RUNS (default 5) sets N. MEASURE_WHAT=memory,pods,api,burst,executions selects parts.

@@ -136,7 +136,7 @@ cat >"$CLUSTER_RUN_DIR/containerd/config.toml" <<EOF
 version = 2
 root = "$CLUSTER_RUN_DIR/containerd/root"
 state = "$CLUSTER_RUN_DIR/containerd/state"
-# This VM refuses negative oom_score_adj even to root.
+# Some machines refuse a negative oom_score_adj even to root (see build-runsc-shim.sh).
 oom_score = 0
 [grpc]
   address = "$CONTAINERD_SOCK"
@@ -246,7 +246,7 @@ cgroupDriver: cgroupfs
 cgroupRoot: /
 cgroupsPerQOS: true
 failSwapOn: false
-# This VM refuses negative oom_score_adj (the kubelet's default -999 only logs an error).
+# Some machines refuse a negative oom_score_adj (the kubelet's default -999 then only logs an error).
 oomScoreAdj: 0
 # Imported images cannot be pulled again: image GC never collects them.
 imageGCHighThresholdPercent: 100

@@ -7,9 +7,9 @@
 #
 # The module gvisor.dev/gvisor is served from gVisor's generated `go` branch (the tree with the
 # *_autogen.go files). The proxy refuses the query `@go` (403); `@latest` resolves to the `go`
-# branch head, which is what GVISOR_VERSION pins (resolved 2026-11 as
-# v0.0.0-20260905035102-160fafc42237; commit 160fafc42237 of the go branch).
-# Cold build: several minutes on 2 cores.
+# branch head; GVISOR_VERSION pins one such head as a pseudo-version
+# (v0.0.0-20260905035102-160fafc42237 is commit 160fafc42237 of the go branch).
+# A cold build takes minutes.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 . "$(dirname "$0")/../lib.sh"

@@ -6,8 +6,8 @@
 # (and job.json, the document sent on stdin). It asserts nothing: tests/gvisor_sandbox.rs reads
 # OUT into the real `Envelope` type and checks every case (`make gvisor-test` runs both).
 #
-# Every case runs twice: `<case>` the way the script reached a pod before issue 8 (PYEXEC_SCRIPT,
-# the case's limits as the settings), and `stdin_<case>` the way a pod started ahead gets it
+# Every case runs twice: `<case>` with the script in the environment (PYEXEC_SCRIPT, the case's
+# limits as the settings), and `stdin_<case>` the way a pod started ahead gets it
 # (`--job-on-stdin`: the pod's settings are the binary's defaults; once the sandbox's readiness
 # line is on stderr, the job document with the case's limits is written to stdin and closed).
 # A few cases exist only on stdin (stdin_only_cases below).
