@@ -10,7 +10,7 @@
 //!   pool refills meanwhile, or is empty);
 //! - concurrency 8, sustained for `SUSTAIN` with a mix of hello and pandas scripts: throughput
 //!   and latency of each, warm pool, cold, and bare Python; the pool's two sides run twice each,
-//!   on, off, off, on, so that the VM's drifting speed does not favour one of them;
+//!   on, off, off, on, so that a machine whose speed drifts does not favour one of them;
 //! - memory of the idle pool, per ready sandbox.
 //!
 //! `make bench MODE=mixed` (`cargo run --release --example bench -- mixed`) measures fairness
@@ -480,7 +480,7 @@ async fn main() {
 
     println!();
     println!(
-        "concurrency {CONCURRENCY}, a mix of hello and pandas alternating, sustained {} s per window: bare once, then pool on and off twice each in the order on, off, off, on (the VM's speed drifts; the order cancels a steady drift)",
+        "concurrency {CONCURRENCY}, a mix of hello and pandas alternating, sustained {} s per window: bare once, then pool on and off twice each in the order on, off, off, on (the order cancels a steady drift of the machine's speed)",
         SUSTAIN.as_secs()
     );
     println!("{:<28} | {:>9} {:>9} {:>8} | {:>7} {:>8}", "", "p50 ms", "p99 ms", "runs/s", "p50 x", "rate x");
