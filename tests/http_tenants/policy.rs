@@ -210,8 +210,11 @@ def main():
     errnos['fanotify_init'] = errno_of(libc.fanotify_init(0x200, 0))
     seen = set()
     deadline = time.monotonic() + 4
-    while fd >= 0 and time.monotonic() < deadline:
-        if not select.select([fd], [], [], 0.2)[0]:
+    # The watcher stays for its whole window with or without a watch, so that the importer runs
+    # while it is in flight.
+    while time.monotonic() < deadline:
+        if fd < 0 or not select.select([fd], [], [], 0.2)[0]:
+            time.sleep(0.2 if fd < 0 else 0)
             continue
         events = os.read(fd, 65536)
         while events:
