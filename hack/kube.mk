@@ -1,11 +1,12 @@
-# The Kubernetes placement's tooling: the Helm chart's checks, and a kind cluster with gVisor for
-# the e2e suite. Included by the top Makefile (`include hack/kube.mk`); every variable below is a
-# default that the command line or the environment can override, e.g.
-#   make kind-up images kind-load deploy e2e          from nothing to a passing e2e suite
-#   make deploy IMAGE_TAG=v0.1.0 KIND_CLUSTER=other
-# Only `helm` and `helm-lint` work without a Docker engine.
+# The Kubernetes placement's tooling: helm and kind (pinned builds), the Helm chart's checks, and
+# the variables both clusters for the e2e suite use (CLUSTER=packaged: ci/cluster/cluster.mk;
+# CLUSTER=kind: hack/kind/cluster.mk). Included by the top Makefile (`include hack/kube.mk`),
+# before those two; every variable below is a default that the command line or the environment
+# can override, e.g.
+#   make cluster-deploy CLUSTER=kind IMAGE_TAG=v0.1.0 KIND_CLUSTER=other
+# The targets here work without a Docker engine.
 
-# The defaults both cluster paths share (the release, namespaces, images, E2E_PORT, versions):
+# The defaults both clusters share (the release, namespaces, images, E2E_PORT, versions):
 # hack/defaults.env, whose KEY=value lines are read here as `KEY ?= value`, as bash reads them
 # (hack/lib.sh), so the command line and the environment override them alike.
 $(foreach kv,$(shell grep -E '^[A-Z_][A-Z0-9_]*=' $(CURDIR)/hack/defaults.env),\
@@ -26,7 +27,7 @@ KUBECTL ?= kubectl
 DOCKER ?= docker
 
 KIND_CONFIG ?= $(CURDIR)/kind-config.yaml
-# Images: built by `make images`, loaded into kind by `make kind-load`.
+# The kind cluster's images: built with docker and loaded into kind by `make cluster-images CLUSTER=kind`.
 SERVICE_IMAGE ?= $(SERVICE_IMAGE_REPO):$(IMAGE_TAG)
 SANDBOX_IMAGE ?= $(SANDBOX_IMAGE_REPO):$(IMAGE_TAG)
 # More `docker build` flags, e.g. --provenance=false where `kind load` trips over attestations.
@@ -39,7 +40,7 @@ HELM_LDFLAGS = -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)
 	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_KUBE_MINOR) \
 	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_KUBE_MINOR)
 
-# Passed to the hack/ scripts, which hold the logic.
+# Passed to hack/helm-lint.sh and hack/kind/cluster.sh, which hold the logic.
 KUBE_ENV = HELM="$(HELM)" KIND="$(KIND)" KUBECTL="$(KUBECTL)" DOCKER="$(DOCKER)" \
 	KIND_CLUSTER="$(KIND_CLUSTER)" KIND_CONFIG="$(KIND_CONFIG)" HELM_CHART="$(HELM_CHART)" \
 	HELM_RELEASE="$(HELM_RELEASE)" HELM_NAMESPACE="$(HELM_NAMESPACE)" SANDBOX_NAMESPACE="$(SANDBOX_NAMESPACE)" \
@@ -48,7 +49,9 @@ KUBE_ENV = HELM="$(HELM)" KIND="$(KIND)" KUBECTL="$(KUBECTL)" DOCKER="$(DOCKER)"
 	CLUSTER_RUNTIME_CLASS="$(CLUSTER_RUNTIME_CLASS)" DOCKER_BUILD_FLAGS="$(DOCKER_BUILD_FLAGS)" \
 	PYEXEC_CLUSTER_CACHE="$(PYEXEC_CLUSTER_CACHE)" CARGO="$(or $(CARGO),cargo)"
 
-.PHONY: helm kind helm-lint kind-config-check sync-chart-crd kind-up images kind-load deploy e2e kind-down
+.PHONY: helm kind helm-lint kind-config-check sync-chart-crd
+
+##@ Kubernetes
 
 helm: ## Build helm (pinned) into .tools/bin (skipped when already there)
 	@TOOLS_BIN="$(KUBE_TOOLS_BIN)" bash hack/go-tool.sh helm helm.sh/helm/v3/cmd/helm $(HELM_VERSION) "$(HELM_LDFLAGS)"
@@ -65,21 +68,3 @@ kind-config-check: ## Read kind-config.yaml with kind's own v1alpha4 types, stri
 
 sync-chart-crd: ## Copy crds/pythonexecution.yaml into the chart
 	@bash hack/sync-chart-crd.sh
-
-kind-up: kind kind-config-check ## Create the kind cluster with gVisor (runsc) and the gvisor RuntimeClass
-	@$(KUBE_ENV) bash hack/cluster.sh up
-
-images: ## docker build the sandbox and service images (needs a Docker engine)
-	@$(KUBE_ENV) bash hack/cluster.sh images
-
-kind-load: kind ## Load both images into the kind cluster's node
-	@$(KUBE_ENV) bash hack/cluster.sh load
-
-deploy: helm ## helm upgrade --install the chart with the dev images into the current cluster
-	@$(KUBE_ENV) bash hack/cluster.sh deploy
-
-e2e: ## Run the e2e suite against the deployed API (port-forward to 127.0.0.1:E2E_PORT)
-	@$(KUBE_ENV) bash hack/cluster.sh e2e
-
-kind-down: kind ## Delete the kind cluster
-	$(KIND) delete cluster --name $(KIND_CLUSTER)

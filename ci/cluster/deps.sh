@@ -2,7 +2,7 @@
 # Installs the Debian packages the local cluster needs (containerd, runc, CNI plugins, buildah,
 # mmdebstrap, nftables, ...) with apt-get, only when one of their commands is missing.
 set -euo pipefail
-# shellcheck source=hack/cluster/config.sh
+# shellcheck source=ci/cluster/config.sh
 . "$(dirname "$0")/config.sh"
 missing=0
 for c in containerd ctr runc buildah mmdebstrap iptables nft ip openssl curl gcc perl; do

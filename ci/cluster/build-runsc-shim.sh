@@ -19,7 +19,7 @@
 # prints the address alone. Every other action is the real binary, exec'd unchanged.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
-. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/../../hack/lib.sh"
 top="${PYEXEC_CLUSTER_CACHE:-/var/cache/pyexec-cluster}/gvisor-$GVISOR_VERSION-shim-oomfix"
 
 # ignore_oom_permission SRC: the shim's OOM-score call tolerates a permission error.
@@ -37,7 +37,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cat >"$tmp/wrapper" <<'WRAPPER'
 #!/bin/sh
-# containerd 1.6 <-> gVisor shim (containerd 2 shim API): see hack/cluster/build-runsc-shim.sh.
+# containerd 1.6 <-> gVisor shim (containerd 2 shim API): see ci/cluster/build-runsc-shim.sh.
 real="$(dirname "$0")/containerd-shim-runsc-v1.real"
 for arg in "$@"; do last=$arg; done
 if [ "${last:-}" != start ]; then exec "$real" "$@"; fi

@@ -13,7 +13,7 @@
 # approach as aws/eks-distro's projects/kubernetes/kubernetes/1-34/go.mod).
 set -euo pipefail
 # shellcheck source=hack/lib.sh
-. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/../../hack/lib.sh"
 
 # staging_replacements SRC: the replace block for the consumer module, from SRC/go.mod.
 staging_replacements() {

@@ -3,13 +3,13 @@
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd (runc + gVisor's
 #   runsc), kubelet, a bridge CNI network without uplink, kube-network-policies (the NetworkPolicy
 #   enforcer), and the RuntimeClass `gvisor`.
-# Binaries come from the cache (hack/cluster/build-*.sh build what is missing), all state is under
-# $CLUSTER_RUN_DIR, every process has a pid file in $CLUSTER_RUN_DIR/pids. hack/cluster/down.sh
+# Binaries come from the cache (ci/cluster/build-*.sh build what is missing), all state is under
+# $CLUSTER_RUN_DIR, every process has a pid file in $CLUSTER_RUN_DIR/pids. ci/cluster/down.sh
 # undoes all of it; a failed bring-up calls it itself.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-# shellcheck source=hack/cluster/config.sh
+# shellcheck source=ci/cluster/config.sh
 . "$HERE/config.sh"
 
 [ "$(id -u)" = 0 ] || cdie "the cluster needs root (containerd, kubelet, network, cgroups)"

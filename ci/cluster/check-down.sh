@@ -4,7 +4,7 @@
 # or the run directory. down.sh ends with it.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=hack/cluster/config.sh
+# shellcheck source=ci/cluster/config.sh
 . "$HERE/config.sh"
 adopt_running_cluster
 status=0

@@ -1,6 +1,6 @@
 /* The pod sandbox ("pause") process of the local cluster's pause image: PID 1 of each pod's
  * sandbox. It reaps zombies and exits on SIGINT/SIGTERM, like Kubernetes' build/pause/linux/pause.c
- * (whose behaviour it copies). Built statically by hack/cluster/images.sh. */
+ * (whose behaviour it copies). Built statically by ci/cluster/images.sh. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -9,7 +9,7 @@
 # MEASURE_RUNS (default 5) sets N. MEASURE_WHAT=memory,pods,api,burst,executions selects parts.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=hack/cluster/config.sh
+# shellcheck source=ci/cluster/config.sh
 . "$HERE/config.sh"
 RUNS=${MEASURE_RUNS:-5}
 WHAT=${MEASURE_WHAT:-memory,pods,api,burst,executions}

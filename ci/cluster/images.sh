@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Images for the local cluster, without a Docker engine or a registry (make cluster-images):
-#   images.sh pause    a pause image from a static pause binary (hack/cluster/pause.c), imported
+#   images.sh pause    a pause image from a static pause binary (ci/cluster/pause.c), imported
 #                      into containerd as registry.k8s.io/pause:3.10 (up.sh calls this)
 #   images.sh base     debian:bookworm-slim made locally out of Debian packages (mmdebstrap),
 #                      cached under $PYEXEC_CLUSTER_CACHE/debian-bookworm-slim/, loaded into buildah
@@ -12,7 +12,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-# shellcheck source=hack/cluster/config.sh
+# shellcheck source=ci/cluster/config.sh
 . "$HERE/config.sh"
 
 CARGO=${CARGO:-cargo}
@@ -29,7 +29,7 @@ cmd_pause() {
   sum=$(sha256sum "$HERE/pause.c" | cut -c1-12)
   dir=$PYEXEC_CLUSTER_CACHE/pause-$sum
   if [ ! -f "$dir/pause.tar" ]; then
-    clog "building the pause image ($PAUSE_REF) from hack/cluster/pause.c"
+    clog "building the pause image ($PAUSE_REF) from ci/cluster/pause.c"
     mkdir -p "$dir/rootfs"
     gcc -Os -static -s -o "$dir/rootfs/pause" "$HERE/pause.c"
     local c

@@ -1,15 +1,15 @@
-# Settings of the local single-node cluster, sourced by the hack/cluster/*.sh scripts. Every value
-# can be overridden from the environment (hack/cluster.mk passes the make variables through).
+# Settings of the local single-node cluster, sourced by the ci/cluster/*.sh scripts. Every value
+# can be overridden from the environment (ci/cluster/cluster.mk passes the make variables through).
 # shellcheck shell=bash
 
 # The defaults both cluster paths share (hack/defaults.env: the release, namespaces, images,
 # K8S_VERSION, ETCD_VERSION, KNP_VERSION, GVISOR_VERSION, ...) and the release's object names
 # (release_object).
 # shellcheck source=hack/lib.sh
-. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../../hack/lib.sh"
 # Kubernetes 1.34 (K8S_VERSION): the newest minor that runs on cgroup v1 without
 # failCgroupV1=false and still supports containerd 1.6 (Debian bookworm's).
-# Debian bookworm packages the node uses (installed by hack/cluster/deps.sh with apt-get).
+# Debian bookworm packages the node uses (installed by ci/cluster/deps.sh with apt-get).
 DEBIAN_PACKAGES=${DEBIAN_PACKAGES:-containerd runc containernetworking-plugins buildah mmdebstrap iptables nftables iproute2 openssl curl gcc libc6-dev}
 
 # Built binaries and the base image, kept between runs OUTSIDE the repository.

@@ -6,7 +6,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-# shellcheck source=hack/cluster/config.sh
+# shellcheck source=ci/cluster/config.sh
 . "$HERE/config.sh"
 CARGO=${CARGO:-cargo}
 [ -f "$ADMIN_KUBECONFIG" ] || cdie "the cluster is not up (make cluster-up)"

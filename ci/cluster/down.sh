@@ -5,7 +5,7 @@
 # copies the run's logs to $CLUSTER_LOG_KEEP. Exits non-zero if something could not be removed.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=hack/cluster/config.sh
+# shellcheck source=ci/cluster/config.sh
 . "$HERE/config.sh"
 adopt_running_cluster
 [ "$(id -u)" = 0 ] || cdie "cluster-down needs root"

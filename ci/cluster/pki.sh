@@ -2,7 +2,7 @@
 # Certificates (openssl, ECDSA P-256) and kubeconfigs of the local cluster, written under
 # $CLUSTER_RUN_DIR/pki and $CLUSTER_RUN_DIR/kubeconfig. Made afresh at each cluster-up (about 1 s).
 set -euo pipefail
-# shellcheck source=hack/cluster/config.sh
+# shellcheck source=ci/cluster/config.sh
 . "$(dirname "$0")/config.sh"
 
 mkdir -p "$PKI" "$KCFG"

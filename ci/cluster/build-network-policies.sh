@@ -17,7 +17,7 @@
 #     the in-cluster service account.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
-. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/../../hack/lib.sh"
 
 # patch FILE PERL-SUBSTITUTION MARKER: applies the substitution and checks that MARKER is then there.
 patch() {
@@ -35,7 +35,7 @@ patch_source() {
   cat >"$pkg/pyexec_nfqueue.go" <<'GO'
 package networkpolicy
 
-// Added by pyexec's hack/cluster/build-network-policies.sh: kernels without CONFIG_NFT_QUEUE
+// Added by pyexec's ci/cluster/build-network-policies.sh: kernels without CONFIG_NFT_QUEUE
 // refuse the nftables queue expression; nft_compat's xtables NFQUEUE target does the same.
 
 import (

@@ -3,7 +3,7 @@
 # tracked by a pid file in the run directory; start waits until /healthz answers.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=hack/cluster/config.sh
+# shellcheck source=ci/cluster/config.sh
 . "$HERE/config.sh"
 pidfile=$PIDS/port-forward.pid
 case "${1:-}" in

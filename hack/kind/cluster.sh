@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# A kind cluster with gVisor for pyexec's e2e suite, driven by hack/kube.mk:
-#   hack/cluster.sh up       create the kind cluster (kind-config.yaml), install runsc, RuntimeClass
-#   hack/cluster.sh images   docker build the sandbox and service images
-#   hack/cluster.sh load     load both images into the kind node
-#   hack/cluster.sh deploy   helm upgrade --install the chart into the current kubectl context
-#   hack/cluster.sh e2e      port-forward the API and run `cargo test --test e2e` against it
+# A kind cluster with gVisor for pyexec's e2e suite, driven by hack/kind/cluster.mk (CLUSTER=kind):
+#   hack/kind/cluster.sh up       create the kind cluster (kind-config.yaml), install runsc, RuntimeClass
+#   hack/kind/cluster.sh images   docker build the sandbox and service images
+#   hack/kind/cluster.sh load     load both images into the kind node
+#   hack/kind/cluster.sh deploy   helm upgrade --install the chart into the current kubectl context
+#   hack/kind/cluster.sh e2e      port-forward the API and run `cargo test --test e2e` against it
 # Settings come from the environment, with the defaults of hack/defaults.env (hack/lib.sh).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 # shellcheck source=hack/lib.sh
 . hack/lib.sh
 
@@ -57,7 +57,7 @@ cmd_up() {
   local node
   for node in $("$KIND" get nodes --name "$KIND_CLUSTER"); do
     "$DOCKER" exec "$node" grep -q 'runtimes.runsc' /etc/containerd/config.toml ||
-      die "node $node has no runsc runtime in containerd's config: it predates kind-config.yaml; make kind-down first"
+      die "node $node has no runsc runtime in containerd's config: it predates kind-config.yaml; make cluster-down CLUSTER=kind first"
     log "installing runsc into $node"
     "$DOCKER" cp "$gvisor_bin/runsc" "$node:/usr/local/bin/runsc"
     "$DOCKER" cp "$gvisor_bin/containerd-shim-runsc-v1" "$node:/usr/local/bin/containerd-shim-runsc-v1"
@@ -129,7 +129,7 @@ cmd_e2e() {
   need_kubectl
   command -v curl >/dev/null || die "curl is needed to wait for the port-forward"
   local api controller service token_secret url port pf_log
-  service=$(release_object service api) || die "no API service of release $HELM_RELEASE: make deploy first"
+  service=$(release_object service api) || die "no API service of release $HELM_RELEASE: make cluster-deploy CLUSTER=kind first"
   api=$(release_object deployment api) || die "no API Deployment of release $HELM_RELEASE"
   controller=$(release_object deployment controller) || die "no controller Deployment of release $HELM_RELEASE"
   token_secret=$(api_token_secret)

@@ -8,6 +8,6 @@
 # way go_build_cached (hack/lib.sh) builds every binary. Prints the bin directory on stdout.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
-. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/../../hack/lib.sh"
 go_build_cached "${PYEXEC_CLUSTER_CACHE:-/var/cache/pyexec-cluster}/etcd-$ETCD_VERSION" \
   go.etcd.io/etcd/server/v3 "$ETCD_VERSION" etcd=go.etcd.io/etcd/server/v3

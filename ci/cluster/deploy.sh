@@ -7,7 +7,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-# shellcheck source=hack/cluster/config.sh
+# shellcheck source=ci/cluster/config.sh
 . "$HERE/config.sh"
 HELM=${HELM:-$REPO/.tools/bin/helm}
 DEPLOY_TIMEOUT=${DEPLOY_TIMEOUT:-5m}
