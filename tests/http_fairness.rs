@@ -235,7 +235,7 @@ async fn a_long_run_drops_to_the_long_run_weight_and_a_new_run_keeps_the_run_wei
 /// CPU seconds (user + system) the process `pid` has used, from /proc.
 fn cpu_seconds_of(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the server's /proc stat");
-    let fields = pyexec::sandbox::procfs::stat_fields(&stat).expect("stat fields after the command name");
+    let fields = pyexec::sandbox::jail::procfs::stat_fields(&stat).expect("stat fields after the command name");
     let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
     ticks / 100.0
 }

@@ -1,18 +1,12 @@
 //! The sandbox: one untrusted script run in nsjail under limits, reported as one envelope.
 
 pub mod capture;
-pub mod cgroup;
 pub mod delivery;
 pub mod envelope;
-pub mod gvisor;
-pub mod ids;
-mod install;
-mod jail;
+pub mod jail;
 pub mod job;
 pub mod limits;
-pub mod nsjail;
 pub mod pool;
-pub mod procfs;
 pub mod ready;
 pub mod removal;
 pub mod settings;
@@ -52,7 +46,7 @@ pub enum SandboxError {
     #[error("the pool's template: {0}")]
     Template(String),
     #[error("sandbox ids: {0}")]
-    Ids(#[from] ids::IdError),
+    Ids(#[from] jail::ids::IdError),
     #[error("the template jail's configuration cannot be derived from the nsjail configuration: {0}")]
     TemplateConfig(#[from] template::ConfigError),
 }

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::cgroup::RunCgroup;
+use super::jail::cgroup::RunCgroup;
+use super::jail::procfs;
 use super::jail::{Jail, NSJAIL_TERM_GRACE};
 use super::limits::Limits;
-use super::procfs;
 
 /// Why a ready sandbox cannot take a job: the job goes the cold path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

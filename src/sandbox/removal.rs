@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::cgroup::RunCgroup;
 use super::envelope::Envelope;
-use super::gvisor::GvisorTools;
-use super::ids::IdLease;
+use super::jail::cgroup::RunCgroup;
+use super::jail::gvisor::GvisorTools;
+use super::jail::ids::IdLease;
 use super::jail::{Keeper, TerminateOnDrop};
 
 /// How long a jail that answered may take to end by itself (its harness calls `_exit` right

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::cgroup::{parse_cpus, parse_seconds, CpuShare};
+use super::jail::cgroup::{parse_cpus, parse_seconds, CpuShare};
 use super::limits::LimitSettings;
 
 #[derive(Args, Clone, Debug)]

@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::envelope::{Outcome, ResultJson};
+use super::jail::nsjail::ChildStatus;
 use super::limits::Limits;
-use super::nsjail::ChildStatus;
 
 /// Everything the supervisor observed about one run.
 #[derive(Debug)]

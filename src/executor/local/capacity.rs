@@ -1,6 +1,6 @@
 //! How many sandboxes may run at once by default: as many as the resources that really run out
 //! allow (memory, processes), not one per CPU core; the cpu controller shares the cores between
-//! them (`sandbox::cgroup::cpu`).
+//! them (`sandbox::jail::cgroup::cpu`).
 
 use std::fs;
 use std::path::Path;
@@ -85,7 +85,7 @@ fn meminfo_available() -> Option<u64> {
 }
 
 fn parse_mem_available(meminfo: &str) -> Option<u64> {
-    crate::sandbox::procfs::kib_value(meminfo, "MemAvailable")
+    crate::sandbox::jail::procfs::kib_value(meminfo, "MemAvailable")
 }
 
 /// A file holding one number; None for "max", a missing file or anything else.

@@ -9,10 +9,10 @@ use command_fds::FdMapping;
 
 use super::{ready_jail, Supervisor};
 use crate::sandbox::capture::read_tail;
-use crate::sandbox::cgroup::CgroupMode;
+use crate::sandbox::jail::cgroup::CgroupMode;
+use crate::sandbox::jail::nsjail::{self, Start};
 use crate::sandbox::jail::Jail;
 use crate::sandbox::limits::Limits;
-use crate::sandbox::nsjail::{self, Start};
 use crate::sandbox::ready::ReadySandbox;
 use crate::sandbox::template::{self, Life, Template};
 use crate::sandbox::SandboxError;

@@ -31,10 +31,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 
-use super::cgroup::RunCgroup;
-use super::ids::IdLease;
+use super::jail::cgroup::RunCgroup;
+use super::jail::ids::IdLease;
+use super::jail::nsjail::ChildStatus;
 use super::jail::{cloexec_pipe, Jail, Keeper, TerminateOnDrop};
-use super::nsjail::ChildStatus;
 use super::SandboxError;
 
 /// The running template: its jail (nsjail, its cgroup) and the supervisor's end of its control

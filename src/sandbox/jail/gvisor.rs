@@ -5,8 +5,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::limits::Limits;
 use super::nsjail::Start;
+use crate::sandbox::limits::Limits;
 
 /// gVisor's kernel version string (its uname -v and the end of /proc/version), the same in every
 /// gVisor release: gVisor's pkg/sentry/kernel/version.LinuxVersion.

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use super::nsjail::{self, Harness};
-use super::SandboxError;
+use crate::sandbox::SandboxError;
 
 /// The harness as byte code of the sandbox's own interpreter, compiled once (outside the jail,
 /// by the trusted interpreter, on trusted source); its source if that fails.
-pub(super) fn compile_harness(interpreter: &std::path::Path) -> Harness {
+pub(in crate::sandbox) fn compile_harness(interpreter: &std::path::Path) -> Harness {
     use std::io::Write;
     let program =
         "import sys,marshal;sys.stdout.write(marshal.dumps(compile(sys.stdin.read(),'harness','exec')).hex())";
@@ -41,12 +41,12 @@ pub(super) fn compile_harness(interpreter: &std::path::Path) -> Harness {
     }
 }
 
-pub(super) fn existing(path: &Path, what: &'static str) -> Result<PathBuf, SandboxError> {
+pub(in crate::sandbox) fn existing(path: &Path, what: &'static str) -> Result<PathBuf, SandboxError> {
     std::fs::canonicalize(path).map_err(|_| SandboxError::Missing { what, path: path.to_path_buf() })
 }
 
 /// A program path as given, or looked up on PATH when it is a bare name.
-pub(super) fn resolve_program(program: &Path, what: &'static str) -> Result<PathBuf, SandboxError> {
+pub(in crate::sandbox) fn resolve_program(program: &Path, what: &'static str) -> Result<PathBuf, SandboxError> {
     if program.components().count() > 1 {
         return existing(program, what);
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::gvisor::GvisorTools;
 use super::ids;
-use super::limits::Limits;
+use crate::sandbox::limits::Limits;
 
 /// Where the Python environment (interpreter symlink, pandas, numpy) appears inside the jail.
 pub const PYTHON_ENV_IN_JAIL: &str = "/opt/pyexec";
@@ -28,7 +28,7 @@ pub const TEMPLATE_IDS: &str = "/tmp/.ids";
 pub const LEASE_FD: i32 = 7;
 
 /// The harness, embedded so the binary needs no file beside it.
-pub const HARNESS: &str = include_str!("harness.py");
+pub const HARNESS: &str = include_str!("../harness.py");
 
 /// Loads the harness's byte code from the last argument: compiling the harness in every run
 /// would cost about 1.5 ms of a 20 ms hello world.

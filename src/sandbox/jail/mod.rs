@@ -1,5 +1,14 @@
 //! A started sandbox with its pipes and cgroup lease: the process whose end is the sandbox's
-//! end (nsjail, or a forked sandbox's keeper), how it is waited for and how it is ended.
+//! end (nsjail, or a forked sandbox's keeper), how it is waited for and how it is ended; and, in
+//! its modules, how a jail is made: nsjail's command line, gVisor's, cgroups, host ids, the
+//! harness's installation, /proc readings.
+
+pub mod cgroup;
+pub mod gvisor;
+pub mod ids;
+pub(in crate::sandbox) mod install;
+pub mod nsjail;
+pub mod procfs;
 
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
@@ -12,12 +21,12 @@ use nix::unistd::Pid;
 use tokio::net::unix::pipe;
 use tokio::process::Child;
 
-use super::cgroup::RunCgroup;
-use super::gvisor::{self, GvisorTools};
-use super::ids::IdLease;
-use super::nsjail::{self, ChildStatus};
-use super::template::ForkedKeeper;
-use super::SandboxError;
+use crate::sandbox::template::ForkedKeeper;
+use crate::sandbox::SandboxError;
+use cgroup::RunCgroup;
+use gvisor::GvisorTools;
+use ids::IdLease;
+use nsjail::ChildStatus;
 
 /// How long nsjail gets to kill and reap the script after SIGTERM before it is killed itself.
 pub(super) const NSJAIL_TERM_GRACE: Duration = Duration::from_secs(1);

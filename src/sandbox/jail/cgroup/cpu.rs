@@ -121,7 +121,7 @@ fn parse_usage_usec(cpu_stat: &str) -> Option<u64> {
 
 /// utime + stime + cutime + cstime (clock ticks) of a /proc/PID/stat line.
 fn parse_stat_ticks(stat: &str) -> Option<u64> {
-    let fields = crate::sandbox::procfs::stat_fields(stat)?;
+    let fields = crate::sandbox::jail::procfs::stat_fields(stat)?;
     // After the comm: state is field 0, utime 11, stime 12, cutime 13, cstime 14.
     let tick = |i: usize| fields.get(i)?.parse::<i64>().ok();
     Some((tick(11)? + tick(12)? + tick(13)?.max(0) + tick(14)?.max(0)).max(0) as u64)
