@@ -1,7 +1,7 @@
-# Shared by hack/cluster.sh (kind) and hack/cluster/config.sh (the local cluster): the defaults
-# and the names of the release's objects. The sourcing script defines kube(), its kubectl.
-# Also sourced by the binary builds (hack/cluster/build-*.sh, hack/gvisor/build-runsc.sh), for the
-# version pins of hack/defaults.env and go_build_cached.
+# Shared by hack/kind/cluster.sh (the kind cluster) and ci/cluster/config.sh (the packaged
+# cluster): the defaults and the names of the release's objects. The sourcing script defines
+# kube(), its kubectl. Also sourced by the binary builds (ci/cluster/build-*.sh,
+# hack/gvisor/build-runsc.sh), for the version pins of hack/defaults.env and go_build_cached.
 # shellcheck shell=bash
 
 # Sets each KEY of hack/defaults.env that the environment does not set (an empty value counts as
