@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::controller::ControllerArgs;
 use crate::executor::kube::KubeSettings;
-use crate::sandbox::pool::PreloadSettings;
+use crate::sandbox::warm::pool::PreloadSettings;
 use crate::sandbox::SandboxSettings;
 
 #[derive(Parser, Debug)]
@@ -115,7 +115,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub sandbox: SandboxSettings,
     #[command(flatten)]
-    pub pool: crate::sandbox::pool::PoolSettings,
+    pub pool: crate::sandbox::warm::pool::PoolSettings,
     /// Settings of the kubernetes executor.
     #[command(flatten)]
     pub kube: KubeSettings,

@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::sandbox::pool::{Claim, Kind, PoolObserver};
+use crate::sandbox::warm::pool::{Claim, Kind, PoolObserver};
 use crate::sandbox::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,7 +22,7 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
-/// The kind of ready sandbox (`sandbox::pool::Kind`): plain or preloaded.
+/// The kind of ready sandbox (`sandbox::warm::pool::Kind`): plain or preloaded.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,

@@ -13,8 +13,8 @@ use super::{Error, Result};
 use crate::config::SandboxArgs;
 use crate::sandbox::delivery::{self, Delivery};
 use crate::sandbox::jail::gvisor;
-use crate::sandbox::pool::READY_TIMEOUT;
-use crate::sandbox::ready::ReadySandbox;
+use crate::sandbox::warm::pool::READY_TIMEOUT;
+use crate::sandbox::warm::ready::ReadySandbox;
 use crate::sandbox::{
     Envelope, Finished, Isolation, Job, Limits, Outcome, SandboxSettings, Supervisor, INVALID_JOB_EXIT_CODE,
     NO_JOB_EXIT_CODE, NO_JOB_MESSAGE, READY_MARKER,

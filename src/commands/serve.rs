@@ -12,7 +12,7 @@ use crate::executor::kube::DEFAULT_MAX_IN_FLIGHT;
 use crate::executor::{Executor, KubeExecutor, LocalExecutor};
 use crate::metrics::Metrics;
 use crate::sandbox::jail::cgroup::{self, DynMods};
-use crate::sandbox::pool::{Pool, PoolSettings};
+use crate::sandbox::warm::pool::{Pool, PoolSettings};
 use crate::sandbox::Supervisor;
 use crate::server::guard::{ApiToken, Guard};
 use crate::server::{app, AppState};

@@ -16,7 +16,7 @@ pub use capacity::Capacity;
 use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, NotReady};
 use crate::metrics::Metrics;
-use crate::sandbox::pool::{Claim, Kind, Pool};
+use crate::sandbox::warm::pool::{Claim, Kind, Pool};
 use crate::sandbox::{Envelope, Finished, Job, Limits, Outcome, Supervisor};
 
 /// The script /readyz runs: proves nsjail and the Python environment work end to end.
@@ -59,7 +59,7 @@ impl LocalExecutor {
         }
     }
 
-    /// Runs scripts in the pool's ready sandboxes when one fits (see `sandbox::pool`).
+    /// Runs scripts in the pool's ready sandboxes when one fits (see `sandbox::warm::pool`).
     pub fn with_pool(self, pool: Pool) -> Self {
         LocalExecutor { pool: Some(pool), ..self }
     }

@@ -6,13 +6,11 @@ pub mod envelope;
 pub mod jail;
 pub mod job;
 pub mod limits;
-pub mod pool;
-pub mod ready;
 pub mod removal;
 pub mod settings;
 pub mod supervisor;
-pub mod template;
 pub mod verdict;
+pub mod warm;
 
 use std::path::PathBuf;
 
@@ -48,5 +46,5 @@ pub enum SandboxError {
     #[error("sandbox ids: {0}")]
     Ids(#[from] jail::ids::IdError),
     #[error("the template jail's configuration cannot be derived from the nsjail configuration: {0}")]
-    TemplateConfig(#[from] template::ConfigError),
+    TemplateConfig(#[from] warm::template::ConfigError),
 }

@@ -21,7 +21,7 @@ use nix::unistd::Pid;
 use tokio::net::unix::pipe;
 use tokio::process::Child;
 
-use crate::sandbox::template::ForkedKeeper;
+use crate::sandbox::warm::template::ForkedKeeper;
 use crate::sandbox::SandboxError;
 use cgroup::RunCgroup;
 use gvisor::GvisorTools;

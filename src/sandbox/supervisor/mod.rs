@@ -23,14 +23,12 @@ use super::jail::nsjail::{self, CgroupLimits, ChildStatus, Harness, Identity, Ja
 use super::jail::{cloexec_pipe, Jail, Keeper, TerminateOnDrop, NSJAIL_TERM_GRACE};
 use super::job::Job;
 use super::limits::Limits;
-use super::ready::ReadySandbox;
 use super::removal::{Finished, Removal};
 use super::settings::{Isolation, SandboxSettings};
-use super::template::{Template, Templates};
 use super::verdict::{decide, RunFacts, Verdict};
+use super::warm::ready::ReadySandbox;
+use super::warm::template::{Template, Templates};
 use super::SandboxError;
-
-mod forking;
 
 /// How long output readers may take to reach end of file once the jail has ended.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -47,26 +45,26 @@ const ENTER_CGROUPS: &str = r#"while [ "$1" != "--" ]; do echo $$ > "$1" || exit
 /// Runs scripts in nsjail. Cheap to clone; shared by every request.
 #[derive(Clone, Debug)]
 pub struct Supervisor {
-    inner: Arc<Inner>,
+    pub(in crate::sandbox) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    paths: JailPaths,
-    cgroups: Arc<CgroupPool>,
+pub(in crate::sandbox) struct Inner {
+    pub(in crate::sandbox) paths: JailPaths,
+    pub(in crate::sandbox) cgroups: Arc<CgroupPool>,
     /// The slots of ready sandboxes (`ready-<pid>-<n>`), kept apart from the cold runs' (`slot-<pid>-<n>`).
-    ready_cgroups: Arc<CgroupPool>,
+    pub(in crate::sandbox) ready_cgroups: Arc<CgroupPool>,
     /// This process created the parent cgroup, so it removes it at shutdown.
-    owns_parent_cgroup: bool,
+    pub(in crate::sandbox) owns_parent_cgroup: bool,
     /// Removals of sandboxes that answered before their jail ended.
-    removals: TaskTracker,
+    pub(in crate::sandbox) removals: TaskTracker,
     /// The pool's templates, one per list of preloaded modules (each started by the first
     /// `start_forked` for its list), and their slots (`template-<pid>-<n>`).
-    templates: tokio::sync::Mutex<Templates>,
-    template_cgroups: Arc<CgroupPool>,
+    pub(in crate::sandbox) templates: tokio::sync::Mutex<Templates>,
+    pub(in crate::sandbox) template_cgroups: Arc<CgroupPool>,
     /// The host ids sandboxes lease (`--isolation host` as root); None: every sandbox is the
     /// supervisor's own uid, or what nsjail-gvisor.cfg says.
-    ids: Option<Arc<IdRange>>,
+    pub(in crate::sandbox) ids: Option<Arc<IdRange>>,
 }
 
 impl Supervisor {
@@ -249,7 +247,7 @@ impl Supervisor {
     }
 
     /// Starts nsjail in a fresh cgroup slot, with its pipes, and feeds it nothing yet.
-    fn start_jail(
+    pub(in crate::sandbox) fn start_jail(
         &self,
         run_id: &str,
         limits: &Limits,
@@ -541,7 +539,7 @@ async fn drain(task: tokio::task::JoinHandle<Captured>) -> Captured {
 
 /// Waits until a ready jail's harness says it is ready (one byte on its result pipe). If it
 /// dies first (a preload module that fails to import), its stderr says why.
-async fn ready_jail(mut jail: Jail) -> Result<Jail, SandboxError> {
+pub(in crate::sandbox) async fn ready_jail(mut jail: Jail) -> Result<Jail, SandboxError> {
     let mut byte = [0u8; 1];
     match jail.result.read_exact(&mut byte).await {
         Ok(_) if byte == *b"R" => Ok(jail),

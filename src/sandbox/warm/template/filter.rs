@@ -155,14 +155,14 @@ mod tests {
 
     #[test]
     fn the_filter_denies_what_nsjail_cfg_denies_to_every_other_jail() {
-        let mut expected = crate::sandbox::template::config::denied_calls(include_str!("../../../nsjail.cfg"))
+        let mut expected = crate::sandbox::warm::template::config::denied_calls(include_str!("../../../../nsjail.cfg"))
             .expect("nsjail.cfg has the block");
         expected.sort();
         let mut here: Vec<String> = DENIED.iter().chain([&CLONE]).map(|(name, _)| name.to_string()).collect();
         here.sort();
         assert_eq!(here, expected);
         assert!(
-            include_str!("../../../nsjail.cfg").contains(&format!("{CLONE_NAMESPACE_FLAGS:#X}").replace("0X", "0x"))
+            include_str!("../../../../nsjail.cfg").contains(&format!("{CLONE_NAMESPACE_FLAGS:#X}").replace("0X", "0x"))
         );
     }
 

@@ -26,10 +26,10 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::limits::Limits;
-use super::ready::{ReadySandbox, Unfit};
-use super::supervisor::Supervisor;
-use super::template::Life;
+use crate::sandbox::limits::Limits;
+use crate::sandbox::supervisor::Supervisor;
+use crate::sandbox::warm::ready::{ReadySandbox, Unfit};
+use crate::sandbox::warm::template::Life;
 use kind::next_to_start;
 
 /// How often the pool looks for dead and stale sandboxes when nothing wakes it.

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::jail::cgroup::RunCgroup;
-use super::jail::procfs;
-use super::jail::{Jail, NSJAIL_TERM_GRACE};
-use super::limits::Limits;
+use crate::sandbox::jail::cgroup::RunCgroup;
+use crate::sandbox::jail::procfs;
+use crate::sandbox::jail::{Jail, NSJAIL_TERM_GRACE};
+use crate::sandbox::limits::Limits;
 
 /// Why a ready sandbox cannot take a job: the job goes the cold path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,9 +53,9 @@ const MEMORY_HEADROOM_BYTES: u64 = 16 * 1024 * 1024;
 /// A jail whose interpreter has imported the preloaded modules and waits for exactly one job.
 /// `Supervisor::run_ready` consumes it; dropping it unused kills it.
 pub struct ReadySandbox {
-    pub(super) jail: Jail,
-    pub(super) born: Instant,
-    pub(super) limits: Limits,
+    pub(in crate::sandbox) jail: Jail,
+    pub(in crate::sandbox) born: Instant,
+    pub(in crate::sandbox) limits: Limits,
 }
 
 impl std::fmt::Debug for ReadySandbox {

@@ -31,29 +31,29 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 
-use super::jail::cgroup::RunCgroup;
-use super::jail::ids::IdLease;
-use super::jail::nsjail::ChildStatus;
-use super::jail::{cloexec_pipe, Jail, Keeper, TerminateOnDrop};
-use super::SandboxError;
+use crate::sandbox::jail::cgroup::RunCgroup;
+use crate::sandbox::jail::ids::IdLease;
+use crate::sandbox::jail::nsjail::ChildStatus;
+use crate::sandbox::jail::{cloexec_pipe, Jail, Keeper, TerminateOnDrop};
+use crate::sandbox::SandboxError;
 
 /// The running template: its jail (nsjail, its cgroup) and the supervisor's end of its control
 /// socket. Dropping it ends the template and with it every sandbox it forked (they live in its
 /// pid namespace).
-pub(super) struct Template {
+pub(in crate::sandbox) struct Template {
     /// The modules it imported.
-    pub(super) preload: Vec<String>,
+    pub(in crate::sandbox) preload: Vec<String>,
     /// When it was ready, and how many sandboxes it has forked: its forks share its
     /// interpreter's start-up secrets (`Life`).
-    pub(super) born: Instant,
-    pub(super) forks: u64,
+    pub(in crate::sandbox) born: Instant,
+    pub(in crate::sandbox) forks: u64,
     /// One reference per forked sandbox still alive (each keeper's), besides this one: a
     /// retired template ends when its last fork has.
-    pub(super) live: Arc<()>,
-    pub(super) keeper: Keeper,
-    pub(super) cgroup: Option<RunCgroup>,
-    pub(super) terminate_on_drop: TerminateOnDrop,
-    pub(super) control: StdUnixStream,
+    pub(in crate::sandbox) live: Arc<()>,
+    pub(in crate::sandbox) keeper: Keeper,
+    pub(in crate::sandbox) cgroup: Option<RunCgroup>,
+    pub(in crate::sandbox) terminate_on_drop: TerminateOnDrop,
+    pub(in crate::sandbox) control: StdUnixStream,
 }
 
 impl std::fmt::Debug for Template {
@@ -64,17 +64,17 @@ impl std::fmt::Debug for Template {
 
 impl Template {
     /// Whether its jail still runs.
-    pub(super) fn alive(&mut self) -> bool {
+    pub(in crate::sandbox) fn alive(&mut self) -> bool {
         !self.keeper.ended()
     }
 
     /// Whether it has forked as many sandboxes, or lived as long, as `life` allows.
-    pub(super) fn spent(&self, life: &Life) -> bool {
+    pub(in crate::sandbox) fn spent(&self, life: &Life) -> bool {
         self.forks >= life.max_forks || self.born.elapsed() >= life.max_age
     }
 
     /// Whether no sandbox it forked is still alive.
-    pub(super) fn unused(&self) -> bool {
+    pub(in crate::sandbox) fn unused(&self) -> bool {
         Arc::strong_count(&self.live) == 1
     }
 
@@ -82,7 +82,12 @@ impl Template {
     /// `backstop`, and which runs as `lease`'s host id with its device nodes: its pipes and
     /// status socket are made here and sent along with the lease's directory, which the keeper
     /// holds open for as long as it lives.
-    pub(super) fn fork(&mut self, tmp_bytes: u64, backstop: Duration, lease: IdLease) -> Result<Pending, SandboxError> {
+    pub(in crate::sandbox) fn fork(
+        &mut self,
+        tmp_bytes: u64,
+        backstop: Duration,
+        lease: IdLease,
+    ) -> Result<Pending, SandboxError> {
         let spawn = SandboxError::Spawn;
         let (stdin_r, stdin_w) = cloexec_pipe()?;
         let (stdout_r, stdout_w) = cloexec_pipe()?;
@@ -121,7 +126,7 @@ impl Template {
 
     /// Ends the template (and every sandbox it forked): it exits when its control socket
     /// closes; its cgroup kills what is left.
-    pub(super) async fn destroy(self) {
+    pub(in crate::sandbox) async fn destroy(self) {
         let Template { mut keeper, cgroup, mut terminate_on_drop, control, .. } = self;
         drop(control);
         if tokio::time::timeout(Duration::from_secs(1), keeper.wait()).await.is_err() {
@@ -146,21 +151,21 @@ pub struct Life {
 /// The pool's templates: those that fork (one per list of preloaded modules), and retired ones
 /// that still have live forks (ending a template ends every sandbox it forked).
 #[derive(Debug, Default)]
-pub(super) struct Templates {
-    pub(super) serving: Vec<Template>,
-    pub(super) retired: Vec<Template>,
+pub(in crate::sandbox) struct Templates {
+    pub(in crate::sandbox) serving: Vec<Template>,
+    pub(in crate::sandbox) retired: Vec<Template>,
 }
 
 impl Templates {
     /// Every template, serving or retired.
-    pub(super) fn all(&self) -> impl Iterator<Item = &Template> {
+    pub(in crate::sandbox) fn all(&self) -> impl Iterator<Item = &Template> {
         self.serving.iter().chain(self.retired.iter())
     }
 
     /// Takes the template for `preload` out of service when it has ended (at once) or is
     /// spent (retired until its forks have ended), and ends the retired templates whose forks
     /// all have.
-    pub(super) async fn retire(&mut self, preload: &[String], life: &Life) {
+    pub(in crate::sandbox) async fn retire(&mut self, preload: &[String], life: &Life) {
         if let Some(at) = self.serving.iter().position(|t| t.preload == preload) {
             if !self.serving[at].alive() {
                 tracing::warn!(modules = preload.join(","), "a template of the pool ended; starting a new one");
@@ -183,7 +188,7 @@ impl Templates {
 }
 
 /// A forked sandbox on its way to ready: the supervisor's ends of its pipes and status socket.
-pub(super) struct Pending {
+pub(in crate::sandbox) struct Pending {
     status: StdUnixStream,
     stdin: OwnedFd,
     stdout: OwnedFd,
@@ -197,7 +202,7 @@ impl Pending {
     /// Moves the sandbox's keeper into `cgroup` (a fresh slot of its own) before it makes the
     /// sandbox, and lets it go on: the sandbox's jail, which says on its result pipe when it is
     /// ready (`supervisor::ready_jail` waits for that, as for any ready jail).
-    pub(super) async fn into_cgroup(self, cgroup: RunCgroup) -> Result<Jail, SandboxError> {
+    pub(in crate::sandbox) async fn into_cgroup(self, cgroup: RunCgroup) -> Result<Jail, SandboxError> {
         let spawn = SandboxError::Spawn;
         self.status.set_nonblocking(true).map_err(spawn)?;
         let mut status = UnixStream::from_std(self.status).map_err(spawn)?;
@@ -263,7 +268,7 @@ const STATUS_BYTES: usize = 64;
 
 impl ForkedKeeper {
     /// Waits until the keeper has exited. Cancel-safe.
-    pub(super) async fn wait(&mut self) {
+    pub(in crate::sandbox) async fn wait(&mut self) {
         let mut buf = [0u8; STATUS_BYTES];
         while !self.eof {
             match self.status.read(&mut buf).await {
@@ -274,7 +279,7 @@ impl ForkedKeeper {
     }
 
     /// Whether the sandbox has ended (its keeper said so, or exited), without waiting.
-    pub(super) fn ended(&mut self) -> bool {
+    pub(in crate::sandbox) fn ended(&mut self) -> bool {
         let mut buf = [0u8; STATUS_BYTES];
         while !self.eof {
             match self.status.try_read(&mut buf) {
@@ -293,12 +298,12 @@ impl ForkedKeeper {
     }
 
     /// Whether the keeper ended without saying how its sandbox ended (it was killed).
-    pub(super) fn lost(&self) -> bool {
+    pub(in crate::sandbox) fn lost(&self) -> bool {
         self.eof && self.status().is_none()
     }
 
     /// How the sandbox's first process ended, as its keeper said.
-    pub(super) fn status(&self) -> Option<ChildStatus> {
+    pub(in crate::sandbox) fn status(&self) -> Option<ChildStatus> {
         parse_status(&self.said)
     }
 }

@@ -67,7 +67,7 @@ fn line_start(text: &str, prefix: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    const SHIPPED: &str = include_str!("../../../nsjail.cfg");
+    const SHIPPED: &str = include_str!("../../../../nsjail.cfg");
 
     #[test]
     fn the_template_config_keeps_everything_but_the_namespace_denials() {
