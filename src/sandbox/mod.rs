@@ -1,15 +1,12 @@
 //! The sandbox: one untrusted script run in nsjail under limits, reported as one envelope.
 
-pub mod capture;
 pub mod delivery;
 pub mod envelope;
 pub mod jail;
 pub mod job;
 pub mod limits;
-pub mod removal;
+pub mod run;
 pub mod settings;
-pub mod supervisor;
-pub mod verdict;
 pub mod warm;
 
 use std::path::PathBuf;
@@ -18,9 +15,9 @@ pub use delivery::{INVALID_JOB_EXIT_CODE, MAX_JOB_BYTES, NO_JOB_EXIT_CODE, NO_JO
 pub use envelope::{Envelope, Outcome};
 pub use job::Job;
 pub use limits::{LimitSettings, Limits, RequestedLimits};
-pub use removal::Finished;
+pub use run::removal::Finished;
+pub use run::supervisor::Supervisor;
 pub use settings::{Isolation, SandboxSettings};
-pub use supervisor::Supervisor;
 
 /// Why the sandbox could not be set up or started (never a script's own failure).
 #[derive(Debug, thiserror::Error)]

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use command_fds::FdMapping;
 
-use crate::sandbox::capture::read_tail;
 use crate::sandbox::jail::cgroup::CgroupMode;
 use crate::sandbox::jail::nsjail::{self, Start};
 use crate::sandbox::jail::Jail;
 use crate::sandbox::limits::Limits;
-use crate::sandbox::supervisor::{ready_jail, Supervisor};
+use crate::sandbox::run::capture::read_tail;
+use crate::sandbox::run::supervisor::{ready_jail, Supervisor};
 use crate::sandbox::warm::ready::ReadySandbox;
 use crate::sandbox::warm::template::{self, Life, Template};
 use crate::sandbox::SandboxError;

@@ -27,7 +27,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::limits::Limits;
-use crate::sandbox::supervisor::Supervisor;
+use crate::sandbox::run::supervisor::Supervisor;
 use crate::sandbox::warm::ready::{ReadySandbox, Unfit};
 use crate::sandbox::warm::template::Life;
 use kind::next_to_start;

@@ -4,9 +4,9 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::envelope::{Outcome, ResultJson};
-use super::jail::nsjail::ChildStatus;
-use super::limits::Limits;
+use crate::sandbox::envelope::{Outcome, ResultJson};
+use crate::sandbox::jail::nsjail::ChildStatus;
+use crate::sandbox::limits::Limits;
 
 /// Everything the supervisor observed about one run.
 #[derive(Debug)]

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::envelope::Envelope;
-use super::jail::cgroup::RunCgroup;
-use super::jail::gvisor::GvisorTools;
-use super::jail::ids::IdLease;
-use super::jail::{Keeper, TerminateOnDrop};
+use crate::sandbox::envelope::Envelope;
+use crate::sandbox::jail::cgroup::RunCgroup;
+use crate::sandbox::jail::gvisor::GvisorTools;
+use crate::sandbox::jail::ids::IdLease;
+use crate::sandbox::jail::{Keeper, TerminateOnDrop};
 
 /// How long a jail that answered may take to end by itself (its harness calls `_exit` right
 /// after its report) before it is killed.
@@ -23,7 +23,7 @@ pub struct Finished {
 
 impl Finished {
     /// With the envelope's duration counted from `started`.
-    pub(super) fn timed(self, started: Instant) -> Finished {
+    pub(in crate::sandbox) fn timed(self, started: Instant) -> Finished {
         let envelope = Envelope { duration_ms: started.elapsed().as_millis() as u64, ..self.envelope };
         Finished { envelope, ..self }
     }
@@ -32,7 +32,7 @@ impl Finished {
 /// What is left of a sandbox's removal after its answer: its jail reaped and its cgroup emptied
 /// and given back. The supervisor's `shutdown` waits for every one of them.
 #[derive(Debug)]
-pub struct Removal(pub(super) Option<tokio::task::JoinHandle<()>>);
+pub struct Removal(pub(in crate::sandbox) Option<tokio::task::JoinHandle<()>>);
 
 impl Removal {
     /// Resolves once the sandbox is gone.
@@ -44,7 +44,7 @@ impl Removal {
 
     /// The end of a jail that answered: it ends by itself within `EXIT_AFTER_ANSWER` (its
     /// harness is exiting), or before `deadline`, or it is killed like a run past its deadline.
-    pub(super) async fn ended(
+    pub(in crate::sandbox) async fn ended(
         mut keeper: Keeper,
         mut terminate_on_drop: TerminateOnDrop,
         cgroup: Option<RunCgroup>,
