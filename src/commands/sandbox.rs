@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Error, Result};
 use crate::config::SandboxArgs;
-use crate::sandbox::delivery::{self, Delivery};
 use crate::sandbox::jail::gvisor;
+use crate::sandbox::job_on_stdin::{self, Delivery};
 use crate::sandbox::warm::pool::READY_TIMEOUT;
 use crate::sandbox::warm::ready::ReadySandbox;
 use crate::sandbox::{
@@ -25,7 +25,7 @@ use crate::sandbox::{
 const READY_BACKSTOP: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs the command; the exit code is SUCCESS whenever an envelope was printed, except for
-/// `--job-on-stdin`'s own codes (`delivery::NO_JOB_EXIT_CODE`, `INVALID_JOB_EXIT_CODE`).
+/// `--job-on-stdin`'s own codes (`job_on_stdin::NO_JOB_EXIT_CODE`, `INVALID_JOB_EXIT_CODE`).
 pub async fn run(args: SandboxArgs) -> Result<ExitCode> {
     if args.job_on_stdin {
         return job_on_stdin(&args).await;
@@ -60,7 +60,7 @@ async fn job_on_stdin(args: &SandboxArgs) -> Result<ExitCode> {
     let ready = prepare(&supervisor, &defaults, &args.preload.modules()).await;
     announce_ready();
     let delivery = tokio::select! {
-        delivery = delivery::from_stdin() => delivery,
+        delivery = job_on_stdin::from_stdin() => delivery,
         () = terminated(&mut sigterm) => {
             tracing::info!("SIGTERM before a job arrived");
             Delivery::Nothing

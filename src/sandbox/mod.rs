@@ -1,9 +1,9 @@
 //! The sandbox: one untrusted script run in nsjail under limits, reported as one envelope.
 
-pub mod delivery;
 pub mod envelope;
 pub mod jail;
 pub mod job;
+pub mod job_on_stdin;
 pub mod limits;
 pub mod run;
 pub mod settings;
@@ -11,9 +11,9 @@ pub mod warm;
 
 use std::path::PathBuf;
 
-pub use delivery::{INVALID_JOB_EXIT_CODE, MAX_JOB_BYTES, NO_JOB_EXIT_CODE, NO_JOB_MESSAGE, READY_MARKER};
 pub use envelope::{Envelope, Outcome};
 pub use job::Job;
+pub use job_on_stdin::{INVALID_JOB_EXIT_CODE, MAX_JOB_BYTES, NO_JOB_EXIT_CODE, NO_JOB_MESSAGE, READY_MARKER};
 pub use limits::{LimitSettings, Limits, RequestedLimits};
 pub use run::removal::Finished;
 pub use run::supervisor::Supervisor;
