@@ -10,11 +10,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
-use super::delivery::{DeliveryError, Session};
+use super::attach::{DeliveryError, Session};
 use super::envelope_fit::fit_envelope;
 use super::failure::Failure;
-use super::limits::{log_limit_of, resolve, status_budget};
 use super::pod::job_document;
+use super::pod_limits::{log_limit_of, resolve, status_budget};
 use super::pod_state;
 use super::reconcile::{delete_pod, finish, namespace_of, pods, stamp_of, write_status, Context, Write, STALE_RETRY};
 use super::status;

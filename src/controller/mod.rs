@@ -1,7 +1,8 @@
 //! `pyexec controller`: turns each PythonExecution into one sandbox pod, and the pod's output
 //! into the execution's status.
 
-pub mod delivery;
+pub mod args;
+pub mod attach;
 pub mod envelope_fit;
 pub mod events;
 pub mod failure;
@@ -9,19 +10,18 @@ mod handover;
 #[cfg(test)]
 mod handover_tests;
 mod http;
-pub mod limits;
 pub mod metrics;
 pub mod pod;
+pub mod pod_limits;
 pub mod pod_state;
-pub mod pool;
 pub mod reconcile;
 pub mod runtime;
-pub mod settings;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+pub mod warm_pods;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,11 +36,11 @@ use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
 use kube::Client;
 
 use crate::crd::PythonExecution;
-use delivery::{Attacher, KubeAttacher};
+pub use args::ControllerArgs;
+use attach::{Attacher, KubeAttacher};
 use metrics::ControllerMetrics;
-use pool::{PoolConfig, WarmPool};
 use reconcile::{error_policy, reconcile, Context};
-pub use settings::ControllerArgs;
+use warm_pods::{PoolConfig, WarmPool};
 
 /// The controller's name in events and logs.
 pub const CONTROLLER_NAME: &str = "pyexec-controller";

@@ -7,7 +7,7 @@ use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::Api;
 use kube::Client;
 
-use super::settings::PodSettings;
+use super::args::PodSettings;
 use super::{Error, Result};
 
 /// Why the controller refuses to run sandbox pods with its runtime settings.

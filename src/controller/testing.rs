@@ -21,12 +21,12 @@ use serde_json::{json, Value};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::delivery::{Attacher, DeliveryError, DeliveryResult, Session};
+use super::args::{PodSettings, SandboxSecurity};
+use super::attach::{Attacher, DeliveryError, DeliveryResult, Session};
 use super::metrics::ControllerMetrics;
 use super::pod::{build_pod, build_pool_pod, pod_name};
-use super::pool::{PoolConfig, WarmPool};
 use super::reconcile::Context;
-use super::settings::{PodSettings, SandboxSecurity};
+use super::warm_pods::{PoolConfig, WarmPool};
 use crate::crd::{Delivery, Phase, PythonExecution, PythonExecutionSpec, PythonExecutionStatus};
 use crate::sandbox::{Envelope, LimitSettings, Limits, Outcome};
 

@@ -1,7 +1,7 @@
 //! Sandbox pods, built by pure functions of the settings and the limits: the pod created for one
 //! execution (the cold path) and the pool pod started ahead (the warm path) share one container,
 //! which runs `pyexec sandbox --job-on-stdin` and waits for its one job on stdin. How the job is
-//! written is in `job`, the container's security profiles in `security`.
+//! written is in `job_document`, the container's security profiles in `security`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,14 +13,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-mod job;
+mod job_document;
 mod security;
 
-pub use job::{job_document, JobTooLarge, MAX_JOB_BYTES};
+pub use job_document::{job_document, JobTooLarge, MAX_JOB_BYTES};
 pub use security::{sandbox_isolation, security_context};
 
-use super::limits::log_limit_bytes;
-use super::settings::PodSettings;
+use super::args::PodSettings;
+use super::pod_limits::log_limit_bytes;
 use crate::crd::PythonExecution;
 use crate::sandbox::Limits;
 use security::isolation_name;

@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::{AppArmorProfile, Capabilities, SeccompProfile, SecurityContext};
 
-use crate::controller::settings::{PodSettings, SandboxSecurity};
+use crate::controller::args::{PodSettings, SandboxSecurity};
 use crate::sandbox::Isolation;
 
 /// How `pyexec sandbox` must start nsjail in the pod: under gVisor unless the controller was told

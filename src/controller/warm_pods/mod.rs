@@ -24,7 +24,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use tokio::sync::Notify;
 
-use super::delivery::{Attacher, Session};
+use super::attach::{Attacher, Session};
 use super::metrics::ControllerMetrics;
 use super::reconcile::api_code;
 use super::{Error, Result};
