@@ -362,7 +362,7 @@ _NOBODY = 65534
 
 
 def _serve_template():
-    """The pool's template (src/sandbox/template/): imports the preloaded modules once, then forks
+    """The pool's template (src/sandbox/warm/template/): imports the preloaded modules once, then forks
     one ready sandbox per request on the control socket, for ever. It never reads or runs a
     script, and it stays single-threaded (a fork copies only the calling thread). Returns only in
     a forked sandbox, which then waits for its one job like any ready sandbox."""
