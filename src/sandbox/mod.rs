@@ -13,7 +13,7 @@
 //! 4. It spawns nsjail with an empty environment, entering the cgroups first (`ENTER_CGROUPS`),
 //!    with the result and log pipes: a `jail::Jail`, whose `jail::Keeper` is nsjail.
 //! 5. `run::finish` (`Supervisor::finish`) feeds the script (a `job::Job` when warm) on stdin;
-//!    the harness (`harness.py`, compiled by `jail::install::compile_harness`) runs main() and
+//!    the harness (`harness/`, compiled by `jail::install::compile_harness`) runs main() and
 //!    writes its report on the result pipe.
 //! 6. It reads stdout, stderr and the report with their caps (`run::capture::Reading`), and the
 //!    tail of nsjail's log.

@@ -40,7 +40,7 @@ pub struct Verdict {
     pub error: Option<String>,
 }
 
-/// The harness's report, exactly as `harness.py` writes it: a field it does not write, or one
+/// The harness's report, exactly as the harness writes it (`harness/common.py`, `_report`): a field it does not write, or one
 /// written twice, makes it a forged report. The result stays text, checked by `ResultJson`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,7 +10,7 @@
 //! cgroup namespaces and forks the sandbox's first process. That process mounts its own /tmp
 //! (over the template's /proc) and /dev/shm, drops every capability, installs the namespace and mount
 //! denials (`filter`), draws new random state, says it is ready and waits for its one job like
-//! any ready sandbox (src/sandbox/harness.py, `_serve_template`). The keeper writes how it ended
+//! any ready sandbox (src/sandbox/harness/template.py, `_serve_template`). The keeper writes how it ended
 //! on the status socket (`ForkedKeeper`).
 
 mod config;
