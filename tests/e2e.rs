@@ -1,11 +1,11 @@
 //! The cluster e2e suite: the Kubernetes placement end to end, against whatever cluster
-//! KUBECONFIG points to, with the chart deployed (`make kind-up images kind-load deploy e2e`).
+//! KUBECONFIG points to, with the chart deployed (`make cluster-up cluster-images cluster-deploy cluster-e2e` (`CLUSTER=kind` for a kind cluster)).
 //!
 //! Every test is ignored by default; run them with
 //!   cargo test --test e2e -- --ignored --test-threads=1
 //! Settings (environment):
 //!   PYEXEC_E2E_URL                     the API's base URL (default http://127.0.0.1:18080, where
-//!                                      `make e2e` port-forwards the API service)
+//!                                      `make cluster-e2e` port-forwards the API service)
 //!   PYEXEC_E2E_NAMESPACE               namespace of PythonExecutions and sandbox pods (pyexec-sandbox)
 //!   PYEXEC_E2E_CONTROLLER_NAMESPACE    namespace of the controller Deployment (pyexec)
 //!   PYEXEC_E2E_CONTROLLER_DEPLOYMENT   the controller Deployment's name (pyexec-controller)
@@ -15,7 +15,7 @@
 //!                                      (pyexec-api-token; absent: the API needs no token)
 //! The admission and NetworkPolicy tests read the controller's settings from its Deployment, and
 //! the NetworkPolicy test needs the chart deployed with sandbox.admission.networkProbeUser set to
-//! the user KUBECONFIG authenticates as (hack/cluster/deploy.sh does).
+//! the user KUBECONFIG authenticates as (ci/cluster/deploy.sh does).
 //! Each test uses fresh names and deletes what it created; a failing test prints the executions,
 //! sandbox pods and their logs first.
 
@@ -181,7 +181,7 @@ async fn post_script(url: &str, script: &str) -> (u16, Value) {
     let response = request
         .send()
         .await
-        .unwrap_or_else(|e| panic!("POST {url}/execute: {e} (is the API port-forwarded? see `make e2e`)"));
+        .unwrap_or_else(|e| panic!("POST {url}/execute: {e} (is the API port-forwarded? see `make cluster-e2e`)"));
     let status = response.status().as_u16();
     let body = response.json::<Value>().await.expect("a JSON body");
     (status, body)
@@ -230,7 +230,7 @@ fn status_of(execution: &PythonExecution) -> pyexec::crd::PythonExecutionStatus 
 // ---- the documented contract through the API in kubernetes mode
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn api_returns_what_main_returned() {
     run_case("api-hello", |case| async move {
         let (status, body) = post_script(&case.settings.url, HELLO).await;
@@ -243,7 +243,7 @@ async fn api_returns_what_main_returned() {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn api_runs_pandas() {
     run_case("api-pandas", |case| async move {
         let (status, body) = post_script(&case.settings.url, PANDAS_SUM).await;
@@ -254,7 +254,7 @@ async fn api_runs_pandas() {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn api_returns_prints_in_stdout() {
     run_case("api-print", |case| async move {
         let (status, body) = post_script(&case.settings.url, PRINTS).await;
@@ -266,7 +266,7 @@ async fn api_returns_prints_in_stdout() {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn api_answers_a_script_without_main_with_the_exact_400_body() {
     run_case("api-nomain", |case| async move {
         let expected: Value = serde_json::from_str(NO_MAIN_BODY).expect("json");
@@ -281,7 +281,7 @@ async fn api_answers_a_script_without_main_with_the_exact_400_body() {
 // ---- the same through PythonExecution resources (what `kubectl apply` does)
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn resources_run_the_documented_contract() {
     run_case("res-contract", |case| async move {
         let hello = case.create("hello", HELLO, None, None).await;
@@ -322,7 +322,7 @@ async fn resources_run_the_documented_contract() {
 // ---- the sandbox pod
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn sandbox_pods_are_hardened() {
     run_case("hardening", |case| async move {
         let slow = "import time\n\ndef main():\n    time.sleep(8)\n    return {'slept': True}\n";
@@ -382,7 +382,7 @@ async fn sandbox_pods_are_hardened() {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn sandbox_pods_have_no_network() {
     run_case("network", |case| async move {
         // The API server's service IP on this cluster (10.96.0.1 on kind, other CIDRs elsewhere).
@@ -422,7 +422,7 @@ def main():
 // ---- life cycle
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn finished_executions_are_deleted_after_their_ttl() {
     run_case("ttl", |case| async move {
         let name = case.create("ttl", HELLO, None, Some(TTL_SECONDS)).await;
@@ -434,7 +434,7 @@ async fn finished_executions_are_deleted_after_their_ttl() {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn a_controller_restart_mid_run_completes_the_execution_once() {
     run_case("restart", |case| async move {
         let slow = "import time\n\ndef main():\n    print('ran')\n    time.sleep(15)\n    return {'done': True}\n";

@@ -145,7 +145,7 @@ fn context(pod: &mut Pod) -> &mut SecurityContext {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn admission_admits_only_the_controllers_pod_shape() {
     run_case("admission", |case| async move {
         let (settings, controller) = controller_pod_settings(&case).await;
@@ -328,7 +328,7 @@ fn reached(outcome: &Value) -> bool {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn the_network_policy_blocks_a_sandbox_pod_without_gvisor() {
     run_case("netpol", |case| async move {
         let (settings, _) = controller_pod_settings(&case).await;

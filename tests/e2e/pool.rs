@@ -58,7 +58,7 @@ async fn pool_size(case: &Case) -> usize {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn an_execution_claims_a_warm_pod_and_one_with_larger_limits_gets_its_own() {
     run_case("paths", |case| async move {
         wait_ready(&case, 1).await;
@@ -79,7 +79,7 @@ async fn an_execution_claims_a_warm_pod_and_one_with_larger_limits_gets_its_own(
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn a_script_with_dollars_arrives_byte_for_byte() {
     run_case("dollars", |case| async move {
         let text = "$ $$ $(HOME) $$(HOME) ${HOME} $(PYEXEC_ISOLATION) é ✓ \\ \" '";
@@ -93,7 +93,7 @@ async fn a_script_with_dollars_arrives_byte_for_byte() {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn a_script_near_the_size_limit_runs() {
     run_case("large", |case| async move {
         let padding = MAX_SCRIPT_CHARS - 1024;
@@ -128,7 +128,7 @@ async fn run_each_once_in_its_own_pod(case: &Case, prefix: &str, count: usize) {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn concurrent_executions_never_share_a_pod() {
     run_case("concurrent", |case| async move {
         run_each_once_in_its_own_pod(&case, "c", 6).await;
@@ -137,7 +137,7 @@ async fn concurrent_executions_never_share_a_pod() {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn ready_pods_killed_in_the_pool_are_replaced() {
     run_case("killed", |case| async move {
         let size = pool_size(&case).await;
@@ -190,7 +190,7 @@ async fn wait_rolled_out(deployments: &Api<Deployment>, name: &str) {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn a_controller_restart_between_claim_and_delivery_runs_the_job_once_elsewhere() {
     run_case("claim-restart", |case| async move {
         set_hand_over_delay(&case, HAND_OVER_DELAY_MS).await;
@@ -230,7 +230,7 @@ async fn scale_controller(case: &Case, replicas: i32) {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster: run make e2e"]
+#[ignore = "needs a cluster: run make cluster-e2e"]
 async fn two_controller_replicas_run_each_execution_once_in_its_own_pod() {
     run_case("replicas", |case| async move {
         scale_controller(&case, 2).await;
