@@ -201,7 +201,7 @@ pub(in crate::sandbox) struct Pending {
 impl Pending {
     /// Moves the sandbox's keeper into `cgroup` (a fresh slot of its own) before it makes the
     /// sandbox, and lets it go on: the sandbox's jail, which says on its result pipe when it is
-    /// ready (`supervisor::ready_jail` waits for that, as for any ready jail).
+    /// ready (`run::supervisor::ready_jail` waits for that, as for any ready jail).
     pub(in crate::sandbox) async fn into_cgroup(self, cgroup: RunCgroup) -> Result<Jail, SandboxError> {
         let spawn = SandboxError::Spawn;
         self.status.set_nonblocking(true).map_err(spawn)?;
