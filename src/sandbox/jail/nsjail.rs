@@ -335,6 +335,14 @@ mod tests {
         }
     }
 
+    const WITH_CGROUPS: CgroupLimits = CgroupLimits { memory: true, pids: true };
+    const WITHOUT_CGROUPS: CgroupLimits = CgroupLimits { memory: false, pids: false };
+
+    /// nsjail's arguments for `start` with the test paths and limits, as the configuration says.
+    fn args_for(start: &Start, cgroups: CgroupLimits) -> Vec<OsString> {
+        nsjail_args(&paths(), &limits(), cgroups, start, &Identity::Configured)
+    }
+
     fn value_after(args: &[OsString], flag: &str) -> String {
         let at = args.iter().position(|a| a == flag).expect(flag);
         args[at + 1].to_string_lossy().into_owned()
@@ -342,37 +350,19 @@ mod tests {
 
     #[test]
     fn cgroups_replace_the_memory_and_process_rlimits() {
-        let with = nsjail_args(
-            &paths(),
-            &limits(),
-            CgroupLimits { memory: true, pids: true },
-            &Start::Cold,
-            &Identity::Configured,
-        );
+        let with = args_for(&Start::Cold, WITH_CGROUPS);
         assert_eq!(value_after(&with, "--rlimit_as"), "hard");
         // Processes are limited by both: RLIMIT_NPROC fails a fork before the address space
         // is copied.
         assert_eq!(value_after(&with, "--rlimit_nproc"), "32");
-        let without = nsjail_args(
-            &paths(),
-            &limits(),
-            CgroupLimits { memory: false, pids: false },
-            &Start::Cold,
-            &Identity::Configured,
-        );
+        let without = args_for(&Start::Cold, WITHOUT_CGROUPS);
         assert_eq!(value_after(&without, "--rlimit_as"), "256");
         assert_eq!(value_after(&without, "--rlimit_nproc"), "32");
     }
 
     #[test]
     fn per_run_limits_reach_nsjail() {
-        let args = nsjail_args(
-            &paths(),
-            &limits(),
-            CgroupLimits { memory: true, pids: true },
-            &Start::Cold,
-            &Identity::Configured,
-        );
+        let args = args_for(&Start::Cold, WITH_CGROUPS);
         assert_eq!(value_after(&args, "--time_limit"), "4");
         assert_eq!(value_after(&args, "--rlimit_cpu"), "5");
         assert_eq!(value_after(&args, "--mount"), "none:/tmp:tmpfs:size=8388608,mode=1777");
@@ -382,36 +372,18 @@ mod tests {
 
     #[test]
     fn the_python_environment_is_never_mounted_at_its_host_path() {
-        let args = nsjail_args(
-            &paths(),
-            &limits(),
-            CgroupLimits { memory: true, pids: true },
-            &Start::Cold,
-            &Identity::Configured,
-        );
+        let args = args_for(&Start::Cold, WITH_CGROUPS);
         let program_at = args.iter().position(|a| a == "--").expect("separator") + 1;
         assert_eq!(args[program_at], "/opt/pyexec/bin/python3");
     }
 
     #[test]
     fn compiled_harness_byte_code_is_the_last_argument_and_the_fd_stays_first() {
-        let args = nsjail_args(
-            &paths(),
-            &limits(),
-            CgroupLimits { memory: true, pids: true },
-            &Start::Cold,
-            &Identity::Configured,
-        );
+        let args = args_for(&Start::Cold, WITH_CGROUPS);
         let tail: Vec<String> = args[args.len() - 3..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(tail, [LOAD_COMPILED, "3", "00ff"]);
         let source = JailPaths { harness: Harness::Source, ..paths() };
-        let args = nsjail_args(
-            &source,
-            &limits(),
-            CgroupLimits { memory: true, pids: true },
-            &Start::Cold,
-            &Identity::Configured,
-        );
+        let args = nsjail_args(&source, &limits(), WITH_CGROUPS, &Start::Cold, &Identity::Configured);
         assert_eq!(args.last().map(|a| a.to_string_lossy().into_owned()), Some("3".to_string()));
     }
 
@@ -419,13 +391,7 @@ mod tests {
     fn inside_gvisor_nsjail_gets_no_rlimits_since_its_parent_sets_them() {
         let tools = GvisorTools { prlimit: "/x/prlimit".into(), setpriv: "/x/setpriv".into() };
         let gvisor = JailPaths { gvisor: Some(tools), ..paths() };
-        let args = nsjail_args(
-            &gvisor,
-            &limits(),
-            CgroupLimits { memory: false, pids: false },
-            &Start::Cold,
-            &Identity::Configured,
-        );
+        let args = nsjail_args(&gvisor, &limits(), WITHOUT_CGROUPS, &Start::Cold, &Identity::Configured);
         assert!(!args.iter().any(|a| a.to_string_lossy().starts_with("--rlimit")), "{args:?}");
         assert_eq!(value_after(&args, "--pass_fd"), "3");
         assert_eq!(value_after(&args, "--time_limit"), "4");
@@ -434,8 +400,7 @@ mod tests {
     #[test]
     fn a_template_jail_reads_its_own_config_gets_its_control_socket_and_proc_and_never_times_out() {
         let start = Start::Template { preload: vec!["pandas".into()], filter_hex: "2000".into() };
-        let args =
-            nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &start, &Identity::Configured);
+        let args = args_for(&start, WITH_CGROUPS);
         let text: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(value_after(&args, "--config"), format!("/proc/self/fd/{TEMPLATE_CONFIG_FD}"));
         assert_eq!(value_after(&args, "--time_limit"), "0");
@@ -451,8 +416,7 @@ mod tests {
     #[test]
     fn a_ready_jail_gets_the_preload_list_before_the_byte_code_and_no_job_rlimits() {
         let start = Start::Ready { preload: vec!["numpy".into(), "pandas".into()], backstop_seconds: 900 };
-        let args =
-            nsjail_args(&paths(), &limits(), CgroupLimits { memory: true, pids: true }, &start, &Identity::Configured);
+        let args = args_for(&start, WITH_CGROUPS);
         let tail: Vec<String> = args[args.len() - 5..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(tail, [LOAD_COMPILED, "3", "preload=numpy,pandas", "lower=nproc", "00ff"]);
         assert_eq!(value_after(&args, "--time_limit"), "900");
@@ -468,25 +432,13 @@ mod tests {
     #[test]
     fn without_cgroups_a_ready_jail_lowers_its_memory_and_process_rlimits_itself() {
         let start = Start::Ready { preload: vec!["numpy".into()], backstop_seconds: 900 };
-        let args = nsjail_args(
-            &paths(),
-            &limits(),
-            CgroupLimits { memory: false, pids: false },
-            &start,
-            &Identity::Configured,
-        );
+        let args = args_for(&start, WITHOUT_CGROUPS);
         let tail: Vec<String> = args[args.len() - 4..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(tail, ["3", "preload=numpy", "lower=as,nproc", "00ff"]);
         // The ready limits are the ceiling the harness lowers from.
         assert_eq!(value_after(&args, "--rlimit_as"), "256");
         assert_eq!(value_after(&args, "--rlimit_nproc"), "32");
-        let cold = nsjail_args(
-            &paths(),
-            &limits(),
-            CgroupLimits { memory: false, pids: false },
-            &Start::Cold,
-            &Identity::Configured,
-        );
+        let cold = args_for(&Start::Cold, WITHOUT_CGROUPS);
         assert!(!cold.iter().any(|a| a.to_string_lossy().starts_with("lower=")), "{cold:?}");
     }
 
