@@ -1,7 +1,7 @@
 # The sandbox inside gVisor: `make gvisor-test` runs the real `pyexec sandbox --isolation gvisor`
 # inside runsc, in a container made the way a gVisor sandbox pod is, each case once cold and once
 # through `--job-on-stdin` (hack/gvisor/sandbox-in-gvisor.sh records every run into a directory),
-# then checks the records with tests/gvisor_sandbox.rs (PYEXEC_GVISOR_RESULTS names the
+# then checks the records with tests/gvisor/gvisor_sandbox.rs (PYEXEC_GVISOR_RESULTS names the
 # directory; that test is `test = false` in Cargo.toml, so only this target runs it).
 # Included by the top Makefile (`include hack/gvisor.mk`). Needs root, Go for the first build of
 # runsc (cached outside the repository afterwards, about 3 minutes cold) and `make setup`'s .tools;
@@ -12,7 +12,7 @@
 
 CARGO ?= cargo
 GVISOR_PLATFORM ?= systrap
-# Empty runs every case; names as in tests/gvisor_sandbox.rs (`stdin_` for the --job-on-stdin runs).
+# Empty runs every case; names as in tests/gvisor/gvisor_sandbox.rs (`stdin_` for the --job-on-stdin runs).
 GVISOR_CASES ?=
 
 ##@ Test

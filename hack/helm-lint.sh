@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the Helm chart without a cluster: its CRD copy matches crds/, `helm lint --strict` passes,
-# and tests/chart.rs renders it with `helm template` for the default values and each toggle and
+# and tests/hermetic/chart.rs renders it with `helm template` for the default values and each toggle and
 # reads the objects back into the Kubernetes types to assert what each toggle promises (and that
 # settings the chart refuses are refused). Run by `make helm-lint`.
 set -euo pipefail
@@ -19,4 +19,4 @@ fi
 bash hack/sync-chart-crd.sh --check
 "$HELM" lint --strict "$HELM_CHART" --namespace "$HELM_NAMESPACE"
 HELM=$(realpath "$HELM") "$CARGO" test --locked --test chart
-echo "helm-lint: chart CRD in sync, helm lint --strict clean, tests/chart.rs passed"
+echo "helm-lint: chart CRD in sync, helm lint --strict clean, tests/hermetic/chart.rs passed"

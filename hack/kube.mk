@@ -59,7 +59,7 @@ helm: ## Build helm (pinned) into .tools/bin (skipped when already there)
 kind: ## Build kind (pinned) into .tools/bin (skipped when already there)
 	@TOOLS_BIN="$(KUBE_TOOLS_BIN)" bash hack/go-tool.sh kind sigs.k8s.io/kind $(KIND_VERSION) "-s -w"
 
-helm-lint: helm kind-config-check ## Lint the chart, check its CRD copy, run tests/chart.rs (every value set)
+helm-lint: helm kind-config-check ## Lint the chart, check its CRD copy, run tests/hermetic/chart.rs (every value set)
 	@$(KUBE_ENV) bash hack/helm-lint.sh
 
 kind-config-check: ## Read kind-config.yaml with kind's own v1alpha4 types, strictly (Go; no Docker needed)

@@ -3,7 +3,7 @@
 # CLUSTER_RUNTIME_CLASS picks the sandbox pods' RuntimeClass: gvisor (default) or "" for runc
 # (then with sandbox.withoutGvisor=true, which the controller requires to run without gVisor).
 # The cluster admin (pyexec-admin, pki.sh) may create the e2e suite's NetworkPolicy probe pod in
-# the sandbox namespace (sandbox.admission.networkProbeUser; tests/e2e.rs).
+# the sandbox namespace (sandbox.admission.networkProbeUser; tests/cluster/e2e.rs).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)

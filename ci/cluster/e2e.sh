@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the e2e suite (tests/e2e.rs) against the chart deployed in the local cluster
+# Runs the e2e suite (tests/cluster/e2e.rs) against the chart deployed in the local cluster
 # (make cluster-e2e): port-forwards the API to 127.0.0.1:$E2E_PORT, runs
 # `cargo test --test e2e -- --ignored --test-threads=1`, and on failure prints the executions,
 # sandbox pods, events, pod logs and the controller's and API's logs.

@@ -3,7 +3,7 @@
 # build-runsc.sh), in a container made the way a sandbox pod is (root with only SYS_ADMIN, SETUID
 # and SETGID, no new privileges, read-only root file system, the sandbox image's paths), once per
 # case, and records what each run left: OUT/<case>/{stdout,stderr,exit_code,termination_message,ms}
-# (and job.json, the document sent on stdin). It asserts nothing: tests/gvisor_sandbox.rs reads
+# (and job.json, the document sent on stdin). It asserts nothing: tests/gvisor/gvisor_sandbox.rs reads
 # OUT into the real `Envelope` type and checks every case (`make gvisor-test` runs both).
 #
 # Every case runs twice: `<case>` with the script in the environment (PYEXEC_SCRIPT, the case's
@@ -29,7 +29,7 @@ repo=$(cd "$here/../.." && pwd)
 PLATFORM=${PLATFORM:-systrap}
 RUN_TIMEOUT=${RUN_TIMEOUT:-60}
 export PYEXEC_LOG=${PYEXEC_LOG:-info}
-# pyexec::sandbox::READY_MARKER (tests/gvisor_sandbox.rs checks the two agree).
+# pyexec::sandbox::READY_MARKER (tests/gvisor/gvisor_sandbox.rs checks the two agree).
 READY_MARKER="pyexec-sandbox: ready for one job"
 log() { printf '[gvisor-test] %s\n' "$*" >&2; }
 
@@ -171,7 +171,7 @@ PY
 JOB_LIMITS='{"timeout_ms": 10000, "cpu_seconds": 10, "memory_mb": 512, "max_pids": 64, "tmp_mb": 64, "file_size_mb": 16, "open_files": 256, "stdout_bytes": 1048576, "stderr_bytes": 1048576, "result_bytes": 4194304}'
 
 # Cases: name, limits as the cold run's settings (env names), limits of the job on stdin
-# (Limits' field names), script. tests/gvisor_sandbox.rs has what each must produce.
+# (Limits' field names), script. tests/gvisor/gvisor_sandbox.rs has what each must produce.
 declare -A COLD_LIMITS STDIN_LIMITS SCRIPT
 cases=() stdin_only_cases=()
 add_case() { cases+=("$1"); COLD_LIMITS[$1]=$2; STDIN_LIMITS[$1]=$3; SCRIPT[$1]=$4; }
@@ -343,5 +343,5 @@ done
 for name in "${stdin_only_cases[@]}"; do
   if wanted "stdin_$name"; then run_case "stdin_$name" stdin "$name"; ran=$((ran + 1)); fi
 done
-echo "gvisor-test: $ran runs recorded in $out (tests/gvisor_sandbox.rs checks them)"
+echo "gvisor-test: $ran runs recorded in $out (tests/gvisor/gvisor_sandbox.rs checks them)"
 [ "$ran" -gt 0 ]

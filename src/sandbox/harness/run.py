@@ -66,7 +66,7 @@ def _cap_kernel_budgets():
             resource.setrlimit(which, (limit, limit))
         except (ValueError, OSError):
             # gVisor refuses some of these; its kernel is the sandbox's own, so the budgets
-            # they protect are too. On a host kernel they are set (tests/http_tenants/ids.rs).
+            # they protect are too. On a host kernel they are set (tests/host/http_tenants/ids.rs).
             pass
 
 

@@ -1,6 +1,6 @@
 //! `pyexec sandbox --job-on-stdin` reads its work as one job document on stdin, the way a sandbox
 //! pod gets it: the script arrives byte for byte and runs under the job's limits, not the
-//! settings' defaults. (tests/sandbox_stdin.rs covers the waiting itself.)
+//! settings' defaults. (tests/host/sandbox_stdin.rs covers the waiting itself.)
 
 mod common;
 

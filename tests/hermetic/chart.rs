@@ -126,7 +126,7 @@ impl Rendering {
         assert_eq!(
             known,
             self.documents.len(),
-            "{}: a rendered document is of a kind tests/chart.rs does not read",
+            "{}: a rendered document is of a kind tests/hermetic/chart.rs does not read",
             self.name
         );
     }
