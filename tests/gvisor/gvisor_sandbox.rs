@@ -368,6 +368,6 @@ fn stdin_no_job() {
 
 #[test]
 fn the_runner_waits_for_the_supervisors_own_readiness_line() {
-    let runner = include_str!("../hack/gvisor/sandbox-in-gvisor.sh");
+    let runner = include_str!("../../hack/gvisor/sandbox-in-gvisor.sh");
     assert!(runner.contains(&format!("READY_MARKER=\"{READY_MARKER}\"")), "hack/gvisor/sandbox-in-gvisor.sh");
 }
