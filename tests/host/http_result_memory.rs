@@ -18,6 +18,9 @@ const ZEROS: usize = 33_000_000;
 /// as read from the result channel, the result's checked copy, and the response body being
 /// written (the report is freed before the body is built).
 const GROWTH_PER_RESULT_BYTE: u64 = 3;
+/// What the server's peak may move by whatever the result's size: the allocator's arenas and the
+/// runtime's buffers (the three copies alone came to 3.0016x a 66 MB result once).
+const FIXED_SLACK_BYTES: u64 = 8 << 20;
 
 /// The peak resident memory of a process so far (VmHWM), in bytes.
 fn peak_rss(pid: u32) -> u64 {
@@ -76,7 +79,7 @@ async fn a_maximal_result_costs_the_server_a_small_multiple_of_its_size() {
         growth as f64 / result_bytes as f64
     );
     assert!(
-        growth <= GROWTH_PER_RESULT_BYTE * result_bytes,
+        growth <= GROWTH_PER_RESULT_BYTE * result_bytes + FIXED_SLACK_BYTES,
         "the server's peak memory grew by {growth} bytes for a result of {result_bytes} bytes"
     );
     server.assert_healthy_and_clean().await;
