@@ -55,7 +55,6 @@ pub enum IdError {
 pub struct IdLease {
     id: u32,
     dir: File,
-    path: PathBuf,
     range: Arc<IdRange>,
 }
 
@@ -96,7 +95,7 @@ impl IdRange {
                 continue;
             }
             match self.try_take(id) {
-                Ok(Some((dir, path))) => return Ok(IdLease { id, dir, path, range: self.clone() }),
+                Ok(Some(dir)) => return Ok(IdLease { id, dir, range: self.clone() }),
                 Ok(None) => self.forget(id),
                 Err(err) => {
                     self.forget(id);
@@ -108,8 +107,8 @@ impl IdRange {
     }
 
     /// The id's directory, locked, with its device nodes; None when another process holds it.
-    fn try_take(&self, id: u32) -> Result<Option<(File, PathBuf)>, IdError> {
-        let path = self.dir.join(id.to_string());
+    fn try_take(&self, id: u32) -> Result<Option<File>, IdError> {
+        let path = self.dir_of(id);
         let fail = |source| IdError::Dir { path: path.clone(), source };
         match fs::DirBuilder::new().mode(0o755).create(&path) {
             Ok(()) => {}
@@ -121,7 +120,12 @@ impl IdRange {
             return Ok(None);
         }
         make_devices(&path).map_err(fail)?;
-        Ok(Some((dir, path)))
+        Ok(Some(dir))
+    }
+
+    /// The directory of `id`: its lock and its device nodes.
+    fn dir_of(&self, id: u32) -> PathBuf {
+        self.dir.join(id.to_string())
     }
 
     fn forget(&self, id: u32) {
@@ -159,8 +163,8 @@ impl IdLease {
     }
 
     /// The directory of its device nodes.
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn path(&self) -> PathBuf {
+        self.range.dir_of(self.id)
     }
 
     /// The locked directory, for the process that keeps the sandbox (nsjail, a keeper) to

@@ -338,7 +338,7 @@ impl Supervisor {
             return Ok((identity, None));
         }
         let lease = ids.lease()?;
-        Ok((Identity::Leased { id: lease.id(), devices: lease.path().to_path_buf() }, Some(lease)))
+        Ok((Identity::Leased { id: lease.id(), devices: lease.path() }, Some(lease)))
     }
 }
 
