@@ -60,24 +60,26 @@ fn oom_score_adj(pid: i32) -> Option<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).ok()?.trim().parse().ok()
 }
 
-/// Runs `holder` in one sandbox, waits until it holds, then runs `probe` warm (a plain ready
-/// sandbox) and cold, and returns the holder's body and both probes'.
-async fn hold_and_probe(server: &Server, holder_script: String, probe: &str) -> (Value, Value, Value) {
-    let a = {
-        let base = server.base.clone();
-        let client = server.client().clone();
-        tokio::spawn(async move {
-            let body = json!({"script": holder_script, "limits": {"timeout_seconds": 20}});
-            let response = client.post(format!("{base}/execute")).json(&body).send().await.expect("POST");
-            response.json::<Value>().await.expect("JSON")
-        })
+/// Runs `holder` in one sandbox, waits until it holds, calls `while_held` (to read the host),
+/// then runs `probe` warm (a plain ready sandbox) and cold; returns the holder's body, both
+/// probes' and what `while_held` read.
+async fn hold_and_probe<T>(
+    server: &Server,
+    holder_script: String,
+    probe: &str,
+    while_held: impl FnOnce() -> T,
+) -> (Value, Value, Value, T) {
+    let holding = server.execute(&holder_script, Some(json!({"timeout_seconds": 20})));
+    let probing = async {
+        wait_for_holders(server, 1).await;
+        let read = while_held();
+        let warm = server.execute_warm(probe, None, "pyexec_pool_hits_total{kind=\"plain\"}").await;
+        let (status, cold) = server.execute(probe, cold()).await;
+        assert_eq!(status, 200, "{cold}");
+        (warm, cold, read)
     };
-    wait_for_holders(server, 1).await;
-    let warm = server.execute_warm(probe, None, "pyexec_pool_hits_total{kind=\"plain\"}").await;
-    let (status, cold) = server.execute(probe, cold()).await;
-    assert_eq!(status, 200, "{cold}");
-    let held = a.await.expect("holder");
-    (held, warm, cold)
+    let ((_, held), (warm, cold, read)) = tokio::join!(holding, probing);
+    (held, warm, cold, read)
 }
 
 /// Every sandbox alive at once, warm or cold, is a host uid and gid of its own from the range,
@@ -86,27 +88,27 @@ async fn hold_and_probe(server: &Server, holder_script: String, probe: &str) -> 
 async fn sandboxes_alive_at_once_are_each_a_host_uid_and_gid_of_their_own() {
     let server = Server::start().await;
     let script = holder("", "", 5);
-    let run = |limits: Option<Value>| {
-        let (base, client, script) = (server.base.clone(), server.client().clone(), script.clone());
-        tokio::spawn(async move {
-            let mut body = json!({"script": script});
-            if let Some(limits) = limits {
-                body["limits"] = limits;
-            }
-            client.post(format!("{base}/execute")).json(&body).send().await.expect("POST").status().as_u16()
-        })
-    };
-    let (warm, cold_run) = (run(None), run(cold()));
-    let groups = wait_for_holders(&server, 2).await;
-    let mut uids = Vec::new();
-    for group in &groups {
-        // The sandbox's own processes: nsjail (root) and a forked sandbox's keeper are not the
-        // script's, but the interpreter and its child are.
-        let ids: Vec<(u32, u32)> = cgroup_pids(group)
+    // Read from the host while both sandboxes hold: the host uid and gid of each one's processes.
+    let read_ids = async {
+        let groups = wait_for_holders(&server, 2).await;
+        let ids: Vec<(String, Vec<(u32, u32)>)> = groups
             .into_iter()
-            .filter_map(|pid| Some((status_id(pid, "Uid:")?, status_id(pid, "Gid:")?)))
-            .filter(|(uid, _)| *uid != 0)
+            .map(|group| {
+                // nsjail (root) is not the sandbox's; the keeper, the interpreter and its child are.
+                let ids = cgroup_pids(&group)
+                    .into_iter()
+                    .filter_map(|pid| Some((status_id(pid, "Uid:")?, status_id(pid, "Gid:")?)))
+                    .filter(|(uid, _)| *uid != 0)
+                    .collect();
+                (group, ids)
+            })
             .collect();
+        ids
+    };
+    let ((warm, _), (cold_run, _), groups) =
+        tokio::join!(server.execute(&script, None), server.execute(&script, cold()), read_ids);
+    let mut uids = Vec::new();
+    for (group, ids) in &groups {
         assert!(!ids.is_empty(), "{group}: no sandbox process");
         let (uid, gid) = ids[0];
         assert!(ids.iter().all(|ids| *ids == (uid, gid)), "{group}: one sandbox, one id: {ids:?}");
@@ -117,8 +119,7 @@ async fn sandboxes_alive_at_once_are_each_a_host_uid_and_gid_of_their_own() {
     uids.sort_unstable();
     uids.dedup();
     assert_eq!(uids.len(), groups.len(), "two sandboxes share a host uid: {uids:?}");
-    assert_eq!(warm.await.expect("warm"), 200);
-    assert_eq!(cold_run.await.expect("cold"), 200);
+    assert_eq!((warm, cold_run), (200, 200));
 }
 
 /// File descriptors in flight (sent over a unix socket, never received) are counted per user
@@ -129,7 +130,7 @@ async fn fds_one_sandbox_holds_in_flight_leave_a_neighbour_free_to_send_fds() {
     let server = Server::start().await;
     let hold = "    import socket\n    a, b = socket.socketpair()\n    for _ in range(2):\n        socket.send_fds(a, [b'x'], [a.fileno()] * 200)\n    held = 400";
     let probe = "import socket, errno\ndef main():\n    a, b = socket.socketpair()\n    try:\n        socket.send_fds(a, [b'x'], [a.fileno()])\n        return {'sent': True}\n    except OSError as e:\n        return {'sent': errno.errorcode.get(e.errno, e.errno)}";
-    let (held, warm, cold) = hold_and_probe(&server, holder("", hold, 3), probe).await;
+    let (held, warm, cold, ()) = hold_and_probe(&server, holder("", hold, 3), probe, || ()).await;
     assert_eq!(held["result"], json!({"held": 400}), "{held}");
     assert_eq!(warm["result"], json!({"sent": true}), "warm: {warm}");
     assert_eq!(cold["result"], json!({"sent": true}), "cold: {cold}");
@@ -144,7 +145,7 @@ async fn device_nodes_are_each_sandboxs_own_locks_and_timestamps_included() {
     let host_before = std::fs::metadata("/dev/null").expect("/dev/null").modified().expect("mtime");
     let hold = "    import fcntl\n    f = open('/dev/null', 'w')\n    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n    held = 'locked'";
     let probe = "import fcntl, os, errno\ndef main():\n    r = {}\n    f = open('/dev/null', 'w')\n    try:\n        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n        r['lock'] = 'taken'\n    except OSError as e:\n        r['lock'] = errno.errorcode.get(e.errno, e.errno)\n    for name in ('/dev/null', '/dev/zero', '/dev/urandom'):\n        try:\n            os.utime(name, (0, 0))\n            r[name] = 'changed'\n        except OSError as e:\n            r[name] = errno.errorcode.get(e.errno, e.errno)\n    f.write('still writable')\n    r['zero'] = len(open('/dev/zero', 'rb').read(4))\n    return r";
-    let (held, warm, cold) = hold_and_probe(&server, holder("", hold, 3), probe).await;
+    let (held, warm, cold, ()) = hold_and_probe(&server, holder("", hold, 3), probe, || ()).await;
     assert_eq!(held["result"], json!({"held": "locked"}), "{held}");
     let expected =
         json!({"lock": "taken", "/dev/null": "EROFS", "/dev/zero": "EROFS", "/dev/urandom": "EROFS", "zero": 4});
@@ -174,19 +175,8 @@ async fn queued_signals_are_capped_per_sandbox_and_roots_budget_stays_free() {
     let hold = "    import ctypes, errno, signal\n    libc = ctypes.CDLL(None, use_errno=True)\n    timer = ctypes.c_void_p()\n    timers = 0\n    while timers < 200000 and libc.timer_create(1, None, ctypes.byref(timer)) == 0:\n        timers += 1\n    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])\n    try:\n        os.kill(os.getpid(), signal.SIGRTMIN)\n        rt = 'sent'\n    except OSError as e:\n        rt = errno.errorcode.get(e.errno, e.errno)\n    held = [timers, rt]";
     let probe = "import ctypes, os, signal\ndef main():\n    libc = ctypes.CDLL(None, use_errno=True)\n    timer = ctypes.c_void_p()\n    made = sum(libc.timer_create(1, None, ctypes.byref(timer)) == 0 for _ in range(10))\n    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])\n    os.kill(os.getpid(), signal.SIGUSR1)\n    return {'timers': made, 'pending': signal.SIGUSR1 in signal.sigpending()}";
     let (_, root_limit) = roots_queued_signals();
-    let a = {
-        let (base, client) = (server.base.clone(), server.client().clone());
-        let script = holder("", hold, 3);
-        tokio::spawn(async move {
-            let body = json!({"script": script, "limits": {"timeout_seconds": 20}});
-            client.post(format!("{base}/execute")).json(&body).send().await.expect("POST").json::<Value>().await
-        })
-    };
-    wait_for_holders(&server, 1).await;
-    let (root_queued, _) = roots_queued_signals();
-    let warm = server.execute_warm(probe, None, "pyexec_pool_hits_total{kind=\"plain\"}").await;
-    let (_, cold) = server.execute(probe, cold()).await;
-    let held = a.await.expect("holder").expect("JSON");
+    let (held, warm, cold, (root_queued, _)) =
+        hold_and_probe(&server, holder("", hold, 3), probe, roots_queued_signals).await;
     let timers = held["result"]["held"][0].as_u64().unwrap_or_else(|| panic!("{held}"));
     assert!(timers > 0 && timers <= 256, "one sandbox holds {timers} queued signals: {held}");
     assert_eq!(held["result"]["held"][1], "EPERM", "a real-time signal was queued: {held}");
@@ -204,24 +194,18 @@ async fn queued_signals_are_capped_per_sandbox_and_roots_budget_stays_free() {
 async fn a_killed_keeper_ends_the_run_as_a_sandbox_failure_and_the_script_ranks_first_for_the_oom_killer() {
     let server = Server::start().await;
     let script = holder("\nimport pandas", "", 2);
-    let run = {
-        let (base, client) = (server.base.clone(), server.client().clone());
-        tokio::spawn(async move {
-            let body = json!({"script": script});
-            let response = client.post(format!("{base}/execute")).json(&body).send().await.expect("POST");
-            (response.status().as_u16(), response.json::<Value>().await)
-        })
+    let kill_the_keeper = async {
+        let group = wait_for_holders(&server, 1).await.remove(0);
+        let pids = cgroup_pids(&group);
+        let adjs: Vec<(i32, i32)> = pids.iter().filter_map(|pid| Some((*pid, oom_score_adj(*pid)?))).collect();
+        let keepers: Vec<i32> = adjs.iter().filter(|(_, adj)| *adj == 0).map(|(pid, _)| *pid).collect();
+        let script_processes = adjs.iter().filter(|(_, adj)| *adj == 1000).count();
+        assert_eq!(keepers.len(), 1, "one keeper, the only process at 0: {adjs:?}");
+        assert_eq!(script_processes, 2, "the script and its child rank first: {adjs:?}");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(keepers[0]), nix::sys::signal::Signal::SIGKILL)
+            .expect("kill");
     };
-    let group = wait_for_holders(&server, 1).await.remove(0);
-    let pids = cgroup_pids(&group);
-    let adjs: Vec<(i32, i32)> = pids.iter().filter_map(|pid| Some((*pid, oom_score_adj(*pid)?))).collect();
-    let keepers: Vec<i32> = adjs.iter().filter(|(_, adj)| *adj == 0).map(|(pid, _)| *pid).collect();
-    let script_processes = adjs.iter().filter(|(_, adj)| *adj == 1000).count();
-    assert_eq!(keepers.len(), 1, "one keeper, the only process at 0: {adjs:?}");
-    assert_eq!(script_processes, 2, "the script and its child rank first: {adjs:?}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(keepers[0]), nix::sys::signal::Signal::SIGKILL).expect("kill");
-    let (status, body) = run.await.expect("run");
-    let body = body.expect("JSON");
+    let ((status, body), ()) = tokio::join!(server.execute(&script, None), kill_the_keeper);
     // A sandbox failure is the service's, not the script's: 500, and no result.
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["error"], "The sandbox failed to run the script; the service log has the details", "{body}");
