@@ -15,6 +15,34 @@ static SERVERS: AtomicUsize = AtomicUsize::new(0);
 /// How long a server may take to become ready (it starts in milliseconds; CI machines are slow).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Whether a server keeps ready sandboxes. A case that must hold on the warm path and on the
+/// cold one takes a `Pool` and is declared with [`pool_case!`], which makes it two tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    On,
+    Off,
+}
+
+/// `pool_case!(name);` above `async fn name(pool: Pool)` runs that case twice, as the tests
+/// `name::pool_on` and `name::pool_off`. The cold path's own clean-up (a cancelled cold run, its
+/// leftovers) is only visible without ready sandboxes, and a warm run must contain the same.
+#[macro_export]
+macro_rules! pool_case {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn pool_on() {
+                super::$name($crate::common::Pool::On).await
+            }
+
+            #[tokio::test]
+            async fn pool_off() {
+                super::$name($crate::common::Pool::Off).await
+            }
+        }
+    };
+}
+
 pub struct Server {
     pub base: String,
     pub cgroup_parent: String,
@@ -47,6 +75,15 @@ pub fn pyexec(subcommand: &str) -> Command {
 impl Server {
     pub async fn start() -> Server {
         Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `serve` flags, with or without ready sandboxes.
+    pub async fn start_in(pool: Pool, extra: &[&str]) -> Server {
+        let mut flags = extra.to_vec();
+        if pool == Pool::Off {
+            flags.extend(["--pool-max", "0"]);
+        }
+        Self::start_with(&flags).await
     }
 
     /// Starts a server with extra `serve` flags; a secret in its environment checks that
