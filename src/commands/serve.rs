@@ -8,6 +8,7 @@ use tokio::sync::Mutex;
 
 use super::{Error, Result};
 use crate::config::{ExecutorKind, ServeArgs};
+use crate::executions::Executions;
 use crate::executor::kube::DEFAULT_MAX_IN_FLIGHT;
 use crate::executor::{Executor, KubeExecutor, LocalExecutor};
 use crate::metrics::Metrics;
@@ -85,7 +86,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             Arc::new(executor)
         }
     };
+    // Executions (POST /executions) are kept by the local placement; the kubernetes one answers
+    // GET /executions/{name} from its PythonExecutions.
+    let executions = match args.executor {
+        ExecutorKind::Local => Some(Executions::open(args.executions.clone(), executor.clone(), metrics.clone())?),
+        ExecutorKind::Kubernetes => None,
+    };
     let state = Arc::new(AppState {
+        executions: executions.clone(),
         executor,
         limits,
         metrics,
@@ -121,6 +129,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             // their cgroups removed by the supervisor's guards.
             tracing::warn!("grace period over; killing in-flight executions");
         }
+    }
+    if let Some(executions) = executions {
+        executions.shutdown(grace).await;
     }
     if let Some(pool) = pool_for_shutdown {
         pool.shutdown().await;

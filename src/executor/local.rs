@@ -80,6 +80,9 @@ impl LocalExecutor {
                 self.slots.clone().acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?
             }
         };
+        if let Some(started) = &request.started {
+            started.notify_one();
+        }
         // The run is its own task so that its slot is freed only once the sandbox is gone (which
         // may be after its answer: `Finished::removal`); a request dropped before its answer
         // (the client went away) cancels it, which kills the sandbox the way a timeout does.

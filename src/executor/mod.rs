@@ -5,8 +5,11 @@ pub mod kube;
 pub mod local;
 mod places;
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use tokio::sync::Notify;
 
 use crate::sandbox::{Envelope, Limits};
 
@@ -20,6 +23,9 @@ pub struct ExecutionRequest {
     pub id: String,
     pub script: String,
     pub limits: Limits,
+    /// Told once the execution leaves the queue and its sandbox starts (an execution's
+    /// `running` state); none when nobody asks.
+    pub started: Option<Arc<Notify>>,
 }
 
 /// Why an execution could not be carried out (a script's own failure is an envelope, not this).

@@ -3,6 +3,7 @@
 pub mod body;
 mod distinct_keys;
 pub mod error;
+mod executions;
 pub mod extract;
 pub mod guard;
 mod loopback;
@@ -14,7 +15,8 @@ mod tests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,10 +25,12 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use crate::executions::Executions;
 use crate::executor::{ExecuteError, ExecutionRequest, Executor, Lookup};
 use crate::metrics::{Metrics, Rejection};
 use crate::sandbox::envelope::NO_MAIN_MESSAGE;
 use crate::sandbox::{Envelope, LimitSettings, Outcome};
+use body::ScriptRequest;
 use error::ApiError;
 use extract::ExecuteBody;
 use guard::Guard;
@@ -38,6 +42,8 @@ const READINESS_CACHE: Duration = Duration::from_secs(5);
 /// What every handler shares.
 pub struct AppState {
     pub executor: Arc<dyn Executor>,
+    /// Executions submitted with POST /executions, where the placement keeps them.
+    pub executions: Option<Arc<Executions>>,
     pub limits: LimitSettings,
     pub metrics: Arc<Metrics>,
     pub max_request_bytes: usize,
@@ -52,7 +58,8 @@ pub struct AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/execute", post(execute))
-        .route("/executions/{name}", get(get_execution))
+        .route("/executions", post(executions::submit).get(executions::list))
+        .route("/executions/{id}", get(get_execution).delete(executions::cancel))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let metrics = state.metrics.clone();
     Router::new()
@@ -76,15 +83,11 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 async fn execute(State(state): State<Arc<AppState>>, ExecuteBody(request): ExecuteBody) -> Result<Response, ApiError> {
-    let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let id = uuid::Uuid::new_v4().simple().to_string();
-
-    // No sandbox is needed to see that a script cannot define main().
-    let envelope = if !mentions_main(&request.script) {
-        Envelope::rejected(Outcome::NoMain, NO_MAIN_MESSAGE)
-    } else {
-        let execution = ExecutionRequest { id: id.clone(), script: request.script.clone(), limits };
-        state.executor.execute(execution).await.map_err(|err| execute_error(&id, err))?
+    let (execution, answered) = prepare(&state, &request)?;
+    let id = execution.id.clone();
+    let envelope = match answered {
+        Some(envelope) => envelope,
+        None => state.executor.execute(execution).await.map_err(|err| execute_error(&id, err))?,
     };
     tracing::info!(
         id = %id,
@@ -96,6 +99,15 @@ async fn execute(State(state): State<Arc<AppState>>, ExecuteBody(request): Execu
     );
     let (status, body) = response::to_http(&id, &envelope, &request.warnings);
     Ok((status, Json(body)).into_response())
+}
+
+/// What POST /execute and POST /executions both decide before any sandbox: the limits (400 when
+/// the request asks past them), a new id, and the answer when the script cannot define main().
+fn prepare(state: &AppState, request: &ScriptRequest) -> Result<(ExecutionRequest, Option<Envelope>), ApiError> {
+    let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let answered = (!mentions_main(&request.script)).then(|| Envelope::rejected(Outcome::NoMain, NO_MAIN_MESSAGE));
+    Ok((ExecutionRequest { id, script: request.script.clone(), limits, started: None }, answered))
 }
 
 /// Counts the refusals the routes and the guard answered with, by the reason they carry.
@@ -135,7 +147,16 @@ fn execute_error(id: &str, err: ExecuteError) -> ApiError {
     }
 }
 
-async fn get_execution(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+/// GET /executions/{id}: the execution submitted with POST /executions where the placement
+/// keeps them; otherwise the kubernetes placement's PythonExecution of that name.
+async fn get_execution(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    query: Result<Query<executions::WaitQuery>, QueryRejection>,
+) -> Response {
+    if state.executions.is_some() {
+        return executions::get(State(state), Path(name), query).await.into_response();
+    }
     match state.executor.get(&name).await {
         Lookup::NotStored => ApiError::new(
             StatusCode::NOT_FOUND,

@@ -1,5 +1,5 @@
-//! Dependencies point down: the commands on top; the server over the executor over the sandbox;
-//! the controller over the sandbox. Read from the sources, so a new `use` that points up fails here.
+//! Dependencies point down: the commands on top; the server over the executions over the executor
+//! over the sandbox; the controller over the sandbox. Read from the sources, so a new `use` that points up fails here.
 
 use std::path::{Path, PathBuf};
 
@@ -67,6 +67,14 @@ fn the_server_and_the_executor_do_not_depend_on_the_controller() {
     let mut found = upward_uses("server", &["controller"]);
     found.extend(upward_uses("executor", &["server", "controller"]));
     assert!(found.is_empty(), "the server or the executor names a layer above or beside it: {found:#?}");
+}
+
+#[test]
+fn executions_sit_between_the_server_and_the_executor() {
+    let found = upward_uses("executions", &["server", "controller", "commands"]);
+    assert!(found.is_empty(), "executions name a layer above or beside them: {found:#?}");
+    let found = upward_uses("executor", &["executions"]);
+    assert!(found.is_empty(), "the executor names the executions above it: {found:#?}");
 }
 
 #[test]

@@ -114,6 +114,9 @@ impl KubeExecutor {
         let execution = new_execution(&request, self.settings.kube_ttl_seconds);
         let created = self.api.create(&PostParams::default(), &execution).await.map_err(ExecuteError::CreateFailed)?;
         let name = created.name_any();
+        if let Some(started) = &request.started {
+            started.notify_one();
+        }
         // A request dropped before its answer (the client went away) deletes its execution,
         // which stops its pod.
         let abandoned = DeleteIfAbandoned::new(self.api.clone(), &name, &request.id, self.metrics.clone());
@@ -230,7 +233,7 @@ mod tests {
 
     pub(super) fn request() -> ExecutionRequest {
         let limits = crate::sandbox::limits::testing::default_limits();
-        ExecutionRequest { id: "abc123".into(), script: "def main(): return {}".into(), limits }
+        ExecutionRequest { id: "abc123".into(), script: "def main(): return {}".into(), limits, started: None }
     }
 
     /// A stored execution, its request id `id-<name>`.

@@ -73,6 +73,7 @@ fn harness_with(reply: Reply, guard: Guard) -> Harness {
     let executor = Arc::new(StandIn { reply, calls: AtomicUsize::new(0) });
     let metrics = Arc::new(Metrics::default());
     let state = Arc::new(AppState {
+        executions: None,
         executor: executor.clone(),
         limits: crate::config::defaults(),
         metrics: metrics.clone(),

@@ -46,6 +46,9 @@ macro_rules! pool_case {
 pub struct Server {
     pub base: String,
     pub cgroup_parent: String,
+    /// Its --state-dir: a directory of its own, removed when it is dropped, unless the test
+    /// gave one (to start a second server on the same executions).
+    state_dir: Option<PathBuf>,
     child: Option<Child>,
     client: reqwest::Client,
 }
@@ -97,10 +100,17 @@ impl Server {
     pub async fn start_under(cgroup_parent: &str, extra: &[&str]) -> Server {
         let port = free_port();
         let cgroup_parent = cgroup_parent.to_string();
+        let own_state_dir = (!extra.contains(&"--state-dir"))
+            .then(|| std::env::temp_dir().join(format!("pyexec-test-state-{}-{port}", std::process::id())));
+        let mut state_dir_flag = Vec::new();
+        if let Some(dir) = &own_state_dir {
+            state_dir_flag = vec!["--state-dir".to_string(), dir.display().to_string()];
+        }
         let child = pyexec("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--cgroup-parent", &cgroup_parent])
             .args(["--shutdown-grace-seconds", "5"])
+            .args(&state_dir_flag)
             .args(extra)
             .env("PYEXEC_LOG", "warn")
             .env("PYEXEC_TEST_SECRET", "hunter2")
@@ -111,6 +121,7 @@ impl Server {
         let server = Server {
             base: format!("http://127.0.0.1:{port}"),
             cgroup_parent,
+            state_dir: own_state_dir,
             child: Some(child),
             client: reqwest::Client::new(),
         };
@@ -363,6 +374,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.state_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
