@@ -7,6 +7,7 @@
 //! cancelling it drops its run, which kills its sandbox and frees its slot the way a client that
 //! disconnects from POST /execute does.
 
+pub mod output;
 pub mod record;
 pub mod settings;
 pub mod store;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::executor::{ExecuteError, ExecutionRequest, Executor};
 use crate::metrics::Metrics;
 use crate::sandbox::Envelope;
+use output::OutputLog;
 pub use record::{Record, State};
 pub use settings::ExecutionsSettings;
 pub use store::{Listed, Store, StoreError};
@@ -57,6 +59,7 @@ pub struct Submission {
 struct Live {
     state: Arc<watch::Sender<State>>,
     cancel: CancellationToken,
+    output: Arc<OutputLog>,
 }
 
 pub struct Executions {
@@ -121,6 +124,7 @@ impl Executions {
         }
         let state = Arc::new(watch::channel(State::Queued).0);
         let cancel = CancellationToken::new();
+        let output = OutputLog::new();
         {
             let mut live = self.live();
             if self.closed.is_cancelled() {
@@ -129,13 +133,15 @@ impl Executions {
             if live.len() >= self.settings.executions_max_unfinished {
                 return Err(ExecutionsError::Busy { unfinished: live.len() });
             }
-            live.insert(record.id.clone(), Live { state: state.clone(), cancel: cancel.clone() });
+            let live_one = Live { state: state.clone(), cancel: cancel.clone(), output: output.clone() };
+            live.insert(record.id.clone(), live_one);
         }
         if let Err(err) = self.store.insert(record.clone()).await {
             self.live().remove(&record.id);
             return Err(err.into());
         }
         self.metrics.executions_unfinished.inc();
+        let request = ExecutionRequest { output: Some(output), ..request };
         tokio::spawn(self.clone().run(request, state, cancel));
         Ok(record)
     }
@@ -198,6 +204,12 @@ impl Executions {
             let _ = tokio::time::timeout(wait, state.wait_for(|state| state.is_finished())).await;
         }
         self.get(id).await
+    }
+
+    /// An unfinished execution's output so far and its state, to follow them; none once it has
+    /// finished (its envelope then has its output).
+    pub fn follow(&self, id: &str) -> Option<(Arc<OutputLog>, watch::Receiver<State>)> {
+        self.live().get(id).map(|live| (live.output.clone(), live.state.subscribe()))
     }
 
     /// Cancels an unfinished execution and answers once its end is recorded.

@@ -104,11 +104,19 @@ impl LocalExecutor {
             let finished = match claim {
                 Some(Claim::Hit(ready)) => {
                     let job = Job { script: request.script, limits: request.limits };
-                    supervisor.run_ready(&request.id, *ready, job, &cancel).await
+                    supervisor.run_ready(&request.id, *ready, job, &cancel, request.output.as_ref()).await
                 }
                 _ => {
                     metrics.cold_starts.inc();
-                    supervisor.run_cancellable(&request.id, &request.script, &request.limits, &cancel).await
+                    supervisor
+                        .run_cancellable(
+                            &request.id,
+                            &request.script,
+                            &request.limits,
+                            &cancel,
+                            request.output.as_ref(),
+                        )
+                        .await
                 }
             };
             let Finished { envelope, removal } = finished;

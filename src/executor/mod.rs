@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::Notify;
 
+use crate::sandbox::run::capture::Tap;
 use crate::sandbox::{Envelope, Limits};
 
 pub use self::kube::KubeExecutor;
@@ -26,6 +27,9 @@ pub struct ExecutionRequest {
     /// Told once the execution leaves the queue and its sandbox starts (an execution's
     /// `running` state); none when nobody asks.
     pub started: Option<Arc<Notify>>,
+    /// Where stdout and stderr also go as they are read (an execution's events); none when
+    /// nobody watches. The kubernetes placement reports output only at the end.
+    pub output: Option<Tap>,
 }
 
 /// Why an execution could not be carried out (a script's own failure is an envelope, not this).

@@ -1,14 +1,18 @@
 //! The executions routes: POST /executions submits, GET /executions/{id} looks (or, with
-//! `?wait=`, waits), DELETE /executions/{id} cancels, GET /executions lists. A finished
+//! `?wait=`, waits), GET /executions/{id}/events streams, DELETE /executions/{id} cancels, GET
+//! /executions lists. A finished
 //! execution shows exactly the answer POST /execute would have given, under `response`.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -16,9 +20,11 @@ use super::error::ApiError;
 use super::extract::ExecuteBody;
 use super::response::{self, ResponseBody};
 use super::AppState;
+use crate::executions::output::Utf8Chunks;
 use crate::executions::record::is_id;
 use crate::executions::{Executions, ExecutionsError, Record, Submission};
 use crate::metrics::Rejection;
+use crate::sandbox::run::capture::Stream;
 
 /// Executions a listing gives when it is not told; and the most it gives.
 const DEFAULT_PAGE: usize = 50;
@@ -103,6 +109,110 @@ pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
     }
     let record = executions.cancel(&id).await.map_err(error)?;
     Ok(Json(view(&record)).into_response())
+}
+
+/// GET /executions/{id}/events: Server-Sent Events. `state` when it changes, `stdout` and
+/// `stderr` chunks as the sandbox writes them (all of them so far for a late client, up to the
+/// output caps), then `result` with the finished execution, and the stream ends.
+pub async fn events(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let executions = executions(&state)?.clone();
+    if !is_id(&id) || executions.get(&id).await.map_err(error)?.is_none() {
+        return Err(not_found(&id));
+    }
+    let (sender, events) = futures::channel::mpsc::channel::<Event>(16);
+    tokio::spawn(send_events(executions, id, sender));
+    let events = events.map(Ok::<_, Infallible>);
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Feeds one client's event stream until the execution's end (or the client leaves: a send
+/// then fails).
+async fn send_events(executions: Arc<Executions>, id: String, mut sender: futures::channel::mpsc::Sender<Event>) {
+    let mut text = [Utf8Chunks::default(), Utf8Chunks::default()];
+    if let Some((log, mut state)) = executions.follow(&id) {
+        let mut chunks = log.subscribe();
+        let (mut sent, mut shown) = (0, None);
+        loop {
+            let now = *state.borrow_and_update();
+            if shown != Some(now) && !now.is_finished() {
+                shown = Some(now);
+                if send(&mut sender, Event::default().event("state").json_data(json!({"state": now.as_str()})))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            for (stream, bytes) in log.since(sent) {
+                sent += 1;
+                let chunk = text[stream as usize].push(&bytes);
+                if !chunk.is_empty() && send(&mut sender, output_event(stream, &chunk)).await.is_err() {
+                    return;
+                }
+            }
+            if now.is_finished() {
+                break;
+            }
+            // Each chunk and each change of state wakes this; the senders go when it ends.
+            tokio::select! {
+                changed = chunks.changed() => if changed.is_err() { let _ = state.changed().await; },
+                changed = state.changed() => if changed.is_err() { break },
+            }
+        }
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let rest = text[stream as usize].finish();
+            if !rest.is_empty() && send(&mut sender, output_event(stream, &rest)).await.is_err() {
+                return;
+            }
+        }
+        let _ = send_result(&executions, &id, &mut sender, false).await;
+    } else {
+        let _ = send_result(&executions, &id, &mut sender, true).await;
+    }
+}
+
+/// Sends the finished execution as `result`, after its stored output when the client saw none
+/// of it as it happened.
+async fn send_result(
+    executions: &Executions,
+    id: &str,
+    sender: &mut futures::channel::mpsc::Sender<Event>,
+    with_output: bool,
+) -> Result<(), futures::channel::mpsc::SendError> {
+    let record = match executions.get(id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return Ok(()),
+        Err(err) => {
+            tracing::error!(id, error = %crate::telemetry::chain(&err), "could not read a finished execution");
+            return Ok(());
+        }
+    };
+    if let (true, Some(envelope)) = (with_output, &record.envelope) {
+        for (stream, text) in [(Stream::Stdout, &envelope.stdout), (Stream::Stderr, &envelope.stderr)] {
+            if !text.is_empty() {
+                send(sender, output_event(stream, text)).await?;
+            }
+        }
+    }
+    send(sender, Event::default().event("result").json_data(view(&record))).await
+}
+
+fn output_event(stream: Stream, text: &str) -> Result<Event, axum::Error> {
+    Event::default().event(stream.as_str()).json_data(json!({ "text": text }))
+}
+
+async fn send(
+    sender: &mut futures::channel::mpsc::Sender<Event>,
+    event: Result<Event, axum::Error>,
+) -> Result<(), futures::channel::mpsc::SendError> {
+    match event {
+        Ok(event) => sender.send(event).await,
+        // Only a value that cannot be JSON fails here; none of these can.
+        Err(err) => {
+            tracing::error!(error = %err, "an event could not be written");
+            Ok(())
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -60,6 +60,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/execute", post(execute))
         .route("/executions", post(executions::submit).get(executions::list))
         .route("/executions/{id}", get(get_execution).delete(executions::cancel))
+        .route("/executions/{id}/events", get(executions::events))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let metrics = state.metrics.clone();
     Router::new()
@@ -107,7 +108,7 @@ fn prepare(state: &AppState, request: &ScriptRequest) -> Result<(ExecutionReques
     let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::invalid(e.to_string()))?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let answered = (!mentions_main(&request.script)).then(|| Envelope::rejected(Outcome::NoMain, NO_MAIN_MESSAGE));
-    Ok((ExecutionRequest { id, script: request.script.clone(), limits, started: None }, answered))
+    Ok((ExecutionRequest { id, script: request.script.clone(), limits, started: None, output: None }, answered))
 }
 
 /// Counts the refusals the routes and the guard answered with, by the reason they carry.

@@ -92,6 +92,16 @@ pub fn document() -> Value {
                     }
                 }
             },
+            "/executions/{id}/events": {
+                "get": {
+                    "summary": "Server-Sent Events: `state` changes, `stdout` and `stderr` chunks ({\"text\": ...}) as they are written, then `result` (the finished execution)",
+                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "The event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                        "404": {"description": "No such execution", "content": {"application/json": {"schema": error}}}
+                    }
+                }
+            },
             "/healthz": {"get": {"summary": "The process is alive", "security": [], "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"summary": "nsjail and Python work (or the cluster is reachable)", "security": [], "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "OpenMetrics text"}}}}

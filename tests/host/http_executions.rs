@@ -282,3 +282,74 @@ async fn finished_executions_are_removed_after_their_keep_time() {
     }
     assert!(server.metric("pyexec_executions_removed_total").await.is_some_and(|n| n >= 1.0));
 }
+
+/// Server-Sent Events as (event, data) pairs, in order.
+fn parse_events(text: &str) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let mut name = String::from("message");
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("event:") {
+                name = value.trim().to_string();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim_start());
+            }
+        }
+        if !data.is_empty() {
+            events.push((name, serde_json::from_str(&data).expect("JSON data")));
+        }
+    }
+    events
+}
+
+/// The text of the `stream` events, joined.
+fn printed(events: &[(String, Value)], stream: &str) -> String {
+    events.iter().filter(|(name, _)| name == stream).filter_map(|(_, data)| data["text"].as_str()).collect()
+}
+
+pool_case!(the_event_stream_carries_prints_as_they_happen_then_the_result);
+async fn the_event_stream_carries_prints_as_they_happen_then_the_result(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
+    let script = "import sys, time\ndef main():\n    print('one')\n    time.sleep(2)\n    print('two', file=sys.stderr)\n    print('three')\n    return {'done': True}\n";
+    let id = submitted(&server, script).await;
+    let mut response =
+        server.client().get(server.url(&format!("/executions/{id}/events"))).send().await.expect("GET events");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("text/event-stream"));
+
+    let mut text = String::new();
+    while !printed(&parse_events(&text), "stdout").contains("one") {
+        let chunk = response.chunk().await.expect("the stream").expect("more events before the first print");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // The first print arrived while the script still sleeps: it was streamed, not sent at the end.
+    let (_, now) = get(&server, &format!("/executions/{id}")).await;
+    assert_eq!(now["state"], "running", "{now}");
+
+    while let Some(chunk) = response.chunk().await.expect("the stream") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let events = parse_events(&text);
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).filter(|name| *name != "state").collect();
+    assert_eq!(names.last(), Some(&"result"), "{text}");
+    assert_eq!(printed(&events, "stdout"), "one\nthree\n", "{text}");
+    assert_eq!(printed(&events, "stderr"), "two\n", "{text}");
+    let stdout_two = names.iter().rposition(|name| *name == "stdout");
+    let stderr_one = names.iter().position(|name| *name == "stderr");
+    assert!(stderr_one < stdout_two, "the prints in the order they happened: {names:?}");
+    let (_, result) = events.last().expect("a result").clone();
+    assert_eq!(result["state"], "succeeded");
+    assert_eq!(result["response"]["result"], json!({"done": true}));
+
+    // A client that comes after the end gets what was written, then the result.
+    let late = server.client().get(server.url(&format!("/executions/{id}/events"))).send().await.expect("GET events");
+    let events = parse_events(&late.text().await.expect("the stream"));
+    assert_eq!(printed(&events, "stdout"), "one\nthree\n");
+    assert_eq!(printed(&events, "stderr"), "two\n");
+    assert_eq!(events.last().map(|(name, _)| name.as_str()), Some("result"));
+
+    let (status, _) = get(&server, &format!("/executions/{}/events", "0".repeat(32))).await;
+    assert_eq!(status, 404);
+    server.assert_healthy_and_clean().await;
+}

@@ -233,7 +233,13 @@ mod tests {
 
     pub(super) fn request() -> ExecutionRequest {
         let limits = crate::sandbox::limits::testing::default_limits();
-        ExecutionRequest { id: "abc123".into(), script: "def main(): return {}".into(), limits, started: None }
+        ExecutionRequest {
+            id: "abc123".into(),
+            script: "def main(): return {}".into(),
+            limits,
+            started: None,
+            output: None,
+        }
     }
 
     /// A stored execution, its request id `id-<name>`.
