@@ -63,10 +63,19 @@ fn ms(d: Duration) -> String {
 /// One way of running a script: through a server, or as bare Python.
 #[derive(Clone)]
 enum Runner {
-    Http { client: reqwest::Client, base: String },
+    Http {
+        client: reqwest::Client,
+        base: String,
+    },
     /// The same server through POST /executions and a long-poll of GET /executions/{id}?wait=.
-    Submitted { client: reqwest::Client, base: String },
-    Bare { python: PathBuf, scratch: PathBuf },
+    Submitted {
+        client: reqwest::Client,
+        base: String,
+    },
+    Bare {
+        python: PathBuf,
+        scratch: PathBuf,
+    },
 }
 
 impl Runner {

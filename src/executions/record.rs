@@ -115,10 +115,17 @@ pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-/// An execution id as the service makes them: 32 lowercase hexadecimal digits. Anything else is
-/// answered 404 without a lookup.
+/// Whether `text` can be an execution id: the local placement's are 32 lowercase hexadecimal
+/// digits, the kubernetes one's are PythonExecution names (lowercase letters, digits and `-`,
+/// at most 63, starting and ending with a letter or digit). Anything else is answered 404
+/// without a lookup.
 pub fn is_id(text: &str) -> bool {
-    text.len() == 32 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = text.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes.iter().all(|&b| alphanumeric(b) || b == b'-')
+        && bytes.first().copied().is_some_and(alphanumeric)
+        && bytes.last().copied().is_some_and(alphanumeric)
 }
 
 #[cfg(test)]
@@ -164,10 +171,11 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_32_lowercase_hex_digits() {
+    fn ids_are_the_services_or_kubernetes_names() {
         assert!(is_id(&uuid::Uuid::new_v4().simple().to_string()));
-        assert!(!is_id("../etc/passwd"));
-        assert!(!is_id(&"A".repeat(32)));
-        assert!(!is_id(&"a".repeat(31)));
+        assert!(is_id("pyx-7k2qd"));
+        for not in ["../etc/passwd", "", "-a", "a-", "A", "a.b", &"a".repeat(64)] {
+            assert!(!is_id(not), "{not:?}");
+        }
     }
 }

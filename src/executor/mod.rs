@@ -8,7 +8,6 @@ mod places;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use tokio::sync::Notify;
 
 use crate::sandbox::run::capture::Tap;
@@ -74,28 +73,4 @@ pub trait Executor: Send + Sync {
 
     /// Which placement this is, for logs.
     fn name(&self) -> &'static str;
-
-    /// A stored execution, by name or request id (GET /executions/{name}).
-    fn get(&self, name: &str) -> BoxFuture<'_, Lookup> {
-        let _ = name;
-        async { Lookup::NotStored }.boxed()
-    }
-}
-
-/// What a placement knows of a stored execution.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Lookup {
-    /// This placement keeps no executions.
-    NotStored,
-    /// No such execution (finished ones may have been deleted).
-    Missing,
-    /// Not finished yet.
-    Running {
-        name: String,
-        phase: String,
-    },
-    Finished {
-        name: String,
-        envelope: Envelope,
-    },
 }

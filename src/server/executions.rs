@@ -51,20 +51,11 @@ fn view(record: &Record) -> View<'_> {
     }
 }
 
-fn executions(state: &AppState) -> Result<&Arc<Executions>, ApiError> {
-    state.executions.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("The {} placement does not keep executions yet: use POST /execute", state.executor.name()),
-        )
-    })
-}
-
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     ExecuteBody(request): ExecuteBody,
 ) -> Result<Response, ApiError> {
-    let executions = executions(&state)?;
+    let executions = &state.executions;
     let (execution, answered) = super::prepare(&state, &request)?;
     let submission = Submission { request: execution, warnings: request.warnings.clone(), answered };
     let record = executions.submit(submission).await.map_err(error)?;
@@ -91,7 +82,7 @@ pub async fn get(
     Path(id): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let executions = executions(&state)?;
+    let executions = &state.executions;
     let Query(query) = query.map_err(invalid_query)?;
     let record = match query.wait {
         Some(seconds) if is_id(&id) => executions.wait(&id, executions.settings().wait(seconds)).await,
@@ -103,7 +94,7 @@ pub async fn get(
 }
 
 pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let executions = executions(&state)?;
+    let executions = &state.executions;
     if !is_id(&id) {
         return Err(not_found(&id));
     }
@@ -115,7 +106,7 @@ pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
 /// `stderr` chunks as the sandbox writes them (all of them so far for a late client, up to the
 /// output caps), then `result` with the finished execution, and the stream ends.
 pub async fn events(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let executions = executions(&state)?.clone();
+    let executions = state.executions.clone();
     if !is_id(&id) || executions.get(&id).await.map_err(error)?.is_none() {
         return Err(not_found(&id));
     }
@@ -127,7 +118,7 @@ pub async fn events(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
 
 /// Feeds one client's event stream until the execution's end (or the client leaves: a send
 /// then fails).
-async fn send_events(executions: Arc<Executions>, id: String, mut sender: futures::channel::mpsc::Sender<Event>) {
+async fn send_events(executions: Arc<dyn Executions>, id: String, mut sender: futures::channel::mpsc::Sender<Event>) {
     let mut text = [Utf8Chunks::default(), Utf8Chunks::default()];
     if let Some((log, mut state)) = executions.follow(&id) {
         let mut chunks = log.subscribe();
@@ -165,16 +156,38 @@ async fn send_events(executions: Arc<Executions>, id: String, mut sender: future
                 return;
             }
         }
-        let _ = send_result(&executions, &id, &mut sender, false).await;
+        let _ = send_result(&*executions, &id, &mut sender, false).await;
     } else {
-        let _ = send_result(&executions, &id, &mut sender, true).await;
+        // Output comes with the answer here: show the state until then.
+        let mut shown = None;
+        loop {
+            let wait = executions.settings().wait(f64::INFINITY);
+            let record = match executions.wait(&id, wait).await {
+                Ok(Some(record)) => record,
+                Ok(None) => return,
+                Err(err) => {
+                    return tracing::warn!(id, error = %crate::telemetry::chain(&err), "could not follow an execution")
+                }
+            };
+            if record.state.is_finished() {
+                break;
+            }
+            if shown != Some(record.state) {
+                shown = Some(record.state);
+                let event = Event::default().event("state").json_data(json!({"state": record.state.as_str()}));
+                if send(&mut sender, event).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = send_result(&*executions, &id, &mut sender, true).await;
     }
 }
 
 /// Sends the finished execution as `result`, after its stored output when the client saw none
 /// of it as it happened.
 async fn send_result(
-    executions: &Executions,
+    executions: &dyn Executions,
     id: &str,
     sender: &mut futures::channel::mpsc::Sender<Event>,
     with_output: bool,
@@ -219,23 +232,22 @@ async fn send(
 pub struct PageQuery {
     limit: Option<usize>,
     /// The `next` of the previous page.
-    before: Option<i64>,
+    before: Option<String>,
 }
 
 pub async fn list(
     State(state): State<Arc<AppState>>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let executions = executions(&state)?;
+    let executions = &state.executions;
     let Query(query) = query.map_err(invalid_query)?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid(format!("limit must be between 1 and {MAX_PAGE}")));
     }
-    let listed = executions.list(query.before, limit).await.map_err(error)?;
-    let next = (listed.len() == limit).then(|| listed.last().map(|(position, _)| *position)).flatten();
-    let page: Vec<Value> = listed.iter().map(|(_, record)| record.summary()).collect();
-    Ok(Json(json!({ "executions": page, "next": next })).into_response())
+    let page = executions.list(query.before.as_deref(), limit).await.map_err(error)?;
+    let listed: Vec<Value> = page.executions.iter().map(Record::summary).collect();
+    Ok(Json(json!({ "executions": listed, "next": page.next })).into_response())
 }
 
 fn invalid_query(rejection: QueryRejection) -> ApiError {
@@ -263,8 +275,9 @@ fn error(err: ExecutionsError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, err.to_string()).with("id", id).with("state", state.as_str())
         }
         ExecutionsError::NotFound { ref id } => not_found(id),
-        ExecutionsError::Store(ref inner) => {
-            tracing::error!(error = %crate::telemetry::chain(inner), "the executions store failed");
+        ExecutionsError::BadCursor(_) => ApiError::invalid(err.to_string()),
+        ExecutionsError::Store(_) | ExecutionsError::Kube(_) => {
+            tracing::error!(error = %crate::telemetry::chain(&err), "the executions store failed");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; the service log has the details")
         }
     }

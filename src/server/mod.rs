@@ -15,8 +15,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +25,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::executions::Executions;
-use crate::executor::{ExecuteError, ExecutionRequest, Executor, Lookup};
+use crate::executor::{ExecuteError, ExecutionRequest, Executor};
 use crate::metrics::{Metrics, Rejection};
 use crate::sandbox::envelope::NO_MAIN_MESSAGE;
 use crate::sandbox::{Envelope, LimitSettings, Outcome};
@@ -42,8 +41,8 @@ const READINESS_CACHE: Duration = Duration::from_secs(5);
 /// What every handler shares.
 pub struct AppState {
     pub executor: Arc<dyn Executor>,
-    /// Executions submitted with POST /executions, where the placement keeps them.
-    pub executions: Option<Arc<Executions>>,
+    /// Executions submitted with POST /executions, kept by the placement.
+    pub executions: Arc<dyn Executions>,
     pub limits: LimitSettings,
     pub metrics: Arc<Metrics>,
     pub max_request_bytes: usize,
@@ -59,7 +58,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/execute", post(execute))
         .route("/executions", post(executions::submit).get(executions::list))
-        .route("/executions/{id}", get(get_execution).delete(executions::cancel))
+        .route("/executions/{id}", get(executions::get).delete(executions::cancel))
         .route("/executions/{id}/events", get(executions::events))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let metrics = state.metrics.clone();
@@ -144,44 +143,6 @@ fn execute_error(id: &str, err: ExecuteError) -> ApiError {
             tracing::error!(id, error = %crate::telemetry::chain(&err), "execution failed inside the service");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; the service log has the details")
                 .with("id", id.to_string())
-        }
-    }
-}
-
-/// GET /executions/{id}: the execution submitted with POST /executions where the placement
-/// keeps them; otherwise the kubernetes placement's PythonExecution of that name.
-async fn get_execution(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    query: Result<Query<executions::WaitQuery>, QueryRejection>,
-) -> Response {
-    if state.executions.is_some() {
-        return executions::get(State(state), Path(name), query).await.into_response();
-    }
-    match state.executor.get(&name).await {
-        Lookup::NotStored => ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "Execution {name} is not stored: the {} executor keeps no executions (the kubernetes executor does)",
-                state.executor.name()
-            ),
-        )
-        .into_response(),
-        Lookup::Missing => ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("Execution {name} not found; answered executions are deleted unless PYEXEC_KEEP_EXECUTIONS is set"),
-        )
-        .into_response(),
-        Lookup::Running { name, phase } => {
-            (StatusCode::ACCEPTED, Json(json!({ "name": name, "phase": phase }))).into_response()
-        }
-        // The same answer POST /execute gave, with the execution's name.
-        Lookup::Finished { name, envelope } => {
-            let (status, mut body) = response::to_http(&name, &envelope, &[]);
-            if let Some(map) = body.as_object_mut() {
-                map.insert("name".into(), json!(name));
-            }
-            (status, Json(body)).into_response()
         }
     }
 }

@@ -43,28 +43,27 @@ pub fn document() -> Value {
             },
             "/executions": {
                 "post": {
-                    "summary": "Submit a script to run in the background (local executor); answers at once with its id",
+                    "summary": "Submit a script to run in the background; answers at once with its id (kubernetes executor: a PythonExecution, named by its id)",
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteRequest"}}}},
                     "responses": {
                         "202": {"description": "Accepted; Location is /executions/{id}",
                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Execution"}}}},
                         "400": {"description": "An invalid body or limits past the maximum", "content": {"application/json": {"schema": error}}},
-                        "429": {"description": "--executions-max-unfinished executions are unfinished; see Retry-After", "content": {"application/json": {"schema": error}}},
-                        "501": {"description": "The kubernetes executor does not keep executions yet", "content": {"application/json": {"schema": error}}}
+                        "429": {"description": "--executions-max-unfinished executions are unfinished; see Retry-After", "content": {"application/json": {"schema": error}}}
                     }
                 },
                 "get": {
                     "summary": "Executions, newest first, a page at a time",
                     "parameters": [
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
-                        {"name": "before", "in": "query", "description": "The `next` of the previous page", "schema": {"type": "integer"}}
+                        {"name": "before", "in": "query", "description": "The `next` of the previous page", "schema": {"type": "string"}}
                     ],
                     "responses": {
                         "200": {"description": "A page", "content": {"application/json": {"schema": {
                             "type": "object",
                             "properties": {
                                 "executions": {"type": "array", "items": {"$ref": "#/components/schemas/Execution"}},
-                                "next": {"type": "integer", "nullable": true}
+                                "next": {"type": "string", "nullable": true}
                             }
                         }}}}
                     }
@@ -72,7 +71,7 @@ pub fn document() -> Value {
             },
             "/executions/{id}": {
                 "get": {
-                    "summary": "An execution; once finished, with the answer POST /execute would have given (kubernetes executor: the PythonExecution of that name)",
+                    "summary": "An execution; once finished, with the answer POST /execute would have given",
                     "parameters": [
                         {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
                         {"name": "wait", "in": "query", "description": "Seconds to hold the request until it finishes (at most --executions-max-wait-seconds)", "schema": {"type": "number"}}
@@ -83,7 +82,7 @@ pub fn document() -> Value {
                     }
                 },
                 "delete": {
-                    "summary": "Cancel an unfinished execution: its sandbox is killed and its slot freed",
+                    "summary": "Cancel an unfinished execution: its sandbox is killed and its slot freed (kubernetes executor: its PythonExecution is deleted)",
                     "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                     "responses": {
                         "200": {"description": "Cancelled", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Execution"}}}},

@@ -158,7 +158,7 @@ async fn executions_are_listed_newest_first_a_page_at_a_time() {
     let listed: Vec<&str> =
         first["executions"].as_array().expect("a page").iter().filter_map(|e| e["id"].as_str()).collect();
     assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
-    let next = first["next"].as_i64().expect("a next page");
+    let next = first["next"].as_str().expect("a next page");
     let (_, second) = get(&server, &format!("/executions?limit=2&before={next}")).await;
     let listed: Vec<&str> =
         second["executions"].as_array().expect("a page").iter().filter_map(|e| e["id"].as_str()).collect();
@@ -166,9 +166,9 @@ async fn executions_are_listed_newest_first_a_page_at_a_time() {
     assert_eq!(second["next"], Value::Null);
     assert!(second["executions"][0].get("response").is_none(), "a listing carries no answers");
 
-    for limit in ["0", "501", "x"] {
-        let (status, body) = get(&server, &format!("/executions?limit={limit}")).await;
-        assert_eq!(status, 400, "limit={limit}: {body}");
+    for query in ["limit=0", "limit=501", "limit=x", "before=nonsense"] {
+        let (status, body) = get(&server, &format!("/executions?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
     }
     server.assert_healthy_and_clean().await;
 }
@@ -311,7 +311,7 @@ fn printed(events: &[(String, Value)], stream: &str) -> String {
 pool_case!(the_event_stream_carries_prints_as_they_happen_then_the_result);
 async fn the_event_stream_carries_prints_as_they_happen_then_the_result(pool: Pool) {
     let server = Server::start_in(pool, &[]).await;
-    let script = "import sys, time\ndef main():\n    print('one')\n    time.sleep(2)\n    print('two', file=sys.stderr)\n    print('three')\n    return {'done': True}\n";
+    let script = "import sys, time\ndef main():\n    print('one')\n    time.sleep(2)\n    print('two', file=sys.stderr)\n    time.sleep(0.5)\n    print('three')\n    return {'done': True}\n";
     let id = submitted(&server, script).await;
     let mut response =
         server.client().get(server.url(&format!("/executions/{id}/events"))).send().await.expect("GET events");
