@@ -8,18 +8,17 @@ mod places;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::sandbox::{Envelope, Limits};
+use crate::sandbox::{Envelope, Job};
 
 pub use self::kube::KubeExecutor;
 pub use local::LocalExecutor;
 
-/// One script to run, with the limits already resolved.
+/// One job to run: the script, its limits already resolved, its input files.
 #[derive(Clone, Debug)]
 pub struct ExecutionRequest {
     /// Unique id of the execution, used in logs, metrics and resource names.
     pub id: String,
-    pub script: String,
-    pub limits: Limits,
+    pub job: Job,
 }
 
 /// Why an execution could not be carried out (a script's own failure is an envelope, not this).
@@ -64,6 +63,11 @@ pub trait Executor: Send + Sync {
 
     /// Which placement this is, for logs.
     fn name(&self) -> &'static str;
+
+    /// Whether this placement takes jobs with input files.
+    fn carries_input_files(&self) -> bool {
+        true
+    }
 
     /// A stored execution, by name or request id (GET /executions/{name}).
     fn get(&self, name: &str) -> BoxFuture<'_, Lookup> {

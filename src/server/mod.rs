@@ -26,7 +26,8 @@ use tokio::sync::Mutex;
 use crate::executor::{ExecuteError, ExecutionRequest, Executor, Lookup};
 use crate::metrics::{Metrics, Rejection};
 use crate::sandbox::envelope::NO_MAIN_MESSAGE;
-use crate::sandbox::{Envelope, LimitSettings, Outcome};
+use crate::sandbox::files::InputFileSettings;
+use crate::sandbox::{Envelope, Job, LimitSettings, Outcome};
 use error::ApiError;
 use extract::ExecuteBody;
 use guard::Guard;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub max_request_bytes: usize,
     pub max_script_bytes: usize,
+    /// The caps on a request's input files.
+    pub input_files: InputFileSettings,
     pub tolerant_json: bool,
     /// Who may call: origins, hosts, the bearer token.
     pub guard: Guard,
@@ -77,13 +80,21 @@ pub fn app(state: Arc<AppState>) -> Router {
 
 async fn execute(State(state): State<Arc<AppState>>, ExecuteBody(request): ExecuteBody) -> Result<Response, ApiError> {
     let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let input_bytes = request.files.check(&state.input_files, &limits).map_err(|e| ApiError::invalid(e.to_string()))?;
+    if !request.files.is_empty() && !state.executor.carries_input_files() {
+        return Err(ApiError::invalid(format!(
+            "files: the {} executor does not carry input files; send the script alone",
+            state.executor.name()
+        )));
+    }
     let id = uuid::Uuid::new_v4().simple().to_string();
 
     // No sandbox is needed to see that a script cannot define main().
     let envelope = if !mentions_main(&request.script) {
         Envelope::rejected(Outcome::NoMain, NO_MAIN_MESSAGE)
     } else {
-        let execution = ExecutionRequest { id: id.clone(), script: request.script.clone(), limits };
+        let job = Job { script: request.script.clone(), limits, files: request.files };
+        let execution = ExecutionRequest { id: id.clone(), job };
         state.executor.execute(execution).await.map_err(|err| execute_error(&id, err))?
     };
     tracing::info!(
@@ -92,6 +103,8 @@ async fn execute(State(state): State<Arc<AppState>>, ExecuteBody(request): Execu
         duration_ms = envelope.duration_ms,
         returncode = envelope.returncode,
         script_bytes = request.script.len(),
+        input_bytes,
+        output_files = envelope.files.len(),
         "execution finished"
     );
     let (status, body) = response::to_http(&id, &envelope, &request.warnings);

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::capture::{read_tail, Captured, Reading};
 use super::removal::{Finished, Removal};
 use super::supervisor::Supervisor;
-use super::verdict::{decide, RunFacts, Verdict};
+use super::verdict::{decide, report_limit, RunFacts, Verdict};
 use crate::sandbox::envelope::{Envelope, Outcome};
 use crate::sandbox::jail::cgroup::RunCgroup;
 use crate::sandbox::jail::nsjail::{self, ChildStatus};
@@ -50,8 +50,8 @@ impl Supervisor {
         let mut output = Output {
             stdout: Reading::start(stdout, limits.stdout_bytes),
             stderr: Reading::start(stderr, limits.stderr_bytes),
-            // The report ends with a newline, which the result limit does not count.
-            report: Reading::start(result, limits.result_bytes + 1),
+            // main()'s result, the newline that ends the report, and the output files.
+            report: Reading::start(result, report_limit(limits)),
         };
         let log_task = tokio::spawn(read_tail(log, LOG_TAIL_BYTES));
 
@@ -189,6 +189,7 @@ struct Output {
 }
 
 fn envelope(verdict: Verdict, stdout: &Captured, stderr: &Captured, elapsed_ms: u64) -> Envelope {
+    let files_truncated = verdict.files.truncated();
     Envelope {
         outcome: verdict.outcome,
         result: verdict.result,
@@ -199,6 +200,9 @@ fn envelope(verdict: Verdict, stdout: &Captured, stderr: &Captured, elapsed_ms: 
         stdout_truncated: stdout.truncated(),
         stderr_truncated: stderr.truncated(),
         duration_ms: elapsed_ms,
+        files: verdict.files.files,
+        files_truncated,
+        files_omitted: verdict.files.omitted,
     }
 }
 
