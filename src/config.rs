@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::controller::ControllerArgs;
 use crate::executor::kube::KubeSettings;
+use crate::sandbox::files::InputFileSettings;
 use crate::sandbox::warm::pool::PreloadSettings;
 use crate::sandbox::SandboxSettings;
 
@@ -26,7 +27,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the HTTP API (POST /execute).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run one script in the sandbox and print its envelope as JSON (the sandbox pod's entrypoint).
     Sandbox(SandboxArgs),
     /// Run PythonExecution resources in sandbox pods (the Kubernetes controller).
@@ -99,8 +100,9 @@ pub struct ServeArgs {
     /// Executions allowed to wait for a free sandbox; past it requests get 429.
     #[arg(long, env = "PYEXEC_MAX_QUEUE", default_value_t = 64)]
     pub max_queue: usize,
-    /// Largest request body, in bytes (413 past it).
-    #[arg(long, env = "PYEXEC_MAX_REQUEST_BYTES", default_value_t = 2 << 20)]
+    /// Largest request body, in bytes (413 past it): room for the largest script and, as
+    /// base64, the most input files a request may send (--max-input-files-bytes).
+    #[arg(long, env = "PYEXEC_MAX_REQUEST_BYTES", default_value_t = 16 << 20)]
     pub max_request_bytes: usize,
     /// Largest script, in bytes (413 past it).
     #[arg(long, env = "PYEXEC_MAX_SCRIPT_BYTES", default_value_t = 1 << 20)]
@@ -112,6 +114,8 @@ pub struct ServeArgs {
     /// Seconds in-flight executions get to finish after SIGTERM or Ctrl-C before they are killed.
     #[arg(long, env = "PYEXEC_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    #[command(flatten)]
+    pub input_files: InputFileSettings,
     #[command(flatten)]
     pub sandbox: SandboxSettings,
     #[command(flatten)]

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::sandbox::files::OutputFile;
 use crate::sandbox::{Envelope, Outcome, RequestedLimits};
 
 /// Largest script a PythonExecution holds, in characters: scripts reach the sandbox pod inside
@@ -113,6 +114,16 @@ pub struct PythonExecutionStatus {
     /// Wall-clock time of the sandbox run, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
+    /// The files the script left in its output folder, as many as the status holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<OutputFile>>,
+    /// Whether output files were left out (past the output-files limit, not regular files, or
+    /// beyond what the status holds); `filesOmitted` names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_truncated: Option<bool>,
+    /// The names of the output files left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_omitted: Option<Vec<String>>,
     /// The sandbox pod: created for this execution, or claimed from the warm pool. Replaced only
     /// when that pod proves it ended before any job reached it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +200,9 @@ impl PythonExecutionStatus {
             stdout_truncated: self.stdout_truncated.unwrap_or(false),
             stderr_truncated: self.stderr_truncated.unwrap_or(false),
             duration_ms: self.duration_ms.and_then(|ms| u64::try_from(ms).ok()).unwrap_or(0),
+            files: self.files.clone().unwrap_or_default(),
+            files_truncated: self.files_truncated.unwrap_or(false),
+            files_omitted: self.files_omitted.clone().unwrap_or_default(),
         })
     }
 }

@@ -8,7 +8,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     pyexec::telemetry::init(&cli.log);
     let outcome = match cli.command {
-        Command::Serve(args) => pyexec::commands::serve::run(args).await.map(|()| std::process::ExitCode::SUCCESS),
+        Command::Serve(args) => pyexec::commands::serve::run(*args).await.map(|()| std::process::ExitCode::SUCCESS),
         // `pyexec sandbox --job-on-stdin` has exit codes of its own (no job, not a job).
         Command::Sandbox(args) => pyexec::commands::sandbox::run(args).await,
         Command::Controller(args) => {

@@ -168,7 +168,7 @@ PY
 
 # The limits of every job sent on stdin before a case's own: the binary's defaults (`pyexec
 # sandbox --help`), which the ready sandbox of a pod without limit settings starts with.
-JOB_LIMITS='{"timeout_ms": 10000, "cpu_seconds": 10, "memory_mb": 512, "max_pids": 64, "tmp_mb": 64, "file_size_mb": 16, "open_files": 256, "stdout_bytes": 1048576, "stderr_bytes": 1048576, "result_bytes": 4194304}'
+JOB_LIMITS='{"timeout_ms": 10000, "cpu_seconds": 10, "memory_mb": 512, "max_pids": 64, "tmp_mb": 64, "file_size_mb": 16, "open_files": 256, "stdout_bytes": 1048576, "stderr_bytes": 1048576, "result_bytes": 4194304, "output_files_bytes": 8388608}'
 
 # Cases: name, limits as the cold run's settings (env names), limits of the job on stdin
 # (Limits' field names), script. tests/gvisor/gvisor_sandbox.rs has what each must produce.

@@ -30,13 +30,13 @@ pub async fn run(args: SandboxArgs) -> Result<ExitCode> {
     if args.job_on_stdin {
         return job_on_stdin(&args).await;
     }
-    let Job { script, limits } = job(&args)?;
+    let job = job(&args)?;
     let envelope = match refusal(&args.sandbox) {
         Some(envelope) => envelope,
         None => {
             let supervisor = Supervisor::new(&args.sandbox)?;
             let id = uuid::Uuid::new_v4().simple().to_string();
-            let envelope = supervisor.run(&id, &script, &limits).await;
+            let envelope = supervisor.run(&id, &job).await;
             supervisor.shutdown().await;
             envelope
         }
@@ -149,7 +149,7 @@ async fn run_job(supervisor: &Supervisor, ready: Option<ReadySandbox>, job: Job)
             }
         }
     }
-    supervisor.run_cancellable(&id, &job.script, &job.limits, &CancellationToken::new(), None).await
+    supervisor.run_cancellable(&id, &job, &CancellationToken::new(), None).await
 }
 
 /// Kills the unused ready sandbox and removes the cgroups.
@@ -200,7 +200,7 @@ fn job(args: &SandboxArgs) -> Result<Job> {
         None => read_script(&args.script_file)
             .map_err(|source| Error::ReadScript { path: args.script_file.to_string_lossy().into_owned(), source })?,
     };
-    Ok(Job { script, limits: args.sandbox.limits.defaults()? })
+    Ok(Job::new(script, args.sandbox.limits.defaults()?))
 }
 
 fn read_script(path: &std::path::Path) -> std::io::Result<String> {

@@ -100,6 +100,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         metrics,
         max_request_bytes: args.max_request_bytes,
         max_script_bytes,
+        input_files: args.input_files.clone(),
         tolerant_json: !args.strict_json,
         guard,
         last_ready: Mutex::new(None),

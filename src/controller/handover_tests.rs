@@ -74,7 +74,7 @@ async fn a_new_execution_claims_a_warm_pod_conditionally_and_gets_its_envelope_f
     assert_eq!(jobs.len(), 1, "one job, written once");
     assert_eq!(jobs[0].0, "pyexec-warm-a");
     let resolved = super::pod_limits::resolve(&limit_settings(), &execution("hello")).expect("resolves");
-    assert_eq!(jobs[0].1, Job { script: execution("hello").spec.script, limits: resolved });
+    assert_eq!(jobs[0].1, Job::new(execution("hello").spec.script, resolved));
     assert!(attacher.opened.lock().expect("lock").is_empty(), "the warm session was opened ahead");
     assert!(ctx.metrics.render().contains("pyexec_controller_pool_claims_total 1"));
 }

@@ -3,6 +3,7 @@
 //! then its output limits lowered so the status fits in the object.
 
 use crate::crd::PythonExecution;
+use crate::sandbox::files::output::report_bytes;
 use crate::sandbox::limits::LimitError;
 use crate::sandbox::{LimitSettings, Limits};
 
@@ -23,12 +24,15 @@ pub fn resolve(settings: &LimitSettings, execution: &PythonExecution) -> Result<
 }
 
 /// Stdout, stderr and result lowered to their share of `status_budget`: what the status can
-/// hold is a fact of the object, not a request to refuse.
+/// hold is a fact of the object, not a request to refuse. Output files take what the others
+/// leave of it (`envelope_fit`), so their cap is lowered to half the budget: in base64, two
+/// thirds of it, more than the status can hold beside anything else.
 pub fn fit_to_status(limits: Limits, status_budget: u64) -> Limits {
     Limits {
         stdout_bytes: limits.stdout_bytes.min(status_budget / 4),
         stderr_bytes: limits.stderr_bytes.min(status_budget / 4),
         result_bytes: limits.result_bytes.min(status_budget / 2),
+        output_files_bytes: limits.output_files_bytes.min(status_budget / 2),
         ..limits
     }
 }
@@ -48,19 +52,19 @@ pub fn log_limit_of(settings: &LimitSettings, execution: &PythonExecution) -> u6
         Ok(limits) => log_limit_bytes(&limits),
         Err(_) => {
             let budget = status_budget(execution);
-            log_limit(budget / 4 + budget / 4, budget / 2)
+            log_limit(budget / 4 + budget / 4, budget / 2, budget / 2)
         }
     }
 }
 
 /// The most of a sandbox pod's log worth reading: the envelope with its output fully escaped,
-/// and the supervisor's log lines.
+/// its output files, and the supervisor's log lines.
 pub fn log_limit_bytes(limits: &Limits) -> u64 {
-    log_limit(limits.stdout_bytes + limits.stderr_bytes, limits.result_bytes)
+    log_limit(limits.stdout_bytes + limits.stderr_bytes, limits.result_bytes, limits.output_files_bytes)
 }
 
-fn log_limit(output_bytes: u64, result_bytes: u64) -> u64 {
-    WORST_JSON_ESCAPE * output_bytes + result_bytes + LOG_OVERHEAD_BYTES
+fn log_limit(output_bytes: u64, result_bytes: u64, files_bytes: u64) -> u64 {
+    WORST_JSON_ESCAPE * output_bytes + result_bytes + report_bytes(files_bytes) + LOG_OVERHEAD_BYTES
 }
 
 #[cfg(test)]
@@ -116,6 +120,7 @@ mod tests {
         assert_eq!(limits.stdout_bytes, 100_000);
         assert_eq!(limits.stderr_bytes, 100_000);
         assert_eq!(limits.result_bytes, 200_000);
+        assert_eq!(limits.output_files_bytes, 200_000);
         let roomy = fit_to_status(settings().defaults().expect("valid"), ROOMY);
         assert_eq!(roomy, settings().defaults().expect("valid"), "a roomy status lowers nothing");
     }
@@ -132,14 +137,15 @@ mod tests {
     #[test]
     fn the_log_limit_covers_a_fully_escaped_envelope() {
         let limits = fit_to_status(settings().defaults().expect("valid"), 400_000);
-        assert_eq!(log_limit_bytes(&limits), 6 * 200_000 + 200_000 + LOG_OVERHEAD_BYTES);
+        assert_eq!(log_limit_bytes(&limits), 6 * 200_000 + 200_000 + report_bytes(200_000) + LOG_OVERHEAD_BYTES);
     }
 
     #[test]
     fn refused_limits_still_bound_the_log_read_by_the_status_budget() {
         let refused = execution(Some(RequestedLimits { memory_mb: Some(1 << 20), ..Default::default() }));
         let budget = status_budget(&refused);
-        let expected = WORST_JSON_ESCAPE * 2 * (budget / 4) + budget / 2 + LOG_OVERHEAD_BYTES;
+        let expected =
+            WORST_JSON_ESCAPE * 2 * (budget / 4) + budget / 2 + report_bytes(budget / 2) + LOG_OVERHEAD_BYTES;
         assert_eq!(log_limit_of(&settings(), &refused), expected);
     }
 }

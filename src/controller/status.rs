@@ -131,6 +131,10 @@ pub fn finished(current: &PythonExecutionStatus, envelope: &Envelope, stamp: Sta
     status.stdout_truncated = Some(envelope.stdout_truncated);
     status.stderr_truncated = Some(envelope.stderr_truncated);
     status.duration_ms = i64::try_from(envelope.duration_ms).ok();
+    // Written only when there are some: a status without files reads as before.
+    status.files = (!envelope.files.is_empty()).then(|| envelope.files.clone());
+    status.files_truncated = envelope.files_truncated.then_some(true);
+    status.files_omitted = (!envelope.files_omitted.is_empty()).then(|| envelope.files_omitted.clone());
     let (reason, message) = if succeeded {
         (REASON_SUCCEEDED, "main() returned a dict".to_string())
     } else {

@@ -183,6 +183,9 @@ pub fn envelope(outcome: Outcome) -> Envelope {
         stdout_truncated: false,
         stderr_truncated: false,
         duration_ms: 15,
+        files: Vec::new(),
+        files_truncated: false,
+        files_omitted: Vec::new(),
     }
 }
 

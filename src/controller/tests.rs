@@ -53,6 +53,9 @@ fn envelope_line() -> Vec<u8> {
         stdout_truncated: false,
         stderr_truncated: false,
         duration_ms: 31,
+        files: Vec::new(),
+        files_truncated: false,
+        files_omitted: Vec::new(),
     };
     let line = serde_json::to_string(&envelope).expect("json");
     format!("INFO supervisor starting\n{line}\n").into_bytes()

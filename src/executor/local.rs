@@ -95,28 +95,19 @@ impl LocalExecutor {
         let run = tokio::spawn(async move {
             metrics.in_flight.inc();
             let started = Instant::now();
-            let kind = pool.as_ref().map(|pool| pool.kind_for(&request.script));
-            let claim = pool.as_ref().zip(kind).map(|(pool, kind)| pool.claim(kind, &request.limits));
+            let kind = pool.as_ref().map(|pool| pool.kind_for(&request.job.script));
+            let claim = pool.as_ref().zip(kind).map(|(pool, kind)| pool.claim(kind, &request.job.limits));
             let start = claim.as_ref().map_or("cold", Claim::start);
             if let (Some(kind), Some(claim)) = (kind, &claim) {
                 metrics.record_claim(kind, claim);
             }
             let finished = match claim {
                 Some(Claim::Hit(ready)) => {
-                    let job = Job { script: request.script, limits: request.limits };
-                    supervisor.run_ready(&request.id, *ready, job, &cancel, request.output.as_ref()).await
+                    supervisor.run_ready(&request.id, *ready, request.job, &cancel, request.output.as_ref()).await
                 }
                 _ => {
                     metrics.cold_starts.inc();
-                    supervisor
-                        .run_cancellable(
-                            &request.id,
-                            &request.script,
-                            &request.limits,
-                            &cancel,
-                            request.output.as_ref(),
-                        )
-                        .await
+                    supervisor.run_cancellable(&request.id, &request.job, &cancel, request.output.as_ref()).await
                 }
             };
             let Finished { envelope, removal } = finished;
@@ -165,7 +156,8 @@ impl Executor for LocalExecutor {
     fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>> {
         async move {
             let id = format!("readyz-{}", uuid::Uuid::new_v4().simple());
-            let envelope = self.supervisor.run(&id, READINESS_SCRIPT, &self.readiness_limits).await;
+            let job = Job::new(READINESS_SCRIPT, self.readiness_limits.clone());
+            let envelope = self.supervisor.run(&id, &job).await;
             match envelope.outcome {
                 Outcome::Success => Ok(()),
                 other => {

@@ -11,18 +11,17 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::sandbox::run::capture::Tap;
-use crate::sandbox::{Envelope, Limits};
+use crate::sandbox::{Envelope, Job};
 
 pub use self::kube::KubeExecutor;
 pub use local::LocalExecutor;
 
-/// One script to run, with the limits already resolved.
+/// One job to run: the script, its limits already resolved, its input files.
 #[derive(Clone, Debug)]
 pub struct ExecutionRequest {
     /// Unique id of the execution, used in logs, metrics and resource names.
     pub id: String,
-    pub script: String,
-    pub limits: Limits,
+    pub job: Job,
     /// Told once the execution leaves the queue and its sandbox starts (an execution's
     /// `running` state); none when nobody asks.
     pub started: Option<Arc<Notify>>,
@@ -73,4 +72,9 @@ pub trait Executor: Send + Sync {
 
     /// Which placement this is, for logs.
     fn name(&self) -> &'static str;
+
+    /// Whether this placement takes jobs with input files.
+    fn carries_input_files(&self) -> bool {
+        true
+    }
 }

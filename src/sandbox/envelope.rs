@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::files::OutputFile;
+
 /// What a finished run amounts to, in one word. The HTTP status and the one-line `error`
 /// follow from it (see `server::response`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +103,19 @@ pub struct Envelope {
     pub stderr_truncated: bool,
     /// Wall-clock time of the run, sandbox set-up included.
     pub duration_ms: u64,
+    /// The files the script left in its output folder; left out of the JSON when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<OutputFile>,
+    /// Whether files of the output folder were left out; present only when some were.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub files_truncated: bool,
+    /// The names of the files left out (at most `files::output::MAX_OMITTED_NAMES`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_omitted: Vec<String>,
+}
+
+fn is_false(flag: &bool) -> bool {
+    !flag
 }
 
 impl Envelope {
@@ -116,6 +131,9 @@ impl Envelope {
             stdout_truncated: false,
             stderr_truncated: false,
             duration_ms: 0,
+            files: Vec::new(),
+            files_truncated: false,
+            files_omitted: Vec::new(),
         }
     }
 }
@@ -319,6 +337,14 @@ mod tests {
         for result in ["[1]", r#""{}""#, r#"{"a":1,"a":2}"#, r#"{"a":"\ud800"}"#] {
             assert!(serde_json::from_str::<Envelope>(&envelope_line(result)).is_err(), "{result}");
         }
+    }
+
+    #[test]
+    fn an_envelope_without_files_has_no_files_keys() {
+        let text = serde_json::to_string(&Envelope::rejected(Outcome::NoMain, "x")).expect("json");
+        assert!(!text.contains("files"), "{text}");
+        let envelope: Envelope = serde_json::from_str(&envelope_line("{}")).expect("an envelope");
+        assert!(envelope.files.is_empty() && !envelope.files_truncated);
     }
 
     #[test]

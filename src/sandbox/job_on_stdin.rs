@@ -92,7 +92,7 @@ mod tests {
     use crate::sandbox::limits::testing::small_limits;
 
     fn job() -> Job {
-        Job { script: "def main():\n    return {'$$': '$(HOME) é'}\n".into(), limits: small_limits() }
+        Job::new("def main():\n    return {'$$': '$(HOME) é'}\n", small_limits())
     }
 
     #[test]

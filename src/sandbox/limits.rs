@@ -35,6 +35,10 @@ pub struct Limits {
     pub stderr_bytes: u64,
     /// Largest serialised result accepted, in bytes.
     pub result_bytes: u64,
+    /// Bytes of output files returned, in all; the files past it are left out and named. (A job
+    /// document without it, from an older controller, returns none.)
+    #[serde(default)]
+    pub output_files_bytes: u64,
 }
 
 impl Limits {
@@ -56,6 +60,7 @@ impl Limits {
             stdout_bytes: Some(self.stdout_bytes),
             stderr_bytes: Some(self.stderr_bytes),
             result_bytes: Some(self.result_bytes),
+            output_files_bytes: Some(self.output_files_bytes),
         }
     }
 }
@@ -108,6 +113,10 @@ pub struct RequestedLimits {
     #[serde(default, alias = "result_bytes", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_073_741_824))]
     pub result_bytes: Option<u64>,
+    /// Bytes of the files the script leaves in its output folder returned, in all.
+    #[serde(default, alias = "output_files_bytes", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_073_741_824))]
+    pub output_files_bytes: Option<u64>,
 }
 
 /// Kubernetes' schemas know int64, not uint64: the limits are described the way the API server
@@ -185,6 +194,13 @@ pub struct LimitSettings {
     /// Largest result cap a request may ask for, in bytes.
     #[arg(long, env = "PYEXEC_MAX_RESULT_BYTES", default_value_t = 64 << 20)]
     pub max_result_bytes: u64,
+    /// Default bytes of output files returned in all (the files of the output folder past it
+    /// are left out, named in `files_omitted`, and `files_truncated` is set).
+    #[arg(long, env = "PYEXEC_OUTPUT_FILES_BYTES", default_value_t = 8 << 20)]
+    pub output_files_bytes: u64,
+    /// Largest output-files cap a request may ask for, in bytes.
+    #[arg(long, env = "PYEXEC_MAX_OUTPUT_FILES_BYTES", default_value_t = 64 << 20)]
+    pub max_output_files_bytes: u64,
 }
 
 /// Why a request's limits were refused.
@@ -213,6 +229,12 @@ impl LimitSettings {
             stdout_bytes: pick("stdout_bytes", requested.stdout_bytes, self.stdout_bytes, self.max_stdout_bytes)?,
             stderr_bytes: pick("stderr_bytes", requested.stderr_bytes, self.stderr_bytes, self.max_stderr_bytes)?,
             result_bytes: pick("result_bytes", requested.result_bytes, self.result_bytes, self.max_result_bytes)?,
+            output_files_bytes: pick(
+                "output_files_bytes",
+                requested.output_files_bytes,
+                self.output_files_bytes,
+                self.max_output_files_bytes,
+            )?,
         })
     }
 
@@ -280,6 +302,7 @@ pub(crate) mod testing {
             stdout_bytes: 1024,
             stderr_bytes: 1024,
             result_bytes: 1024,
+            output_files_bytes: 2048,
         }
     }
 }

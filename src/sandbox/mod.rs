@@ -38,6 +38,7 @@
 //!   job's CPU, file and open-file limits before the script's first line (`_wait_for_job`).
 
 pub mod envelope;
+pub mod files;
 pub mod jail;
 pub mod job;
 pub mod job_on_stdin;
@@ -71,6 +72,8 @@ pub enum SandboxError {
     },
     #[error("starting nsjail: {0}")]
     Spawn(#[source] std::io::Error),
+    #[error("writing the job document: {0}")]
+    JobDocument(#[source] serde_json::Error),
     #[error("a ready sandbox ended before it was ready; its stderr: {0}")]
     NotReady(String),
     #[error("nsjail's {0} pipe was not set up")]

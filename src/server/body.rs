@@ -2,6 +2,7 @@
 //! Code Execution Service's documented examples, or a raw script sent as text/x-python. Pure functions of the content type and the bytes.
 
 use super::distinct_keys::{self, JsonError};
+use crate::sandbox::files::{InputError, InputFiles};
 use crate::sandbox::RequestedLimits;
 
 /// What a caller asked to run.
@@ -9,6 +10,9 @@ use crate::sandbox::RequestedLimits;
 pub struct ScriptRequest {
     pub script: String,
     pub limits: RequestedLimits,
+    /// Files the script finds in its working directory (read as sent; `InputFiles::check`
+    /// holds them to the server's caps once the limits are resolved).
+    pub files: InputFiles,
     /// Things the caller should know about how the body was read.
     pub warnings: Vec<String>,
 }
@@ -22,6 +26,8 @@ pub enum BodyError {
     Invalid(String),
     #[error("\"limits\" is invalid: {0}")]
     InvalidLimits(#[source] serde_json::Error),
+    #[error("{0}")]
+    InvalidFiles(#[from] InputError),
 }
 
 const HOW_TO: &str = "send {\"script\": \"def main(): ...\"} with Content-Type: application/json, \
@@ -59,7 +65,7 @@ pub fn read(kind: Kind, body: &[u8], tolerant: bool) -> Result<ScriptRequest, Bo
             let script = std::str::from_utf8(body).map_err(|e| {
                 BodyError::Invalid(format!("The script is not valid UTF-8 (at byte {})", e.valid_up_to()))
             })?;
-            Ok(ScriptRequest { script: script.to_string(), limits: RequestedLimits::default(), warnings: vec![] })
+            Ok(ScriptRequest::plain(script.to_string(), vec![]))
         }
         Kind::Json => parse_json(body, tolerant),
     }
@@ -81,7 +87,7 @@ fn parse_json(body: &[u8], tolerant: bool) -> Result<ScriptRequest, BodyError> {
                  with everything between the first and last quote taken as the script. Escape quotes \
                  inside the script as \\\" or send it with Content-Type: text/x-python."
             );
-            return Ok(ScriptRequest { script, limits: RequestedLimits::default(), warnings: vec![warning] });
+            return Ok(ScriptRequest::plain(script, vec![warning]));
         }
     }
     Err(BodyError::Invalid(format!("The request body is not valid JSON ({strict_error}): {HOW_TO}")))
@@ -95,6 +101,10 @@ fn from_value(value: serde_json::Value) -> Result<ScriptRequest, BodyError> {
         None | Some(serde_json::Value::Null) => RequestedLimits::default(),
         Some(limits) => serde_json::from_value(limits).map_err(BodyError::InvalidLimits)?,
     };
+    let files = match fields.remove("files") {
+        None | Some(serde_json::Value::Null) => InputFiles::default(),
+        Some(files) => InputFiles::from_json(files)?,
+    };
     let script = match fields.remove("script") {
         None => return Err(BodyError::Invalid(format!("The request body has no \"script\" field: {HOW_TO}"))),
         Some(serde_json::Value::String(script)) => script,
@@ -105,7 +115,14 @@ fn from_value(value: serde_json::Value) -> Result<ScriptRequest, BodyError> {
             )))
         }
     };
-    Ok(ScriptRequest { script, limits, warnings: vec![] })
+    Ok(ScriptRequest { script, limits, files, warnings: vec![] })
+}
+
+impl ScriptRequest {
+    /// A script alone: default limits, no files.
+    fn plain(script: String, warnings: Vec<String>) -> Self {
+        ScriptRequest { script, limits: RequestedLimits::default(), files: InputFiles::default(), warnings }
+    }
 }
 
 fn json_type(value: &serde_json::Value) -> &'static str {
@@ -221,6 +238,19 @@ mod tests {
             request.script,
             "def main():\n  print(\"This should not be in output\")\n  return {\"result\": 123}"
         );
+    }
+
+    #[test]
+    fn files_are_read_beside_the_script_and_bad_ones_named() {
+        let body = br#"{"script": "def main(): return {}", "files": {"a.csv": "x\n", "b": {"base64": "AA=="}}}"#;
+        let request = parse(JSON, body, true).expect("valid");
+        assert_eq!(request.files.len(), 2);
+        let body = br#"{"script": "def main(): return {}", "files": {"../a": "x"}}"#;
+        let err = parse(JSON, body, true).expect_err("a path");
+        assert!(matches!(&err, BodyError::InvalidFiles(_)), "{err}");
+        assert!(err.to_string().contains("never a path"), "{err}");
+        let body = br#"{"script": "def main(): return {}", "files": {"a": "x", "a": "y"}}"#;
+        assert!(parse(JSON, body, true).expect_err("twice").to_string().contains("appears twice"));
     }
 
     #[test]

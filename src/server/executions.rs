@@ -56,7 +56,7 @@ pub async fn submit(
     ExecuteBody(request): ExecuteBody,
 ) -> Result<Response, ApiError> {
     let executions = &state.executions;
-    let (execution, answered) = super::prepare(&state, &request)?;
+    let super::Prepared { execution, answered, .. } = super::prepare(&state, &request)?;
     let submission = Submission { request: execution, warnings: request.warnings.clone(), answered };
     let record = executions.submit(submission).await.map_err(error)?;
     let location = format!("/executions/{}", record.id);

@@ -57,6 +57,6 @@ fn body_error(err: BodyError) -> ApiError {
             ApiError::refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, Rejection::ContentType, message)
         }
         BodyError::Invalid(message) => ApiError::invalid(message),
-        err @ BodyError::InvalidLimits(_) => ApiError::invalid(err.to_string()),
+        err @ (BodyError::InvalidLimits(_) | BodyError::InvalidFiles(_)) => ApiError::invalid(err.to_string()),
     }
 }

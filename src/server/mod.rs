@@ -28,7 +28,8 @@ use crate::executions::Executions;
 use crate::executor::{ExecuteError, ExecutionRequest, Executor};
 use crate::metrics::{Metrics, Rejection};
 use crate::sandbox::envelope::NO_MAIN_MESSAGE;
-use crate::sandbox::{Envelope, LimitSettings, Outcome};
+use crate::sandbox::files::InputFileSettings;
+use crate::sandbox::{Envelope, Job, LimitSettings, Outcome};
 use body::ScriptRequest;
 use error::ApiError;
 use extract::ExecuteBody;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub max_request_bytes: usize,
     pub max_script_bytes: usize,
+    /// The caps on a request's input files.
+    pub input_files: InputFileSettings,
     pub tolerant_json: bool,
     /// Who may call: origins, hosts, the bearer token.
     pub guard: Guard,
@@ -83,7 +86,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 async fn execute(State(state): State<Arc<AppState>>, ExecuteBody(request): ExecuteBody) -> Result<Response, ApiError> {
-    let (execution, answered) = prepare(&state, &request)?;
+    let Prepared { execution, answered, input_bytes } = prepare(&state, &request)?;
     let id = execution.id.clone();
     let envelope = match answered {
         Some(envelope) => envelope,
@@ -95,19 +98,39 @@ async fn execute(State(state): State<Arc<AppState>>, ExecuteBody(request): Execu
         duration_ms = envelope.duration_ms,
         returncode = envelope.returncode,
         script_bytes = request.script.len(),
+        input_bytes,
+        output_files = envelope.files.len(),
         "execution finished"
     );
     let (status, body) = response::to_http(&id, &envelope, &request.warnings);
     Ok((status, Json(body)).into_response())
 }
 
-/// What POST /execute and POST /executions both decide before any sandbox: the limits (400 when
-/// the request asks past them), a new id, and the answer when the script cannot define main().
-fn prepare(state: &AppState, request: &ScriptRequest) -> Result<(ExecutionRequest, Option<Envelope>), ApiError> {
+/// What POST /execute and POST /executions both decide before any sandbox.
+struct Prepared {
+    execution: ExecutionRequest,
+    /// The answer when the script cannot define main().
+    answered: Option<Envelope>,
+    /// The input files' size, decoded.
+    input_bytes: u64,
+}
+
+/// The limits and the input files (400 when the request asks past a maximum or a placement
+/// cannot take files), a new id, and the answer when the script cannot define main().
+fn prepare(state: &AppState, request: &ScriptRequest) -> Result<Prepared, ApiError> {
     let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let input_bytes = request.files.check(&state.input_files, &limits).map_err(|e| ApiError::invalid(e.to_string()))?;
+    if !request.files.is_empty() && !state.executor.carries_input_files() {
+        return Err(ApiError::invalid(format!(
+            "files: the {} executor does not carry input files; send the script alone",
+            state.executor.name()
+        )));
+    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let answered = (!mentions_main(&request.script)).then(|| Envelope::rejected(Outcome::NoMain, NO_MAIN_MESSAGE));
-    Ok((ExecutionRequest { id, script: request.script.clone(), limits, started: None, output: None }, answered))
+    let job = Job { script: request.script.clone(), limits, files: request.files.clone() };
+    let execution = ExecutionRequest { id, job, started: None, output: None };
+    Ok(Prepared { execution, answered, input_bytes })
 }
 
 /// Counts the refusals the routes and the guard answered with, by the reason they carry.

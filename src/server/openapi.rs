@@ -115,7 +115,16 @@ pub fn document() -> Value {
                     "required": ["script"],
                     "properties": {
                         "script": {"type": "string", "description": "Python source defining main()"},
-                        "limits": {"$ref": "#/components/schemas/Limits"}
+                        "limits": {"$ref": "#/components/schemas/Limits"},
+                        "files": {
+                            "type": "object",
+                            "description": "Files the script finds read-only in its working directory, by plain file name (no '/', not '.' or '..', at most 255 bytes): text, or {\"base64\": ...}. At most --max-input-files files of --max-input-files-bytes in all (local executor)",
+                            "additionalProperties": {"oneOf": [
+                                {"type": "string"},
+                                {"type": "object", "required": ["base64"], "additionalProperties": false,
+                                 "properties": {"base64": {"type": "string", "format": "byte"}}}
+                            ]}
+                        }
                     }
                 },
                 "Limits": limits_schema(),
@@ -132,6 +141,10 @@ pub fn document() -> Value {
                         "duration_ms": {"type": "integer"},
                         "stdout_truncated": {"type": "boolean"},
                         "stderr_truncated": {"type": "boolean"},
+                        "files": {"type": "array", "description": "Regular files the script left in output/ (and open matplotlib figures as figure-<n>.png); present only when there are some",
+                                  "items": {"$ref": "#/components/schemas/OutputFile"}},
+                        "files_truncated": {"type": "boolean", "description": "Present, true, when files of output/ were left out"},
+                        "files_omitted": {"type": "array", "items": {"type": "string"}, "description": "The names left out (a folder's ends with '/')"},
                         "warnings": {"type": "array", "items": {"type": "string"}}
                     }
                 },
@@ -148,6 +161,16 @@ pub fn document() -> Value {
                         "location": {"type": "string", "description": "Where to find it (in POST's answer)"},
                         "http_status": {"type": "integer", "description": "The status POST /execute would have answered"},
                         "response": {"$ref": "#/components/schemas/ExecuteResponse"}
+                    }
+                },
+                "OutputFile": {
+                    "type": "object",
+                    "required": ["name", "size", "media_type", "content_base64"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "size": {"type": "integer"},
+                        "media_type": {"type": "string"},
+                        "content_base64": {"type": "string", "format": "byte"}
                     }
                 },
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}

@@ -87,6 +87,14 @@ fn full_body(id: &str, envelope: &Envelope) -> Value {
     body.insert("duration_ms".into(), json!(envelope.duration_ms));
     body.insert("stdout_truncated".into(), json!(envelope.stdout_truncated));
     body.insert("stderr_truncated".into(), json!(envelope.stderr_truncated));
+    // Only when the script left files: a response without them is exactly what it always was.
+    if !envelope.files.is_empty() {
+        body.insert("files".into(), json!(envelope.files));
+    }
+    if envelope.files_truncated {
+        body.insert("files_truncated".into(), json!(true));
+        body.insert("files_omitted".into(), json!(envelope.files_omitted));
+    }
     Value::Object(body)
 }
 
@@ -111,6 +119,9 @@ mod tests {
             stdout_truncated: false,
             stderr_truncated: false,
             duration_ms: 12,
+            files: Vec::new(),
+            files_truncated: false,
+            files_omitted: Vec::new(),
         }
     }
 
@@ -137,6 +148,28 @@ mod tests {
         let text = serde_json::to_string(&body).expect("json");
         assert!(text.starts_with(r#"{"result":{"z": 1, "a": [1.0, 1e+16]},"stdout":"out\n","#), "{text}");
         assert!(text.ends_with(r#","warnings":["w"]}"#), "{text}");
+    }
+
+    #[test]
+    fn output_files_and_what_was_left_out_are_added_only_when_there_are_some() {
+        let mut e = envelope(Outcome::Success);
+        let (_, body) = to_http("x", &e, &[]);
+        let keys: Vec<&String> = body.as_object().expect("object").keys().collect();
+        assert!(!keys.iter().any(|key| key.starts_with("files")), "{keys:?}");
+        e.files = vec![crate::sandbox::files::OutputFile {
+            name: "a.png".to_string().try_into().expect("a name"),
+            size: 1,
+            media_type: "image/png".into(),
+            content_base64: "AA==".into(),
+        }];
+        e.files_truncated = true;
+        e.files_omitted = vec!["big.bin".into()];
+        let (_, body) = to_http("x", &e, &[]);
+        assert_eq!(
+            body["files"],
+            json!([{"name": "a.png", "size": 1, "media_type": "image/png", "content_base64": "AA=="}])
+        );
+        assert_eq!((&body["files_truncated"], &body["files_omitted"]), (&json!(true), &json!(["big.bin"])));
     }
 
     #[test]

@@ -222,7 +222,7 @@ fn stdin_readonly() {
 
 /// Only nsjail-gvisor.cfg's fixed variables: no secret, no setting of the supervisor's.
 fn assert_clean_environment(run: &Run, envelope: &Envelope) {
-    const ALLOWED: [&str; 13] = [
+    const ALLOWED: [&str; 14] = [
         "LANG",
         "LC_ALL",
         "PYTHONIOENCODING",
@@ -236,6 +236,7 @@ fn assert_clean_environment(run: &Run, envelope: &Envelope) {
         "TMPDIR",
         "PATH",
         "MPLCONFIGDIR",
+        "MPLBACKEND",
     ];
     assert_eq!(envelope.outcome, Outcome::Success, "{}: {envelope:?}", run.name);
     let result = run.result(envelope);

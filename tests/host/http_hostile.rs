@@ -177,6 +177,7 @@ def main():
             "LANG",
             "LC_ALL",
             "MKL_NUM_THREADS",
+            "MPLBACKEND",
             "MPLCONFIGDIR",
             "NUMEXPR_NUM_THREADS",
             "OMP_NUM_THREADS",

@@ -25,6 +25,7 @@ fn limits() -> Limits {
         stdout_bytes: 10,
         stderr_bytes: 1000,
         result_bytes: 1000,
+        output_files_bytes: 1000,
     }
 }
 
@@ -71,7 +72,7 @@ fn assert_ran_under_the_job(envelope: &Value) {
 
 #[test]
 fn a_job_on_stdin_runs_under_its_own_limits() {
-    let job = serde_json::to_vec(&Job { script: SCRIPT.into(), limits: limits() }).expect("json");
+    let job = serde_json::to_vec(&Job::new(SCRIPT, limits())).expect("json");
     assert_ran_under_the_job(&envelope(&sandbox(&job)));
 }
 

@@ -37,11 +37,12 @@ fn defaults() -> Limits {
         stdout_bytes: 1 << 20,
         stderr_bytes: 1 << 20,
         result_bytes: 4 << 20,
+        output_files_bytes: 8 << 20,
     }
 }
 
 fn job(script: &str, limits: Limits) -> Vec<u8> {
-    serde_json::to_vec(&Job { script: script.into(), limits }).expect("a job as JSON")
+    serde_json::to_vec(&Job::new(script, limits)).expect("a job as JSON")
 }
 
 /// A `pyexec sandbox --job-on-stdin` that has written its readiness marker and waits.

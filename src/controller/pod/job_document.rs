@@ -16,7 +16,7 @@ pub struct JobTooLarge {
 
 /// The document for `script` under `limits`; refused above what a sandbox reads.
 pub fn job_document(script: &str, limits: &Limits) -> Result<Vec<u8>, JobTooLarge> {
-    let job = Job { script: script.to_string(), limits: limits.clone() };
+    let job = Job::new(script, limits.clone());
     // A String and integers always serialise.
     let bytes = serde_json::to_vec(&job).unwrap_or_default();
     if bytes.len() > MAX_JOB_BYTES {
@@ -35,7 +35,7 @@ mod tests {
         let script = "def main():\n    return {'a': '$(HOME)', 'b': '$$', 'c': '$', 'd': 'é\\u0000'}\n";
         let bytes = job_document(script, &limits()).expect("fits");
         let job: Job = serde_json::from_slice(&bytes).expect("a job document");
-        assert_eq!(job, Job { script: script.into(), limits: limits() });
+        assert_eq!(job, Job::new(script, limits()));
     }
 
     #[test]

@@ -241,10 +241,12 @@ pub(super) fn env_var(name: &str, value: &str) -> EnvVar {
 }
 
 /// Memory of the pod: the script's limit, its in-memory /tmp, the supervisor, and the output the
-/// supervisor holds twice (captured, then as JSON). Above the script's limit, so the script
-/// meets its own limit (a clean memory_limit outcome) before the pod is OOM-killed.
+/// supervisor holds twice (captured, then as JSON), output files included. Above the script's
+/// limit, so the script meets its own limit (a clean memory_limit outcome) before the pod is
+/// OOM-killed.
 pub fn pod_memory_mb(limits: &Limits) -> u64 {
-    let output = 2 * (limits.stdout_bytes + limits.stderr_bytes + limits.result_bytes);
+    let files = crate::sandbox::files::output::report_bytes(limits.output_files_bytes);
+    let output = 2 * (limits.stdout_bytes + limits.stderr_bytes + limits.result_bytes + files);
     limits.memory_mb + limits.tmp_mb + SUPERVISOR_MEMORY_MB + output.div_ceil(MIB)
 }
 
@@ -388,7 +390,9 @@ mod tests {
         assert_eq!(requests["ephemeral-storage"], limits["ephemeral-storage"]);
         assert_eq!(limits["cpu"].0, "1000m");
         assert_eq!(requests["cpu"].0, "200m");
-        let memory_mb = 512 + 64 + SUPERVISOR_MEMORY_MB + 12;
+        // Stdout, stderr and result (1 + 1 + 4 MiB) and 8 MiB of output files, held twice.
+        let output = 2 * ((6 << 20) + crate::sandbox::files::output::report_bytes(8 << 20));
+        let memory_mb = 512 + 64 + SUPERVISOR_MEMORY_MB + output.div_ceil(1 << 20);
         assert_eq!(limits["memory"].0, format!("{memory_mb}Mi"));
         assert!(limits.contains_key("ephemeral-storage"));
     }

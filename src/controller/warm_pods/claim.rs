@@ -24,6 +24,7 @@ pub fn job_fits(pool: &Limits, job: &Limits) -> bool {
         && job.stdout_bytes <= pool.stdout_bytes
         && job.stderr_bytes <= pool.stderr_bytes
         && job.result_bytes <= pool.result_bytes
+        && job.output_files_bytes <= pool.output_files_bytes
         && job.file_size_mb <= pool.file_size_mb
 }
 
@@ -120,6 +121,7 @@ mod tests {
         assert!(!job_fits(&pool, &Limits { memory_mb: pool.memory_mb + 1, ..pool.clone() }));
         assert!(!job_fits(&pool, &Limits { tmp_mb: pool.tmp_mb / 2, ..pool.clone() }));
         assert!(!job_fits(&pool, &Limits { result_bytes: pool.result_bytes + 1, ..pool.clone() }));
+        assert!(!job_fits(&pool, &Limits { output_files_bytes: pool.output_files_bytes + 1, ..pool.clone() }));
         assert!(job_fits(&pool, &Limits { memory_mb: pool.memory_mb / 2, max_pids: 1, ..pool.clone() }));
     }
 

@@ -130,7 +130,7 @@ impl KubeExecutor {
     /// Waits for the execution `name` to finish and reads its envelope.
     async fn answer(&self, name: &str, request: &ExecutionRequest, started: Instant) -> Result<Envelope, ExecuteError> {
         let name = name.to_string();
-        let wait = request.limits.timeout() + Duration::from_secs(self.settings.kube_extra_wait_seconds);
+        let wait = request.job.limits.timeout() + Duration::from_secs(self.settings.kube_extra_wait_seconds);
         let key = ObjectRef::new(&name).within(&self.namespace);
         let finished = match self.watch.wait_finished(&key, tokio::time::Instant::now() + wait).await {
             Ok(finished) => finished,
@@ -227,6 +227,11 @@ impl Executor for KubeExecutor {
     fn name(&self) -> &'static str {
         "kubernetes"
     }
+
+    /// A PythonExecution's spec holds a script and limits, no files.
+    fn carries_input_files(&self) -> bool {
+        false
+    }
 }
 
 /// A stored execution by its name or its request's id, from the shared watch's store.
@@ -239,8 +244,8 @@ fn find(store: &Store<PythonExecution>, namespace: &str, name_or_id: &str) -> Op
 /// The PythonExecution for one request: a generated name, the resolved limits, a TTL.
 pub fn new_execution(request: &ExecutionRequest, ttl_seconds: i64) -> PythonExecution {
     let spec = PythonExecutionSpec {
-        script: request.script.clone(),
-        limits: Some(request.limits.requested()),
+        script: request.job.script.clone(),
+        limits: Some(request.job.limits.requested()),
         ttl_seconds_after_finished: Some(ttl_seconds.max(0)),
     };
     let mut execution = PythonExecution::new("", spec);
@@ -262,8 +267,7 @@ mod tests {
         let limits = crate::sandbox::limits::testing::default_limits();
         ExecutionRequest {
             id: "abc123".into(),
-            script: "def main(): return {}".into(),
-            limits,
+            job: crate::sandbox::Job::new("def main(): return {}", limits),
             started: None,
             output: None,
         }
@@ -292,7 +296,7 @@ mod tests {
         assert_eq!(execution.labels()[LABEL_REQUEST_ID], "abc123");
         assert_eq!(execution.spec.ttl_seconds_after_finished, Some(600));
         let limits = execution.spec.limits.expect("limits");
-        assert_eq!(limits, request().limits.requested());
+        assert_eq!(limits, request().job.limits.requested());
         assert_eq!(limits.memory_mb, Some(512));
     }
 

@@ -4,9 +4,9 @@
 # The harness is one program made of this folder's files, concatenated in this order
 # (HARNESS in src/sandbox/jail/nsjail.rs): common.py (start-up, converting the value, the
 # report), ready.py (a ready sandbox waits for its job and applies its limits), template.py (the
-# pool's template, the keeper and the forked sandbox), run.py (running one script; its last
-# line starts the harness). Each part uses only what the parts before it define at the top
-# level.
+# pool's template, the keeper and the forked sandbox), files.py (a job's input files, the
+# output folder, figures), run.py (running one script; its last line starts the harness). Each
+# part uses only what the parts before it define at the top level.
 #
 # Start-up time is most of a small script's cost, so the happy path imports only json; the
 # modules for tracebacks and signatures load when they are needed.
@@ -35,13 +35,18 @@ sys.path.append(f"{_env}/lib/python{sys.version_info[0]}.{sys.version_info[1]}/s
 # A ready sandbox imports these before its job arrives; None on the cold path. Without cgroups
 # (inside gVisor) it also lowers RLIMIT_AS and RLIMIT_NPROC to its job's ("lower=as,nproc").
 # The pool's template ("template=<control fd> filter=<hex>") forks ready sandboxes instead of
-# running a script (_serve_template).
+# running a script (_serve_template). A cold run says how many bytes of output files it returns
+# ("out=<bytes>"); a ready sandbox learns it, and its input files, from its job.
 _PRELOAD = None
 _LOWER = ()
 _TEMPLATE = None
 _FILTER = ""
+_OUT_BYTES = 0
+_INPUT_FILES = {}
 for _arg in sys.argv[2:]:
-    if _arg.startswith("preload="):
+    if _arg.startswith("out="):
+        _OUT_BYTES = int(_arg[len("out="):])
+    elif _arg.startswith("preload="):
         _PRELOAD = [name for name in _arg[len("preload="):].split(",") if name]
     elif _arg.startswith("lower="):
         _LOWER = _arg[len("lower="):].split(",")

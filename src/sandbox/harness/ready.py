@@ -7,7 +7,8 @@ _MIB = 1024 * 1024
 def _wait_for_job():
     """A ready sandbox (of the pool, or of a sandbox pod): import the preloaded modules, tell the
     supervisor (one byte on the result pipe), then wait for exactly one job, a JSON
-    `sandbox::Job`, on stdin. Its limits are put in place before any of its code runs: the CPU
+    `sandbox::Job`, on stdin; its input files and output-files cap are kept for files.py. Its
+    limits are put in place before any of its code runs: the CPU
     limit counts from now (the CPU spent importing is added), and the file-size and open-file
     limits are lowered, soft and hard, so the script cannot raise them again; so are memory
     (RLIMIT_AS) and processes (RLIMIT_NPROC) when `_LOWER` names them (no cgroups, as inside
@@ -16,6 +17,7 @@ def _wait_for_job():
     import json
     import resource
 
+    global _INPUT_FILES, _OUT_BYTES
     for name in _PRELOAD:
         __import__(name)
     _write(_result_fd, b"R")
@@ -29,9 +31,11 @@ def _wait_for_job():
         open_files = int(limits["open_files"])
         memory = int(limits["memory_mb"]) * _MIB
         processes = int(limits["max_pids"])
-        if not isinstance(source, str):
+        _OUT_BYTES = int(limits.get("output_files_bytes", 0))
+        _INPUT_FILES = job.get("files", {})
+        if not isinstance(source, str) or not isinstance(_INPUT_FILES, dict):
             raise TypeError("script")
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         # No job (the pool is shutting down) or not one the supervisor writes: run nothing.
         _exit(125)
     usage = resource.getrusage(resource.RUSAGE_SELF)

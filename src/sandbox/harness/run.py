@@ -80,6 +80,8 @@ def _main():
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
+    if _INPUT_FILES:
+        _write_input_files(_INPUT_FILES)
     try:
         source = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -129,7 +131,14 @@ def _main():
         _fail("unserializable", "result: nested too deeply to convert to JSON")
     except BaseException as exc:
         _fail("unserializable", f"result: converting to JSON failed: {_one_line(exc)}")
-    _report({"ok": True, "result": result}, 0)
+    _save_figures()
+    files, omitted = _output_files()
+    report = {"ok": True, "result": result}
+    if files:
+        report["files"] = files
+    if omitted:
+        report["files_omitted"] = omitted
+    _report(report, 0)
 
 
 _main()

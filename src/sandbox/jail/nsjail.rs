@@ -33,6 +33,7 @@ pub const HARNESS: &str = concat!(
     include_str!("../harness/common.py"),
     include_str!("../harness/ready.py"),
     include_str!("../harness/template.py"),
+    include_str!("../harness/files.py"),
     include_str!("../harness/run.py"),
 );
 
@@ -51,12 +52,16 @@ pub enum Harness {
 
 impl Harness {
     /// The interpreter's arguments after the flags:
-    /// `-c <program> RESULT_FD [preload=<modules> [lower=<rlimits>]] [byte code]`.
-    fn program_args(&self, start: &Start, cgroups: CgroupLimits) -> Vec<String> {
+    /// `-c <program> RESULT_FD [out=<bytes> | preload=<modules> [lower=<rlimits>]] [byte code]`
+    /// (a cold run's cap on output files; a ready one's comes with its job).
+    fn program_args(&self, start: &Start, cgroups: CgroupLimits, limits: &Limits) -> Vec<String> {
         let mut args = match self {
             Harness::Source => vec!["-c".into(), HARNESS.into(), RESULT_FD.to_string()],
             Harness::Compiled(_) => vec!["-c".into(), LOAD_COMPILED.into(), RESULT_FD.to_string()],
         };
+        if let Start::Cold = start {
+            args.push(format!("out={}", limits.output_files_bytes));
+        }
         if let Start::Ready { preload, .. } | Start::Template { preload, .. } = start {
             args.push(format!("preload={}", preload.join(",")));
             let lowered = lowered_by_harness(cgroups);
@@ -271,7 +276,7 @@ pub fn nsjail_args(
     push("-I".into());
     push("-S".into());
     push("-B".into());
-    for arg in paths.harness.program_args(start, cgroups) {
+    for arg in paths.harness.program_args(start, cgroups, limits) {
         push(arg);
     }
     args
@@ -380,11 +385,12 @@ mod tests {
     #[test]
     fn compiled_harness_byte_code_is_the_last_argument_and_the_fd_stays_first() {
         let args = args_for(&Start::Cold, WITH_CGROUPS);
-        let tail: Vec<String> = args[args.len() - 3..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(tail, [LOAD_COMPILED, "3", "00ff"]);
+        let tail: Vec<String> = args[args.len() - 4..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(tail, [LOAD_COMPILED, "3", "out=2048", "00ff"]);
         let source = JailPaths { harness: Harness::Source, ..paths() };
         let args = nsjail_args(&source, &limits(), WITH_CGROUPS, &Start::Cold, &Identity::Configured);
-        assert_eq!(args.last().map(|a| a.to_string_lossy().into_owned()), Some("3".to_string()));
+        let tail: Vec<String> = args[args.len() - 2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(tail, ["3", "out=2048"], "a cold run's cap on output files follows the result fd");
     }
 
     #[test]

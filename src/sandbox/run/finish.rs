@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::capture::{read_tail, Captured, Reading, Stream, Tap};
 use super::removal::{Finished, Removal};
 use super::supervisor::Supervisor;
-use super::verdict::{decide, RunFacts, Verdict};
+use super::verdict::{decide, report_limit, RunFacts, Verdict};
 use crate::sandbox::envelope::{Envelope, Outcome};
 use crate::sandbox::jail::cgroup::RunCgroup;
 use crate::sandbox::jail::nsjail::{self, ChildStatus};
@@ -57,8 +57,8 @@ impl Supervisor {
         let mut output = Output {
             stdout: Reading::start(stdout, limits.stdout_bytes, tap.map(|tap| (tap.clone(), Stream::Stdout))),
             stderr: Reading::start(stderr, limits.stderr_bytes, tap.map(|tap| (tap.clone(), Stream::Stderr))),
-            // The report ends with a newline, which the result limit does not count.
-            report: Reading::start(result, limits.result_bytes + 1, None),
+            // main()'s result, the newline that ends the report, and the output files.
+            report: Reading::start(result, report_limit(limits), None),
         };
         let log_task = tokio::spawn(read_tail(log, LOG_TAIL_BYTES));
 
@@ -196,6 +196,7 @@ struct Output {
 }
 
 fn envelope(verdict: Verdict, stdout: &Captured, stderr: &Captured, elapsed_ms: u64) -> Envelope {
+    let files_truncated = verdict.files.truncated();
     Envelope {
         outcome: verdict.outcome,
         result: verdict.result,
@@ -206,6 +207,9 @@ fn envelope(verdict: Verdict, stdout: &Captured, stderr: &Captured, elapsed_ms: 
         stdout_truncated: stdout.truncated(),
         stderr_truncated: stderr.truncated(),
         duration_ms: elapsed_ms,
+        files: verdict.files.files,
+        files_truncated,
+        files_omitted: verdict.files.omitted,
     }
 }
 

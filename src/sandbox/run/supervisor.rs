@@ -166,11 +166,10 @@ impl Supervisor {
         &self.inner.paths
     }
 
-    /// Runs one script to completion under `limits`. Never fails: every problem, the sandbox's
-    /// own included, is described in the envelope.
-    /// Returns once the sandbox is gone.
-    pub async fn run(&self, run_id: &str, script: &str, limits: &Limits) -> Envelope {
-        let finished = self.run_cancellable(run_id, script, limits, &CancellationToken::new(), None).await;
+    /// Runs one job to completion. Never fails: every problem, the sandbox's own included, is
+    /// described in the envelope. Returns once the sandbox is gone.
+    pub async fn run(&self, run_id: &str, job: &Job) -> Envelope {
+        let finished = self.run_cancellable(run_id, job, &CancellationToken::new(), None).await;
         finished.removal.wait().await;
         finished.envelope
     }
@@ -182,13 +181,12 @@ impl Supervisor {
     pub async fn run_cancellable(
         &self,
         run_id: &str,
-        script: &str,
-        limits: &Limits,
+        job: &Job,
         cancel: &CancellationToken,
         tap: Option<&Tap>,
     ) -> Finished {
         let started = Instant::now();
-        let finished = match self.run_jailed(run_id, script, limits, started, cancel, tap).await {
+        let finished = match self.run_jailed(run_id, job, started, cancel, tap).await {
             Ok(finished) => finished,
             Err(err) => {
                 tracing::error!(run_id, error = %err, "sandbox could not run");
@@ -199,17 +197,28 @@ impl Supervisor {
         finished.timed(started)
     }
 
+    /// A cold run: the bare script on stdin. A job with input files is handed whole to a jail
+    /// started ready with nothing preloaded, since only a job document carries files.
     async fn run_jailed(
         &self,
         run_id: &str,
-        script: &str,
-        limits: &Limits,
+        job: &Job,
         started: Instant,
         cancel: &CancellationToken,
         tap: Option<&Tap>,
     ) -> Result<Finished, SandboxError> {
-        let jail = self.start_jail(run_id, limits, &Start::Cold, Vec::new())?;
-        Ok(self.finish(run_id, jail, script.as_bytes().to_vec(), limits, started, Watched { cancel, tap }).await)
+        let limits = &job.limits;
+        let watched = Watched { cancel, tap };
+        if job.files.is_empty() {
+            let jail = self.start_jail(run_id, limits, &Start::Cold, Vec::new())?;
+            return Ok(self.finish(run_id, jail, job.script.as_bytes().to_vec(), limits, started, watched).await);
+        }
+        let document = serde_json::to_vec(job).map_err(SandboxError::JobDocument)?;
+        // nsjail's time limit as a cold run's, plus the moment the harness takes to say it is ready.
+        let backstop_seconds = limits.timeout_ms.div_ceil(1000) + 2;
+        let start = Start::Ready { preload: Vec::new(), backstop_seconds };
+        let jail = ready_jail(self.start_jail(run_id, limits, &start, Vec::new())?).await?;
+        Ok(self.finish(run_id, jail, document, limits, started, watched).await)
     }
 
     /// Starts a ready sandbox: a jail whose interpreter imports `preload` and then waits for

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::sandbox::envelope::{Outcome, ResultJson};
+use crate::sandbox::files::output::{self, OutputFiles, ReportedFile};
 use crate::sandbox::jail::nsjail::ChildStatus;
 use crate::sandbox::limits::Limits;
 
@@ -18,9 +19,9 @@ pub struct RunFacts<'a> {
     pub oom_killed: bool,
     /// How the jailed process ended, from nsjail's log.
     pub child: Option<ChildStatus>,
-    /// The bytes the harness wrote on the result channel (at most the result limit).
+    /// The bytes the harness wrote on the result channel (at most `report_limit`).
     pub report: &'a [u8],
-    /// More than the result limit arrived on the result channel.
+    /// More than `report_limit` arrived on the result channel.
     pub report_overflow: bool,
     pub elapsed_ms: u64,
     /// RLIMIT_AS is the run's only memory bound (inside gVisor), so a MemoryError that ended
@@ -38,6 +39,15 @@ pub struct Verdict {
     pub result: Option<ResultJson>,
     pub returncode: i32,
     pub error: Option<String>,
+    /// The output files a successful run returns.
+    pub files: OutputFiles,
+}
+
+/// The most bytes a harness's report may take under `limits`: main()'s result, its end of line,
+/// and the output files (`files::output::report_bytes`). The result alone is held to
+/// `result_bytes` once the report is read.
+pub fn report_limit(limits: &Limits) -> u64 {
+    limits.result_bytes + 1 + output::report_bytes(limits.output_files_bytes)
 }
 
 /// The harness's report, exactly as the harness writes it (`harness/common.py`, `_report`): a field it does not write, or one
@@ -52,6 +62,10 @@ struct Report<'a> {
     kind: Option<String>,
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    files: Vec<ReportedFile>,
+    #[serde(default)]
+    files_omitted: Vec<String>,
 }
 
 const SIGKILL: i32 = 9;
@@ -62,7 +76,13 @@ pub fn decide(facts: &RunFacts) -> Verdict {
         Some(ChildStatus::Signaled(signal)) => -signal,
         None => -SIGKILL,
     };
-    let failed = |outcome, message: String| Verdict { outcome, result: None, returncode, error: Some(message) };
+    let failed = |outcome, message: String| Verdict {
+        outcome,
+        result: None,
+        returncode,
+        error: Some(message),
+        files: OutputFiles::default(),
+    };
 
     if facts.timed_out {
         return Verdict {
@@ -80,10 +100,7 @@ pub fn decide(facts: &RunFacts) -> Verdict {
         );
     }
     if facts.report_overflow {
-        return failed(
-            Outcome::ResultTooLarge,
-            format!("main()'s result is larger than the result limit of {} bytes", facts.limits.result_bytes),
-        );
+        return failed(Outcome::ResultTooLarge, too_large(facts.limits));
     }
     if !facts.report.is_empty() {
         return match serde_json::from_slice::<Report>(facts.report) {
@@ -91,7 +108,7 @@ pub fn decide(facts: &RunFacts) -> Verdict {
                 Outcome::MemoryLimit,
                 format!("Memory limit of {} MiB exceeded (MemoryError)", facts.limits.memory_mb),
             ),
-            Ok(report) => from_report(report, returncode).unwrap_or_else(|err| {
+            Ok(report) => from_report(report, returncode, facts.limits).unwrap_or_else(|err| {
                 failed(Outcome::NoResult, format!("The result channel held an invalid report ({err})"))
             }),
             Err(err) => failed(Outcome::NoResult, format!("The result channel held an invalid report ({err})")),
@@ -127,19 +144,38 @@ fn is_memory_error(report: &Report) -> bool {
         && report.message.as_deref().is_some_and(|m| m == "MemoryError" || m.starts_with("MemoryError:"))
 }
 
-/// The verdict a well-formed report gives; an error when its result is not one JSON object.
-fn from_report(report: Report, returncode: i32) -> Result<Verdict, serde_json::Error> {
+/// Why a well-formed report cannot be taken as it is.
+#[derive(Debug, thiserror::Error)]
+enum ReportError {
+    #[error("{0}")]
+    Result(#[from] serde_json::Error),
+    #[error("{0}")]
+    Files(#[from] output::ReportedFilesError),
+}
+
+/// The verdict a well-formed report gives; an error when its result is not one JSON object or
+/// its files are not what the harness writes.
+fn from_report(report: Report, returncode: i32, limits: &Limits) -> Result<Verdict, ReportError> {
     if report.ok {
         return Ok(match report.result {
+            Some(raw) if raw.get().len() as u64 > limits.result_bytes => Verdict {
+                outcome: Outcome::ResultTooLarge,
+                result: None,
+                returncode,
+                error: Some(too_large(limits)),
+                files: OutputFiles::default(),
+            },
             Some(raw) => {
                 let result = ResultJson::from_raw(raw)?;
-                Verdict { outcome: Outcome::Success, result: Some(result), returncode, error: None }
+                let files = OutputFiles::accept(report.files, report.files_omitted, limits.output_files_bytes)?;
+                Verdict { outcome: Outcome::Success, result: Some(result), returncode, error: None, files }
             }
             None => Verdict {
                 outcome: Outcome::NoResult,
                 result: None,
                 returncode,
                 error: Some("The harness reported success without a result".into()),
+                files: OutputFiles::default(),
             },
         });
     }
@@ -155,7 +191,11 @@ fn from_report(report: Report, returncode: i32) -> Result<Verdict, serde_json::E
         _ => Outcome::NoResult,
     };
     let message = report.message.unwrap_or_else(|| "The script failed".into());
-    Ok(Verdict { outcome, result: None, returncode, error: Some(message) })
+    Ok(Verdict { outcome, result: None, returncode, error: Some(message), files: OutputFiles::default() })
+}
+
+fn too_large(limits: &Limits) -> String {
+    format!("main()'s result is larger than the result limit of {} bytes", limits.result_bytes)
 }
 
 fn seconds(ms: u64) -> String {
@@ -187,6 +227,7 @@ mod tests {
             stdout_bytes: 100,
             stderr_bytes: 100,
             result_bytes: 100,
+            output_files_bytes: 100,
         }
     }
 
@@ -362,7 +403,7 @@ mod tests {
 
     #[test]
     fn a_result_nested_deeper_than_a_value_may_be_is_no_result() {
-        let l = limits();
+        let l = Limits { result_bytes: 1000, ..limits() };
         let nested =
             |depth: usize| format!(r#"{{"ok":true,"result":{{"a":{}{}}}}}"#, "[".repeat(depth), "]".repeat(depth));
         let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), nested(120).as_bytes()));
@@ -389,6 +430,49 @@ mod tests {
         let same_key_in_sibling_objects = br#"{"ok":true,"result":{"a":{"k":1},"b":{"k":1},"\"":[{"k":2}]}}"#;
         let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), same_key_in_sibling_objects));
         assert_eq!(v.outcome, Outcome::Success);
+    }
+
+    #[test]
+    fn a_result_over_the_result_limit_is_too_large_whatever_files_come_with_it() {
+        let l = limits();
+        let report = format!(r#"{{"ok":true,"result":{{"a":"{}"}}}}"#, "x".repeat(100));
+        let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), report.as_bytes()));
+        assert_eq!(v.outcome, Outcome::ResultTooLarge);
+        assert_eq!(v.error.as_deref(), Some("main()'s result is larger than the result limit of 100 bytes"));
+    }
+
+    #[test]
+    fn reported_files_come_back_with_their_size_and_media_type() {
+        let l = limits();
+        let report =
+            br#"{"ok":true,"result":{},"files":[{"name":"a.png","content_base64":"iVBORw=="}],"files_omitted":["b/"]}"#;
+        let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), report));
+        assert_eq!(v.outcome, Outcome::Success);
+        assert_eq!((v.files.files[0].size, v.files.files[0].media_type.as_str()), (4, "image/png"));
+        assert_eq!(v.files.omitted, ["b/"]);
+    }
+
+    #[test]
+    fn reported_files_the_harness_never_writes_make_a_forged_report() {
+        let l = limits();
+        for report in [
+            &br#"{"ok":true,"result":{},"files":[{"name":"../x","content_base64":""}]}"#[..],
+            br#"{"ok":true,"result":{},"files":[{"name":"x","content_base64":"!!"}]}"#,
+            br#"{"ok":true,"result":{},"files":[{"name":"x","content_base64":"","size":9}]}"#,
+        ] {
+            let v = decide(&facts(&l, Some(ChildStatus::Exited(0)), report));
+            assert_eq!(v.outcome, Outcome::NoResult, "{}", String::from_utf8_lossy(report));
+        }
+        // 102 bytes, over the 100 the limits allow.
+        let over =
+            format!(r#"{{"ok":true,"result":{{}},"files":[{{"name":"x","content_base64":"{}"}}]}}"#, "A".repeat(136));
+        assert_eq!(decide(&facts(&l, Some(ChildStatus::Exited(0)), over.as_bytes())).outcome, Outcome::NoResult);
+    }
+
+    #[test]
+    fn the_report_may_carry_the_result_and_the_output_files() {
+        let l = limits();
+        assert_eq!(report_limit(&l), 100 + 1 + crate::sandbox::files::output::report_bytes(100));
     }
 
     #[test]

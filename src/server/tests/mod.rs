@@ -112,6 +112,7 @@ fn harness_with(reply: Reply, guard: Guard) -> Harness {
         metrics: metrics.clone(),
         max_request_bytes: MAX_REQUEST_BYTES,
         max_script_bytes: MAX_SCRIPT_BYTES,
+        input_files: crate::config::defaults(),
         tolerant_json: true,
         guard,
         last_ready: Mutex::new(None),
@@ -232,7 +233,7 @@ async fn a_non_dict_is_a_400_naming_the_type_with_the_output() {
 #[tokio::test]
 async fn failures_at_run_time_are_200_with_a_null_result_and_one_line_error() {
     let h = harness(|request| {
-        Ok(match request.script.as_str() {
+        Ok(match request.job.script.as_str() {
             s if s.contains("raise") => {
                 envelope(Outcome::Exception, None, 1, Some("ZeroDivisionError: division by zero"))
             }

@@ -180,7 +180,12 @@ impl Server {
         if let Some(limits) = limits {
             body["limits"] = limits;
         }
-        let response = self.client.post(self.url("/execute")).json(&body).send().await.expect("POST /execute");
+        self.execute_body(&body).await
+    }
+
+    /// POSTs a whole JSON body (script, limits, files); returns (status, body).
+    pub async fn execute_body(&self, body: &Value) -> (u16, Value) {
+        let response = self.client.post(self.url("/execute")).json(body).send().await.expect("POST /execute");
         let status = response.status().as_u16();
         (status, response.json().await.expect("JSON response"))
     }
