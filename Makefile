@@ -10,7 +10,7 @@ export PYEXEC_NSJAIL ?= $(TOOLS)/nsjail/bin/nsjail
 export PYEXEC_NSJAIL_CONFIG ?= $(CURDIR)/nsjail.cfg
 export PYEXEC_PYTHON_ENV ?= $(TOOLS)/python
 
-.PHONY: all setup build run test unit-test integration-test lint crd-check docs docs-check check-leftovers bench crd help
+.PHONY: all setup build run test unit-test integration-test client-test lint crd-check docs docs-check check-leftovers bench client-bench crd help
 
 all: build
 
@@ -34,7 +34,7 @@ run: build ## Start the service on $(LISTEN) (local placement)
 
 ##@ Test
 
-test: setup lint crd-check docs-check helm-lint unit-test integration-test gvisor-test check-leftovers ## Run every test
+test: setup lint crd-check docs-check helm-lint unit-test integration-test client-test gvisor-test check-leftovers ## Run every test
 	@echo "make test: all checks passed"
 
 lint: ## cargo fmt --check and clippy -D warnings
@@ -49,6 +49,25 @@ integration-test: setup ## Real server, real nsjail, real Python over HTTP (pool
 	# The same hostile, seccomp, cancellation and fairness cases with the pool off: the cold path's own
 	# clean-up (a cancelled cold run, leftovers) is only visible without ready sandboxes.
 	PYEXEC_POOL_MAX=0 $(CARGO) test --locked --test http_hostile --test http_seccomp --test http_cancel --test http_fairness -- --test-threads=4
+
+# The Python client (clients/python) and the MCP server, tested through real clients: a virtual
+# environment in .venv-client/ (git-ignored) with the hash-pinned test requirements, the package
+# installed from the checkout, mypy --strict over it, then pytest against real `pyexec serve`s.
+CLIENT_PYTHON ?= /usr/bin/python3
+CLIENT_VENV := $(CURDIR)/.venv-client
+CLIENT_REQUIREMENTS := clients/python/requirements-test.txt
+
+$(CLIENT_VENV)/.installed: $(CLIENT_REQUIREMENTS)
+	rm -rf $(CLIENT_VENV)
+	$(CLIENT_PYTHON) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/pip install --quiet --require-hashes -r $(CLIENT_REQUIREMENTS)
+	touch $@
+
+client-test: setup $(CLIENT_VENV)/.installed ## The Python client and the MCP server, through real clients (pytest, mypy)
+	$(CARGO) build --locked
+	$(CLIENT_VENV)/bin/pip install --quiet --no-deps --no-build-isolation --force-reinstall ./clients/python
+	cd clients/python && $(CLIENT_VENV)/bin/mypy
+	cd clients/python && PYEXEC_BIN=$(CURDIR)/target/debug/pyexec $(CLIENT_VENV)/bin/pytest -q
 
 crd-check: ## Fail when crds/ or the chart's CRD is stale
 	$(CARGO) test --locked --test crd
