@@ -27,6 +27,7 @@ use crate::executor::{ExecuteError, ExecutionRequest, Executor, Lookup};
 use crate::metrics::{Metrics, Rejection};
 use crate::sandbox::envelope::NO_MAIN_MESSAGE;
 use crate::sandbox::{Envelope, LimitSettings, Outcome};
+use body::ScriptRequest;
 use error::ApiError;
 use extract::ExecuteBody;
 use guard::Guard;
@@ -50,9 +51,15 @@ pub struct AppState {
 
 /// The router, without a listener: tests drive it directly.
 pub fn app(state: Arc<AppState>) -> Router {
+    app_with(state, Router::new())
+}
+
+/// The router with `extra` routes (the MCP endpoint) beside the API's, behind the same guard.
+pub fn app_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
     let api = Router::new()
         .route("/execute", post(execute))
         .route("/executions/{name}", get(get_execution))
+        .merge(extra)
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let metrics = state.metrics.clone();
     Router::new()
@@ -76,6 +83,28 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 async fn execute(State(state): State<Arc<AppState>>, ExecuteBody(request): ExecuteBody) -> Result<Response, ApiError> {
+    let execution = run(&state, request).await?;
+    let (status, body) = execution.response();
+    Ok((status, Json(body)).into_response())
+}
+
+/// One script that ran (or was decided without a sandbox), with what the response needs.
+pub struct Execution {
+    pub id: String,
+    pub envelope: Envelope,
+    pub warnings: Vec<String>,
+}
+
+impl Execution {
+    /// The status and body of the contract's response.
+    pub fn response(&self) -> (StatusCode, response::ResponseBody<'_>) {
+        response::to_http(&self.id, &self.envelope, &self.warnings)
+    }
+}
+
+/// The work of POST /execute once its body is read: resolve the limits, run the script, log
+/// the run. The MCP tool (src/mcp/) calls it too, with its arguments read as the same body.
+pub async fn run(state: &AppState, request: ScriptRequest) -> Result<Execution, ApiError> {
     let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::invalid(e.to_string()))?;
     let id = uuid::Uuid::new_v4().simple().to_string();
 
@@ -94,8 +123,7 @@ async fn execute(State(state): State<Arc<AppState>>, ExecuteBody(request): Execu
         script_bytes = request.script.len(),
         "execution finished"
     );
-    let (status, body) = response::to_http(&id, &envelope, &request.warnings);
-    Ok((status, Json(body)).into_response())
+    Ok(Execution { id, envelope, warnings: request.warnings })
 }
 
 /// Counts the refusals the routes and the guard answered with, by the reason they carry.
