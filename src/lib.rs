@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crd;
 pub mod executor;
 pub mod health;
+pub mod mcp;
 pub mod metrics;
 pub mod sandbox;
 pub mod server;
