@@ -126,5 +126,9 @@ docs: ## Regenerate docs/configuration.md and docs/metrics.md from the code
 	$(CARGO) run --locked --quiet -- docs configuration > docs/configuration.md
 	$(CARGO) run --locked --quiet -- docs metrics > docs/metrics.md
 
+client-bench: build $(CLIENT_VENV)/.installed ## Latency of one call through the Python client, MCP stdio and MCP HTTP, beside raw HTTP (RUNS=100)
+	$(CLIENT_VENV)/bin/pip install --quiet --no-deps --no-build-isolation --force-reinstall ./clients/python
+	PYEXEC_BIN=$(CURDIR)/target/release/pyexec $(CLIENT_VENV)/bin/python clients/python/bench.py $(or $(RUNS),100)
+
 bench: build ## Latency and throughput against bare python3, side by side (MODE=mixed: hello under hostile load)
 	$(CARGO) run --release --locked --example bench -- $(MODE)
