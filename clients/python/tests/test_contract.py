@@ -157,3 +157,8 @@ def test_a_script_over_the_size_limit_is_413(client: Client) -> None:
     with pytest.raises(TooLargeError) as raised:
         client.run("def main():\n    return {}\n" + "#" * (1 << 20))
     assert raised.value.status == 413
+
+
+def test_the_cpu_time_limit(client: Client) -> None:
+    answer = client.run("def main():\n    while True:\n        pass\n", limits=Limits(cpu_seconds=1, timeout_seconds=20))
+    assert (answer.outcome, answer.error) == ("timeout", "CPU time limit of 1 s exceeded")

@@ -14,12 +14,14 @@ from pyexec_client import (
     AsyncClient,
     BusyError,
     Client,
+    InvalidRequestError,
     NoMainError,
     ServerError,
     ShuttingDownError,
     TransportError,
     UnauthorizedError,
 )
+from pyexec_client._client import read_answer
 from server import Server
 
 HELLO = "def main():\n    return {'message': 'Hello World'}\n"
@@ -170,3 +172,26 @@ async def test_the_async_client_retries_a_busy_service(busy_server: Server) -> N
             assert (await client.run(HELLO)).ok
     finally:
         holder.join()
+
+
+@pytest.mark.parametrize(
+    "headers, body, status, error",
+    [
+        ({"Content-Type": "application/json"}, b"{not json", 400, InvalidRequestError),
+        ({"Content-Type": "application/json"}, b'{"script": 42}', 400, InvalidRequestError),
+        ({"Content-Type": "application/json"}, b'{"script": "a", "script": "b"}', 400, InvalidRequestError),
+        ({"Content-Type": "image/png"}, b"x", 415, InvalidRequestError),
+        ({"Content-Type": "application/json", "Origin": "https://evil.example"}, b"{}", 403, UnauthorizedError),
+        ({"Content-Type": "application/json", "Host": "attacker.example"}, b"{}", 421, UnauthorizedError),
+    ],
+)
+def test_answers_the_client_never_provokes_map_to_their_errors(
+    server: Server, headers: Dict[str, str], body: bytes, status: int, error: type
+) -> None:
+    # The client always sends valid JSON from loopback: these bodies and headers are sent raw, and
+    # the real service's answer is read by the client's own mapping.
+    answer = httpx.post(f"{server.url}/execute", content=body, headers=headers)
+    assert answer.status_code == status, answer.text
+    with pytest.raises(error) as raised:
+        read_answer(answer)
+    assert raised.value.status == status and raised.value.message == answer.json()["error"]
