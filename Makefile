@@ -44,11 +44,8 @@ lint: ## cargo fmt --check and clippy -D warnings
 unit-test: ## Unit tests of the pure functions
 	$(CARGO) test --locked --lib --bins
 
-integration-test: setup ## Real server, real nsjail, real Python over HTTP (pool on, then the hostile cases cold)
+integration-test: setup ## Real server, real nsjail, real Python over HTTP (hostile cases with the pool on and off)
 	$(CARGO) test --locked --tests -- --test-threads=4
-	# The same hostile, seccomp, cancellation and fairness cases with the pool off: the cold path's own
-	# clean-up (a cancelled cold run, leftovers) is only visible without ready sandboxes.
-	PYEXEC_POOL_MAX=0 $(CARGO) test --locked --test http_hostile --test http_seccomp --test http_cancel --test http_fairness -- --test-threads=4
 
 # The Python client (clients/python) and the MCP server, tested through real clients: a virtual
 # environment in .venv-client/ (git-ignored) with the hash-pinned test requirements, the package

@@ -63,8 +63,19 @@ fn ms(d: Duration) -> String {
 /// One way of running a script: through a server, or as bare Python.
 #[derive(Clone)]
 enum Runner {
-    Http { client: reqwest::Client, base: String },
-    Bare { python: PathBuf, scratch: PathBuf },
+    Http {
+        client: reqwest::Client,
+        base: String,
+    },
+    /// The same server through POST /executions and a long-poll of GET /executions/{id}?wait=.
+    Submitted {
+        client: reqwest::Client,
+        base: String,
+    },
+    Bare {
+        python: PathBuf,
+        scratch: PathBuf,
+    },
 }
 
 impl Runner {
@@ -76,6 +87,21 @@ impl Runner {
                 assert_eq!(response.status().as_u16(), 200, "benchmark request failed");
                 let body: serde_json::Value = response.json().await.expect("JSON");
                 assert_eq!(body["outcome"], "success", "benchmark script failed: {body}");
+            }
+            Runner::Submitted { client, base } => {
+                let response = client
+                    .post(format!("{base}/executions"))
+                    .json(&json!({"script": script}))
+                    .send()
+                    .await
+                    .expect("POST");
+                assert_eq!(response.status().as_u16(), 202, "benchmark submission failed");
+                let submitted: serde_json::Value = response.json().await.expect("JSON");
+                let id = submitted["id"].as_str().expect("an id");
+                let response =
+                    client.get(format!("{base}/executions/{id}?wait=60")).send().await.expect("GET with wait");
+                let body: serde_json::Value = response.json().await.expect("JSON");
+                assert_eq!(body["response"]["outcome"], "success", "benchmark execution failed: {body}");
             }
             Runner::Bare { python, scratch } => {
                 let status = tokio::process::Command::new(python)
@@ -93,7 +119,7 @@ impl Runner {
     /// For a server with a pool: waits (untimed) until a ready sandbox of each kind exists and
     /// none is being started (the pool is idle, as a caller that thinks between calls finds it).
     async fn wait_until_warm(&self) {
-        let Runner::Http { client, base } = self else { return };
+        let (Runner::Http { client, base } | Runner::Submitted { client, base }) = self else { return };
         let deadline = Instant::now() + Duration::from_secs(60);
         while metric(client, base, "pyexec_pool_ready{kind=\"plain\"}").await < 1.0
             || metric(client, base, "pyexec_pool_ready{kind=\"preloaded\"}").await < 1.0
@@ -189,13 +215,17 @@ async fn sustained_mix(runner: &Runner) -> Mix {
 struct Server {
     child: Child,
     runner: Runner,
+    state_dir: PathBuf,
 }
 
 impl Server {
     async fn start(binary: &Path, extra: &[&str]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let state_dir = std::env::temp_dir().join(format!("pyexec-bench-state-{port}"));
         let child = Command::new(binary)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--max-queue", "256"])
+            .arg("--state-dir")
+            .arg(&state_dir)
             // Each server its own cgroup parent, so that the servers' cgroups are told apart
             // when one looks (their slots never mix either way: slots carry the server's pid).
             .args(["--cgroup-parent", &format!("pyexec-bench-{port}")])
@@ -211,7 +241,15 @@ impl Server {
             assert!(Instant::now() < deadline, "server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Server { child, runner: Runner::Http { client, base } }
+        Server { child, runner: Runner::Http { client, base }, state_dir }
+    }
+
+    /// The same server, through executions.
+    fn submitted(&self) -> Runner {
+        match &self.runner {
+            Runner::Http { client, base } => Runner::Submitted { client: client.clone(), base: base.clone() },
+            other => other.clone(),
+        }
     }
 
     fn stop(self) {}
@@ -222,6 +260,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }
 
@@ -446,10 +485,12 @@ async fn main() {
     for (name, script) in [("hello", HELLO), ("pandas", PANDAS)] {
         let base = sequential(&bare, name, script, false).await;
         let hot = sequential(&warm.runner, name, script, true).await;
+        let polled = sequential(&warm.submitted(), name, script, true).await;
         let rushed = sequential(&warm.runner, name, script, false).await;
         let chilly = sequential(&cold.runner, name, script, false).await;
         row(&format!("{name} bare python"), &base, &base);
         row(&format!("{name} pyexec warm"), &hot, &base);
+        row(&format!("{name} warm, submit + wait"), &polled, &base);
         row(&format!("{name} pool on, back-to-back"), &rushed, &base);
         row(&format!("{name} pyexec cold"), &chilly, &base);
     }

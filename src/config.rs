@@ -123,6 +123,8 @@ pub struct ServeArgs {
     /// Settings of the kubernetes executor.
     #[command(flatten)]
     pub kube: KubeSettings,
+    #[command(flatten)]
+    pub executions: crate::executions::ExecutionsSettings,
 }
 
 #[derive(Args, Debug, Clone)]

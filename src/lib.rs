@@ -5,6 +5,7 @@ pub mod commands;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod executions;
 pub mod executor;
 pub mod health;
 pub mod mcp;

@@ -97,7 +97,17 @@ pub const IN_FLIGHT: Declaration = Declaration::gauge("in_flight", &[], "Executi
 pub const CANCELLED: Declaration = Declaration::counter(
     "cancelled_executions",
     &[],
-    "Executions cancelled because their client disconnected before the answer",
+    "Executions cancelled before their answer: their client disconnected, or DELETE /executions/{id}",
+);
+pub const EXECUTIONS_UNFINISHED: Declaration = Declaration::gauge(
+    "executions_unfinished",
+    &[],
+    "Executions submitted to POST /executions that have not finished yet (queued or running)",
+);
+pub const EXECUTIONS_REMOVED: Declaration = Declaration::counter(
+    "executions_removed",
+    &[],
+    "Finished executions removed from the store after --executions-keep-seconds",
 );
 pub const POOL_READY: Declaration =
     Declaration::gauge("pool_ready", &["kind"], "Ready sandboxes waiting for a script, by kind");
@@ -137,8 +147,11 @@ pub struct Metrics {
     pub rejected: Family<ReasonLabels, Counter>,
     pub queue_depth: Gauge,
     pub in_flight: Gauge,
-    /// Executions killed because their client went away before the answer.
+    /// Executions killed before their answer: the client went away, or they were cancelled.
     pub cancelled: Counter,
+    /// Submitted executions not finished yet, and finished ones removed after their time.
+    pub executions_unfinished: Gauge,
+    pub executions_removed: Counter,
     /// Ready sandboxes waiting for a script, and the memory they hold, by kind.
     pub pool_ready: Family<KindLabels, Gauge>,
     pub pool_ready_memory: Family<KindLabels, Gauge>,
@@ -168,6 +181,8 @@ impl Default for Metrics {
             queue_depth: e.add(&QUEUE_DEPTH, Gauge::default()),
             in_flight: e.add(&IN_FLIGHT, Gauge::default()),
             cancelled: e.add(&CANCELLED, Counter::default()),
+            executions_unfinished: e.add(&EXECUTIONS_UNFINISHED, Gauge::default()),
+            executions_removed: e.add(&EXECUTIONS_REMOVED, Counter::default()),
             pool_ready: e.add(&POOL_READY, Family::default()),
             pool_ready_memory: e.add(&POOL_READY_MEMORY, Family::default()),
             pool_starting: e.add(&POOL_STARTING, Gauge::default()),

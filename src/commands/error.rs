@@ -27,6 +27,8 @@ pub enum Error {
     WriteEnvelope(#[source] std::io::Error),
     #[error(transparent)]
     ApiToken(#[from] crate::server::guard::TokenError),
+    #[error("opening the executions store (--state-dir): {0}")]
+    Executions(#[from] crate::executions::StoreError),
     #[error(transparent)]
     Kube(#[from] crate::executor::kube::KubeExecutorError),
     #[error(transparent)]

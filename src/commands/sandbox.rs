@@ -141,7 +141,7 @@ async fn run_job(supervisor: &Supervisor, ready: Option<ReadySandbox>, job: Job)
         match sandbox.claim(&job.limits, READY_BACKSTOP) {
             Ok(()) => {
                 tracing::info!(run_id = id, start = "warm", "running the job in the ready sandbox");
-                return supervisor.run_ready(&id, sandbox, job, &CancellationToken::new()).await;
+                return supervisor.run_ready(&id, sandbox, job, &CancellationToken::new(), None).await;
             }
             Err(unfit) => {
                 tracing::info!(run_id = id, start = "cold", ?unfit, "the job's limits do not fit the ready sandbox");
@@ -149,7 +149,7 @@ async fn run_job(supervisor: &Supervisor, ready: Option<ReadySandbox>, job: Job)
             }
         }
     }
-    supervisor.run_cancellable(&id, &job.script, &job.limits, &CancellationToken::new()).await
+    supervisor.run_cancellable(&id, &job.script, &job.limits, &CancellationToken::new(), None).await
 }
 
 /// Kills the unused ready sandbox and removes the cgroups.

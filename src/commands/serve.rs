@@ -8,6 +8,7 @@ use tokio::sync::Mutex;
 
 use super::{Error, Result};
 use crate::config::{ExecutorKind, ServeArgs};
+use crate::executions::{Executions, KubeExecutions, LocalExecutions};
 use crate::executor::kube::DEFAULT_MAX_IN_FLIGHT;
 use crate::executor::{Executor, KubeExecutor, LocalExecutor};
 use crate::metrics::Metrics;
@@ -25,6 +26,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let supervisor_for_shutdown;
     let mut pool_for_shutdown = None;
     let mut max_script_bytes = args.max_script_bytes;
+    let mut kube_executor = None;
     let executor: Arc<dyn Executor> = match args.executor {
         ExecutorKind::Local => {
             let supervisor = Supervisor::new(&args.sandbox)?.with_compiled_harness();
@@ -75,17 +77,24 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 tracing::info!(max_script_bytes, "scripts are limited to what a PythonExecution holds");
             }
             let max_in_flight = args.max_concurrency.unwrap_or(DEFAULT_MAX_IN_FLIGHT) + args.max_queue;
-            let executor = KubeExecutor::connect(args.kube.clone(), max_in_flight, metrics.clone()).await?;
+            let executor = Arc::new(KubeExecutor::connect(args.kube.clone(), max_in_flight, metrics.clone()).await?);
             tracing::info!(
                 namespace = %args.kube.kube_namespace,
                 keep_executions = args.kube.keep_executions,
                 max_in_flight,
                 "kubernetes executor ready; waiting on one shared watch of PythonExecutions"
             );
-            Arc::new(executor)
+            kube_executor = Some(executor.clone());
+            executor
         }
     };
+    // Executions (POST /executions): kept in SQLite locally, as PythonExecutions on Kubernetes.
+    let executions: Arc<dyn Executions> = match kube_executor {
+        Some(kube) => Arc::new(KubeExecutions::new(kube, args.executions.clone())),
+        None => LocalExecutions::open(args.executions.clone(), executor.clone(), metrics.clone())?,
+    };
     let state = Arc::new(AppState {
+        executions: executions.clone(),
         executor,
         limits,
         metrics,
@@ -123,6 +132,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             tracing::warn!("grace period over; killing in-flight executions");
         }
     }
+    executions.shutdown(grace).await;
     if let Some(pool) = pool_for_shutdown {
         pool.shutdown().await;
     }

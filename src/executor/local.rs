@@ -80,6 +80,9 @@ impl LocalExecutor {
                 self.slots.clone().acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?
             }
         };
+        if let Some(started) = &request.started {
+            started.notify_one();
+        }
         // The run is its own task so that its slot is freed only once the sandbox is gone (which
         // may be after its answer: `Finished::removal`); a request dropped before its answer
         // (the client went away) cancels it, which kills the sandbox the way a timeout does.
@@ -101,11 +104,19 @@ impl LocalExecutor {
             let finished = match claim {
                 Some(Claim::Hit(ready)) => {
                     let job = Job { script: request.script, limits: request.limits };
-                    supervisor.run_ready(&request.id, *ready, job, &cancel).await
+                    supervisor.run_ready(&request.id, *ready, job, &cancel, request.output.as_ref()).await
                 }
                 _ => {
                     metrics.cold_starts.inc();
-                    supervisor.run_cancellable(&request.id, &request.script, &request.limits, &cancel).await
+                    supervisor
+                        .run_cancellable(
+                            &request.id,
+                            &request.script,
+                            &request.limits,
+                            &cancel,
+                            request.output.as_ref(),
+                        )
+                        .await
                 }
             };
             let Finished { envelope, removal } = finished;

@@ -5,9 +5,12 @@ pub mod kube;
 pub mod local;
 mod places;
 
-use futures::future::BoxFuture;
-use futures::FutureExt;
+use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
+
+use crate::sandbox::run::capture::Tap;
 use crate::sandbox::{Envelope, Limits};
 
 pub use self::kube::KubeExecutor;
@@ -20,6 +23,12 @@ pub struct ExecutionRequest {
     pub id: String,
     pub script: String,
     pub limits: Limits,
+    /// Told once the execution leaves the queue and its sandbox starts (an execution's
+    /// `running` state); none when nobody asks.
+    pub started: Option<Arc<Notify>>,
+    /// Where stdout and stderr also go as they are read (an execution's events); none when
+    /// nobody watches. The kubernetes placement reports output only at the end.
+    pub output: Option<Tap>,
 }
 
 /// Why an execution could not be carried out (a script's own failure is an envelope, not this).
@@ -64,28 +73,4 @@ pub trait Executor: Send + Sync {
 
     /// Which placement this is, for logs.
     fn name(&self) -> &'static str;
-
-    /// A stored execution, by name or request id (GET /executions/{name}).
-    fn get(&self, name: &str) -> BoxFuture<'_, Lookup> {
-        let _ = name;
-        async { Lookup::NotStored }.boxed()
-    }
-}
-
-/// What a placement knows of a stored execution.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Lookup {
-    /// This placement keeps no executions.
-    NotStored,
-    /// No such execution (finished ones may have been deleted).
-    Missing,
-    /// Not finished yet.
-    Running {
-        name: String,
-        phase: String,
-    },
-    Finished {
-        name: String,
-        envelope: Envelope,
-    },
 }

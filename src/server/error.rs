@@ -18,7 +18,7 @@ pub struct ApiError {
     /// Extra headers (`WWW-Authenticate`, for example).
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
     /// Extra fields for the body (an execution's name, for example).
-    pub extra: serde_json::Map<String, serde_json::Value>,
+    pub extra: Box<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -58,7 +58,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "error": self.message });
         if let Some(map) = body.as_object_mut() {
-            map.extend(self.extra);
+            map.extend(*self.extra);
         }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after_seconds {

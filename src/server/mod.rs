@@ -3,6 +3,7 @@
 pub mod body;
 mod distinct_keys;
 pub mod error;
+mod executions;
 pub mod extract;
 pub mod guard;
 mod loopback;
@@ -14,7 +15,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +24,8 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::executor::{ExecuteError, ExecutionRequest, Executor, Lookup};
+use crate::executions::Executions;
+use crate::executor::{ExecuteError, ExecutionRequest, Executor};
 use crate::metrics::{Metrics, Rejection};
 use crate::sandbox::envelope::NO_MAIN_MESSAGE;
 use crate::sandbox::{Envelope, LimitSettings, Outcome};
@@ -39,6 +41,8 @@ const READINESS_CACHE: Duration = Duration::from_secs(5);
 /// What every handler shares.
 pub struct AppState {
     pub executor: Arc<dyn Executor>,
+    /// Executions submitted with POST /executions, kept by the placement.
+    pub executions: Arc<dyn Executions>,
     pub limits: LimitSettings,
     pub metrics: Arc<Metrics>,
     pub max_request_bytes: usize,
@@ -58,7 +62,9 @@ pub fn app(state: Arc<AppState>) -> Router {
 pub fn app_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
     let api = Router::new()
         .route("/execute", post(execute))
-        .route("/executions/{name}", get(get_execution))
+        .route("/executions", post(executions::submit).get(executions::list))
+        .route("/executions/{id}", get(executions::get).delete(executions::cancel))
+        .route("/executions/{id}/events", get(executions::events))
         .merge(extra)
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let metrics = state.metrics.clone();
@@ -102,18 +108,15 @@ impl Execution {
     }
 }
 
-/// The work of POST /execute once its body is read: resolve the limits, run the script, log
-/// the run. The MCP tool (src/mcp/) calls it too, with its arguments read as the same body.
+/// The work of POST /execute once its body is read: decide what needs no sandbox, run the
+/// script, log the run. The MCP tool (src/mcp/) calls it too, with its arguments read as the
+/// same body.
 pub async fn run(state: &AppState, request: ScriptRequest) -> Result<Execution, ApiError> {
-    let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let id = uuid::Uuid::new_v4().simple().to_string();
-
-    // No sandbox is needed to see that a script cannot define main().
-    let envelope = if !mentions_main(&request.script) {
-        Envelope::rejected(Outcome::NoMain, NO_MAIN_MESSAGE)
-    } else {
-        let execution = ExecutionRequest { id: id.clone(), script: request.script.clone(), limits };
-        state.executor.execute(execution).await.map_err(|err| execute_error(&id, err))?
+    let (execution, answered) = prepare(state, &request)?;
+    let id = execution.id.clone();
+    let envelope = match answered {
+        Some(envelope) => envelope,
+        None => state.executor.execute(execution).await.map_err(|err| execute_error(&id, err))?,
     };
     tracing::info!(
         id = %id,
@@ -124,6 +127,15 @@ pub async fn run(state: &AppState, request: ScriptRequest) -> Result<Execution, 
         "execution finished"
     );
     Ok(Execution { id, envelope, warnings: request.warnings })
+}
+
+/// What POST /execute and POST /executions both decide before any sandbox: the limits (400 when
+/// the request asks past them), a new id, and the answer when the script cannot define main().
+fn prepare(state: &AppState, request: &ScriptRequest) -> Result<(ExecutionRequest, Option<Envelope>), ApiError> {
+    let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let answered = (!mentions_main(&request.script)).then(|| Envelope::rejected(Outcome::NoMain, NO_MAIN_MESSAGE));
+    Ok((ExecutionRequest { id, script: request.script.clone(), limits, started: None, output: None }, answered))
 }
 
 /// Counts the refusals the routes and the guard answered with, by the reason they carry.
@@ -159,35 +171,6 @@ fn execute_error(id: &str, err: ExecuteError) -> ApiError {
             tracing::error!(id, error = %crate::telemetry::chain(&err), "execution failed inside the service");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; the service log has the details")
                 .with("id", id.to_string())
-        }
-    }
-}
-
-async fn get_execution(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    match state.executor.get(&name).await {
-        Lookup::NotStored => ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "Execution {name} is not stored: the {} executor keeps no executions (the kubernetes executor does)",
-                state.executor.name()
-            ),
-        )
-        .into_response(),
-        Lookup::Missing => ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("Execution {name} not found; answered executions are deleted unless PYEXEC_KEEP_EXECUTIONS is set"),
-        )
-        .into_response(),
-        Lookup::Running { name, phase } => {
-            (StatusCode::ACCEPTED, Json(json!({ "name": name, "phase": phase }))).into_response()
-        }
-        // The same answer POST /execute gave, with the execution's name.
-        Lookup::Finished { name, envelope } => {
-            let (status, mut body) = response::to_http(&name, &envelope, &[]);
-            if let Some(map) = body.as_object_mut() {
-                map.insert("name".into(), json!(name));
-            }
-            (status, Json(body)).into_response()
         }
     }
 }

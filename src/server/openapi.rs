@@ -41,12 +41,62 @@ pub fn document() -> Value {
                     }
                 }
             },
-            "/executions/{name}": {
-                "get": {
-                    "summary": "A stored execution (kubernetes executor)",
-                    "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "/executions": {
+                "post": {
+                    "summary": "Submit a script to run in the background; answers at once with its id (kubernetes executor: a PythonExecution, named by its id)",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteRequest"}}}},
                     "responses": {
-                        "200": {"description": "The execution", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteResponse"}}}},
+                        "202": {"description": "Accepted; Location is /executions/{id}",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Execution"}}}},
+                        "400": {"description": "An invalid body or limits past the maximum", "content": {"application/json": {"schema": error}}},
+                        "429": {"description": "--executions-max-unfinished executions are unfinished; see Retry-After", "content": {"application/json": {"schema": error}}}
+                    }
+                },
+                "get": {
+                    "summary": "Executions, newest first, a page at a time",
+                    "parameters": [
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+                        {"name": "before", "in": "query", "description": "The `next` of the previous page", "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": {"description": "A page", "content": {"application/json": {"schema": {
+                            "type": "object",
+                            "properties": {
+                                "executions": {"type": "array", "items": {"$ref": "#/components/schemas/Execution"}},
+                                "next": {"type": "string", "nullable": true}
+                            }
+                        }}}}
+                    }
+                }
+            },
+            "/executions/{id}": {
+                "get": {
+                    "summary": "An execution; once finished, with the answer POST /execute would have given",
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                        {"name": "wait", "in": "query", "description": "Seconds to hold the request until it finishes (at most --executions-max-wait-seconds)", "schema": {"type": "number"}}
+                    ],
+                    "responses": {
+                        "200": {"description": "The execution", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Execution"}}}},
+                        "404": {"description": "No such execution (finished ones are removed after --executions-keep-seconds)", "content": {"application/json": {"schema": error}}}
+                    }
+                },
+                "delete": {
+                    "summary": "Cancel an unfinished execution: its sandbox is killed and its slot freed (kubernetes executor: its PythonExecution is deleted)",
+                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "Cancelled", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Execution"}}}},
+                        "404": {"description": "No such execution", "content": {"application/json": {"schema": error}}},
+                        "409": {"description": "It had already finished", "content": {"application/json": {"schema": error}}}
+                    }
+                }
+            },
+            "/executions/{id}/events": {
+                "get": {
+                    "summary": "Server-Sent Events: `state` changes, `stdout` and `stderr` chunks ({\"text\": ...}) as they are written, then `result` (the finished execution)",
+                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "The event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                         "404": {"description": "No such execution", "content": {"application/json": {"schema": error}}}
                     }
                 }
@@ -85,6 +135,21 @@ pub fn document() -> Value {
                         "stdout_truncated": {"type": "boolean"},
                         "stderr_truncated": {"type": "boolean"},
                         "warnings": {"type": "array", "items": {"type": "string"}}
+                    }
+                },
+                "Execution": {
+                    "type": "object",
+                    "required": ["id", "state", "created_at"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "state": {"type": "string", "enum": crate::executions::State::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>()},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "started_at": {"type": "string", "format": "date-time"},
+                        "finished_at": {"type": "string", "format": "date-time"},
+                        "reason": {"type": "string", "description": "Why it ended without an answer (cancelled, or the service stopped)"},
+                        "location": {"type": "string", "description": "Where to find it (in POST's answer)"},
+                        "http_status": {"type": "integer", "description": "The status POST /execute would have answered"},
+                        "response": {"$ref": "#/components/schemas/ExecuteResponse"}
                     }
                 },
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}

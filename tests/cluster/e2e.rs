@@ -36,6 +36,8 @@ use pyexec::crd::{Phase, PythonExecution, PythonExecutionSpec};
 use pyexec::sandbox::RequestedLimits;
 use serde_json::{json, Value};
 
+#[path = "e2e/executions.rs"]
+mod executions;
 #[path = "e2e/guards.rs"]
 mod guards;
 #[path = "e2e/pool.rs"]

@@ -1,5 +1,6 @@
 //! Dependencies point down: the commands on top; the MCP server over the HTTP server over the
-//! executor over the sandbox; the controller over the sandbox. Read from the sources, so a new `use` that points up fails here.
+//! executions over the executor over the sandbox; the controller over the sandbox. Read from the
+//! sources, so a new `use` that points up fails here.
 
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,14 @@ fn the_server_and_the_executor_do_not_depend_on_the_controller() {
     let mut found = upward_uses("server", &["controller", "mcp"]);
     found.extend(upward_uses("executor", &["server", "controller", "mcp"]));
     assert!(found.is_empty(), "the server or the executor names a layer above or beside it: {found:#?}");
+}
+
+#[test]
+fn executions_sit_between_the_server_and_the_executor() {
+    let found = upward_uses("executions", &["server", "controller", "commands", "mcp"]);
+    assert!(found.is_empty(), "executions name a layer above or beside them: {found:#?}");
+    let found = upward_uses("executor", &["executions"]);
+    assert!(found.is_empty(), "the executor names the executions above it: {found:#?}");
 }
 
 #[test]

@@ -4,15 +4,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Pool, Server};
 use serde_json::json;
 
 /// How long the abandoned script would run if nothing cancelled it.
 const SLEEP_SECONDS: u64 = 30;
 
-#[tokio::test]
-async fn a_client_that_gives_up_kills_its_sandbox_and_frees_its_slot() {
-    let server = Server::start_with(&["--max-concurrency", "1", "--timeout-seconds", "60"]).await;
+pool_case!(a_client_that_gives_up_kills_its_sandbox_and_frees_its_slot);
+async fn a_client_that_gives_up_kills_its_sandbox_and_frees_its_slot(pool: Pool) {
+    let server = Server::start_in(pool, &["--max-concurrency", "1", "--timeout-seconds", "60"]).await;
     let impatient = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().expect("client");
     let started = Instant::now();
     let script = format!("import time\ndef main():\n    time.sleep({SLEEP_SECONDS})\n    return {{}}");

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cgroup_pids, Server};
+use common::{cgroup_pids, Pool, Server};
 use serde_json::{json, Value};
 
 /// A run's CPU weight as the v1 `cpu.shares` or v2 `cpu.weight` file has it.
@@ -122,9 +122,6 @@ async fn a_running_script_has_the_run_weight_and_the_cap() {
 
 #[tokio::test]
 async fn ready_sandboxes_import_at_a_low_weight_raised_when_their_job_arrives() {
-    if std::env::var("PYEXEC_POOL_MAX").is_ok_and(|max| max.trim() == "0") {
-        return; // this case is about the pool
-    }
     // No long-run demotion: the claimed sandbox keeps the run weight however slow the machine.
     // Ready sandboxes that start their own interpreter (not forked from a template, whose forks
     // cost milliseconds and are made at the run weight: http_fork.rs).
@@ -147,9 +144,9 @@ async fn ready_sandboxes_import_at_a_low_weight_raised_when_their_job_arrives() 
     server.assert_healthy_and_clean().await;
 }
 
-#[tokio::test]
-async fn a_spinner_gets_no_more_cpu_than_its_cap() {
-    let server = Server::start_with(&["--cpu-per-sandbox", "0.3"]).await;
+pool_case!(a_spinner_gets_no_more_cpu_than_its_cap);
+async fn a_spinner_gets_no_more_cpu_than_its_cap(pool: Pool) {
+    let server = Server::start_in(pool, &["--cpu-per-sandbox", "0.3"]).await;
     let spinner = "import time\ndef main():\n    wall, cpu = time.monotonic(), time.process_time()\n    while time.monotonic() - wall < 3:\n        pass\n    return {'cpu': time.process_time() - cpu, 'wall': time.monotonic() - wall}\n";
     let (status, body) = server.execute(spinner, None).await;
     assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
@@ -161,9 +158,9 @@ async fn a_spinner_gets_no_more_cpu_than_its_cap() {
     server.assert_healthy_and_clean().await;
 }
 
-#[tokio::test]
-async fn more_scripts_than_cores_run_at_once() {
-    let server = Server::start().await;
+pool_case!(more_scripts_than_cores_run_at_once);
+async fn more_scripts_than_cores_run_at_once(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     let n = (cores + 2).max(4);
     let runs: Vec<_> = (0..n).map(|_| spawn(&server, sleeper(4.0))).collect();

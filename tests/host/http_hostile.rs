@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Server;
+use common::{Pool, Server};
 use serde_json::{json, Value};
 
 async fn run(server: &Server, script: &str, limits: Value) -> (u16, Value) {
@@ -16,9 +16,9 @@ fn text(body: &Value, field: &str) -> String {
     body[field].as_str().unwrap_or_default().to_string()
 }
 
-#[tokio::test]
-async fn an_infinite_loop_is_killed_at_the_wall_clock_timeout() {
-    let server = Server::start().await;
+pool_case!(an_infinite_loop_is_killed_at_the_wall_clock_timeout);
+async fn an_infinite_loop_is_killed_at_the_wall_clock_timeout(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let (status, body) =
         run(&server, "def main():\n    while True:\n        pass", json!({"timeout_seconds": 1})).await;
     assert_eq!(status, 200);
@@ -28,9 +28,9 @@ async fn an_infinite_loop_is_killed_at_the_wall_clock_timeout() {
     assert_eq!(body["result"], Value::Null);
 }
 
-#[tokio::test]
-async fn sleeping_past_the_timeout_is_killed_and_earlier_prints_are_kept() {
-    let server = Server::start().await;
+pool_case!(sleeping_past_the_timeout_is_killed_and_earlier_prints_are_kept);
+async fn sleeping_past_the_timeout_is_killed_and_earlier_prints_are_kept(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = "import time\ndef main():\n    print('before', flush=True)\n    time.sleep(60)\n    return {}";
     let (status, body) = run(&server, script, json!({"timeout_seconds": 0.5})).await;
     assert_eq!(status, 200);
@@ -38,9 +38,9 @@ async fn sleeping_past_the_timeout_is_killed_and_earlier_prints_are_kept() {
     assert_eq!(body["stdout"], "before\n");
 }
 
-#[tokio::test]
-async fn cpu_time_past_the_cpu_limit_is_killed() {
-    let server = Server::start().await;
+pool_case!(cpu_time_past_the_cpu_limit_is_killed);
+async fn cpu_time_past_the_cpu_limit_is_killed(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let (_, body) =
         run(&server, "def main():\n    while True:\n        pass", json!({"cpu_seconds": 1, "timeout_seconds": 20}))
             .await;
@@ -48,9 +48,9 @@ async fn cpu_time_past_the_cpu_limit_is_killed() {
     assert_eq!(body["error"], "CPU time limit of 1 s exceeded");
 }
 
-#[tokio::test]
-async fn a_memory_bomb_hits_the_memory_limit() {
-    let server = Server::start().await;
+pool_case!(a_memory_bomb_hits_the_memory_limit);
+async fn a_memory_bomb_hits_the_memory_limit(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = "def main():\n    hog = []\n    while True:\n        hog.append(bytearray(16 * 1024 * 1024))";
     let (status, body) = run(&server, script, json!({"memory_mb": 128})).await;
     assert_eq!(status, 200);
@@ -59,18 +59,18 @@ async fn a_memory_bomb_hits_the_memory_limit() {
     assert_eq!(body["returncode"], -9);
 }
 
-#[tokio::test]
-async fn pandas_imports_under_the_default_memory_limit() {
-    let server = Server::start().await;
+pool_case!(pandas_imports_under_the_default_memory_limit);
+async fn pandas_imports_under_the_default_memory_limit(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script =
         "import pandas as pd\nimport numpy as np\ndef main():\n    return {'n': int(pd.Series(np.arange(1000)).sum())}";
     let (status, body) = run(&server, script, json!({})).await;
     assert_eq!((status, &body["result"]), (200, &json!({"n": 499500})), "{body}");
 }
 
-#[tokio::test]
-async fn a_fork_bomb_stops_at_the_process_limit() {
-    let server = Server::start().await;
+pool_case!(a_fork_bomb_stops_at_the_process_limit);
+async fn a_fork_bomb_stops_at_the_process_limit(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script =
         "import os, time\ndef main():\n    while True:\n        if os.fork() == 0:\n            time.sleep(60)";
     let (status, body) = run(&server, script, json!({"max_pids": 16})).await;
@@ -79,9 +79,9 @@ async fn a_fork_bomb_stops_at_the_process_limit() {
     assert_eq!(body["error"], "BlockingIOError: [Errno 11] Resource temporarily unavailable");
 }
 
-#[tokio::test]
-async fn gigantic_stdout_and_stderr_are_cut_at_their_caps_and_flagged() {
-    let server = Server::start().await;
+pool_case!(gigantic_stdout_and_stderr_are_cut_at_their_caps_and_flagged);
+async fn gigantic_stdout_and_stderr_are_cut_at_their_caps_and_flagged(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = "import sys\ndef main():\n    for _ in range(2000):\n        sys.stdout.write('o' * 10000)\n        sys.stderr.write('e' * 10000)\n    return {'done': True}";
     let (status, body) = run(&server, script, json!({"stdout_bytes": 65536, "stderr_bytes": 1000})).await;
     assert_eq!(status, 200);
@@ -91,18 +91,18 @@ async fn gigantic_stdout_and_stderr_are_cut_at_their_caps_and_flagged() {
     assert_eq!((body["stdout_truncated"].as_bool(), body["stderr_truncated"].as_bool()), (Some(true), Some(true)));
 }
 
-#[tokio::test]
-async fn a_gigantic_result_is_refused_with_the_limit() {
-    let server = Server::start().await;
+pool_case!(a_gigantic_result_is_refused_with_the_limit);
+async fn a_gigantic_result_is_refused_with_the_limit(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let (status, body) = run(&server, "def main():\n    return {'x': 'a' * (8 * 1024 * 1024)}", json!({})).await;
     assert_eq!(status, 400);
     assert_eq!(body["outcome"], "result_too_large");
     assert_eq!(body["error"], "main()'s result is larger than the result limit of 4194304 bytes");
 }
 
-#[tokio::test]
-async fn filling_tmp_stops_at_its_size() {
-    let server = Server::start().await;
+pool_case!(filling_tmp_stops_at_its_size);
+async fn filling_tmp_stops_at_its_size(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = r#"
 def main():
     written = 0
@@ -121,17 +121,17 @@ def main():
     assert!(body["result"]["mb"].as_u64().is_some_and(|mb| mb <= 8), "{body}");
 }
 
-#[tokio::test]
-async fn a_file_larger_than_the_file_size_limit_cannot_be_written() {
-    let server = Server::start().await;
+pool_case!(a_file_larger_than_the_file_size_limit_cannot_be_written);
+async fn a_file_larger_than_the_file_size_limit_cannot_be_written(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = "def main():\n    try:\n        open('/tmp/big', 'wb').write(b'x' * (4 * 1024 * 1024))\n    except OSError as e:\n        return {'errno': e.errno}\n    return {'errno': 0}";
     let (_, body) = run(&server, script, json!({"file_size_mb": 1})).await;
     assert_eq!(body["result"], json!({"errno": 27}), "EFBIG expected: {body}");
 }
 
-#[tokio::test]
-async fn nothing_outside_tmp_is_writable() {
-    let server = Server::start().await;
+pool_case!(nothing_outside_tmp_is_writable);
+async fn nothing_outside_tmp_is_writable(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = r#"
 def main():
     results = {}
@@ -151,9 +151,9 @@ def main():
     }
 }
 
-#[tokio::test]
-async fn host_files_and_the_service_environment_are_invisible() {
-    let server = Server::start().await;
+pool_case!(host_files_and_the_service_environment_are_invisible);
+async fn host_files_and_the_service_environment_are_invisible(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = r#"
 import os
 def main():
@@ -192,9 +192,9 @@ def main():
     assert_eq!((body["result"]["uid"].as_u64(), body["result"]["gid"].as_u64()), (Some(65534), Some(65534)));
 }
 
-#[tokio::test]
-async fn sockets_reach_nothing_not_even_the_hosts_loopback() {
-    let server = Server::start().await;
+pool_case!(sockets_reach_nothing_not_even_the_hosts_loopback);
+async fn sockets_reach_nothing_not_even_the_hosts_loopback(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let port = server.base.rsplit(':').next().unwrap_or("8080").to_string();
     let script = format!(
         r#"
@@ -229,9 +229,9 @@ def main():
     assert_eq!(body["result"], json!({"loopback": 101, "interfaces": ["lo"]}));
 }
 
-#[tokio::test]
-async fn killing_its_parent_or_every_process_harms_only_the_script() {
-    let server = Server::start().await;
+pool_case!(killing_its_parent_or_every_process_harms_only_the_script);
+async fn killing_its_parent_or_every_process_harms_only_the_script(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = "import os, signal\ndef main():\n    os.kill(os.getppid(), signal.SIGKILL)\n    os.kill(-1, signal.SIGKILL)\n    return {'still': 'here'}";
     let (status, body) = run(&server, script, json!({})).await;
     assert_eq!(status, 200, "{body}");
@@ -242,9 +242,9 @@ async fn killing_its_parent_or_every_process_harms_only_the_script() {
     assert_eq!(body["result"], Value::Null);
 }
 
-#[tokio::test]
-async fn a_segfault_is_reported_as_its_signal() {
-    let server = Server::start().await;
+pool_case!(a_segfault_is_reported_as_its_signal);
+async fn a_segfault_is_reported_as_its_signal(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let (status, body) =
         run(&server, "import ctypes\ndef main():\n    ctypes.string_at(0)\n    return {}", json!({})).await;
     assert_eq!(status, 200);
@@ -254,9 +254,9 @@ async fn a_segfault_is_reported_as_its_signal() {
     assert!(text(&body, "stderr").contains("Fatal Python error: Segmentation fault"), "{body}");
 }
 
-#[tokio::test]
-async fn deep_recursion_is_a_recursion_error_or_runs_out_of_memory() {
-    let server = Server::start().await;
+pool_case!(deep_recursion_is_a_recursion_error_or_runs_out_of_memory);
+async fn deep_recursion_is_a_recursion_error_or_runs_out_of_memory(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let (_, body) =
         run(&server, "def f(n):\n    return f(n + 1)\ndef main():\n    return {'x': f(0)}", json!({})).await;
     assert_eq!(body["error"], "RecursionError: maximum recursion depth exceeded");
@@ -267,9 +267,9 @@ async fn deep_recursion_is_a_recursion_error_or_runs_out_of_memory() {
     assert_eq!((body["outcome"].as_str(), body["returncode"].as_i64()), (Some("memory_limit"), Some(-9)), "{body}");
 }
 
-#[tokio::test]
-async fn exiting_early_keeps_the_exit_code() {
-    let server = Server::start().await;
+pool_case!(exiting_early_keeps_the_exit_code);
+async fn exiting_early_keeps_the_exit_code(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let (status, body) = run(&server, "import sys\ndef main():\n    print('bye')\n    sys.exit(3)", json!({})).await;
     assert_eq!(status, 200);
     assert_eq!((body["outcome"].as_str(), body["returncode"].as_i64()), (Some("exited"), Some(3)));
@@ -281,17 +281,17 @@ async fn exiting_early_keeps_the_exit_code() {
     assert_eq!((body["outcome"].as_str(), body["returncode"].as_i64()), (Some("exited"), Some(0)));
 }
 
-#[tokio::test]
-async fn threads_left_running_do_not_hold_the_result() {
-    let server = Server::start().await;
+pool_case!(threads_left_running_do_not_hold_the_result);
+async fn threads_left_running_do_not_hold_the_result(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = "import threading, time\ndef main():\n    threading.Thread(target=time.sleep, args=(600,)).start()\n    return {'ok': True}";
     let (status, body) = run(&server, script, json!({"timeout_seconds": 30})).await;
     assert_eq!((status, &body["outcome"]), (200, &json!("success")), "{body}");
 }
 
-#[tokio::test]
-async fn replaced_or_closed_stdout_does_not_break_the_result() {
-    let server = Server::start().await;
+pool_case!(replaced_or_closed_stdout_does_not_break_the_result);
+async fn replaced_or_closed_stdout_does_not_break_the_result(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let replaced =
         "import io, sys\ndef main():\n    sys.stdout = io.StringIO()\n    print('hidden')\n    return {'ok': 1}";
     let (_, body) = run(&server, replaced, json!({})).await;
@@ -301,9 +301,9 @@ async fn replaced_or_closed_stdout_does_not_break_the_result() {
     assert_eq!((&body["result"], &body["stdout"]), (&json!({"ok": 2}), &json!("early\n")));
 }
 
-#[tokio::test]
-async fn result_looking_output_cannot_forge_the_result() {
-    let server = Server::start().await;
+pool_case!(result_looking_output_cannot_forge_the_result);
+async fn result_looking_output_cannot_forge_the_result(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = r#"
 import os, sys
 def main():
@@ -318,18 +318,18 @@ def main():
     assert_eq!(body["result"], json!({"real": true}));
 }
 
-#[tokio::test]
-async fn invalid_utf8_output_is_replaced_not_fatal() {
-    let server = Server::start().await;
+pool_case!(invalid_utf8_output_is_replaced_not_fatal);
+async fn invalid_utf8_output_is_replaced_not_fatal(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = "import sys\ndef main():\n    sys.stdout.buffer.write(b'ok \\xff\\xfe end')\n    return {}";
     let (status, body) = run(&server, script, json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(body["stdout"], "ok \u{fffd}\u{fffd} end");
 }
 
-#[tokio::test]
-async fn non_serialisable_and_nan_results() {
-    let server = Server::start().await;
+pool_case!(non_serialisable_and_nan_results);
+async fn non_serialisable_and_nan_results(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let (status, body) = run(&server, "def main():\n    return {'f': lambda: 1}", json!({})).await;
     assert_eq!(status, 400);
     assert!(text(&body, "error").starts_with("result['f']: value of type function cannot be converted to JSON"));
@@ -341,9 +341,9 @@ async fn non_serialisable_and_nan_results() {
     assert!(text(&body, "error").contains("nested more than 100 levels deep"), "{body}");
 }
 
-#[tokio::test]
-async fn main_that_cannot_be_called_plainly_is_a_400() {
-    let server = Server::start().await;
+pool_case!(main_that_cannot_be_called_plainly_is_a_400);
+async fn main_that_cannot_be_called_plainly_is_a_400(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let cases = [
         ("main = 5", "'main' must be a function, but it is a int"),
         ("def main(x):\n    return {}", "main() must be callable without arguments: missing a required argument: 'x'"),
@@ -356,9 +356,9 @@ async fn main_that_cannot_be_called_plainly_is_a_400() {
     }
 }
 
-#[tokio::test]
-async fn opening_more_files_than_the_limit_fails_with_emfile() {
-    let server = Server::start().await;
+pool_case!(opening_more_files_than_the_limit_fails_with_emfile);
+async fn opening_more_files_than_the_limit_fails_with_emfile(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = "def main():\n    files = []\n    try:\n        while True:\n            files.append(open('/dev/null'))\n    except OSError as e:\n        return {'errno': e.errno, 'opened': len(files)}";
     let (status, body) = run(&server, script, json!({"open_files": 32})).await;
     assert_eq!(status, 200, "{body}");

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::Server;
+use common::{Pool, Server};
 use serde_json::{json, Value};
 
 const EPERM: i64 = 1;
@@ -176,9 +176,9 @@ async fn run(server: &Server, script: &str) -> Value {
     body["result"].clone()
 }
 
-#[tokio::test]
-async fn each_denied_call_answers_its_errno_and_the_script_goes_on() {
-    let server = Server::start().await;
+pool_case!(each_denied_call_answers_its_errno_and_the_script_goes_on);
+async fn each_denied_call_answers_its_errno_and_the_script_goes_on(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let calls = Value::Array(DENIED.iter().map(|call| json!([call.name, call.nr, call.args])).collect());
     let script = format!(
         "{SYSCALL_PY}
@@ -201,9 +201,9 @@ def main():
     assert!(wrong.is_empty(), "calls not refused as expected:\n{}", wrong.join("\n"));
 }
 
-#[tokio::test]
-async fn the_allowed_forms_of_filtered_calls_still_work() {
-    let server = Server::start().await;
+pool_case!(the_allowed_forms_of_filtered_calls_still_work);
+async fn the_allowed_forms_of_filtered_calls_still_work(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = format!(
         "{SYSCALL_PY}
 import fcntl, os, socket, struct
@@ -261,9 +261,9 @@ def main():
     );
 }
 
-#[tokio::test]
-async fn threads_run_through_the_clone_fallback() {
-    let server = Server::start().await;
+pool_case!(threads_run_through_the_clone_fallback);
+async fn threads_run_through_the_clone_fallback(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = r#"
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -288,9 +288,9 @@ def main():
     assert_eq!(result, json!({"threads": 4, "squares": [0, 1, 4, 9, 16, 25]}));
 }
 
-#[tokio::test]
-async fn subprocesses_run_and_inherit_the_filter() {
-    let server = Server::start().await;
+pool_case!(subprocesses_run_and_inherit_the_filter);
+async fn subprocesses_run_and_inherit_the_filter(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = r#"
 import subprocess, sys
 
@@ -313,9 +313,9 @@ def main():
     assert_eq!(result, json!({"sys.executable": [0, "42 1", ""], "/usr/bin/python3": [0, "42 1", ""]}));
 }
 
-#[tokio::test]
-async fn a_multiprocessing_pool_of_two_works_within_the_default_process_limit() {
-    let server = Server::start().await;
+pool_case!(a_multiprocessing_pool_of_two_works_within_the_default_process_limit);
+async fn a_multiprocessing_pool_of_two_works_within_the_default_process_limit(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     // The task is a function of the script (the harness makes the script a module pickle finds).
     let script = r#"
 import multiprocessing
@@ -333,9 +333,9 @@ def main():
     assert_eq!(result, json!({"values": [1, 2, 3, 4], "workers": 2}));
 }
 
-#[tokio::test]
-async fn numpy_multiplies_matrices_with_openblas() {
-    let server = Server::start().await;
+pool_case!(numpy_multiplies_matrices_with_openblas);
+async fn numpy_multiplies_matrices_with_openblas(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = r#"
 import numpy as np
 
@@ -350,9 +350,9 @@ def main():
     assert_eq!(result, json!({"trace": expected_trace, "identity": true, "blas": "scipy-openblas"}));
 }
 
-#[tokio::test]
-async fn pandas_groups_writes_csv_to_a_temporary_file_and_reads_it_back() {
-    let server = Server::start().await;
+pool_case!(pandas_groups_writes_csv_to_a_temporary_file_and_reads_it_back);
+async fn pandas_groups_writes_csv_to_a_temporary_file_and_reads_it_back(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = r#"
 import tempfile
 import pandas as pd
@@ -369,9 +369,9 @@ def main():
     assert_eq!(result, json!({"keys": ["a", "b", "c"], "values": [4, 7, 4]}));
 }
 
-#[tokio::test]
-async fn temporary_files_and_directories_work() {
-    let server = Server::start().await;
+pool_case!(temporary_files_and_directories_work);
+async fn temporary_files_and_directories_work(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     let script = r#"
 import os, tempfile
 
@@ -398,9 +398,9 @@ def main():
     assert_eq!(result, json!({"texts": ["mkstemp", "directory", "spooled past its size"], "gone": true}));
 }
 
-#[tokio::test]
-async fn sqlite3_file_databases_time_zones_and_sysconf_work() {
-    let server = Server::start().await;
+pool_case!(sqlite3_file_databases_time_zones_and_sysconf_work);
+async fn sqlite3_file_databases_time_zones_and_sysconf_work(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     // sqlite3 locks its files with fcntl record locks and reads them with F_GETLK (WAL's shared
     // memory, the hot-journal check of PERSIST); two connections to one file see each other.
     let script = r#"
@@ -456,9 +456,9 @@ def main():
     );
 }
 
-#[tokio::test]
-async fn a_call_through_the_32_bit_abi_kills_the_script_but_not_the_service() {
-    let server = Server::start().await;
+pool_case!(a_call_through_the_32_bit_abi_kills_the_script_but_not_the_service);
+async fn a_call_through_the_32_bit_abi_kills_the_script_but_not_the_service(pool: Pool) {
+    let server = Server::start_in(pool, &[]).await;
     // kafel's filter checks the architecture first: an i386 call (int 0x80), which the x86-64
     // rules could not match, kills the caller with SIGSYS instead of slipping past them.
     let script = r#"

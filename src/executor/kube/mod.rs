@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::abandoned::DeleteIfAbandoned;
 use super::places::Places;
-use super::{ExecuteError, ExecutionRequest, Executor, Lookup, NotReady};
+use super::{ExecuteError, ExecutionRequest, Executor, NotReady};
 use crate::crd::{PythonExecution, PythonExecutionSpec};
 use crate::metrics::Metrics;
 use crate::sandbox::{Envelope, Outcome};
@@ -30,6 +30,8 @@ use watch::{follow_watch, SharedWatch, WaitError};
 pub const GENERATE_NAME: &str = "pyx-";
 /// Label holding the HTTP request's id, so GET /executions/{id} finds the execution too.
 pub const LABEL_REQUEST_ID: &str = "pyexec.dev/request-id";
+/// Label of the PythonExecutions submitted with POST /executions (listed by GET /executions).
+pub const LABEL_SUBMITTED: &str = "pyexec.dev/submitted";
 const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 const MANAGED_BY: &str = "pyexec-api";
 /// How long /readyz waits for the API server to answer.
@@ -114,6 +116,9 @@ impl KubeExecutor {
         let execution = new_execution(&request, self.settings.kube_ttl_seconds);
         let created = self.api.create(&PostParams::default(), &execution).await.map_err(ExecuteError::CreateFailed)?;
         let name = created.name_any();
+        if let Some(started) = &request.started {
+            started.notify_one();
+        }
         // A request dropped before its answer (the client went away) deletes its execution,
         // which stops its pod.
         let abandoned = DeleteIfAbandoned::new(self.api.clone(), &name, &request.id, self.metrics.clone());
@@ -145,6 +150,42 @@ impl KubeExecutor {
         }
         self.metrics.record_execution(envelope.outcome, started.elapsed().as_secs_f64());
         Ok(envelope)
+    }
+
+    /// Creates the PythonExecution for a request and returns at once: a submitted execution,
+    /// which the cluster keeps for `ttl_seconds` after it finishes.
+    pub async fn submit(
+        &self,
+        request: &ExecutionRequest,
+        ttl_seconds: i64,
+    ) -> Result<Arc<PythonExecution>, ::kube::Error> {
+        let mut execution = new_execution(request, ttl_seconds);
+        if let Some(labels) = execution.metadata.labels.as_mut() {
+            labels.insert(LABEL_SUBMITTED.to_string(), "true".to_string());
+        }
+        self.api.create(&PostParams::default(), &execution).await.map(Arc::new)
+    }
+
+    /// A PythonExecution by its name or its request's id, as the shared watch last saw it.
+    pub fn find(&self, name_or_id: &str) -> Option<Arc<PythonExecution>> {
+        find(&self.watch.store, &self.namespace, name_or_id)
+    }
+
+    /// Waits up to `wait` for the PythonExecution `name` to finish (or disappear).
+    pub async fn wait_finished(&self, name: &str, wait: Duration) {
+        let key = ObjectRef::new(name).within(&self.namespace);
+        let _ = self.watch.wait_finished(&key, tokio::time::Instant::now() + wait).await;
+    }
+
+    /// Every PythonExecution the API submitted (POST /executions), as the shared watch sees them.
+    pub fn submitted(&self) -> Vec<Arc<PythonExecution>> {
+        let submitted = |e: &Arc<PythonExecution>| e.labels().get(LABEL_SUBMITTED).is_some_and(|v| v == "true");
+        self.watch.store.state().into_iter().filter(submitted).collect()
+    }
+
+    /// Deletes a PythonExecution, which stops its pod.
+    pub async fn delete(&self, name: &str) -> Result<(), ::kube::Error> {
+        self.api.delete(name, &DeleteParams::background()).await.map(|_| ())
     }
 
     /// Deletes an answered execution without delaying the answer.
@@ -183,27 +224,16 @@ impl Executor for KubeExecutor {
         .boxed()
     }
 
-    fn get(&self, name: &str) -> BoxFuture<'_, Lookup> {
-        let lookup = lookup(&self.watch.store, &self.namespace, name);
-        async move { lookup }.boxed()
-    }
-
     fn name(&self) -> &'static str {
         "kubernetes"
     }
 }
 
 /// A stored execution by its name or its request's id, from the shared watch's store.
-fn lookup(store: &Store<PythonExecution>, namespace: &str, name_or_id: &str) -> Lookup {
-    let found = store.get(&ObjectRef::new(name_or_id).within(namespace)).or_else(|| {
+fn find(store: &Store<PythonExecution>, namespace: &str, name_or_id: &str) -> Option<Arc<PythonExecution>> {
+    store.get(&ObjectRef::new(name_or_id).within(namespace)).or_else(|| {
         store.state().into_iter().find(|e| e.labels().get(LABEL_REQUEST_ID).map(String::as_str) == Some(name_or_id))
-    });
-    let Some(execution) = found else { return Lookup::Missing };
-    let name = execution.name_any();
-    match execution.status.as_ref().and_then(|s| s.envelope()) {
-        Some(envelope) => Lookup::Finished { name, envelope },
-        None => Lookup::Running { name, phase: execution.phase().as_str().to_string() },
-    }
+    })
 }
 
 /// The PythonExecution for one request: a generated name, the resolved limits, a TTL.
@@ -230,7 +260,13 @@ mod tests {
 
     pub(super) fn request() -> ExecutionRequest {
         let limits = crate::sandbox::limits::testing::default_limits();
-        ExecutionRequest { id: "abc123".into(), script: "def main(): return {}".into(), limits }
+        ExecutionRequest {
+            id: "abc123".into(),
+            script: "def main(): return {}".into(),
+            limits,
+            started: None,
+            output: None,
+        }
     }
 
     /// A stored execution, its request id `id-<name>`.
@@ -265,13 +301,10 @@ mod tests {
         let (store, mut writer) = reflector::store();
         writer.apply_watcher_event(&watcher::Event::Apply(execution("pyx-a", Phase::Succeeded)));
         writer.apply_watcher_event(&watcher::Event::Apply(execution("pyx-b", Phase::Running)));
-        let Lookup::Finished { name, envelope } = lookup(&store, "default", "pyx-a") else { panic!("finished") };
-        assert_eq!((name.as_str(), envelope.outcome), ("pyx-a", Outcome::Success));
-        let running = Lookup::Running { name: "pyx-b".into(), phase: "Running".into() };
-        assert_eq!(lookup(&store, "default", "pyx-b"), running);
-        assert_eq!(lookup(&store, "default", "id-pyx-b"), running, "found by its own request id, not another's");
-        let Lookup::Finished { name, .. } = lookup(&store, "default", "id-pyx-a") else { panic!("finished") };
-        assert_eq!(name, "pyx-a");
-        assert_eq!(lookup(&store, "default", "pyx-zzz"), Lookup::Missing);
+        let name = |found: Option<Arc<PythonExecution>>| found.map(|e| e.name_any());
+        assert_eq!(name(find(&store, "default", "pyx-a")).as_deref(), Some("pyx-a"));
+        assert_eq!(name(find(&store, "default", "id-pyx-b")).as_deref(), Some("pyx-b"), "by its own request id");
+        assert_eq!(name(find(&store, "default", "id-pyx-a")).as_deref(), Some("pyx-a"));
+        assert_eq!(find(&store, "default", "pyx-zzz"), None);
     }
 }

@@ -1,5 +1,5 @@
 //! The one watch every request shares: a reflector's store of the namespace's PythonExecutions,
-//! and one wake-up per execution a request waits for.
+//! and a wake-up for each request waiting for an execution (several may wait for one).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +13,11 @@ use tokio::sync::Notify;
 
 use crate::crd::PythonExecution;
 
-/// The shared watch: the reflector's store, and one wake-up per execution a request waits for.
+/// The shared watch: the reflector's store, and the wake-ups of the requests waiting, by the
+/// name of the execution they wait for.
 pub(super) struct SharedWatch {
     pub(super) store: Store<PythonExecution>,
-    waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    waiters: Mutex<HashMap<String, Vec<Arc<Notify>>>>,
     pub(super) synced: AtomicBool,
 }
 
@@ -31,19 +32,19 @@ impl SharedWatch {
         SharedWatch { store, waiters: Mutex::new(HashMap::new()), synced: AtomicBool::new(false) }
     }
 
-    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<Notify>>>> {
         self.waiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Wakes the request waiting for `name`, if any; a wake-up before it waits is kept.
+    /// Wakes the requests waiting for `name`, if any; a wake-up before one waits is kept.
     fn wake(&self, name: &str) {
-        if let Some(notify) = self.waiters().get(name) {
+        for notify in self.waiters().get(name).into_iter().flatten() {
             notify.notify_one();
         }
     }
 
     fn wake_all(&self) {
-        for notify in self.waiters().values() {
+        for notify in self.waiters().values().flatten() {
             notify.notify_one();
         }
     }
@@ -55,8 +56,8 @@ impl SharedWatch {
         deadline: tokio::time::Instant,
     ) -> Result<Arc<PythonExecution>, WaitError> {
         let notify = Arc::new(Notify::new());
-        self.waiters().insert(key.name.clone(), notify.clone());
-        let _unregister = Unregister { watch: self, name: &key.name };
+        self.waiters().entry(key.name.clone()).or_default().push(notify.clone());
+        let _unregister = Unregister { watch: self, name: &key.name, notify: &notify };
         let mut seen = false;
         loop {
             match self.store.get(key) {
@@ -73,11 +74,18 @@ impl SharedWatch {
 struct Unregister<'a> {
     watch: &'a SharedWatch,
     name: &'a str,
+    notify: &'a Arc<Notify>,
 }
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
-        self.watch.waiters().remove(self.name);
+        let mut waiters = self.watch.waiters();
+        if let Some(list) = waiters.get_mut(self.name) {
+            list.retain(|notify| !Arc::ptr_eq(notify, self.notify));
+            if list.is_empty() {
+                waiters.remove(self.name);
+            }
+        }
     }
 }
 
@@ -183,5 +191,28 @@ mod tests {
         watch.wake("pyx-a");
         let outcome = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken").expect("joined");
         assert_eq!(outcome, Err(WaitError::Deleted));
+    }
+
+    #[tokio::test]
+    async fn two_requests_waiting_for_one_execution_both_wake() {
+        let (watch, mut writer) = watch();
+        apply(&mut writer, &watch, execution("pyx-a", Phase::Running));
+        let key = ObjectRef::new("pyx-a").within("default");
+        let waiter = || {
+            let (watch, key) = (watch.clone(), key.clone());
+            tokio::spawn(async move {
+                watch.wait_finished(&key, tokio::time::Instant::now() + Duration::from_secs(5)).await.map(|e| e.phase())
+            })
+        };
+        let (first, second) = (waiter(), waiter());
+        while watch.waiters().get("pyx-a").map_or(0, Vec::len) < 2 {
+            tokio::task::yield_now().await;
+        }
+        apply(&mut writer, &watch, execution("pyx-a", Phase::Succeeded));
+        for waiting in [first, second] {
+            let outcome = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken").expect("joined");
+            assert_eq!(outcome, Ok(Phase::Succeeded));
+        }
+        assert!(watch.waiters().is_empty(), "both unregister");
     }
 }

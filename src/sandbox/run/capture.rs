@@ -10,6 +10,37 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+/// Which of a run's output pipes a chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Where the kept bytes of a run's stdout and stderr also go, as they are read (an execution's
+/// stream of events). Only kept bytes are passed on, so the output caps hold there too.
+pub trait OutputTap: Send + Sync + 'static {
+    fn chunk(&self, stream: Stream, bytes: &[u8]);
+}
+
+impl std::fmt::Debug for dyn OutputTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutputTap")
+    }
+}
+
+/// An output tap, shared by the run's readers and whoever made it.
+pub type Tap = Arc<dyn OutputTap>;
+
 /// What was read from one pipe.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Captured {
@@ -24,12 +55,14 @@ impl Captured {
         self.total > self.bytes.len() as u64
     }
 
-    /// Counts `chunk` and keeps what of it fits under `cap` kept bytes; true once past the cap.
-    pub fn keep_first(&mut self, chunk: &[u8], cap: u64) -> bool {
+    /// Counts `chunk` and keeps what of it fits under `cap` kept bytes; returns how many bytes
+    /// of it were kept, and whether it is now past the cap.
+    pub fn keep_first(&mut self, chunk: &[u8], cap: u64) -> (usize, bool) {
         self.total += chunk.len() as u64;
         let room = cap.saturating_sub(self.bytes.len() as u64) as usize;
-        self.bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        self.truncated()
+        let kept = chunk.len().min(room);
+        self.bytes.extend_from_slice(&chunk[..kept]);
+        (kept, self.truncated())
     }
 
     /// The kept bytes as text; invalid UTF-8 becomes U+FFFD.
@@ -56,7 +89,12 @@ pub struct Reading {
 }
 
 impl Reading {
-    pub fn start<R: AsyncRead + AsFd + Unpin + Send + 'static>(mut reader: R, cap: u64) -> Reading {
+    /// Starts reading `reader`; what is kept is also passed to `tap`, as `stream`'s, if given.
+    pub fn start<R: AsyncRead + AsFd + Unpin + Send + 'static>(
+        mut reader: R,
+        cap: u64,
+        tap: Option<(Tap, Stream)>,
+    ) -> Reading {
         let probe = reader.as_fd().try_clone_to_owned().ok();
         let captured = Arc::new(Mutex::new(Captured::default()));
         let chunk = Arc::new(Notify::new());
@@ -69,7 +107,10 @@ impl Reading {
                     Ok(n) => n,
                 };
                 // Appended in the same poll as the read: a byte out of the pipe is a byte in here.
-                let past_cap = into.lock().unwrap_or_else(|p| p.into_inner()).keep_first(&buf[..n], cap);
+                let (kept, past_cap) = into.lock().unwrap_or_else(|p| p.into_inner()).keep_first(&buf[..n], cap);
+                if let (Some((tap, stream)), true) = (&tap, kept > 0) {
+                    tap.chunk(*stream, &buf[..kept]);
+                }
                 notify.notify_one();
                 if past_cap {
                     // Nothing more is kept: drain at a bounded pace, so that a flood costs the

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::capture::{read_tail, Captured, Reading};
+use super::capture::{read_tail, Captured, Reading, Stream, Tap};
 use super::removal::{Finished, Removal};
 use super::supervisor::Supervisor;
 use super::verdict::{decide, RunFacts, Verdict};
@@ -25,6 +25,13 @@ const OUTPUT_POLL: Duration = Duration::from_micros(200);
 /// nsjail's log is only read for its last lines and problems.
 const LOG_TAIL_BYTES: usize = 32 * 1024;
 
+/// Who watches a run from outside: `cancel` ends it early the way a timeout does, and `tap`
+/// gets its output as it is read.
+pub(super) struct Watched<'a> {
+    pub cancel: &'a CancellationToken,
+    pub tap: Option<&'a Tap>,
+}
+
 impl Supervisor {
     /// Feeds a started jail `input` on stdin, reads its output with the caps of `limits`,
     /// enforces the deadline (from `started`) and decides the envelope. The answer comes as soon
@@ -37,7 +44,7 @@ impl Supervisor {
         input: Vec<u8>,
         limits: &Limits,
         started: Instant,
-        cancel: &CancellationToken,
+        Watched { cancel, tap }: Watched<'_>,
     ) -> Finished {
         let inner = &self.inner;
         let Jail { keeper: mut child, mut stdin, stdout, stderr, result, log, cgroup, mut terminate_on_drop, lease } =
@@ -48,10 +55,10 @@ impl Supervisor {
             let _ = stdin.shutdown().await;
         });
         let mut output = Output {
-            stdout: Reading::start(stdout, limits.stdout_bytes),
-            stderr: Reading::start(stderr, limits.stderr_bytes),
+            stdout: Reading::start(stdout, limits.stdout_bytes, tap.map(|tap| (tap.clone(), Stream::Stdout))),
+            stderr: Reading::start(stderr, limits.stderr_bytes, tap.map(|tap| (tap.clone(), Stream::Stderr))),
             // The report ends with a newline, which the result limit does not count.
-            report: Reading::start(result, limits.result_bytes + 1),
+            report: Reading::start(result, limits.result_bytes + 1, None),
         };
         let log_task = tokio::spawn(read_tail(log, LOG_TAIL_BYTES));
 

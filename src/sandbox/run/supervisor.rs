@@ -14,7 +14,8 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::capture::read_tail;
+use super::capture::{read_tail, Tap};
+use super::finish::Watched;
 use super::finish::DRAIN_GRACE;
 use super::removal::{Finished, Removal};
 use crate::sandbox::envelope::{Envelope, Outcome};
@@ -169,7 +170,7 @@ impl Supervisor {
     /// own included, is described in the envelope.
     /// Returns once the sandbox is gone.
     pub async fn run(&self, run_id: &str, script: &str, limits: &Limits) -> Envelope {
-        let finished = self.run_cancellable(run_id, script, limits, &CancellationToken::new()).await;
+        let finished = self.run_cancellable(run_id, script, limits, &CancellationToken::new(), None).await;
         finished.removal.wait().await;
         finished.envelope
     }
@@ -177,15 +178,17 @@ impl Supervisor {
     /// `run`, except that cancelling `cancel` ends the run early the way a timeout does: nsjail
     /// kills and reaps the whole tree, and the run's cgroup is emptied and given back. Returns
     /// with the answer; the sandbox's removal may still be under way (`Finished::removal`).
+    /// What stdout and stderr keep also goes to `tap`, as it is read.
     pub async fn run_cancellable(
         &self,
         run_id: &str,
         script: &str,
         limits: &Limits,
         cancel: &CancellationToken,
+        tap: Option<&Tap>,
     ) -> Finished {
         let started = Instant::now();
-        let finished = match self.run_jailed(run_id, script, limits, started, cancel).await {
+        let finished = match self.run_jailed(run_id, script, limits, started, cancel, tap).await {
             Ok(finished) => finished,
             Err(err) => {
                 tracing::error!(run_id, error = %err, "sandbox could not run");
@@ -203,9 +206,10 @@ impl Supervisor {
         limits: &Limits,
         started: Instant,
         cancel: &CancellationToken,
+        tap: Option<&Tap>,
     ) -> Result<Finished, SandboxError> {
         let jail = self.start_jail(run_id, limits, &Start::Cold, Vec::new())?;
-        Ok(self.finish(run_id, jail, script.as_bytes().to_vec(), limits, started, cancel).await)
+        Ok(self.finish(run_id, jail, script.as_bytes().to_vec(), limits, started, Watched { cancel, tap }).await)
     }
 
     /// Starts a ready sandbox: a jail whose interpreter imports `preload` and then waits for
@@ -226,7 +230,14 @@ impl Supervisor {
 
     /// Hands a ready sandbox its one job and runs it to completion, like `run_cancellable`:
     /// the deadline counts from now. The caller has `claim`ed the sandbox for these limits.
-    pub async fn run_ready(&self, run_id: &str, ready: ReadySandbox, job: Job, cancel: &CancellationToken) -> Finished {
+    pub async fn run_ready(
+        &self,
+        run_id: &str,
+        ready: ReadySandbox,
+        job: Job,
+        cancel: &CancellationToken,
+        tap: Option<&Tap>,
+    ) -> Finished {
         let started = Instant::now();
         let document = match serde_json::to_vec(&job) {
             Ok(document) => document,
@@ -236,7 +247,7 @@ impl Supervisor {
                 return Finished { envelope, removal: Removal(None) }.timed(started);
             }
         };
-        self.finish(run_id, ready.jail, document, &job.limits, started, cancel).await.timed(started)
+        self.finish(run_id, ready.jail, document, &job.limits, started, Watched { cancel, tap }).await.timed(started)
     }
 
     /// Starts nsjail in a fresh cgroup slot, with its pipes, and feeds it nothing yet.

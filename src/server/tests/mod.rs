@@ -19,6 +19,8 @@ mod guard;
 
 use super::guard::Guard;
 use super::{app, AppState};
+use crate::executions::output::OutputLog;
+use crate::executions::{Executions, ExecutionsError, Page, Record, State, Submission};
 use crate::executor::{ExecuteError, ExecutionRequest, Executor, NotReady};
 use crate::metrics::Metrics;
 use crate::sandbox::envelope::{ResultJson, NO_MAIN_MESSAGE};
@@ -60,6 +62,37 @@ fn envelope(outcome: Outcome, result: Option<Value>, returncode: i32, error: Opt
     envelope
 }
 
+/// Keeps no executions: the routes of /execute are what these tests drive (the executions
+/// routes are tested over real HTTP).
+struct NoExecutions(crate::executions::ExecutionsSettings);
+
+impl Executions for NoExecutions {
+    fn submit(&self, _: Submission) -> BoxFuture<'_, Result<Record, ExecutionsError>> {
+        async { Err(ExecutionsError::ShuttingDown) }.boxed()
+    }
+    fn get<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<Record>, ExecutionsError>> {
+        async { Ok(None) }.boxed()
+    }
+    fn wait<'a>(&'a self, _: &'a str, _: Duration) -> BoxFuture<'a, Result<Option<Record>, ExecutionsError>> {
+        async { Ok(None) }.boxed()
+    }
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Record, ExecutionsError>> {
+        async move { Err(ExecutionsError::NotFound { id: id.to_string() }) }.boxed()
+    }
+    fn list<'a>(&'a self, _: Option<&'a str>, _: usize) -> BoxFuture<'a, Result<Page, ExecutionsError>> {
+        async { Ok(Page::default()) }.boxed()
+    }
+    fn follow(&self, _: &str) -> Option<(Arc<OutputLog>, tokio::sync::watch::Receiver<State>)> {
+        None
+    }
+    fn settings(&self) -> &crate::executions::ExecutionsSettings {
+        &self.0
+    }
+    fn shutdown(&self, _: Duration) -> BoxFuture<'_, ()> {
+        async {}.boxed()
+    }
+}
+
 struct Harness {
     app: Router,
     executor: Arc<StandIn>,
@@ -73,6 +106,7 @@ fn harness_with(reply: Reply, guard: Guard) -> Harness {
     let executor = Arc::new(StandIn { reply, calls: AtomicUsize::new(0) });
     let metrics = Arc::new(Metrics::default());
     let state = Arc::new(AppState {
+        executions: Arc::new(NoExecutions(crate::config::defaults())),
         executor: executor.clone(),
         limits: crate::config::defaults(),
         metrics: metrics.clone(),

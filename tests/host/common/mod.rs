@@ -15,9 +15,40 @@ static SERVERS: AtomicUsize = AtomicUsize::new(0);
 /// How long a server may take to become ready (it starts in milliseconds; CI machines are slow).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Whether a server keeps ready sandboxes. A case that must hold on the warm path and on the
+/// cold one takes a `Pool` and is declared with [`pool_case!`], which makes it two tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    On,
+    Off,
+}
+
+/// `pool_case!(name);` above `async fn name(pool: Pool)` runs that case twice, as the tests
+/// `name::pool_on` and `name::pool_off`. The cold path's own clean-up (a cancelled cold run, its
+/// leftovers) is only visible without ready sandboxes, and a warm run must contain the same.
+#[macro_export]
+macro_rules! pool_case {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn pool_on() {
+                super::$name($crate::common::Pool::On).await
+            }
+
+            #[tokio::test]
+            async fn pool_off() {
+                super::$name($crate::common::Pool::Off).await
+            }
+        }
+    };
+}
+
 pub struct Server {
     pub base: String,
     pub cgroup_parent: String,
+    /// Its --state-dir: a directory of its own, removed when it is dropped, unless the test
+    /// gave one (to start a second server on the same executions).
+    state_dir: Option<PathBuf>,
     child: Option<Child>,
     client: reqwest::Client,
 }
@@ -49,6 +80,15 @@ impl Server {
         Self::start_with(&[]).await
     }
 
+    /// Starts a server with extra `serve` flags, with or without ready sandboxes.
+    pub async fn start_in(pool: Pool, extra: &[&str]) -> Server {
+        let mut flags = extra.to_vec();
+        if pool == Pool::Off {
+            flags.extend(["--pool-max", "0"]);
+        }
+        Self::start_with(&flags).await
+    }
+
     /// Starts a server with extra `serve` flags; a secret in its environment checks that
     /// nothing of the service's environment reaches a sandbox.
     pub async fn start_with(extra: &[&str]) -> Server {
@@ -60,10 +100,17 @@ impl Server {
     pub async fn start_under(cgroup_parent: &str, extra: &[&str]) -> Server {
         let port = free_port();
         let cgroup_parent = cgroup_parent.to_string();
+        let own_state_dir = (!extra.contains(&"--state-dir"))
+            .then(|| std::env::temp_dir().join(format!("pyexec-test-state-{}-{port}", std::process::id())));
+        let mut state_dir_flag = Vec::new();
+        if let Some(dir) = &own_state_dir {
+            state_dir_flag = vec!["--state-dir".to_string(), dir.display().to_string()];
+        }
         let child = pyexec("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--cgroup-parent", &cgroup_parent])
             .args(["--shutdown-grace-seconds", "5"])
+            .args(&state_dir_flag)
             .args(extra)
             .env("PYEXEC_LOG", "warn")
             .env("PYEXEC_TEST_SECRET", "hunter2")
@@ -74,6 +121,7 @@ impl Server {
         let server = Server {
             base: format!("http://127.0.0.1:{port}"),
             cgroup_parent,
+            state_dir: own_state_dir,
             child: Some(child),
             client: reqwest::Client::new(),
         };
@@ -326,6 +374,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.state_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -1,0 +1,148 @@
+//! Executions through the API on the cluster: each is a PythonExecution the API submitted;
+//! submit, long-poll, the event stream, listing, cancel (which deletes it and its pod), and the
+//! refusals.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::DeleteParams;
+use pyexec::crd::PythonExecution;
+use serde_json::{json, Value};
+
+use super::{api_token, post_script, run_case, Case, FINISH_TIMEOUT, PANDAS_SUM};
+
+/// The API's HTTP client, with the token when the chart has one.
+struct Api {
+    client: reqwest::Client,
+    url: String,
+    token: Option<String>,
+}
+
+impl Api {
+    async fn new(case: &Case) -> Api {
+        let client = reqwest::Client::builder().timeout(FINISH_TIMEOUT).build().expect("an HTTP client");
+        Api { client, url: case.settings.url.clone(), token: api_token().await }
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = self.authorized(request).send().await.expect("the API answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
+    async fn submit(&self, script: &str) -> String {
+        let request = self.client.post(format!("{}/executions", self.url)).json(&json!({ "script": script }));
+        let (status, body) = self.send(request).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["state"], "queued", "{body}");
+        body["id"].as_str().expect("an id").to_string()
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.get(format!("{}{path}", self.url))).await
+    }
+
+    async fn finished(&self, id: &str) -> Value {
+        let deadline = Instant::now() + FINISH_TIMEOUT;
+        loop {
+            let (status, body) = self.get(&format!("/executions/{id}?wait=30")).await;
+            assert_eq!(status, 200, "{body}");
+            if ["succeeded", "failed", "cancelled"].contains(&body["state"].as_str().unwrap_or_default()) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "execution {id} did not finish: {body}");
+        }
+    }
+}
+
+async fn delete_execution(case: &Case, name: &str) {
+    let _ = case.executions.delete(name, &DeleteParams::background()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make cluster-e2e"]
+async fn a_submitted_execution_is_a_python_execution_that_answers_what_execute_answers() {
+    run_case("exec-submit", |case| async move {
+        let api = Api::new(&case).await;
+        let id = api.submit(PANDAS_SUM).await;
+        let execution: PythonExecution = case.executions.get(&id).await.expect("its PythonExecution");
+        assert!(execution.spec.ttl_seconds_after_finished.is_some(), "the cluster removes it after its time");
+
+        let body = api.finished(&id).await;
+        let (direct_status, direct) = post_script(&case.settings.url, PANDAS_SUM).await;
+        assert_eq!(body["state"], "succeeded", "{body}");
+        assert_eq!(body["http_status"], direct_status);
+        assert_eq!(body["response"]["result"], direct["result"]);
+        assert_eq!(body["response"]["result"], json!({"sum": 6}));
+
+        let (status, page) = api.get("/executions?limit=500").await;
+        assert_eq!(status, 200, "{page}");
+        let listed = page["executions"].as_array().expect("a page");
+        assert!(listed.iter().any(|e| e["id"] == id.as_str()), "listed: {page}");
+
+        let events = api.authorized(api.client.get(format!("{}/executions/{id}/events", api.url)));
+        let text = events.send().await.expect("events").text().await.expect("the stream");
+        assert!(text.contains("event: result"), "{text}");
+        assert!(text.trim_end().ends_with('}'), "the stream ends with the result: {text}");
+        delete_execution(&case, &id).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make cluster-e2e"]
+async fn cancelling_a_running_execution_deletes_it_and_stops_its_pod() {
+    run_case("exec-cancel", |case| async move {
+        let api = Api::new(&case).await;
+        let id = api.submit("import time\ndef main():\n    time.sleep(30)\n    return {}\n").await;
+        let deadline = Instant::now() + FINISH_TIMEOUT;
+        loop {
+            let (_, body) = api.get(&format!("/executions/{id}")).await;
+            if body["state"] == "running" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never running: {body}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let execution: PythonExecution = case.executions.get(&id).await.expect("its PythonExecution");
+        let pod = execution.status.and_then(|s| s.pod_name).expect("a running execution names its pod");
+        let (status, body) = api.send(api.client.delete(format!("{}/executions/{id}", api.url))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["state"], "cancelled", "{body}");
+
+        // Its pod goes with it, long before the script's 30 s.
+        let pods: kube::Api<Pod> = kube::Api::namespaced(case.client.clone(), &case.settings.namespace);
+        let cancelled = Instant::now();
+        while pods.get_opt(&pod).await.expect("pods").is_some() {
+            assert!(cancelled.elapsed() < Duration::from_secs(25), "its pod outlived the cancel");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (status, _) = api.get(&format!("/executions/{id}")).await;
+        assert_eq!(status, 404, "a cancelled execution is deleted");
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make cluster-e2e"]
+async fn executions_refuse_bad_ids_bad_bodies_and_missing_tokens() {
+    run_case("exec-refuse", |case| async move {
+        let api = Api::new(&case).await;
+        assert_eq!(api.get("/executions/pyx-nosuch1").await.0, 404);
+        assert_eq!(api.get("/executions/Not_A_Name").await.0, 404);
+        let bad = api.client.post(format!("{}/executions", api.url)).json(&json!({"scrip": "def main(): pass"}));
+        assert_eq!(api.send(bad).await.0, 400);
+        if api.token.is_some() {
+            let response = api.client.get(format!("{}/executions", api.url)).send().await.expect("the API answers");
+            assert_eq!(response.status().as_u16(), 401, "no token, no listing");
+        }
+    })
+    .await;
+}
