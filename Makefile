@@ -10,7 +10,7 @@ export PYEXEC_NSJAIL ?= $(TOOLS)/nsjail/bin/nsjail
 export PYEXEC_NSJAIL_CONFIG ?= $(CURDIR)/nsjail.cfg
 export PYEXEC_PYTHON_ENV ?= $(TOOLS)/python
 
-.PHONY: all setup build run test unit-test integration-test lint crd-check docs docs-check check-leftovers bench crd help
+.PHONY: all setup build run test unit-test integration-test client-test lint crd-check docs docs-check check-leftovers bench client-bench crd help
 
 all: build
 
@@ -34,7 +34,7 @@ run: build ## Start the service on $(LISTEN) (local placement)
 
 ##@ Test
 
-test: setup lint crd-check docs-check helm-lint unit-test integration-test gvisor-test check-leftovers ## Run every test
+test: setup lint crd-check docs-check helm-lint unit-test integration-test client-test gvisor-test check-leftovers ## Run every test
 	@echo "make test: all checks passed"
 
 lint: ## cargo fmt --check and clippy -D warnings
@@ -46,6 +46,25 @@ unit-test: ## Unit tests of the pure functions
 
 integration-test: setup ## Real server, real nsjail, real Python over HTTP (hostile cases with the pool on and off)
 	$(CARGO) test --locked --tests -- --test-threads=4
+
+# The Python client (clients/python) and the MCP server, tested through real clients: a virtual
+# environment in .venv-client/ (git-ignored) with the hash-pinned test requirements, the package
+# installed from the checkout, mypy --strict over it, then pytest against real `pyexec serve`s.
+CLIENT_PYTHON ?= /usr/bin/python3
+CLIENT_VENV := $(CURDIR)/.venv-client
+CLIENT_REQUIREMENTS := clients/python/requirements-test.txt
+
+$(CLIENT_VENV)/.installed: $(CLIENT_REQUIREMENTS)
+	rm -rf $(CLIENT_VENV)
+	$(CLIENT_PYTHON) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/pip install --quiet --require-hashes -r $(CLIENT_REQUIREMENTS)
+	touch $@
+
+client-test: setup $(CLIENT_VENV)/.installed ## The Python client and the MCP server, through real clients (pytest, mypy)
+	$(CARGO) build --locked
+	$(CLIENT_VENV)/bin/pip install --quiet --no-deps --no-build-isolation --force-reinstall ./clients/python
+	cd clients/python && $(CLIENT_VENV)/bin/mypy
+	cd clients/python && PYEXEC_BIN=$(CURDIR)/target/debug/pyexec $(CLIENT_VENV)/bin/pytest -q
 
 crd-check: ## Fail when crds/ or the chart's CRD is stale
 	$(CARGO) test --locked --test crd
@@ -103,6 +122,10 @@ crd: ## Regenerate crds/ and the chart's copy from the Rust types
 docs: ## Regenerate docs/configuration.md and docs/metrics.md from the code
 	$(CARGO) run --locked --quiet -- docs configuration > docs/configuration.md
 	$(CARGO) run --locked --quiet -- docs metrics > docs/metrics.md
+
+client-bench: build $(CLIENT_VENV)/.installed ## Latency of one call through the Python client, MCP stdio and MCP HTTP, beside raw HTTP (RUNS=100)
+	$(CLIENT_VENV)/bin/pip install --quiet --no-deps --no-build-isolation --force-reinstall ./clients/python
+	PYEXEC_BIN=$(CURDIR)/target/release/pyexec $(CLIENT_VENV)/bin/python clients/python/bench.py $(or $(RUNS),100)
 
 bench: build ## Latency and throughput against bare python3, side by side (MODE=mixed: hello under hostile load)
 	$(CARGO) run --release --locked --example bench -- $(MODE)

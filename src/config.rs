@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::controller::ControllerArgs;
 use crate::executor::kube::KubeSettings;
+pub use crate::mcp::McpArgs;
 use crate::sandbox::files::InputFileSettings;
 use crate::sandbox::warm::pool::PreloadSettings;
 use crate::sandbox::SandboxSettings;
@@ -34,6 +35,9 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Print the PythonExecution CustomResourceDefinition as YAML.
     Crd,
+    /// Serve the run_python tool over MCP on stdin and stdout, running each call through a pyexec
+    /// service's POST /execute (the service itself serves the same tool at /mcp).
+    Mcp(McpArgs),
     /// Print a reference page generated from the code (`make docs` writes them into docs/).
     #[command(hide = true, subcommand)]
     Docs(Reference),

@@ -15,6 +15,7 @@ async fn main() -> std::process::ExitCode {
             pyexec::commands::controller::run(args).await.map(|()| std::process::ExitCode::SUCCESS)
         }
         Command::Crd => pyexec::commands::crd::run().map(|()| std::process::ExitCode::SUCCESS),
+        Command::Mcp(args) => pyexec::commands::mcp::run(args).await.map(|()| std::process::ExitCode::SUCCESS),
         Command::Docs(reference) => pyexec::commands::docs::run(reference).map(|()| std::process::ExitCode::SUCCESS),
     };
     match outcome {

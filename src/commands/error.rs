@@ -35,6 +35,8 @@ pub enum Error {
     Controller(#[from] crate::controller::Error),
     #[error(transparent)]
     Crd(#[from] crate::crd::CrdError),
+    #[error(transparent)]
+    Mcp(#[from] crate::mcp::Error),
     #[error("writing the CRD to stdout: {0}")]
     WriteCrd(#[source] std::io::Error),
     #[error("writing the reference page to stdout: {0}")]

@@ -4,6 +4,7 @@ pub mod controller;
 pub mod crd;
 pub mod docs;
 mod error;
+pub mod mcp;
 pub mod sandbox;
 pub mod serve;
 

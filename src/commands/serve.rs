@@ -16,7 +16,7 @@ use crate::sandbox::jail::cgroup::{self, DynMods};
 use crate::sandbox::warm::pool::{Pool, PoolSettings};
 use crate::sandbox::Supervisor;
 use crate::server::guard::{ApiToken, Guard};
-use crate::server::{app, AppState};
+use crate::server::{app_with, AppState};
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let guard = guard(&args)?;
@@ -111,7 +111,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tracing::info!(listen = %local, "pyexec serving; POST /execute runs a script");
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let router = app_with(state.clone(), crate::mcp::router(state));
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });

@@ -92,6 +92,17 @@ impl ApiToken {
         Ok(ApiToken(token.as_bytes().into()))
     }
 
+    /// The `Authorization` header that presents this token, for a client of a service that
+    /// requires it (`pyexec mcp`). Marked sensitive, so that logs and debug output omit it.
+    pub fn authorization(&self) -> HeaderValue {
+        let mut bearer = b"Bearer ".to_vec();
+        bearer.extend_from_slice(&self.0);
+        // The token is printable ASCII (checked when read), so the value is always valid.
+        let mut value = HeaderValue::from_bytes(&bearer).unwrap_or(HeaderValue::from_static("Bearer"));
+        value.set_sensitive(true);
+        value
+    }
+
     /// Compares in time independent of where the first difference is (only a different length
     /// answers early, and says nothing about the token's bytes).
     fn matches(&self, presented: &str) -> bool {
@@ -361,6 +372,14 @@ mod tests {
         assert!(matches!(ApiToken::from_text("two words"), Err(TokenError::Unusable(_))));
         assert!(matches!(ApiToken::from_text("abc\n\n"), Err(TokenError::Unusable(_))));
         assert_eq!(format!("{:?}", token("abc")), "ApiToken(<redacted>)");
+    }
+
+    #[test]
+    fn a_client_presents_the_token_as_a_sensitive_bearer_header() {
+        let header = token("s3cret\n").authorization();
+        assert_eq!(header.to_str().ok(), Some("Bearer s3cret"));
+        assert!(header.is_sensitive());
+        assert_eq!(bearer(header.to_str().unwrap_or_default()), Some("s3cret"));
     }
 
     #[test]

@@ -58,11 +58,17 @@ pub struct AppState {
 
 /// The router, without a listener: tests drive it directly.
 pub fn app(state: Arc<AppState>) -> Router {
+    app_with(state, Router::new())
+}
+
+/// The router with `extra` routes (the MCP endpoint) beside the API's, behind the same guard.
+pub fn app_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
     let api = Router::new()
         .route("/execute", post(execute))
         .route("/executions", post(executions::submit).get(executions::list))
         .route("/executions/{id}", get(executions::get).delete(executions::cancel))
         .route("/executions/{id}/events", get(executions::events))
+        .merge(extra)
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let metrics = state.metrics.clone();
     Router::new()
@@ -86,7 +92,30 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 async fn execute(State(state): State<Arc<AppState>>, ExecuteBody(request): ExecuteBody) -> Result<Response, ApiError> {
-    let Prepared { execution, answered, input_bytes } = prepare(&state, &request)?;
+    let execution = run(&state, request).await?;
+    let (status, body) = execution.response();
+    Ok((status, Json(body)).into_response())
+}
+
+/// One script that ran (or was decided without a sandbox), with what the response needs.
+pub struct Execution {
+    pub id: String,
+    pub envelope: Envelope,
+    pub warnings: Vec<String>,
+}
+
+impl Execution {
+    /// The status and body of the contract's response.
+    pub fn response(&self) -> (StatusCode, response::ResponseBody<'_>) {
+        response::to_http(&self.id, &self.envelope, &self.warnings)
+    }
+}
+
+/// The work of POST /execute once its body is read: decide what needs no sandbox, run the
+/// script, log the run. The MCP tool (src/mcp/) calls it too, with its arguments read as the
+/// same body.
+pub async fn run(state: &AppState, request: ScriptRequest) -> Result<Execution, ApiError> {
+    let Prepared { execution, answered, input_bytes } = prepare(state, &request)?;
     let id = execution.id.clone();
     let envelope = match answered {
         Some(envelope) => envelope,
@@ -102,8 +131,7 @@ async fn execute(State(state): State<Arc<AppState>>, ExecuteBody(request): Execu
         output_files = envelope.files.len(),
         "execution finished"
     );
-    let (status, body) = response::to_http(&id, &envelope, &request.warnings);
-    Ok((status, Json(body)).into_response())
+    Ok(Execution { id, envelope, warnings: request.warnings })
 }
 
 /// What POST /execute and POST /executions both decide before any sandbox.

@@ -103,7 +103,9 @@ pub fn document() -> Value {
             },
             "/healthz": {"get": {"summary": "The process is alive", "security": [], "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"summary": "nsjail and Python work (or the cluster is reachable)", "security": [], "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "OpenMetrics text"}}}}
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "OpenMetrics text"}}}},
+            "/mcp": {"post": {"summary": "The run_python tool over MCP (streamable HTTP, JSON-RPC 2.0): its input is ExecuteRequest, its structured output ExecuteResponse",
+                              "responses": {"200": {"description": "A JSON-RPC response"}, "401": {"description": "No or a wrong bearer token (with --api-token-file)", "content": {"application/json": {"schema": error}}}}}}
         },
         // Required only when the service has --api-token-file; /healthz and /readyz never need it.
         "security": [{"bearer": []}],

@@ -1,5 +1,6 @@
-//! Dependencies point down: the commands on top; the server over the executions over the executor
-//! over the sandbox; the controller over the sandbox. Read from the sources, so a new `use` that points up fails here.
+//! Dependencies point down: the commands on top; the MCP server over the HTTP server over the
+//! executions over the executor over the sandbox; the controller over the sandbox. Read from the
+//! sources, so a new `use` that points up fails here.
 
 use std::path::{Path, PathBuf};
 
@@ -64,14 +65,14 @@ fn upward_uses(layer: &str, above: &[&str]) -> Vec<String> {
 
 #[test]
 fn the_server_and_the_executor_do_not_depend_on_the_controller() {
-    let mut found = upward_uses("server", &["controller"]);
-    found.extend(upward_uses("executor", &["server", "controller"]));
+    let mut found = upward_uses("server", &["controller", "mcp"]);
+    found.extend(upward_uses("executor", &["server", "controller", "mcp"]));
     assert!(found.is_empty(), "the server or the executor names a layer above or beside it: {found:#?}");
 }
 
 #[test]
 fn executions_sit_between_the_server_and_the_executor() {
-    let found = upward_uses("executions", &["server", "controller", "commands"]);
+    let found = upward_uses("executions", &["server", "controller", "commands", "mcp"]);
     assert!(found.is_empty(), "executions name a layer above or beside them: {found:#?}");
     let found = upward_uses("executor", &["executions"]);
     assert!(found.is_empty(), "the executor names the executions above it: {found:#?}");
@@ -79,13 +80,19 @@ fn executions_sit_between_the_server_and_the_executor() {
 
 #[test]
 fn the_controller_does_not_depend_on_the_server_or_the_executor() {
-    let found = upward_uses("controller", &["server", "executor"]);
+    let found = upward_uses("controller", &["server", "executor", "mcp"]);
     assert!(found.is_empty(), "the controller names the server or the executor: {found:#?}");
 }
 
 #[test]
+fn the_mcp_server_depends_on_no_command_and_not_on_the_controller() {
+    let found = upward_uses("mcp", &["commands", "controller"]);
+    assert!(found.is_empty(), "the MCP server names a command or the controller: {found:#?}");
+}
+
+#[test]
 fn the_sandbox_depends_on_no_layer_above_it() {
-    let found = upward_uses("sandbox", &["server", "executor", "controller", "commands"]);
+    let found = upward_uses("sandbox", &["server", "executor", "controller", "commands", "mcp"]);
     assert!(found.is_empty(), "the sandbox names a layer above it: {found:#?}");
 }
 
