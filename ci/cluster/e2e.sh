@@ -9,6 +9,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 # shellcheck source=ci/cluster/config.sh
 . "$HERE/config.sh"
 CARGO=${CARGO:-cargo}
+# The Python client's contract cases run against the cluster too (pytest -k).
+CLIENT_CLUSTER_CASES=${CLIENT_CLUSTER_CASES:-"dict_is_the_result or prints_inside_main or without_main_is_no_main or syntax"}
 [ -f "$ADMIN_KUBECONFIG" ] || cdie "the cluster is not up (make cluster-up)"
 export KUBECONFIG=$ADMIN_KUBECONFIG
 api=$(release_object deployment api) || cdie "no API Deployment of release $HELM_RELEASE (make cluster-deploy)"
@@ -44,3 +46,15 @@ rc=$?
 set -e
 clog "e2e suite finished in $(( $(date +%s) - start ))s (exit $rc)"
 [ "$rc" = 0 ] || { dump; exit "$rc"; }
+
+# The Python client's contract cases that hold in either placement, against the cluster's API
+# (the client test environment comes from make client-test, which make test runs first).
+if [ -x "$REPO/.venv-client/bin/pytest" ]; then
+  token=""
+  [ -z "$token_secret" ] || token=$(kc -n "$HELM_NAMESPACE" get secret "$token_secret" -o jsonpath='{.data.token}' | base64 -d)
+  clog "running the Python client's placement-independent contract cases against the cluster's API"
+  (cd "$REPO/clients/python" && env "PYEXEC_CLIENT_TEST_URL=http://127.0.0.1:$E2E_PORT" "PYEXEC_TOKEN=$token" \
+    "$REPO/.venv-client/bin/pytest" -q tests/test_contract.py -k "$CLIENT_CLUSTER_CASES") || { dump; exit 1; }
+else
+  clog "no .venv-client (make client-test makes it): the Python client's cluster cases are skipped"
+fi

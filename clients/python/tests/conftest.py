@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+import os
+from typing import Iterator, Union
 
 import pytest
 
@@ -11,9 +12,21 @@ from server import Server
 TOKEN = "client-test-token"
 
 
+class Deployed:
+    """A service already running elsewhere (PYEXEC_CLIENT_TEST_URL), e.g. the cluster's API; the
+    client reads its token from PYEXEC_TOKEN."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+
+
 @pytest.fixture(scope="session")
-def server() -> Iterator[Server]:
-    """The defaults: no token, the pool of ready sandboxes on."""
+def server() -> Iterator[Union[Server, Deployed]]:
+    """The defaults: no token, the pool of ready sandboxes on; or the deployed service."""
+    deployed = os.environ.get("PYEXEC_CLIENT_TEST_URL")
+    if deployed:
+        yield Deployed(deployed)
+        return
     started = Server([])
     yield started
     started.stop()
