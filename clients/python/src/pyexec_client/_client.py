@@ -3,18 +3,42 @@ the same functions, and retry a busy service the same way; only the I/O differs.
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import itertools
 import json
 import os
 import time
 from types import TracebackType
-from typing import Any, Dict, Mapping, Optional, Type, TypeVar
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Iterator,
+    Mapping,
+    Optional,
+    Type,
+    TypeVar,
+    Union,
+)
+from urllib.parse import quote
 
 import anyio  # comes with httpx; sleeps under asyncio and trio alike
 import httpx
 
-from ._errors import BusyError, PyexecError, TransportError, error_for
-from ._result import ExecutionResult, LimitsLike, MalformedResponse, limits_json, parse_result
+from ._errors import BusyError, PyexecError, TransportError, answer_for, error_for
+from ._executions import (
+    Execution,
+    ExecutionEvent,
+    ExecutionPage,
+    ResultEvent,
+    ServerSentEvents,
+    feed_events,
+    parse_execution,
+    parse_page,
+)
+from ._result import ExecutionResult, LimitsLike, MalformedResponse, limits_json
 
 #: The environment variable the token is read from when none is given.
 TOKEN_ENV = "PYEXEC_TOKEN"
@@ -31,8 +55,21 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_MAX_RETRY_WAIT = 30.0
 #: The wait before a retry when the service gave no ``Retry-After``.
 DEFAULT_RETRY_WAIT = 1.0
+#: The longest ``?wait=`` one poll of :meth:`Client.wait` asks for: the service's default cap
+#: (``--executions-max-wait-seconds``). A service with a lower cap answers sooner and is asked again.
+WAIT_POLL_SECONDS = 60.0
+#: How long an event stream may stay silent before it counts as lost; the service sends a
+#: keep-alive comment every 15 s while the script writes nothing.
+STREAM_IDLE_TIMEOUT = 60.0
+#: Executions a listing asks for when not told: the service's default page.
+DEFAULT_PAGE_SIZE = 50
+
+#: What :meth:`Client.submit` takes as ``files``: name to content, ``str`` sent as text and
+#: ``bytes`` as base64.
+FilesLike = Mapping[str, Union[str, bytes]]
 
 _Self = TypeVar("_Self", bound="_Settings")
+_T = TypeVar("_T")
 
 
 class _Settings:
@@ -61,27 +98,96 @@ class _Settings:
         wait = busy.retry_after if busy.retry_after is not None else DEFAULT_RETRY_WAIT
         return max(0.0, min(wait, self.max_retry_wait))
 
+    def _poll_timeout(self, poll: float) -> httpx.Timeout:
+        """A long poll's timeout: the request's own, plus the time the service may hold it."""
+        return httpx.Timeout(self.timeout + poll)
 
-def request_body(script: str, limits: Optional[LimitsLike]) -> Dict[str, Any]:
-    """The JSON body of ``POST /execute``."""
+    def _stream_timeout(self) -> httpx.Timeout:
+        """An event stream's timeout: reads may wait for the next keep-alive."""
+        return httpx.Timeout(self.timeout, read=max(self.timeout, STREAM_IDLE_TIMEOUT))
+
+
+def request_body(script: str, limits: Optional[LimitsLike], files: Optional[FilesLike] = None) -> Dict[str, Any]:
+    """The JSON body of ``POST /execute`` and ``POST /executions``."""
     if not isinstance(script, str):
         raise TypeError(f"script must be a str, not {type(script).__name__}")
     body: Dict[str, Any] = {"script": script}
     limits_object = limits_json(limits)
     if limits_object:
         body["limits"] = limits_object
+    if files:
+        body["files"] = files_json(files)
     return body
+
+
+def files_json(files: FilesLike) -> Dict[str, Union[str, Dict[str, str]]]:
+    """The ``files`` object of a request: text as it is, bytes as ``{"base64": ...}``."""
+    encoded: Dict[str, Union[str, Dict[str, str]]] = {}
+    for name, content in files.items():
+        if isinstance(content, str):
+            encoded[name] = content
+        elif isinstance(content, (bytes, bytearray, memoryview)):
+            encoded[name] = {"base64": base64.b64encode(bytes(content)).decode("ascii")}
+        else:
+            raise TypeError(f"file {name!r} must be str or bytes, not {type(content).__name__}")
+    return encoded
 
 
 def read_answer(response: httpx.Response) -> ExecutionResult:
     """The result of a 200, or the exception its status and body call for."""
-    body = _json_body(response)
-    if response.status_code != 200:
-        raise error_for(response.status_code, body, retry_after(response.headers.get("Retry-After")))
+    return answer_for(response.status_code, _json_body(response), retry_after(response.headers.get("Retry-After")))
+
+
+def execution_path(id: str) -> str:
+    """``/executions/{id}``, the id escaped so that it stays one path segment."""
+    if not isinstance(id, str) or not id:
+        raise ValueError(f"an execution id is a non-empty str, not {id!r}")
+    return f"/executions/{quote(id, safe='')}"
+
+
+def read_execution(response: httpx.Response) -> Execution:
+    """The execution a 200 or 202 carries, or the exception another status calls for."""
+    body = _success_body(response)
     try:
-        return parse_result(body)
+        return parse_execution(body)
     except MalformedResponse as err:
-        raise PyexecError(f"the service's answer is not a run's result: {err}", 200, body) from err
+        raise PyexecError(f"the service's answer is not an execution: {err}", response.status_code, body) from err
+
+
+def read_page(response: httpx.Response) -> ExecutionPage:
+    """The page of executions a 200 carries, or the exception another status calls for."""
+    body = _success_body(response)
+    try:
+        return parse_page(body)
+    except MalformedResponse as err:
+        raise PyexecError(f"the service's answer is not a page of executions: {err}", response.status_code, body) from err
+
+
+def page_params(limit: int, before: Optional[str]) -> Dict[str, Union[str, int]]:
+    """The query of ``GET /executions``."""
+    params: Dict[str, Union[str, int]] = {"limit": limit}
+    if before is not None:
+        params["before"] = before
+    return params
+
+
+def next_poll(deadline: Optional[float], now: float) -> float:
+    """Seconds the next poll of a wait asks the service to hold it: at most
+    :data:`WAIT_POLL_SECONDS`, and no longer than is left before ``deadline`` (``None``: none)."""
+    if deadline is None:
+        return WAIT_POLL_SECONDS
+    return max(0.0, min(WAIT_POLL_SECONDS, deadline - now))
+
+
+def _success_body(response: httpx.Response) -> Mapping[str, Any]:
+    body = _json_body(response)
+    if response.status_code not in (200, 202):
+        raise error_for(response.status_code, body, retry_after(response.headers.get("Retry-After")))
+    return body
+
+
+def _stream_ended(id: str) -> TransportError:
+    return TransportError(f"the event stream of execution {id} ended before its result")
 
 
 def retry_after(value: Optional[str]) -> Optional[float]:
@@ -142,15 +248,106 @@ class Client(_Settings):
         hit a limit (check ``.ok`` or call ``.raise_for_outcome()``). Raises a
         :class:`PyexecError` subclass when the service refused or could not run it.
         """
-        body = request_body(script, limits)
+        return self._send("POST", "/execute", read_answer, json=request_body(script, limits))
+
+    def submit(
+        self, script: str, limits: Optional[LimitsLike] = None, files: Optional[FilesLike] = None
+    ) -> Execution:
+        """Submits ``script`` to run in the background and returns its execution at once
+        (``queued``, with its ``id``); :meth:`wait`, :meth:`stream` or :meth:`get` follow it.
+
+        ``limits`` are :meth:`run`'s; ``files`` maps plain file names to their content (``str``
+        as text, ``bytes`` as is), which the script finds in its working directory. The service
+        refuses what it would refuse to :meth:`run` with the same exceptions, except a script
+        without ``main()``: that one is accepted and fails at once (see :meth:`Execution.result`).
+        A 429 (too many unfinished executions) is retried as :meth:`run` retries it.
+        """
+        return self._send("POST", "/executions", read_execution, json=request_body(script, limits, files))
+
+    def get(self, id: str) -> Execution:
+        """The execution ``id`` now. Raises :class:`NotFoundError` for an unknown id or one the
+        service removed."""
+        return self._send("GET", execution_path(id), read_execution)
+
+    def wait(self, id: str, timeout: Optional[float] = None) -> Execution:
+        """Waits until execution ``id`` finishes, or ``timeout`` seconds pass (``None``: no
+        limit), and returns it as it is then: check ``.finished``, then call ``.result()`` for
+        the answer :meth:`run` would have returned.
+
+        Each request asks the service to hold it until the end (at most
+        :data:`WAIT_POLL_SECONDS`, or less when the service caps it lower) and is repeated until
+        then.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            poll = next_poll(deadline, time.monotonic())
+            execution = self._send(
+                "GET", execution_path(id), read_execution, params={"wait": poll}, timeout=self._poll_timeout(poll)
+            )
+            if execution.finished or (deadline is not None and time.monotonic() >= deadline):
+                return execution
+
+    def cancel(self, id: str) -> Execution:
+        """Cancels execution ``id`` (its sandbox is killed) and returns it, ``cancelled``.
+
+        Raises :class:`AlreadyFinishedError` when it had already finished (its ``.state`` says
+        how), :class:`NotFoundError` for an unknown id.
+        """
+        return self._send("DELETE", execution_path(id), read_execution)
+
+    def stream(self, id: str) -> Iterator[ExecutionEvent]:
+        """Yields execution ``id``'s events as they happen: :class:`StateEvent` (``queued``,
+        ``running``), :class:`OutputEvent` for each chunk of stdout or stderr, then one
+        :class:`ResultEvent` with the finished execution, and ends. A late caller first gets all
+        the output so far.
+
+        Raises :class:`NotFoundError` for an unknown id, :class:`TransportError` when the stream
+        breaks or ends before the result.
+        """
+        path = f"{execution_path(id)}/events"
+        headers = {"Accept": "text/event-stream"}
+        try:
+            with self._http.stream("GET", path, headers=headers, timeout=self._stream_timeout()) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise error_for(response.status_code, _json_body(response))
+                reader = ServerSentEvents()
+                for chunk in itertools.chain(response.iter_bytes(), [None]):
+                    for event in feed_events(reader, chunk):
+                        yield event
+                        if isinstance(event, ResultEvent):
+                            return
+        except httpx.HTTPError as err:
+            raise TransportError(f"GET {self.base_url}{path}: {err}") from err
+        except MalformedResponse as err:
+            raise PyexecError(f"the event stream of execution {id} is malformed: {err}") from err
+        raise _stream_ended(id)
+
+    def list(self, limit: int = DEFAULT_PAGE_SIZE, before: Optional[str] = None) -> ExecutionPage:
+        """One page of executions, newest first, without their answers: ``limit`` of them (1 to
+        500), older than the cursor ``before`` (the previous page's ``next``)."""
+        return self._send("GET", "/executions", read_page, params=page_params(limit, before))
+
+    def iter_executions(self, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Execution]:
+        """Every execution the service keeps, newest first, read ``page_size`` at a time."""
+        before: Optional[str] = None
+        while True:
+            page = self.list(page_size, before)
+            yield from page.executions
+            if page.next is None:
+                return
+            before = page.next
+
+    def _send(self, method: str, path: str, read: Callable[[httpx.Response], _T], **options: Any) -> _T:
+        """Sends one request and reads its answer with ``read``; retries a 429 (busy)."""
         attempt = 0
         while True:
             try:
-                response = self._http.post("/execute", json=body)
+                response = self._http.request(method, path, **options)
             except httpx.HTTPError as err:
-                raise TransportError(f"POST {self.base_url}/execute: {err}") from err
+                raise TransportError(f"{method} {self.base_url}{path}: {err}") from err
             try:
-                return read_answer(response)
+                return read(response)
             except BusyError as busy:
                 if attempt >= self.max_retries:
                     raise
@@ -197,15 +394,88 @@ class AsyncClient(_Settings):
 
     async def run(self, script: str, limits: Optional[LimitsLike] = None) -> ExecutionResult:
         """Runs ``script`` and returns the service's answer; see :meth:`Client.run`."""
-        body = request_body(script, limits)
+        return await self._send("POST", "/execute", read_answer, json=request_body(script, limits))
+
+    async def submit(
+        self, script: str, limits: Optional[LimitsLike] = None, files: Optional[FilesLike] = None
+    ) -> Execution:
+        """Submits ``script`` to run in the background; see :meth:`Client.submit`."""
+        return await self._send("POST", "/executions", read_execution, json=request_body(script, limits, files))
+
+    async def get(self, id: str) -> Execution:
+        """The execution ``id`` now; see :meth:`Client.get`."""
+        return await self._send("GET", execution_path(id), read_execution)
+
+    async def wait(self, id: str, timeout: Optional[float] = None) -> Execution:
+        """Waits until execution ``id`` finishes or ``timeout`` seconds pass; see
+        :meth:`Client.wait`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            poll = next_poll(deadline, time.monotonic())
+            execution = await self._send(
+                "GET", execution_path(id), read_execution, params={"wait": poll}, timeout=self._poll_timeout(poll)
+            )
+            if execution.finished or (deadline is not None and time.monotonic() >= deadline):
+                return execution
+
+    async def cancel(self, id: str) -> Execution:
+        """Cancels execution ``id``; see :meth:`Client.cancel`."""
+        return await self._send("DELETE", execution_path(id), read_execution)
+
+    async def stream(self, id: str) -> AsyncIterator[ExecutionEvent]:
+        """Execution ``id``'s events as they happen, up to its result; see :meth:`Client.stream`::
+
+        async for event in client.stream(execution.id):
+            ...
+        """
+        path = f"{execution_path(id)}/events"
+        headers = {"Accept": "text/event-stream"}
+        try:
+            async with self._http.stream("GET", path, headers=headers, timeout=self._stream_timeout()) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise error_for(response.status_code, _json_body(response))
+                reader = ServerSentEvents()
+                async for chunk in response.aiter_bytes():
+                    for event in feed_events(reader, chunk):
+                        yield event
+                        if isinstance(event, ResultEvent):
+                            return
+                for event in feed_events(reader, None):
+                    yield event
+                    if isinstance(event, ResultEvent):
+                        return
+        except httpx.HTTPError as err:
+            raise TransportError(f"GET {self.base_url}{path}: {err}") from err
+        except MalformedResponse as err:
+            raise PyexecError(f"the event stream of execution {id} is malformed: {err}") from err
+        raise _stream_ended(id)
+
+    async def list(self, limit: int = DEFAULT_PAGE_SIZE, before: Optional[str] = None) -> ExecutionPage:
+        """One page of executions, newest first; see :meth:`Client.list`."""
+        return await self._send("GET", "/executions", read_page, params=page_params(limit, before))
+
+    async def iter_executions(self, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[Execution]:
+        """Every execution the service keeps, newest first, read ``page_size`` at a time."""
+        before: Optional[str] = None
+        while True:
+            page = await self.list(page_size, before)
+            for execution in page.executions:
+                yield execution
+            if page.next is None:
+                return
+            before = page.next
+
+    async def _send(self, method: str, path: str, read: Callable[[httpx.Response], _T], **options: Any) -> _T:
+        """Sends one request and reads its answer with ``read``; retries a 429 (busy)."""
         attempt = 0
         while True:
             try:
-                response = await self._http.post("/execute", json=body)
+                response = await self._http.request(method, path, **options)
             except httpx.HTTPError as err:
-                raise TransportError(f"POST {self.base_url}/execute: {err}") from err
+                raise TransportError(f"{method} {self.base_url}{path}: {err}") from err
             try:
-                return read_answer(response)
+                return read(response)
             except BusyError as busy:
                 if attempt >= self.max_retries:
                     raise
