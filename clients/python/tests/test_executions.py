@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Iterator, List
+from typing import Iterator, List, Type
 
 import pytest
 
@@ -16,12 +16,17 @@ from pyexec_client import (
     Execution,
     ExecutionEvent,
     ExecutionResult,
+    InvalidMainError,
     InvalidRequestError,
+    Limits,
+    LimitsRefusedError,
     NoAnswerError,
     NoMainError,
     NotFoundError,
     OutputEvent,
     ResultEvent,
+    ScriptRejectedError,
+    ScriptSyntaxError,
     StateEvent,
 )
 from server import Server
@@ -93,12 +98,25 @@ def test_a_script_that_raises_is_failed_with_its_answer(client: Client) -> None:
     assert (answer.ok, answer.outcome, answer.error) == (False, "exception", "ZeroDivisionError: division by zero")
 
 
-def test_a_script_without_main_is_accepted_and_its_result_raises_no_main(client: Client) -> None:
-    finished = client.wait(client.submit("x = 1\n").id)
+@pytest.mark.parametrize(
+    "script, refusal",
+    [("x = 1\n", NoMainError), ("def main():\n    return {'a': }\n", ScriptSyntaxError), ("main = 3\n", InvalidMainError)],
+)
+def test_a_script_the_service_refuses_is_accepted_and_its_result_raises_what_run_raises(
+    client: Client, script: str, refusal: Type[ScriptRejectedError]
+) -> None:
+    finished = client.wait(client.submit(script).id)
     assert (finished.state, finished.http_status) == ("failed", 400)
-    with pytest.raises(NoMainError) as raised:
+    with pytest.raises(refusal) as raised:
         finished.result()
-    assert raised.value.message == "Script must contain a 'main()' function."
+    with pytest.raises(refusal) as by_run:
+        client.run(script)
+    assert raised.value.message == by_run.value.message
+
+
+def test_limits_above_the_maximum_are_refused_at_submission(client: Client) -> None:
+    with pytest.raises(LimitsRefusedError):
+        client.submit(PANDAS, limits=Limits(memory_mb=1_000_000))
 
 
 def test_files_are_passed_to_the_script(client: Client) -> None:

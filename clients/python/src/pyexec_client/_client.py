@@ -257,10 +257,11 @@ class Client(_Settings):
         (``queued``, with its ``id``); :meth:`wait`, :meth:`stream` or :meth:`get` follow it.
 
         ``limits`` are :meth:`run`'s; ``files`` maps plain file names to their content (``str``
-        as text, ``bytes`` as is), which the script finds in its working directory. The service
-        refuses what it would refuse to :meth:`run` with the same exceptions, except a script
-        without ``main()``: that one is accepted and fails at once (see :meth:`Execution.result`).
-        A 429 (too many unfinished executions) is retried as :meth:`run` retries it.
+        as text, ``bytes`` as is), which the script finds in its working directory. A request the
+        service refuses raises what :meth:`run` raises (:class:`LimitsRefusedError`,
+        :class:`TooLargeError`, ...); a script it refuses (no ``main()``, a syntax error) is
+        accepted, fails, and :meth:`Execution.result` raises what :meth:`run` would have. A 429
+        (too many unfinished executions) is retried as :meth:`run` retries it.
         """
         return self._send("POST", "/executions", read_execution, json=request_body(script, limits, files))
 
