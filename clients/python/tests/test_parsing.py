@@ -25,7 +25,7 @@ from pyexec_client import (
     ResultEvent,
     StateEvent,
 )
-from pyexec_client._client import next_poll, request_body, retry_after
+from pyexec_client._wire import next_poll, request_body, retry_after
 from pyexec_client._errors import error_for
 from pyexec_client._executions import ServerSentEvents, feed_events, parse_execution
 from pyexec_client._result import MalformedResponse

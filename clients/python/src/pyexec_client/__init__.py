@@ -19,10 +19,8 @@ from ._client import (
     DEFAULT_URL,
     TOKEN_ENV,
     URL_ENV,
-    WAIT_POLL_SECONDS,
     AsyncClient,
     Client,
-    FilesLike,
 )
 from ._errors import (
     NO_MAIN_MESSAGE,
@@ -60,6 +58,7 @@ from ._executions import (
     StateEvent,
 )
 from ._result import ExecutionResult, File, Limits
+from ._wire import WAIT_POLL_SECONDS, FilesLike
 
 __version__ = "0.1.0"
 

@@ -1,44 +1,32 @@
-"""The synchronous and asynchronous clients. Both build the same request, read the answer with
-the same functions, and retry a busy service the same way; only the I/O differs."""
+"""The synchronous and asynchronous clients. Both build the same requests, read the answers with
+the same functions (``_wire.py``), and retry a busy service the same way; only the I/O differs."""
 
 from __future__ import annotations
 
-import base64
-import email.utils
 import itertools
-import json
 import os
 import time
 from types import TracebackType
-from typing import (
-    Any,
-    AsyncIterator,
-    Callable,
-    Dict,
-    Iterator,
-    Mapping,
-    Optional,
-    Type,
-    TypeVar,
-    Union,
-)
-from urllib.parse import quote
+from typing import Any, AsyncIterator, Callable, Iterator, Optional, Type, TypeVar
 
 import anyio  # comes with httpx; sleeps under asyncio and trio alike
 import httpx
 
-from ._errors import BusyError, PyexecError, TransportError, answer_for, error_for
-from ._executions import (
-    Execution,
-    ExecutionEvent,
-    ExecutionPage,
-    ResultEvent,
-    ServerSentEvents,
-    feed_events,
-    parse_execution,
-    parse_page,
+from ._errors import BusyError, PyexecError, TransportError, error_for
+from ._executions import Execution, ExecutionEvent, ExecutionPage, ResultEvent, ServerSentEvents, feed_events
+from ._result import ExecutionResult, LimitsLike, MalformedResponse
+from ._wire import (
+    FilesLike,
+    execution_path,
+    json_body,
+    next_poll,
+    page_params,
+    read_answer,
+    read_execution,
+    read_page,
+    request_body,
+    stream_ended,
 )
-from ._result import ExecutionResult, LimitsLike, MalformedResponse, limits_json
 
 #: The environment variable the token is read from when none is given.
 TOKEN_ENV = "PYEXEC_TOKEN"
@@ -55,18 +43,11 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_MAX_RETRY_WAIT = 30.0
 #: The wait before a retry when the service gave no ``Retry-After``.
 DEFAULT_RETRY_WAIT = 1.0
-#: The longest ``?wait=`` one poll of :meth:`Client.wait` asks for: the service's default cap
-#: (``--executions-max-wait-seconds``). A service with a lower cap answers sooner and is asked again.
-WAIT_POLL_SECONDS = 60.0
 #: How long an event stream may stay silent before it counts as lost; the service sends a
 #: keep-alive comment every 15 s while the script writes nothing.
 STREAM_IDLE_TIMEOUT = 60.0
 #: Executions a listing asks for when not told: the service's default page.
 DEFAULT_PAGE_SIZE = 50
-
-#: What :meth:`Client.submit` takes as ``files``: name to content, ``str`` sent as text and
-#: ``bytes`` as base64.
-FilesLike = Mapping[str, Union[str, bytes]]
 
 _Self = TypeVar("_Self", bound="_Settings")
 _T = TypeVar("_T")
@@ -105,112 +86,6 @@ class _Settings:
     def _stream_timeout(self) -> httpx.Timeout:
         """An event stream's timeout: reads may wait for the next keep-alive."""
         return httpx.Timeout(self.timeout, read=max(self.timeout, STREAM_IDLE_TIMEOUT))
-
-
-def request_body(script: str, limits: Optional[LimitsLike], files: Optional[FilesLike] = None) -> Dict[str, Any]:
-    """The JSON body of ``POST /execute`` and ``POST /executions``."""
-    if not isinstance(script, str):
-        raise TypeError(f"script must be a str, not {type(script).__name__}")
-    body: Dict[str, Any] = {"script": script}
-    limits_object = limits_json(limits)
-    if limits_object:
-        body["limits"] = limits_object
-    if files:
-        body["files"] = files_json(files)
-    return body
-
-
-def files_json(files: FilesLike) -> Dict[str, Union[str, Dict[str, str]]]:
-    """The ``files`` object of a request: text as it is, bytes as ``{"base64": ...}``."""
-    encoded: Dict[str, Union[str, Dict[str, str]]] = {}
-    for name, content in files.items():
-        if isinstance(content, str):
-            encoded[name] = content
-        elif isinstance(content, (bytes, bytearray, memoryview)):
-            encoded[name] = {"base64": base64.b64encode(bytes(content)).decode("ascii")}
-        else:
-            raise TypeError(f"file {name!r} must be str or bytes, not {type(content).__name__}")
-    return encoded
-
-
-def read_answer(response: httpx.Response) -> ExecutionResult:
-    """The result of a 200, or the exception its status and body call for."""
-    return answer_for(response.status_code, _json_body(response), retry_after(response.headers.get("Retry-After")))
-
-
-def execution_path(id: str) -> str:
-    """``/executions/{id}``, the id escaped so that it stays one path segment."""
-    if not isinstance(id, str) or not id:
-        raise ValueError(f"an execution id is a non-empty str, not {id!r}")
-    return f"/executions/{quote(id, safe='')}"
-
-
-def read_execution(response: httpx.Response) -> Execution:
-    """The execution a 200 or 202 carries, or the exception another status calls for."""
-    body = _success_body(response)
-    try:
-        return parse_execution(body)
-    except MalformedResponse as err:
-        raise PyexecError(f"the service's answer is not an execution: {err}", response.status_code, body) from err
-
-
-def read_page(response: httpx.Response) -> ExecutionPage:
-    """The page of executions a 200 carries, or the exception another status calls for."""
-    body = _success_body(response)
-    try:
-        return parse_page(body)
-    except MalformedResponse as err:
-        raise PyexecError(f"the service's answer is not a page of executions: {err}", response.status_code, body) from err
-
-
-def page_params(limit: int, before: Optional[str]) -> Dict[str, Union[str, int]]:
-    """The query of ``GET /executions``."""
-    params: Dict[str, Union[str, int]] = {"limit": limit}
-    if before is not None:
-        params["before"] = before
-    return params
-
-
-def next_poll(deadline: Optional[float], now: float) -> float:
-    """Seconds the next poll of a wait asks the service to hold it: at most
-    :data:`WAIT_POLL_SECONDS`, and no longer than is left before ``deadline`` (``None``: none)."""
-    if deadline is None:
-        return WAIT_POLL_SECONDS
-    return max(0.0, min(WAIT_POLL_SECONDS, deadline - now))
-
-
-def _success_body(response: httpx.Response) -> Mapping[str, Any]:
-    body = _json_body(response)
-    if response.status_code not in (200, 202):
-        raise error_for(response.status_code, body, retry_after(response.headers.get("Retry-After")))
-    return body
-
-
-def _stream_ended(id: str) -> TransportError:
-    return TransportError(f"the event stream of execution {id} ended before its result")
-
-
-def retry_after(value: Optional[str]) -> Optional[float]:
-    """Seconds from a ``Retry-After`` header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _json_body(response: httpx.Response) -> Mapping[str, Any]:
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {"error": response.text[:1000]} if response.text else {}
-    return body if isinstance(body, dict) else {"error": f"unexpected body: {str(body)[:200]}"}
 
 
 class Client(_Settings):
@@ -311,7 +186,7 @@ class Client(_Settings):
             with self._http.stream("GET", path, headers=headers, timeout=self._stream_timeout()) as response:
                 if response.status_code != 200:
                     response.read()
-                    raise error_for(response.status_code, _json_body(response))
+                    raise error_for(response.status_code, json_body(response))
                 reader = ServerSentEvents()
                 for chunk in itertools.chain(response.iter_bytes(), [None]):
                     for event in feed_events(reader, chunk):
@@ -322,7 +197,7 @@ class Client(_Settings):
             raise TransportError(f"GET {self.base_url}{path}: {err}") from err
         except MalformedResponse as err:
             raise PyexecError(f"the event stream of execution {id} is malformed: {err}") from err
-        raise _stream_ended(id)
+        raise stream_ended(id)
 
     def list(self, limit: int = DEFAULT_PAGE_SIZE, before: Optional[str] = None) -> ExecutionPage:
         """One page of executions, newest first, without their answers: ``limit`` of them (1 to
@@ -435,22 +310,18 @@ class AsyncClient(_Settings):
             async with self._http.stream("GET", path, headers=headers, timeout=self._stream_timeout()) as response:
                 if response.status_code != 200:
                     await response.aread()
-                    raise error_for(response.status_code, _json_body(response))
+                    raise error_for(response.status_code, json_body(response))
                 reader = ServerSentEvents()
-                async for chunk in response.aiter_bytes():
+                async for chunk in _then_end(response.aiter_bytes()):
                     for event in feed_events(reader, chunk):
                         yield event
                         if isinstance(event, ResultEvent):
                             return
-                for event in feed_events(reader, None):
-                    yield event
-                    if isinstance(event, ResultEvent):
-                        return
         except httpx.HTTPError as err:
             raise TransportError(f"GET {self.base_url}{path}: {err}") from err
         except MalformedResponse as err:
             raise PyexecError(f"the event stream of execution {id} is malformed: {err}") from err
-        raise _stream_ended(id)
+        raise stream_ended(id)
 
     async def list(self, limit: int = DEFAULT_PAGE_SIZE, before: Optional[str] = None) -> ExecutionPage:
         """One page of executions, newest first; see :meth:`Client.list`."""
@@ -497,3 +368,10 @@ class AsyncClient(_Settings):
         traceback: Optional[TracebackType],
     ) -> None:
         await self.aclose()
+
+
+async def _then_end(chunks: AsyncIterator[bytes]) -> AsyncIterator[Optional[bytes]]:
+    """The chunks, then ``None`` for the end of the stream."""
+    async for chunk in chunks:
+        yield chunk
+    yield None
