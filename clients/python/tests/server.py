@@ -7,9 +7,11 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -63,6 +65,9 @@ class Server:
         args = [str(binary()), "serve", "--listen", self.url.removeprefix("http://")]
         # Under the tests' cgroup prefix, which `make check-leftovers` inspects.
         args += ["--cgroup-parent", f"pyexec-test-client-{os.getpid()}-{next(_servers)}"]
+        # Its own executions database, which no other server reads, removed when it stops.
+        self.state_dir = Path(tempfile.mkdtemp(prefix="pyexec-client-state-"))
+        args += ["--state-dir", str(self.state_dir)]
         args += ["--shutdown-grace-seconds", "5", *flags]
         if token is not None:
             assert token_dir is not None
@@ -125,3 +130,4 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -21,7 +21,7 @@ from pyexec_client import (
     TransportError,
     UnauthorizedError,
 )
-from pyexec_client._client import read_answer
+from pyexec_client._wire import read_answer
 from server import Server
 
 HELLO = "def main():\n    return {'message': 'Hello World'}\n"

@@ -7,7 +7,9 @@ what their ``main()`` returned.
         answer = client.run("def main():\n    return {'sum': 1 + 2}\n")
         print(answer.result)  # {'sum': 3}
 
-See the package's README for the errors, limits, retries and the asynchronous client.
+Executions run a script in the background: ``submit`` returns at once, ``wait``, ``stream`` and
+``cancel`` follow it. See the package's README for the errors, limits, retries, executions and
+the asynchronous client.
 """
 
 from ._client import (
@@ -22,12 +24,15 @@ from ._client import (
 )
 from ._errors import (
     NO_MAIN_MESSAGE,
+    AlreadyFinishedError,
     BusyError,
     ExecutionFailedError,
     InvalidMainError,
     InvalidRequestError,
     LimitsRefusedError,
+    NoAnswerError,
     NoMainError,
+    NotFoundError,
     PyexecError,
     ResultRejectedError,
     ScriptRejectedError,
@@ -38,36 +43,68 @@ from ._errors import (
     TransportError,
     UnauthorizedError,
 )
+from ._executions import (
+    CANCELLED,
+    FAILED,
+    FINISHED_STATES,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Execution,
+    ExecutionEvent,
+    ExecutionPage,
+    OutputEvent,
+    ResultEvent,
+    StateEvent,
+)
 from ._result import ExecutionResult, File, Limits
+from ._wire import WAIT_POLL_SECONDS, FilesLike
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyFinishedError",
     "AsyncClient",
     "BusyError",
+    "CANCELLED",
     "Client",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MAX_RETRY_WAIT",
     "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
+    "Execution",
+    "ExecutionEvent",
     "ExecutionFailedError",
+    "ExecutionPage",
     "ExecutionResult",
+    "FAILED",
+    "FINISHED_STATES",
     "File",
+    "FilesLike",
     "InvalidMainError",
     "InvalidRequestError",
     "Limits",
     "LimitsRefusedError",
     "NO_MAIN_MESSAGE",
+    "NoAnswerError",
     "NoMainError",
+    "NotFoundError",
+    "OutputEvent",
     "PyexecError",
+    "QUEUED",
+    "RUNNING",
+    "ResultEvent",
     "ResultRejectedError",
     "ScriptRejectedError",
     "ScriptSyntaxError",
     "ServerError",
     "ShuttingDownError",
+    "StateEvent",
+    "SUCCEEDED",
     "TOKEN_ENV",
     "TooLargeError",
     "TransportError",
     "URL_ENV",
     "UnauthorizedError",
+    "WAIT_POLL_SECONDS",
 ]

@@ -9,9 +9,12 @@ raises :class:`ExecutionFailedError` when the caller wants one.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from ._result import ExecutionResult
+from ._result import ExecutionResult, MalformedResponse, parse_result
+
+if TYPE_CHECKING:
+    from ._executions import Execution
 
 #: The exact error of a script without ``main()`` (or an empty one).
 NO_MAIN_MESSAGE = "Script must contain a 'main()' function."
@@ -83,6 +86,37 @@ class InvalidRequestError(PyexecError):
     cannot read, a wrong content type, an unknown route."""
 
 
+class NotFoundError(InvalidRequestError):
+    """HTTP 404: no execution has this id, or it was removed (a finished execution is kept for the
+    service's ``--executions-keep-seconds``)."""
+
+
+class AlreadyFinishedError(InvalidRequestError):
+    """HTTP 409: the execution to cancel had already finished. ``id`` names it and ``state`` is
+    the state it finished in (``succeeded``, ``failed`` or ``cancelled``)."""
+
+    def __init__(self, message: str, status: int, body: Mapping[str, Any]):
+        super().__init__(message, status, body)
+        self.id: Optional[str] = body.get("id") if isinstance(body.get("id"), str) else None
+        self.state: Optional[str] = body.get("state") if isinstance(body.get("state"), str) else None
+
+
+class NoAnswerError(PyexecError):
+    """Raised by :meth:`Execution.result`: the execution has no answer to read, because it has
+    not finished, or it ended without one (cancelled, or cut off by a stop of the service; its
+    ``reason`` says which). ``execution`` is the execution as it was read."""
+
+    def __init__(self, execution: "Execution"):
+        if execution.finished:
+            message = f"execution {execution.id} {execution.state} without an answer"
+            if execution.reason:
+                message += f": {execution.reason}"
+        else:
+            message = f"execution {execution.id} has not finished (it is {execution.state})"
+        super().__init__(message)
+        self.execution = execution
+
+
 class LimitsRefusedError(InvalidRequestError):
     """HTTP 400: a requested limit is above the server's maximum, below its minimum, or unknown.
     The message names the limit."""
@@ -142,6 +176,10 @@ def error_for(status: int, body: Mapping[str, Any], retry_after: Optional[float]
         return _bad_request(message, body)
     if status in (401, 403, 421):
         return UnauthorizedError(message, status, body)
+    if status == 404:
+        return NotFoundError(message, status, body)
+    if status == 409:
+        return AlreadyFinishedError(message, status, body)
     if status == 413:
         return TooLargeError(message, status, body)
     if status == 429:
@@ -165,3 +203,14 @@ def _bad_request(message: str, body: Mapping[str, Any]) -> PyexecError:
     if _LIMITS_REFUSED.match(message):
         return LimitsRefusedError(message, 400, body)
     return InvalidRequestError(message, 400, body)
+
+
+def answer_for(status: int, body: Mapping[str, Any], retry_after: Optional[float] = None) -> ExecutionResult:
+    """The result of a run's answer when it is a 200, or the exception its status and body call
+    for (the same for ``POST /execute`` and a finished execution's ``response``)."""
+    if status != 200:
+        raise error_for(status, body, retry_after)
+    try:
+        return parse_result(body)
+    except MalformedResponse as err:
+        raise PyexecError(f"the service's answer is not a run's result: {err}", 200, body) from err
