@@ -146,3 +146,25 @@ async fn executions_refuse_bad_ids_bad_bodies_and_missing_tokens() {
     })
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make cluster-e2e"]
+async fn files_a_script_leaves_and_its_open_figures_come_back_through_the_status() {
+    run_case("files-out", |case| async move {
+        let api = Api::new(&case).await;
+        let script = "import os\nimport matplotlib.pyplot as plt\ndef main():\n    os.makedirs('output', exist_ok=True)\n    open('output/data.bin', 'wb').write(bytes(range(256)))\n    plt.plot([1, 2, 3], [2, 4, 8])\n    return {'ok': True}\n";
+        let request = api.client.post(format!("{}/execute", api.url)).json(&json!({ "script": script }));
+        let (status, body) = api.send(request).await;
+        assert_eq!(status, 200, "{body}");
+        let files = body["files"].as_array().expect("files in the answer");
+        let content = |name: &str| {
+            let file = files.iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("{name} in {body}"));
+            let encoded = file["content_base64"].as_str().expect("base64 content");
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).expect("valid base64")
+        };
+        assert_eq!(content("data.bin"), (0..=255u8).collect::<Vec<_>>(), "byte for byte");
+        let png = content("figure-1.png");
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.get(12..16) == Some(b"IHDR"), "a PNG: {:?}", &png[..16.min(png.len())]);
+    })
+    .await;
+}
