@@ -9,7 +9,7 @@ use serde_json::Value;
 /// Files of this type are returned as image content (figures).
 const FIGURE_TYPE: &str = "image/png";
 /// Where a file's bytes are in a response's `files`, base64-encoded.
-const FILE_BYTES_KEY: &str = "content_base64";
+pub const FILE_BYTES_KEY: &str = "content_base64";
 
 /// What POST /execute answered, wherever it ran.
 #[derive(Clone, Debug, PartialEq)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde_json::{json, Map, Value};
 
+use super::answer;
 use crate::server::openapi;
 
 pub const TOOL_NAME: &str = "run_python";
@@ -29,6 +30,11 @@ pub fn run_python_tool() -> Tool {
     let input = inline_refs(components["ExecuteRequest"].clone(), components);
     let mut output = inline_refs(components["ExecuteResponse"].clone(), components);
     output["required"] = json!(REQUIRED_OUTPUT);
+    // A figure's bytes leave the structured content for an image block (`answer`): the other
+    // fields of each file stay required.
+    if let Some(required) = output["properties"]["files"]["items"]["required"].as_array_mut() {
+        required.retain(|field| field != answer::FILE_BYTES_KEY);
+    }
     Tool::new(TOOL_NAME, DESCRIPTION, Arc::new(json_schema(input)))
         .with_title("Run Python")
         .with_raw_output_schema(Arc::new(json_schema(output)))
@@ -95,5 +101,7 @@ mod tests {
         assert_eq!(output["properties"]["result"]["type"], json!(["object", "null"]));
         assert!(output["properties"]["outcome"]["enum"].as_array().is_some_and(|o| o.contains(&json!("success"))));
         assert!(!output.to_string().contains("nullable"), "{output}");
+        let file = &output["properties"]["files"]["items"];
+        assert_eq!(file["required"], json!(["name", "size", "media_type"]), "a figure's bytes are an image block");
     }
 }

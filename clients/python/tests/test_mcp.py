@@ -3,6 +3,7 @@ against a real service, and /mcp on a real service over streamable HTTP."""
 
 from __future__ import annotations
 
+import base64
 import json
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -89,8 +90,25 @@ async def a_refused_limit_is_a_tool_error_naming_it(session: ClientSession) -> N
     assert "memory_mb" in answer.content[0].text  # type: ignore[union-attr]
 
 
+async def an_open_figure_comes_back_as_image_content(session: ClientSession) -> None:
+    script = (
+        "import pandas as pd\n"
+        "def main():\n"
+        "    pd.DataFrame({'x': [1, 2, 3], 'y': [2, 4, 8]}).plot(x='x', y='y')\n"
+        "    return {'plotted': True}\n"
+    )
+    answer = await session.call_tool("run_python", {"script": script})
+    assert answer.is_error is False
+    assert (answer.structured_content or {}).get("result") == {"plotted": True}
+    images = [block for block in answer.content if block.type == "image"]
+    assert [image.mime_type for image in images] == ["image/png"]  # type: ignore[union-attr]
+    png = base64.b64decode(images[0].data)  # type: ignore[union-attr]
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png[12:16] == b"IHDR"
+
+
 CASES = [
     the_tool_is_run_python_with_its_schemas,
+    an_open_figure_comes_back_as_image_content,
     the_pandas_example_is_structured_content,
     no_main_is_a_tool_error_with_the_message,
     a_failed_run_is_an_error_with_its_fields,
