@@ -117,6 +117,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let _ = stop_tx.send(true);
     });
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    // Submitted executions get the same grace as the requests in flight, beside them.
+    let executions_stopped = {
+        let (executions, mut stop_rx) = (executions.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            executions.shutdown(grace).await;
+        })
+    };
     let forced = async move {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
         tracing::info!(
@@ -133,7 +141,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             tracing::warn!("grace period over; killing in-flight executions");
         }
     }
-    executions.shutdown(grace).await;
+    // The server ends only after the stop signal: the executions' shutdown is under way.
+    if let Err(err) = executions_stopped.await {
+        tracing::warn!(error = %err, "stopping the executions failed");
+    }
     if let Some(pool) = pool_for_shutdown {
         pool.shutdown().await;
     }
