@@ -282,3 +282,37 @@ fn error(err: ExecutionsError) -> ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::executions::State;
+    use crate::sandbox::{Envelope, Outcome};
+
+    #[test]
+    fn every_field_an_execution_can_show_is_documented_and_nothing_else() {
+        let mut record = Record::queued("a".repeat(32), 1, Vec::new());
+        (record.state, record.started_ms, record.finished_ms) = (State::Failed, Some(2), Some(3));
+        record.envelope = Some(Envelope::rejected(Outcome::Exception, "boom"));
+        record.reason = Some("why".into());
+        let mut shown: BTreeSet<String> = serde_json::to_value(view(&record))
+            .expect("a view")
+            .as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect();
+        // POST's answer adds where to find it.
+        shown.insert("location".into());
+        let document = crate::server::openapi::document();
+        let documented: BTreeSet<String> = document["components"]["schemas"]["Execution"]["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(shown, documented);
+    }
+}

@@ -3,6 +3,7 @@
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Value};
 
+use crate::sandbox::files::OutputFile;
 use crate::sandbox::RequestedLimits;
 
 pub fn document() -> Value {
@@ -165,29 +166,28 @@ pub fn document() -> Value {
                         "response": {"$ref": "#/components/schemas/ExecuteResponse"}
                     }
                 },
-                "OutputFile": {
-                    "type": "object",
-                    "required": ["name", "size", "media_type", "content_base64"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "size": {"type": "integer"},
-                        "media_type": {"type": "string"},
-                        "content_base64": {"type": "string", "format": "byte"}
-                    }
-                },
+                "OutputFile": type_schema::<OutputFile>(),
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
             }
         }
     })
 }
 
-/// The request's `limits`, generated from the type that reads them, under the snake_case names
-/// the HTTP API documents (the type's own are Kubernetes' camelCase; it reads both).
-fn limits_schema() -> Value {
-    let schema = SchemaSettings::openapi3().into_generator().into_root_schema_for::<RequestedLimits>();
+/// A component's schema generated from the type that reads or writes it, as OpenAPI 3.0.
+fn type_schema<T: schemars::JsonSchema>() -> Value {
+    let schema = SchemaSettings::openapi3().into_generator().into_root_schema_for::<T>();
     let mut schema = serde_json::to_value(schema).unwrap_or_default();
     if let Some(fields) = schema.as_object_mut() {
         fields.retain(|key, _| !key.starts_with('$') && key != "title");
+    }
+    schema
+}
+
+/// The request's `limits`, generated from the type that reads them, under the snake_case names
+/// the HTTP API documents (the type's own are Kubernetes' camelCase; it reads both).
+fn limits_schema() -> Value {
+    let mut schema = type_schema::<RequestedLimits>();
+    if let Some(fields) = schema.as_object_mut() {
         fields.insert(
             "description".into(),
             json!("Each limit may be lowered below the server's default, or raised up to its maximum; above it, 400"),
@@ -212,7 +212,45 @@ fn snake_case(camel: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::sandbox::{Envelope, Outcome};
+
+    fn documented(component: &str) -> BTreeSet<String> {
+        let schemas = &document()["components"]["schemas"];
+        schemas[component]["properties"].as_object().expect("properties").keys().cloned().collect()
+    }
+
+    fn keys(value: &Value) -> BTreeSet<String> {
+        value.as_object().expect("an object").keys().cloned().collect()
+    }
+
+    #[test]
+    fn every_field_an_answer_can_have_is_documented_and_nothing_else() {
+        let file: OutputFile = serde_json::from_value(json!(
+            {"name": "a.csv", "size": 1, "media_type": "text/csv", "content_base64": "YQ=="}
+        ))
+        .expect("an output file");
+        let mut envelope = Envelope::rejected(Outcome::Exception, "boom");
+        envelope.files = vec![file.clone()];
+        envelope.files_truncated = true;
+        envelope.files_omitted = vec!["big.bin".into()];
+        let (_, body) = crate::server::response::to_http("id", &envelope, &["a warning".into()]);
+        let body = serde_json::to_value(&body).expect("a JSON body");
+        assert_eq!(keys(&body), documented("ExecuteResponse"));
+        assert_eq!(keys(&serde_json::to_value(&file).expect("a file")), documented("OutputFile"));
+    }
+
+    #[test]
+    fn the_documented_request_fields_are_the_ones_the_body_reads() {
+        assert_eq!(documented("ExecuteRequest"), ["files", "limits", "script"].map(String::from).into());
+        let body =
+            json!({"script": "def main(): return {}", "limits": {"timeout_seconds": 1}, "files": {"a.txt": "x"}});
+        let read = crate::server::body::read(crate::server::body::Kind::Json, body.to_string().as_bytes(), false)
+            .expect("every documented field is read");
+        assert_eq!((read.limits.timeout_seconds, read.files.is_empty()), (Some(1.0), false));
+    }
 
     #[test]
     fn every_documented_limit_is_one_the_body_reads() {
