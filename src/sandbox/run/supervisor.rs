@@ -140,10 +140,8 @@ impl Supervisor {
         self.inner.removals.close();
         self.inner.removals.wait().await;
         let templates: Vec<Template> = {
-            let mut running = self.inner.templates.lock().await;
-            let Templates { serving, next, retired, .. } = std::mem::take(&mut *running);
-            running.closed = true;
-            serving.into_iter().chain(next).chain(retired).collect()
+            let Templates { serving, retired } = std::mem::take(&mut *self.inner.templates.lock().await);
+            serving.into_iter().chain(retired).collect()
         };
         futures::future::join_all(templates.into_iter().map(Template::destroy)).await;
         let inner = self.inner.clone();

@@ -71,35 +71,10 @@ impl Supervisor {
                     templates.serving.len() - 1
                 }
             };
-            let pending = templates.serving[at].fork(limits.tmp_mb * 1024 * 1024, backstop, lease)?;
-            if templates.wants_successor(preload, life) {
-                templates.starting.push(preload.to_vec());
-                tokio::spawn(self.clone().start_successor(limits.clone(), preload.to_vec()));
-            }
-            pending
+            templates.serving[at].fork(limits.tmp_mb * 1024 * 1024, backstop, lease)?
         };
         let jail = ready_jail(pending.into_cgroup(cgroup).await?).await?;
         Ok(ReadySandbox { jail, born: Instant::now(), limits: limits.clone() })
-    }
-
-    /// Starts the successor of `preload`'s template ahead of its retirement, so that forks go
-    /// on from it at once instead of waiting for its import.
-    async fn start_successor(self, limits: Limits, preload: Vec<String>) {
-        let started = self.start_template(&limits, &preload).await;
-        let mut templates = self.inner.templates.lock().await;
-        templates.starting.retain(|p| *p != preload);
-        match started {
-            Ok(template) if templates.closed => {
-                drop(templates);
-                template.destroy().await;
-            }
-            Ok(template) => templates.next.push(template),
-            Err(err) => tracing::warn!(
-                modules = preload.join(","),
-                error = %err,
-                "could not start a template's successor ahead; it starts when the template retires"
-            ),
-        }
     }
 
     /// Starts the template: a jail of nsjail.cfg without its namespace and mount denials (each

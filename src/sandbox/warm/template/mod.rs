@@ -73,11 +73,6 @@ impl Template {
         self.forks >= life.max_forks || self.born.elapsed() >= life.max_age
     }
 
-    /// Whether its successor should start now, to be ready when it is spent.
-    pub(in crate::sandbox) fn nearly_spent(&self, life: &Life) -> bool {
-        life.nearly_over(self.forks, self.born.elapsed())
-    }
-
     /// Whether no sandbox it forked is still alive.
     pub(in crate::sandbox) fn unused(&self) -> bool {
         Arc::strong_count(&self.live) == 1
@@ -153,40 +148,18 @@ pub struct Life {
     pub max_age: Duration,
 }
 
-impl Life {
-    /// Past nine tenths of either bound: a successor started now (it imports for a fraction of a
-    /// second) is usually ready when the template is spent, so no sandbox waits for it.
-    pub fn nearly_over(&self, forks: u64, age: Duration) -> bool {
-        forks.saturating_mul(10) >= self.max_forks.saturating_mul(9) || age >= self.max_age.mul_f64(0.9)
-    }
-}
-
-/// The pool's templates: those that fork (one per list of preloaded modules), their successors
-/// started ahead, and retired ones that still have live forks (ending a template ends every
-/// sandbox it forked).
+/// The pool's templates: those that fork (one per list of preloaded modules), and retired ones
+/// that still have live forks (ending a template ends every sandbox it forked).
 #[derive(Debug, Default)]
 pub(in crate::sandbox) struct Templates {
     pub(in crate::sandbox) serving: Vec<Template>,
-    /// Ready to take over from the serving template of their list when it is spent.
-    pub(in crate::sandbox) next: Vec<Template>,
-    /// The lists whose successor is being started.
-    pub(in crate::sandbox) starting: Vec<Vec<String>>,
     pub(in crate::sandbox) retired: Vec<Template>,
-    /// Set when the supervisor shuts down: a successor that arrives later is ended at once.
-    pub(in crate::sandbox) closed: bool,
 }
 
 impl Templates {
-    /// Every template, serving, next or retired.
+    /// Every template, serving or retired.
     pub(in crate::sandbox) fn all(&self) -> impl Iterator<Item = &Template> {
-        self.serving.iter().chain(self.next.iter()).chain(self.retired.iter())
-    }
-
-    /// Whether the serving template of `preload` needs a successor started now: it is nearly
-    /// spent and none is ready or under way.
-    pub(in crate::sandbox) fn wants_successor(&self, preload: &[String], life: &Life) -> bool {
-        let nearly_spent = self.serving.iter().any(|t| t.preload == preload && t.nearly_spent(life));
-        nearly_spent && !self.next.iter().any(|t| t.preload == preload) && !self.starting.iter().any(|p| p == preload)
+        self.serving.iter().chain(self.retired.iter())
     }
 
     /// Takes the template for `preload` out of service when it has ended (at once) or is
@@ -206,11 +179,6 @@ impl Templates {
                 );
                 self.retired.push(template);
             }
-        }
-        // A successor started ahead takes over at once.
-        let serving = self.serving.iter().any(|t| t.preload == preload);
-        if let (false, Some(at)) = (serving, self.next.iter().position(|t| t.preload == preload)) {
-            self.serving.push(self.next.swap_remove(at));
         }
         let (done, kept): (Vec<Template>, Vec<Template>) =
             std::mem::take(&mut self.retired).into_iter().partition(Template::unused);
@@ -356,17 +324,6 @@ pub fn parse_status(said: &[u8]) -> Option<ChildStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_successor_is_due_past_nine_tenths_of_either_bound() {
-        let life = Life { max_forks: 1000, max_age: Duration::from_secs(300) };
-        assert!(!life.nearly_over(899, Duration::from_secs(269)));
-        assert!(life.nearly_over(900, Duration::ZERO));
-        assert!(life.nearly_over(0, Duration::from_secs(270)));
-        let tiny = Life { max_forks: 2, max_age: Duration::from_secs(300) };
-        assert!(!tiny.nearly_over(1, Duration::ZERO), "with two forks, not before the second");
-        assert!(tiny.nearly_over(2, Duration::ZERO));
-    }
 
     #[test]
     fn a_keeper_says_how_the_sandbox_ended() {
