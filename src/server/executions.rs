@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -15,14 +16,15 @@ use axum::Json;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::extract::ExecuteBody;
 use super::response::{self, ResponseBody};
 use super::AppState;
-use crate::executions::output::Utf8Chunks;
+use crate::executions::output::{OutputLog, Utf8Chunks};
 use crate::executions::record::is_id;
-use crate::executions::{Executions, ExecutionsError, Record, Submission};
+use crate::executions::{Executions, ExecutionsError, Record, State as ExecutionState, Submission};
 use crate::metrics::Rejection;
 use crate::sandbox::run::capture::Stream;
 
@@ -56,8 +58,8 @@ pub async fn submit(
     ExecuteBody(request): ExecuteBody,
 ) -> Result<Response, ApiError> {
     let executions = &state.executions;
-    let super::Prepared { execution, answered, .. } = super::prepare(&state, &request)?;
-    let submission = Submission { request: execution, warnings: request.warnings.clone(), answered };
+    let super::Prepared { execution, answered, warnings, .. } = super::prepare(&state, request)?;
+    let submission = Submission { request: execution, warnings, answered };
     let record = executions.submit(submission).await.map_err(error)?;
     let location = format!("/executions/{}", record.id);
     let mut body = record.summary();
@@ -84,10 +86,12 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let executions = &state.executions;
     let Query(query) = query.map_err(invalid_query)?;
+    if !is_id(&id) {
+        return Err(not_found(&id));
+    }
     let record = match query.wait {
-        Some(seconds) if is_id(&id) => executions.wait(&id, executions.settings().wait(seconds)).await,
-        _ if is_id(&id) => executions.get(&id).await,
-        _ => Ok(None),
+        Some(seconds) => executions.wait(&id, executions.settings().wait(seconds)).await,
+        None => executions.get(&id).await,
     };
     let record = record.map_err(error)?.ok_or_else(|| not_found(&id))?;
     Ok(Json(view(&record)).into_response())
@@ -107,100 +111,50 @@ pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
 /// output caps), then `result` with the finished execution, and the stream ends.
 pub async fn events(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let executions = state.executions.clone();
-    if !is_id(&id) || executions.get(&id).await.map_err(error)?.is_none() {
+    if !is_id(&id) {
         return Err(not_found(&id));
     }
-    let (sender, events) = futures::channel::mpsc::channel::<Event>(16);
-    tokio::spawn(send_events(executions, id, sender));
+    let known = match executions.follow(&id) {
+        Some((log, state)) => Known::Live(log, state),
+        None => Known::Stored(Box::new(executions.get(&id).await.map_err(error)?.ok_or_else(|| not_found(&id))?)),
+    };
+    let (mut sender, events) = futures::channel::mpsc::channel::<Event>(16);
+    tokio::spawn(async move {
+        // An error means the client left.
+        let _ = send_events(&*executions, &id, known, &mut sender).await;
+    });
     let events = events.map(Ok::<_, Infallible>);
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
-/// Feeds one client's event stream until the execution's end (or the client leaves: a send
-/// then fails).
-async fn send_events(executions: Arc<dyn Executions>, id: String, mut sender: futures::channel::mpsc::Sender<Event>) {
-    let mut text = [Utf8Chunks::default(), Utf8Chunks::default()];
-    if let Some((log, mut state)) = executions.follow(&id) {
-        let mut chunks = log.subscribe();
-        let (mut sent, mut shown) = (0, None);
-        loop {
-            let now = *state.borrow_and_update();
-            if shown != Some(now) && !now.is_finished() {
-                shown = Some(now);
-                if send(&mut sender, Event::default().event("state").json_data(json!({"state": now.as_str()})))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            for (stream, bytes) in log.since(sent) {
-                sent += 1;
-                let chunk = text[stream as usize].push(&bytes);
-                if !chunk.is_empty() && send(&mut sender, output_event(stream, &chunk)).await.is_err() {
-                    return;
-                }
-            }
-            if now.is_finished() {
-                break;
-            }
-            // Each chunk and each change of state wakes this; the senders go when it ends.
-            tokio::select! {
-                changed = chunks.changed() => if changed.is_err() { let _ = state.changed().await; },
-                changed = state.changed() => if changed.is_err() { break },
-            }
-        }
-        for stream in [Stream::Stdout, Stream::Stderr] {
-            let rest = text[stream as usize].finish();
-            if !rest.is_empty() && send(&mut sender, output_event(stream, &rest)).await.is_err() {
-                return;
-            }
-        }
-        let _ = send_result(&*executions, &id, &mut sender, false).await;
-    } else {
-        // Output comes with the answer here: show the state until then.
-        let mut shown = None;
-        loop {
-            let wait = executions.settings().wait(f64::INFINITY);
-            let record = match executions.wait(&id, wait).await {
-                Ok(Some(record)) => record,
-                Ok(None) => return,
-                Err(err) => {
-                    return tracing::warn!(id, error = %crate::telemetry::chain(&err), "could not follow an execution")
-                }
-            };
-            if record.state.is_finished() {
-                break;
-            }
-            if shown != Some(record.state) {
-                shown = Some(record.state);
-                let event = Event::default().event("state").json_data(json!({"state": record.state.as_str()}));
-                if send(&mut sender, event).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let _ = send_result(&*executions, &id, &mut sender, true).await;
-    }
+/// What the events route knows of an execution when a client connects.
+enum Known {
+    /// Unfinished here: its output so far and its state, to follow.
+    Live(Arc<OutputLog>, watch::Receiver<ExecutionState>),
+    /// Finished, or kept where output comes only with the answer (Kubernetes).
+    Stored(Box<Record>),
 }
 
-/// Sends the finished execution as `result`, after its stored output when the client saw none
-/// of it as it happened.
-async fn send_result(
+type Sender = futures::channel::mpsc::Sender<Event>;
+type SendError = futures::channel::mpsc::SendError;
+
+/// Feeds one client's event stream until the execution's end.
+async fn send_events(
     executions: &dyn Executions,
     id: &str,
-    sender: &mut futures::channel::mpsc::Sender<Event>,
-    with_output: bool,
-) -> Result<(), futures::channel::mpsc::SendError> {
-    let record = match executions.get(id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return Ok(()),
-        Err(err) => {
-            tracing::error!(id, error = %crate::telemetry::chain(&err), "could not read a finished execution");
-            return Ok(());
+    known: Known,
+    sender: &mut Sender,
+) -> Result<(), SendError> {
+    let (finished, output_sent) = match known {
+        Known::Live(log, state) => {
+            follow_output(&log, state, sender).await?;
+            (read(executions, id, None).await, true)
         }
+        Known::Stored(record) => (until_finished(executions, id, *record, sender).await?, false),
     };
-    if let (true, Some(envelope)) = (with_output, &record.envelope) {
+    let Some(record) = finished else { return Ok(()) };
+    // A client that saw none of the output as it happened gets the stored output first.
+    if let (false, Some(envelope)) = (output_sent, &record.envelope) {
         for (stream, text) in [(Stream::Stdout, &envelope.stdout), (Stream::Stderr, &envelope.stderr)] {
             if !text.is_empty() {
                 send(sender, output_event(stream, text)).await?;
@@ -210,14 +164,89 @@ async fn send_result(
     send(sender, Event::default().event("result").json_data(view(&record))).await
 }
 
+/// Sends the state when it changes and each chunk of output as it is read, until the end.
+async fn follow_output(
+    log: &OutputLog,
+    mut state: watch::Receiver<ExecutionState>,
+    sender: &mut Sender,
+) -> Result<(), SendError> {
+    let mut text = [Utf8Chunks::default(), Utf8Chunks::default()];
+    let mut chunks = log.subscribe();
+    let (mut sent, mut shown) = (0, None);
+    loop {
+        let now = *state.borrow_and_update();
+        if shown != Some(now) && !now.is_finished() {
+            shown = Some(now);
+            send(sender, state_event(now)).await?;
+        }
+        for (stream, bytes) in log.since(sent) {
+            sent += 1;
+            let chunk = text[stream as usize].push(&bytes);
+            if !chunk.is_empty() {
+                send(sender, output_event(stream, &chunk)).await?;
+            }
+        }
+        if now.is_finished() {
+            break;
+        }
+        // Each chunk and each change of state wakes this; the senders go when it ends.
+        tokio::select! {
+            changed = chunks.changed() => if changed.is_err() { let _ = state.changed().await; },
+            changed = state.changed() => if changed.is_err() { break },
+        }
+    }
+    for stream in [Stream::Stdout, Stream::Stderr] {
+        let rest = text[stream as usize].finish();
+        if !rest.is_empty() {
+            send(sender, output_event(stream, &rest)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends the state when it changes until the execution has finished, and returns it then
+/// (none once it is gone).
+async fn until_finished(
+    executions: &dyn Executions,
+    id: &str,
+    mut record: Record,
+    sender: &mut Sender,
+) -> Result<Option<Record>, SendError> {
+    let mut shown = None;
+    while !record.state.is_finished() {
+        if shown != Some(record.state) {
+            shown = Some(record.state);
+            send(sender, state_event(record.state)).await?;
+        }
+        let longest = executions.settings().wait(f64::INFINITY);
+        let Some(next) = read(executions, id, Some(longest)).await else { return Ok(None) };
+        record = next;
+    }
+    Ok(Some(record))
+}
+
+/// The execution, after waiting up to `wait` for its end if asked; none when it is gone or
+/// cannot be read (logged).
+async fn read(executions: &dyn Executions, id: &str, wait: Option<Duration>) -> Option<Record> {
+    let read = match wait {
+        Some(wait) => executions.wait(id, wait).await,
+        None => executions.get(id).await,
+    };
+    read.unwrap_or_else(|err| {
+        tracing::error!(id, error = %crate::telemetry::chain(&err), "could not read an execution for its events");
+        None
+    })
+}
+
+fn state_event(state: ExecutionState) -> Result<Event, axum::Error> {
+    Event::default().event("state").json_data(json!({"state": state.as_str()}))
+}
+
 fn output_event(stream: Stream, text: &str) -> Result<Event, axum::Error> {
     Event::default().event(stream.as_str()).json_data(json!({ "text": text }))
 }
 
-async fn send(
-    sender: &mut futures::channel::mpsc::Sender<Event>,
-    event: Result<Event, axum::Error>,
-) -> Result<(), futures::channel::mpsc::SendError> {
+async fn send(sender: &mut Sender, event: Result<Event, axum::Error>) -> Result<(), SendError> {
     match event {
         Ok(event) => sender.send(event).await,
         // Only a value that cannot be JSON fails here; none of these can.

@@ -115,8 +115,9 @@ impl Execution {
 /// script, log the run. The MCP tool (src/mcp/) calls it too, with its arguments read as the
 /// same body.
 pub async fn run(state: &AppState, request: ScriptRequest) -> Result<Execution, ApiError> {
-    let Prepared { execution, answered, input_bytes } = prepare(state, &request)?;
+    let Prepared { execution, answered, input_bytes, warnings } = prepare(state, request)?;
     let id = execution.id.clone();
+    let script_bytes = execution.job.script.len();
     let envelope = match answered {
         Some(envelope) => envelope,
         None => state.executor.execute(execution).await.map_err(|err| execute_error(&id, err))?,
@@ -126,12 +127,12 @@ pub async fn run(state: &AppState, request: ScriptRequest) -> Result<Execution, 
         outcome = envelope.outcome.as_str(),
         duration_ms = envelope.duration_ms,
         returncode = envelope.returncode,
-        script_bytes = request.script.len(),
+        script_bytes,
         input_bytes,
         output_files = envelope.files.len(),
         "execution finished"
     );
-    Ok(Execution { id, envelope, warnings: request.warnings })
+    Ok(Execution { id, envelope, warnings })
 }
 
 /// What POST /execute and POST /executions both decide before any sandbox.
@@ -141,11 +142,14 @@ struct Prepared {
     answered: Option<Envelope>,
     /// The input files' size, decoded.
     input_bytes: u64,
+    /// How the body was read, for the answer.
+    warnings: Vec<String>,
 }
 
 /// The limits and the input files (400 when the request asks past a maximum or a placement
 /// cannot take files), a new id, and the answer when the script cannot define main().
-fn prepare(state: &AppState, request: &ScriptRequest) -> Result<Prepared, ApiError> {
+/// The request's script and files move into the job.
+fn prepare(state: &AppState, request: ScriptRequest) -> Result<Prepared, ApiError> {
     let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::invalid(e.to_string()))?;
     let input_bytes = request.files.check(&state.input_files, &limits).map_err(|e| ApiError::invalid(e.to_string()))?;
     if !request.files.is_empty() && !state.executor.carries_input_files() {
@@ -156,9 +160,10 @@ fn prepare(state: &AppState, request: &ScriptRequest) -> Result<Prepared, ApiErr
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let answered = (!mentions_main(&request.script)).then(|| Envelope::rejected(Outcome::NoMain, NO_MAIN_MESSAGE));
-    let job = Job { script: request.script.clone(), limits, files: request.files.clone() };
+    let ScriptRequest { script, files, warnings, .. } = request;
+    let job = Job { script, limits, files };
     let execution = ExecutionRequest { id, job, started: None, output: None };
-    Ok(Prepared { execution, answered, input_bytes })
+    Ok(Prepared { execution, answered, input_bytes, warnings })
 }
 
 /// Counts the refusals the routes and the guard answered with, by the reason they carry.
