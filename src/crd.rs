@@ -10,10 +10,14 @@ use serde_json::{Map, Value};
 use crate::sandbox::files::OutputFile;
 use crate::sandbox::{Envelope, Outcome, RequestedLimits};
 
-/// Largest script a PythonExecution holds, in characters: scripts reach the sandbox pod inside
-/// its job document, in an environment variable or, past 120 KiB, in an annotation, and a pod's
-/// annotations are limited to 256 KiB in all.
+/// Largest script a PythonExecution holds, in characters: the object, its status included, must
+/// fit in etcd's request limit (`pod_limits::OBJECT_BUDGET_BYTES`).
 pub const MAX_SCRIPT_CHARS: usize = 240 * 1024;
+
+/// Most bytes a PythonExecution's spec may take as JSON (the script, its limits and its input
+/// files, base64 at 4/3 of the bytes it holds): what the object may take less at least a third
+/// of a MiB for the status, which holds the output.
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
 
 /// A Python script to run once in a sandbox pod; the controller writes what `main()` returned,
 /// with the script's output, into the status.
@@ -46,6 +50,12 @@ pub struct PythonExecutionSpec {
     /// with reason LimitsRefused and a message naming the limit, as the HTTP API answers 400.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<RequestedLimits>,
+    /// Files the script finds read-only in its working directory, by name: each one text, or
+    /// `{"base64": "…"}` for bytes, as the HTTP API's `files`. The controller refuses names and
+    /// contents the HTTP API would refuse (reason FilesRefused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "file_map")]
+    pub files: Option<Map<String, Value>>,
     /// Seconds after the execution finishes before the controller deletes it; absent keeps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31_536_000))]
@@ -165,6 +175,24 @@ fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,
     })
+}
+
+/// Input files: an object of names to a string or `{"base64": …}`; the controller reads them with
+/// the HTTP API's rules (a structural schema cannot say "string or object").
+fn file_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 1024,
+        "additionalProperties": { "x-kubernetes-preserve-unknown-fields": true },
+    })
+}
+
+impl PythonExecutionSpec {
+    /// The bytes the spec takes as JSON, to hold it to MAX_SPEC_BYTES.
+    pub fn json_bytes(&self) -> usize {
+        // Strings, integers and JSON values always serialise.
+        serde_json::to_vec(self).map_or(usize::MAX, |bytes| bytes.len())
+    }
 }
 
 impl PythonExecution {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::pod::JobTooLarge;
 use super::status;
+use crate::sandbox::files::InputError;
 use crate::sandbox::limits::LimitError;
 use crate::sandbox::Outcome;
 
@@ -28,6 +29,8 @@ impl PodFailure {
 pub enum Failure {
     /// A requested limit is above the controller's maximum: no pod is made.
     LimitsRefused(LimitError),
+    /// The input files are ones the HTTP API would refuse: no pod is made.
+    FilesRefused(InputError),
     /// The job document fits no pod.
     ScriptTooLarge(JobTooLarge),
     /// The pod disappeared before its output was read.
@@ -45,6 +48,7 @@ impl Failure {
     pub fn reason(&self) -> &'static str {
         match self {
             Failure::LimitsRefused(_) => status::REASON_LIMITS_REFUSED,
+            Failure::FilesRefused(_) => status::REASON_FILES_REFUSED,
             Failure::ScriptTooLarge(_) => status::REASON_SCRIPT_TOO_LARGE,
             Failure::PodVanished { .. } => status::REASON_POD_VANISHED,
             Failure::PodStartTimeout { .. } => status::REASON_POD_START_TIMEOUT,
@@ -57,6 +61,7 @@ impl Failure {
     pub fn report(self) -> PodFailure {
         match self {
             Failure::LimitsRefused(err) => PodFailure::sandbox(err.to_string()),
+            Failure::FilesRefused(err) => PodFailure::sandbox(err.to_string()),
             Failure::ScriptTooLarge(err) => PodFailure::sandbox(err.to_string()),
             Failure::PodVanished { pod_name } => {
                 PodFailure::sandbox(format!("The sandbox pod {pod_name} disappeared before its output was read"))

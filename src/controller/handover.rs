@@ -9,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
+use serde_json::Value;
 
 use super::attach::{DeliveryError, Session};
 use super::envelope_fit::fit_envelope;
@@ -20,17 +21,31 @@ use super::reconcile::{delete_pod, finish, namespace_of, pods, stamp_of, write_s
 use super::status;
 use super::{Error, Result};
 use crate::crd::PythonExecution;
-use crate::sandbox::{LimitSettings, Limits};
+use crate::sandbox::files::{InputError, InputFileSettings, InputFiles};
+use crate::sandbox::{Job, LimitSettings, Limits};
 
 /// How long the envelope may take beyond the script's timeout: the supervisor's own kill and
 /// report, and the stream.
 const ENVELOPE_MARGIN: Duration = Duration::from_secs(30);
 
-/// The execution's resolved limits and its job document, or why it can have neither.
+/// The execution's resolved limits and its job document, or why it can have neither. Its input
+/// files are read with the HTTP API's rules: an object made with kubectl is held to them too.
 pub(super) fn job_of(execution: &PythonExecution, settings: &LimitSettings) -> Result<(Limits, Vec<u8>), Failure> {
     let limits = resolve(settings, execution).map_err(Failure::LimitsRefused)?;
-    let job = job_document(&execution.spec.script, &limits).map_err(Failure::ScriptTooLarge)?;
-    Ok((limits, job))
+    let files = input_files(execution, &limits).map_err(Failure::FilesRefused)?;
+    let job = Job { script: execution.spec.script.clone(), limits: limits.clone(), files };
+    let document = job_document(&job).map_err(Failure::ScriptTooLarge)?;
+    Ok((limits, document))
+}
+
+/// The spec's input files, checked against the run's limits; the object's size bounds their
+/// number and bytes.
+fn input_files(execution: &PythonExecution, limits: &Limits) -> Result<InputFiles, InputError> {
+    let Some(files) = &execution.spec.files else { return Ok(InputFiles::default()) };
+    let files = InputFiles::from_json(Value::Object(files.clone()))?;
+    let caps = InputFileSettings { max_input_files: usize::MAX, max_input_files_bytes: u64::MAX };
+    files.check(&caps, limits)?;
+    Ok(files)
 }
 
 /// The cold path: the execution's own pod runs and waits for its job; attach and hand it over.

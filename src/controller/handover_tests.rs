@@ -221,3 +221,33 @@ async fn a_stale_status_after_a_claim_writes_no_job_and_frees_the_pod() {
     assert_eq!(action.expect("reconciled"), Action::requeue(Duration::from_secs(1)));
     assert!(jobs(&attacher).is_empty(), "no job without the status saying so first");
 }
+
+fn with_files(files: serde_json::Value) -> PythonExecution {
+    let mut execution = execution("files");
+    let serde_json::Value::Object(files) = files else { panic!("an object") };
+    execution.spec.files = Some(files);
+    execution
+}
+
+#[test]
+fn the_spec_input_files_reach_the_job_document() {
+    let execution = with_files(serde_json::json!({"in.csv": "a\n1\n", "b.bin": {"base64": "AAE="}}));
+    let (_, document) = super::handover::job_of(&execution, &limit_settings()).expect("a job");
+    let job: Job = serde_json::from_slice(&document).expect("a job document");
+    assert_eq!(job.files.len(), 2);
+    let sent = serde_json::to_value(&job.files).expect("json");
+    assert_eq!(sent, serde_json::json!({"in.csv": "a\n1\n", "b.bin": {"base64": "AAE="}}));
+}
+
+#[test]
+fn input_files_the_http_api_would_refuse_fail_the_execution_before_any_pod() {
+    for files in [
+        serde_json::json!({"../etc/passwd": "x"}),
+        serde_json::json!({"a": 1}),
+        serde_json::json!({"a": {"base64": "not base64!"}}),
+        serde_json::json!({"output": "x"}),
+    ] {
+        let failure = super::handover::job_of(&with_files(files.clone()), &limit_settings()).expect_err("refused");
+        assert_eq!(failure.reason(), super::status::REASON_FILES_REFUSED, "{files}");
+    }
+}

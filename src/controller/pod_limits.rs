@@ -77,8 +77,12 @@ mod tests {
     const ROOMY: u64 = 1 << 40;
 
     fn execution(limits: Option<RequestedLimits>) -> PythonExecution {
-        let spec =
-            PythonExecutionSpec { script: "def main(): return {}".into(), limits, ttl_seconds_after_finished: None };
+        let spec = PythonExecutionSpec {
+            script: "def main(): return {}".into(),
+            limits,
+            files: None,
+            ttl_seconds_after_finished: None,
+        };
         PythonExecution::new("a", spec)
     }
 

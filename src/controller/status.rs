@@ -41,6 +41,9 @@ pub const REASON_POD_FAILED: &str = "PodFailed";
 pub const REASON_SCRIPT_TOO_LARGE: &str = "ScriptTooLarge";
 /// A requested limit is above the controller's maximum (refused, as the HTTP API refuses it).
 pub const REASON_LIMITS_REFUSED: &str = "LimitsRefused";
+/// The spec's input files are ones the HTTP API would refuse (a bad name or content, or more
+/// than the run's limits let its /tmp hold).
+pub const REASON_FILES_REFUSED: &str = "FilesRefused";
 
 /// When and for which generation a status is written.
 #[derive(Clone, Copy, Debug)]

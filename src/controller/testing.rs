@@ -65,6 +65,7 @@ pub fn execution(name: &str) -> PythonExecution {
     let spec = PythonExecutionSpec {
         script: "def main():\n    return {'ok': True}\n".into(),
         limits: None,
+        files: None,
         ttl_seconds_after_finished: None,
     };
     let mut execution = PythonExecution::new(name, spec);

@@ -178,7 +178,7 @@ mod tests {
     fn execution(phase: Option<Phase>, outcome: Option<&str>) -> PythonExecution {
         let mut execution = PythonExecution::new(
             "pyx-a",
-            PythonExecutionSpec { script: String::new(), limits: None, ttl_seconds_after_finished: None },
+            PythonExecutionSpec { script: String::new(), limits: None, files: None, ttl_seconds_after_finished: None },
         );
         execution.status = phase.map(|phase| PythonExecutionStatus {
             phase: Some(phase),

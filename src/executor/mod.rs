@@ -73,8 +73,9 @@ pub trait Executor: Send + Sync {
     /// Which placement this is, for logs.
     fn name(&self) -> &'static str;
 
-    /// Whether this placement takes jobs with input files.
-    fn carries_input_files(&self) -> bool {
-        true
+    /// Why this placement cannot take `job` (already within the server's caps), in words for
+    /// a 400 answer; none when it can.
+    fn refusal(&self, _job: &Job) -> Option<String> {
+        None
     }
 }

@@ -146,22 +146,19 @@ struct Prepared {
     warnings: Vec<String>,
 }
 
-/// The limits and the input files (400 when the request asks past a maximum or a placement
-/// cannot take files), a new id, and the answer when the script cannot define main().
+/// The limits and the input files (400 when the request asks past a maximum or its placement
+/// cannot store the job), a new id, and the answer when the script cannot define main().
 /// The request's script and files move into the job.
 fn prepare(state: &AppState, request: ScriptRequest) -> Result<Prepared, ApiError> {
     let limits = state.limits.resolve(&request.limits).map_err(|e| ApiError::invalid(e.to_string()))?;
     let input_bytes = request.files.check(&state.input_files, &limits).map_err(|e| ApiError::invalid(e.to_string()))?;
-    if !request.files.is_empty() && !state.executor.carries_input_files() {
-        return Err(ApiError::invalid(format!(
-            "files: the {} executor does not carry input files; send the script alone",
-            state.executor.name()
-        )));
-    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let answered = (!mentions_main(&request.script)).then(|| Envelope::rejected(Outcome::NoMain, NO_MAIN_MESSAGE));
     let ScriptRequest { script, files, warnings, .. } = request;
     let job = Job { script, limits, files };
+    if let Some(refusal) = state.executor.refusal(&job) {
+        return Err(ApiError::invalid(refusal));
+    }
     let execution = ExecutionRequest { id, job, started: None, output: None };
     Ok(Prepared { execution, answered, input_bytes, warnings })
 }

@@ -102,7 +102,7 @@ impl Case {
 
     async fn create(&self, suffix: &str, script: &str, limits: Option<RequestedLimits>, ttl: Option<i64>) -> String {
         let name = self.name(suffix);
-        let spec = PythonExecutionSpec { script: script.into(), limits, ttl_seconds_after_finished: ttl };
+        let spec = PythonExecutionSpec { script: script.into(), limits, files: None, ttl_seconds_after_finished: ttl };
         self.executions
             .create(&PostParams::default(), &PythonExecution::new(&name, spec))
             .await

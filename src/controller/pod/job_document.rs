@@ -1,7 +1,7 @@
-//! The job document a sandbox pod receives on stdin: the script and its resolved limits, one
-//! `sandbox::Job` as JSON, byte for byte as the execution holds them.
+//! The job document a sandbox pod receives on stdin: the script, its resolved limits and its
+//! input files, one `sandbox::Job` as JSON, byte for byte as the execution holds them.
 
-use crate::sandbox::{Job, Limits};
+use crate::sandbox::Job;
 
 /// The largest job document a sandbox reads from stdin.
 pub use crate::sandbox::MAX_JOB_BYTES;
@@ -14,11 +14,10 @@ pub struct JobTooLarge {
     pub max: usize,
 }
 
-/// The document for `script` under `limits`; refused above what a sandbox reads.
-pub fn job_document(script: &str, limits: &Limits) -> Result<Vec<u8>, JobTooLarge> {
-    let job = Job::new(script, limits.clone());
-    // A String and integers always serialise.
-    let bytes = serde_json::to_vec(&job).unwrap_or_default();
+/// The document for `job`; refused above what a sandbox reads.
+pub fn job_document(job: &Job) -> Result<Vec<u8>, JobTooLarge> {
+    // Strings and integers always serialise.
+    let bytes = serde_json::to_vec(job).unwrap_or_default();
     if bytes.len() > MAX_JOB_BYTES {
         return Err(JobTooLarge { bytes: bytes.len(), max: MAX_JOB_BYTES });
     }
@@ -33,7 +32,7 @@ mod tests {
     #[test]
     fn the_script_and_limits_travel_byte_for_byte_as_one_document() {
         let script = "def main():\n    return {'a': '$(HOME)', 'b': '$$', 'c': '$', 'd': 'é\\u0000'}\n";
-        let bytes = job_document(script, &limits()).expect("fits");
+        let bytes = job_document(&Job::new(script, limits())).expect("fits");
         let job: Job = serde_json::from_slice(&bytes).expect("a job document");
         assert_eq!(job, Job::new(script, limits()));
     }
@@ -41,7 +40,7 @@ mod tests {
     #[test]
     fn a_document_larger_than_a_sandbox_reads_is_refused() {
         let script = "x".repeat(MAX_JOB_BYTES);
-        let err = job_document(&script, &limits()).expect_err("too large");
+        let err = job_document(&Job::new(script, limits())).expect_err("too large");
         assert_eq!(err.max, MAX_JOB_BYTES);
     }
 }

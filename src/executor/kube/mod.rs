@@ -16,14 +16,15 @@ use ::kube::{Client, ResourceExt};
 use clap::Args;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::abandoned::DeleteIfAbandoned;
 use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, NotReady};
-use crate::crd::{PythonExecution, PythonExecutionSpec};
+use crate::crd::{PythonExecution, PythonExecutionSpec, MAX_SPEC_BYTES};
 use crate::metrics::Metrics;
-use crate::sandbox::{Envelope, Outcome};
+use crate::sandbox::{Envelope, Job, Outcome};
 use watch::{follow_watch, SharedWatch, WaitError};
 
 /// Names of the PythonExecutions the API creates start with this.
@@ -228,9 +229,9 @@ impl Executor for KubeExecutor {
         "kubernetes"
     }
 
-    /// A PythonExecution's spec holds a script and limits, no files.
-    fn carries_input_files(&self) -> bool {
-        false
+    /// A PythonExecution's spec holds the script and the files, within `MAX_SPEC_BYTES`.
+    fn refusal(&self, job: &Job) -> Option<String> {
+        refusal(job)
     }
 }
 
@@ -241,13 +242,35 @@ fn find(store: &Store<PythonExecution>, namespace: &str, name_or_id: &str) -> Op
     })
 }
 
+/// The spec that carries `job`: its script, its resolved limits, its input files.
+pub fn spec_of(job: &Job, ttl_seconds: Option<i64>) -> PythonExecutionSpec {
+    let files = match serde_json::to_value(&job.files) {
+        Ok(Value::Object(files)) if !files.is_empty() => Some(files),
+        _ => None,
+    };
+    PythonExecutionSpec {
+        script: job.script.clone(),
+        limits: Some(job.limits.requested()),
+        files,
+        ttl_seconds_after_finished: ttl_seconds.map(|ttl| ttl.max(0)),
+    }
+}
+
+/// Why `job` cannot be stored in a PythonExecution: its spec would take more than
+/// `MAX_SPEC_BYTES`.
+pub fn refusal(job: &Job) -> Option<String> {
+    let bytes = spec_of(job, Some(0)).json_bytes();
+    (bytes > MAX_SPEC_BYTES).then(|| {
+        format!(
+            "the script and its files take {bytes} bytes in a PythonExecution (base64 counts 4/3 of the bytes it holds); \
+             the kubernetes executor stores at most {MAX_SPEC_BYTES}: send smaller files"
+        )
+    })
+}
+
 /// The PythonExecution for one request: a generated name, the resolved limits, a TTL.
 pub fn new_execution(request: &ExecutionRequest, ttl_seconds: i64) -> PythonExecution {
-    let spec = PythonExecutionSpec {
-        script: request.job.script.clone(),
-        limits: Some(request.job.limits.requested()),
-        ttl_seconds_after_finished: Some(ttl_seconds.max(0)),
-    };
+    let spec = spec_of(&request.job, Some(ttl_seconds));
     let mut execution = PythonExecution::new("", spec);
     execution.metadata.name = None;
     execution.metadata.generate_name = Some(GENERATE_NAME.into());
@@ -298,6 +321,30 @@ mod tests {
         let limits = execution.spec.limits.expect("limits");
         assert_eq!(limits, request().job.limits.requested());
         assert_eq!(limits.memory_mb, Some(512));
+    }
+
+    fn with_files(files: serde_json::Value) -> Job {
+        let files = crate::sandbox::files::InputFiles::from_json(files).expect("files");
+        Job { files, ..request().job }
+    }
+
+    #[test]
+    fn input_files_travel_in_the_spec_as_the_request_sent_them() {
+        let job = with_files(serde_json::json!({"in.csv": "a,b\n1,2\n", "x.bin": {"base64": "AAE="}}));
+        let spec = spec_of(&job, None);
+        let files = serde_json::Value::Object(spec.files.expect("files"));
+        assert_eq!(files, serde_json::json!({"in.csv": "a,b\n1,2\n", "x.bin": {"base64": "AAE="}}));
+        assert_eq!(spec_of(&request().job, None).files, None, "no files, no field");
+    }
+
+    #[test]
+    fn a_spec_larger_than_a_python_execution_stores_is_refused_with_its_size() {
+        assert_eq!(refusal(&request().job), None);
+        let large = with_files(serde_json::json!({"big.txt": "x".repeat(MAX_SPEC_BYTES)}));
+        let why = refusal(&large).expect("refused");
+        assert!(why.contains(&format!("at most {MAX_SPEC_BYTES}")), "{why}");
+        let fits = with_files(serde_json::json!({"ok.txt": "x".repeat(MAX_SPEC_BYTES / 2)}));
+        assert_eq!(refusal(&fits), None);
     }
 
     #[test]

@@ -168,3 +168,63 @@ async fn files_a_script_leaves_and_its_open_figures_come_back_through_the_status
     })
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make cluster-e2e"]
+async fn files_sent_in_reach_the_script_through_the_spec_and_past_its_size_are_refused() {
+    run_case("files-in", |case| async move {
+        let api = Api::new(&case).await;
+        let script = "import pandas as pd\ndef main():\n    df = pd.read_csv('in.csv')\n    raw = open('raw.bin', 'rb').read()\n    try:\n        open('in.csv', 'a').write('x')\n        writable = True\n    except OSError:\n        writable = False\n    return {'sum': int(df['b'].sum()), 'raw': list(raw), 'writable': writable}\n";
+        let files = json!({"in.csv": "a,b\n1,2\n3,4\n", "raw.bin": {"base64": "AP8Q"}});
+        let request = api.client.post(format!("{}/execute", api.url)).json(&json!({"script": script, "files": files}));
+        let (status, body) = api.send(request).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["result"], json!({"sum": 6, "raw": [0, 255, 16], "writable": false}), "{body}");
+
+        // An execution carries them in its PythonExecution's spec.
+        let request = api.client.post(format!("{}/executions", api.url)).json(&json!({"script": script, "files": files}));
+        let (status, submitted) = api.send(request).await;
+        assert_eq!(status, 202, "{submitted}");
+        let id = submitted["id"].as_str().expect("an id").to_string();
+        let stored = case.executions.get(&id).await.expect("its PythonExecution");
+        assert_eq!(stored.spec.files.map(Value::Object), Some(files.clone()));
+        let finished = api.finished(&id).await;
+        assert_eq!(finished["response"]["result"]["sum"], 6, "{finished}");
+        delete_execution(&case, &id).await;
+
+        // Past what a PythonExecution stores: a 400 that says so, and nothing is created.
+        let big = json!({"big.txt": "x".repeat(pyexec::crd::MAX_SPEC_BYTES)});
+        let request = api.client.post(format!("{}/execute", api.url)).json(&json!({"script": script, "files": big}));
+        let (status, body) = api.send(request).await;
+        assert_eq!(status, 400, "{body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&format!("at most {}", pyexec::crd::MAX_SPEC_BYTES)), "{body}");
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make cluster-e2e"]
+async fn a_python_execution_whose_files_the_api_would_refuse_fails_before_any_pod() {
+    run_case("files-refused", |case| async move {
+        let name = case.name("bad-name");
+        let Value::Object(files) = json!({"../escape.txt": "x"}) else { unreachable!("an object") };
+        let spec = pyexec::crd::PythonExecutionSpec {
+            script: "def main():\n    return {}\n".into(),
+            limits: None,
+            files: Some(files),
+            ttl_seconds_after_finished: None,
+        };
+        case.executions
+            .create(&kube::api::PostParams::default(), &PythonExecution::new(&name, spec))
+            .await
+            .expect("the API server stores it");
+        let status = super::status_of(&case.wait_finished(&name).await);
+        assert_eq!(status.phase, Some(pyexec::crd::Phase::Failed), "{status:?}");
+        let finished = status.conditions.iter().find(|c| c.type_ == "Finished").expect("a Finished condition");
+        assert_eq!(finished.reason, "FilesRefused", "{finished:?}");
+        assert!(status.error.as_deref().unwrap_or_default().contains("never a path"), "{status:?}");
+        assert_eq!(status.pod_name, None, "no pod was made");
+    })
+    .await;
+}

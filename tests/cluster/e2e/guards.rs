@@ -114,6 +114,7 @@ fn controller_pod(case: &Case, settings: &PodSettings) -> Pod {
     let spec = PythonExecutionSpec {
         script: "def main():\n    return {}\n".into(),
         limits: None,
+        files: None,
         ttl_seconds_after_finished: None,
     };
     let mut execution = PythonExecution::new(&name, spec);
