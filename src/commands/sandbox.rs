@@ -13,6 +13,8 @@ use super::{Error, Result};
 use crate::config::SandboxArgs;
 use crate::sandbox::jail::gvisor;
 use crate::sandbox::job_on_stdin::{self, Delivery};
+use crate::sandbox::run::capture::Tap;
+use crate::sandbox::run::frames::FrameWriter;
 use crate::sandbox::warm::pool::READY_TIMEOUT;
 use crate::sandbox::warm::ready::ReadySandbox;
 use crate::sandbox::{
@@ -133,15 +135,24 @@ async fn terminated(sigterm: &mut Option<Signal>) {
     }
 }
 
+/// Runs the job, its output written as frames to stderr (the pod's log) as it is read, for the
+/// API to stream; the envelope stays the record.
+async fn run_job(supervisor: &Supervisor, ready: Option<ReadySandbox>, job: Job) -> Finished {
+    let frames = FrameWriter::start(Box::new(std::io::stderr()));
+    let finished = run_job_with(supervisor, ready, job, frames.tap()).await;
+    frames.finish();
+    finished
+}
+
 /// Runs the job in the ready sandbox when its limits can be applied there, else cold (after the
 /// ready sandbox is gone: inside gVisor its processes count toward the job's RLIMIT_NPROC).
-async fn run_job(supervisor: &Supervisor, ready: Option<ReadySandbox>, job: Job) -> Finished {
+async fn run_job_with(supervisor: &Supervisor, ready: Option<ReadySandbox>, job: Job, tap: Tap) -> Finished {
     let id = uuid::Uuid::new_v4().simple().to_string();
     if let Some(mut sandbox) = ready {
         match sandbox.claim(&job.limits, READY_BACKSTOP) {
             Ok(()) => {
                 tracing::info!(run_id = id, start = "warm", "running the job in the ready sandbox");
-                return supervisor.run_ready(&id, sandbox, job, &CancellationToken::new(), None).await;
+                return supervisor.run_ready(&id, sandbox, job, &CancellationToken::new(), Some(&tap)).await;
             }
             Err(unfit) => {
                 tracing::info!(run_id = id, start = "cold", ?unfit, "the job's limits do not fit the ready sandbox");
@@ -149,7 +160,7 @@ async fn run_job(supervisor: &Supervisor, ready: Option<ReadySandbox>, job: Job)
             }
         }
     }
-    supervisor.run_cancellable(&id, &job, &CancellationToken::new(), None).await
+    supervisor.run_cancellable(&id, &job, &CancellationToken::new(), Some(&tap)).await
 }
 
 /// Kills the unused ready sandbox and removes the cgroups.

@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::sync::oneshot;
 
 use super::pod::CONTAINER_NAME;
+use crate::sandbox::run::frames;
 use crate::sandbox::READY_MARKER;
 
 /// The stdin buffer between the controller and the attach stream: a whole job in one write.
@@ -186,6 +187,10 @@ async fn watch_stderr(
             if let Some(ready) = ready.take() {
                 let _ = ready.send(Ok(()));
             }
+            continue;
+        }
+        if line.starts_with(frames::PREFIX) {
+            // The script's output as it happens, for the API that follows the pod's log.
             continue;
         }
         tracing::debug!(pod = %pod, line = %line, "sandbox stderr");

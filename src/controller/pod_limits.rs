@@ -4,6 +4,7 @@
 
 use crate::crd::PythonExecution;
 use crate::sandbox::files::output::report_bytes;
+use crate::sandbox::run::frames;
 use crate::sandbox::limits::LimitError;
 use crate::sandbox::{LimitSettings, Limits};
 
@@ -16,6 +17,8 @@ pub const MIN_STATUS_BUDGET_BYTES: u64 = 64 * 1024;
 pub const LOG_OVERHEAD_BYTES: u64 = 256 * 1024;
 /// JSON escapes a control character as \u00XX: six bytes for one.
 const WORST_JSON_ESCAPE: u64 = 6;
+/// How long a run whose limits can no longer be resolved is taken to have written frames for.
+const FALLBACK_RUN_SECONDS: u64 = 3600;
 
 /// The limits `execution` runs with, or why its requested limits are refused.
 pub fn resolve(settings: &LimitSettings, execution: &PythonExecution) -> Result<Limits, LimitError> {
@@ -52,19 +55,24 @@ pub fn log_limit_of(settings: &LimitSettings, execution: &PythonExecution) -> u6
         Ok(limits) => log_limit_bytes(&limits),
         Err(_) => {
             let budget = status_budget(execution);
-            log_limit(budget / 4 + budget / 4, budget / 2, budget / 2)
+            log_limit(budget / 4 + budget / 4, budget / 2, budget / 2, FALLBACK_RUN_SECONDS)
         }
     }
 }
 
-/// The most of a sandbox pod's log worth reading: the envelope with its output fully escaped,
-/// its output files, and the supervisor's log lines.
+/// The most of a sandbox pod's log worth reading: the output's frames as it was written, the
+/// envelope with its output fully escaped, its output files, and the supervisor's log lines.
 pub fn log_limit_bytes(limits: &Limits) -> u64 {
-    log_limit(limits.stdout_bytes + limits.stderr_bytes, limits.result_bytes, limits.output_files_bytes)
+    let seconds = limits.timeout_ms.div_ceil(1000) + 1;
+    log_limit(limits.stdout_bytes + limits.stderr_bytes, limits.result_bytes, limits.output_files_bytes, seconds)
 }
 
-fn log_limit(output_bytes: u64, result_bytes: u64, files_bytes: u64) -> u64 {
-    WORST_JSON_ESCAPE * output_bytes + result_bytes + report_bytes(files_bytes) + LOG_OVERHEAD_BYTES
+fn log_limit(output_bytes: u64, result_bytes: u64, files_bytes: u64, seconds: u64) -> u64 {
+    frames::log_bytes(output_bytes, seconds)
+        + WORST_JSON_ESCAPE * output_bytes
+        + result_bytes
+        + report_bytes(files_bytes)
+        + LOG_OVERHEAD_BYTES
 }
 
 #[cfg(test)]
@@ -139,17 +147,24 @@ mod tests {
     }
 
     #[test]
-    fn the_log_limit_covers_a_fully_escaped_envelope() {
+    fn the_log_limit_covers_the_output_frames_and_a_fully_escaped_envelope() {
         let limits = fit_to_status(settings().defaults().expect("valid"), 400_000);
-        assert_eq!(log_limit_bytes(&limits), 6 * 200_000 + 200_000 + report_bytes(200_000) + LOG_OVERHEAD_BYTES);
+        let frames = frames::log_bytes(200_000, limits.timeout_ms.div_ceil(1000) + 1);
+        assert!(frames > 200_000 * 4 / 3, "the frames hold the output in base64");
+        let expected = frames + 6 * 200_000 + 200_000 + report_bytes(200_000) + LOG_OVERHEAD_BYTES;
+        assert_eq!(log_limit_bytes(&limits), expected);
     }
 
     #[test]
     fn refused_limits_still_bound_the_log_read_by_the_status_budget() {
         let refused = execution(Some(RequestedLimits { memory_mb: Some(1 << 20), ..Default::default() }));
         let budget = status_budget(&refused);
-        let expected =
-            WORST_JSON_ESCAPE * 2 * (budget / 4) + budget / 2 + report_bytes(budget / 2) + LOG_OVERHEAD_BYTES;
+        let output = 2 * (budget / 4);
+        let expected = frames::log_bytes(output, FALLBACK_RUN_SECONDS)
+            + WORST_JSON_ESCAPE * output
+            + budget / 2
+            + report_bytes(budget / 2)
+            + LOG_OVERHEAD_BYTES;
         assert_eq!(log_limit_of(&settings(), &refused), expected);
     }
 }

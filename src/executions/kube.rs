@@ -1,9 +1,9 @@
 //! The kubernetes placement's executions: each one is a PythonExecution, named by the API server
 //! (its name is the execution's id) and labelled as submitted; the controller runs it in a
 //! sandbox pod and writes its answer into its status, and its TTL (`--executions-keep-seconds`)
-//! removes it. The cluster keeps them, so a restart of the API loses none. Output arrives with the
-//! answer (the pod reports it once, at its end). Cancelling deletes the PythonExecution, which
-//! stops its pod; it is then gone.
+//! removes it. The cluster keeps them, so a restart of the API loses none. Output is streamed
+//! from the sandbox pod's log (`pod_log`). Cancelling deletes the PythonExecution, which stops
+//! its pod; it is then gone.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use futures::FutureExt;
 use tokio::sync::watch;
 
 use super::output::OutputLog;
+use super::pod_log;
 use super::record::{self, Record, State};
 use super::{Executions, ExecutionsError, ExecutionsSettings, Page, Submission, CANCELLED};
 use crate::crd::{Phase, PythonExecution};
@@ -107,8 +108,13 @@ impl Executions for KubeExecutions {
         async move { page }.boxed()
     }
 
-    fn follow(&self, _id: &str) -> Option<(Arc<OutputLog>, watch::Receiver<State>)> {
-        None
+    /// Its state from the shared watch, and its output from its pod's log once its job is there.
+    fn follow(&self, id: &str) -> Option<(Arc<OutputLog>, watch::Receiver<State>)> {
+        let execution = self.executor.find(id).filter(|e| !e.is_finished())?;
+        let log = OutputLog::new();
+        let (state, receiver) = watch::channel(record_of(&execution).state);
+        tokio::spawn(pod_log::follow(self.executor.clone(), execution.name_any(), log.clone(), state));
+        Some((log, receiver))
     }
 
     fn settings(&self) -> &ExecutionsSettings {

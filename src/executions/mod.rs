@@ -5,11 +5,13 @@
 //! - `local`: executions this service runs in its own sandboxes, kept in SQLite (`store`) under
 //!   `--state-dir`, so that finished ones outlive a restart and none that a stop cut off silently
 //!   vanishes.
-//! - `kube`: each execution is a PythonExecution; the cluster keeps it, and its TTL removes it.
+//! - `kube`: each execution is a PythonExecution; the cluster keeps it, and its TTL removes it;
+//!   `pod_log` streams its output from its sandbox pod's log.
 
 pub mod kube;
 pub mod local;
 pub mod output;
+pub mod pod_log;
 pub mod record;
 pub mod settings;
 pub mod store;
@@ -86,7 +88,7 @@ pub trait Executions: Send + Sync {
     fn list<'a>(&'a self, after: Option<&'a str>, limit: usize) -> BoxFuture<'a, Result<Page, ExecutionsError>>;
 
     /// An unfinished execution's output so far and its state, to follow them as they happen;
-    /// none when the placement reports output only at the end, or once it has finished.
+    /// none once it has finished (or when it is unknown).
     fn follow(&self, id: &str) -> Option<(Arc<OutputLog>, watch::Receiver<State>)>;
 
     fn settings(&self) -> &ExecutionsSettings;

@@ -306,6 +306,8 @@ fn only_the_controller_may_attach_to_sandbox_pods_and_nobody_may_exec() {
         assert!(grants(role, "pods/exec").is_empty(), "{role} may not exec");
     }
     assert!(grants(API, "pods/attach").is_empty(), "the API may not attach");
+    assert_eq!(grants(API, "pods/log"), ["get"], "the API streams an execution's output from its pod's log");
+    assert!(grants(API, "pods").is_empty(), "the API reads no pod beyond its log");
     assert_eq!(r.env(CONTROLLER, "PYEXEC_POD_POOL_SIZE"), "2");
     assert_eq!(r.env(CONTROLLER, "PYEXEC_POD_PRELOAD_MODULES"), "numpy,pandas");
     assert!(r.has_validation_containing("c.stdinOnce"), "admission pins the job's one way in");

@@ -5,17 +5,19 @@
 mod watch;
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::kube::api::{Api, DeleteParams, PostParams};
+use ::kube::api::{Api, DeleteParams, LogParams, PostParams};
 use ::kube::runtime::reflector::{self, ObjectRef, Store};
 use ::kube::runtime::{watcher, WatchStreamExt};
 use ::kube::{Client, ResourceExt};
 use clap::Args;
 use futures::future::BoxFuture;
-use futures::FutureExt;
+use futures::{AsyncBufRead, FutureExt};
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
@@ -37,6 +39,9 @@ const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 const MANAGED_BY: &str = "pyexec-api";
 /// How long /readyz waits for the API server to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most of a sandbox pod's log an event stream reads: its output frames are bounded by the
+/// output limits, far below this.
+const FOLLOWED_LOG_BYTES: i64 = 64 << 20;
 /// Executions in flight when --max-concurrency is not set: the cluster, not this process, runs them.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
@@ -182,6 +187,14 @@ impl KubeExecutor {
     pub fn submitted(&self) -> Vec<Arc<PythonExecution>> {
         let submitted = |e: &Arc<PythonExecution>| e.labels().get(LABEL_SUBMITTED).is_some_and(|v| v == "true");
         self.watch.store.state().into_iter().filter(submitted).collect()
+    }
+
+    /// The log of sandbox pod `pod`, followed as it is written (at most `FOLLOWED_LOG_BYTES`).
+    pub async fn follow_pod_log(&self, pod: &str) -> Result<Pin<Box<dyn AsyncBufRead + Send>>, ::kube::Error> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let params = LogParams { follow: true, limit_bytes: Some(FOLLOWED_LOG_BYTES), ..LogParams::default() };
+        let reader = pods.log_stream(pod, &params).await?;
+        Ok(Box::pin(reader))
     }
 
     /// Deletes a PythonExecution, which stops its pod.

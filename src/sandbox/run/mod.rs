@@ -2,6 +2,7 @@
 //! capped output, enforces the deadline, decides the verdict and hands the jail to its removal.
 
 pub mod capture;
+pub mod frames;
 mod finish;
 pub mod removal;
 pub mod supervisor;

@@ -228,3 +228,62 @@ async fn a_python_execution_whose_files_the_api_would_refuse_fails_before_any_po
     })
     .await;
 }
+
+/// Server-Sent Events as (event, data) pairs, in order.
+fn parse_events(text: &str) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let (mut name, mut data) = (String::from("message"), String::new());
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("event:") {
+                name = value.trim().to_string();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim_start());
+            }
+        }
+        if !data.is_empty() {
+            events.push((name, serde_json::from_str(&data).expect("JSON data")));
+        }
+    }
+    events
+}
+
+/// The text of the `stream` events, joined.
+fn printed(events: &[(String, Value)], stream: &str) -> String {
+    events.iter().filter(|(name, _)| name == stream).filter_map(|(_, data)| data["text"].as_str()).collect()
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make cluster-e2e"]
+async fn the_event_stream_carries_prints_from_the_pod_as_they_happen_then_the_result() {
+    run_case("exec-stream", |case| async move {
+        let api = Api::new(&case).await;
+        let script = "import sys, time\ndef main():\n    print('one')\n    time.sleep(4)\n    print('two', file=sys.stderr)\n    time.sleep(0.5)\n    print('three')\n    return {'done': True}\n";
+        let id = api.submit(script).await;
+        let events = api.authorized(api.client.get(format!("{}/executions/{id}/events", api.url)));
+        let mut response = events.send().await.expect("GET events");
+        assert_eq!(response.status(), 200);
+
+        let mut text = String::new();
+        while !printed(&parse_events(&text), "stdout").contains("one") {
+            let chunk = response.chunk().await.expect("the stream").expect("more events before the first print");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        // The first print came from the pod's log while the script still sleeps.
+        let (_, now) = api.get(&format!("/executions/{id}")).await;
+        assert_eq!(now["state"], "running", "{now}");
+
+        while let Some(chunk) = response.chunk().await.expect("the stream") {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let events = parse_events(&text);
+        let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).filter(|name| *name != "state").collect();
+        assert_eq!(names.last(), Some(&"result"), "{text}");
+        assert_eq!(printed(&events, "stdout"), "one\nthree\n", "{text}");
+        assert_eq!(printed(&events, "stderr"), "two\n", "{text}");
+        let (_, result) = events.last().expect("a result").clone();
+        assert_eq!(result["response"]["result"], json!({"done": true}), "{text}");
+        delete_execution(&case, &id).await;
+    })
+    .await;
+}
