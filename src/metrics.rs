@@ -102,7 +102,7 @@ pub const CANCELLED: Declaration = Declaration::counter(
 pub const EXECUTIONS_UNFINISHED: Declaration = Declaration::gauge(
     "executions_unfinished",
     &[],
-    "Executions submitted to POST /executions that have not finished yet (queued or running)",
+    "Executions submitted to POST /executions that have not finished yet (queued or running; on Kubernetes, the namespace's, counted every 5 s)",
 );
 pub const EXECUTIONS_REMOVED: Declaration = Declaration::counter(
     "executions_removed",

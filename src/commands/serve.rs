@@ -90,7 +90,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     // Executions (POST /executions): kept in SQLite locally, as PythonExecutions on Kubernetes.
     let executions: Arc<dyn Executions> = match kube_executor {
-        Some(kube) => Arc::new(KubeExecutions::new(kube, args.executions.clone())),
+        Some(kube) => Arc::new(KubeExecutions::new(kube, args.executions.clone(), metrics.clone())),
         None => LocalExecutions::open(args.executions.clone(), executor.clone(), metrics.clone())?,
     };
     let state = Arc::new(AppState {

@@ -13,6 +13,7 @@ use ::kube::ResourceExt;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::output::OutputLog;
 use super::pod_log;
@@ -20,16 +21,32 @@ use super::record::{self, Record, State};
 use super::{Executions, ExecutionsError, ExecutionsSettings, Page, Submission, CANCELLED};
 use crate::crd::{Phase, PythonExecution};
 use crate::executor::KubeExecutor;
+use crate::metrics::Metrics;
 
 pub struct KubeExecutions {
     executor: Arc<KubeExecutor>,
     settings: ExecutionsSettings,
     closed: AtomicBool,
+    gauge_task: JoinHandle<()>,
 }
 
+/// How often `pyexec_executions_unfinished` is counted from the shared watch's store.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
+
 impl KubeExecutions {
-    pub fn new(executor: Arc<KubeExecutor>, settings: ExecutionsSettings) -> KubeExecutions {
-        KubeExecutions { executor, settings, closed: AtomicBool::new(false) }
+    /// Call within a tokio runtime: a task keeps the unfinished gauge, counting the submitted
+    /// PythonExecutions of the whole namespace (every replica shows the same number).
+    pub fn new(executor: Arc<KubeExecutor>, settings: ExecutionsSettings, metrics: Arc<Metrics>) -> KubeExecutions {
+        let counted = executor.clone();
+        let gauge_task = tokio::spawn(async move {
+            let mut every = tokio::time::interval(GAUGE_EVERY);
+            loop {
+                every.tick().await;
+                let unfinished = counted.submitted().iter().filter(|e| !e.is_finished()).count();
+                metrics.executions_unfinished.set(i64::try_from(unfinished).unwrap_or(i64::MAX));
+            }
+        });
+        KubeExecutions { executor, settings, closed: AtomicBool::new(false), gauge_task }
     }
 
     async fn submit_one(&self, submission: Submission) -> Result<Record, ExecutionsError> {
@@ -82,6 +99,12 @@ impl KubeExecutions {
             .collect();
         let next = (records.len() == limit).then(|| records.last().map(|r| Cursor::of(r).to_string())).flatten();
         Ok(Page { executions: records, next })
+    }
+}
+
+impl Drop for KubeExecutions {
+    fn drop(&mut self) {
+        self.gauge_task.abort();
     }
 }
 

@@ -26,7 +26,7 @@ fn the_service_exposes_these_metrics() {
             "# TYPE pyexec_in_flight gauge",
             "# HELP pyexec_cancelled_executions Executions cancelled before their answer: their client disconnected, or DELETE /executions/{id}.",
             "# TYPE pyexec_cancelled_executions counter",
-            "# HELP pyexec_executions_unfinished Executions submitted to POST /executions that have not finished yet (queued or running).",
+            "# HELP pyexec_executions_unfinished Executions submitted to POST /executions that have not finished yet (queued or running; on Kubernetes, the namespace's, counted every 5 s).",
             "# TYPE pyexec_executions_unfinished gauge",
             "# HELP pyexec_executions_removed Finished executions removed from the store after --executions-keep-seconds.",
             "# TYPE pyexec_executions_removed counter",

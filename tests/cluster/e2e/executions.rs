@@ -49,6 +49,14 @@ impl Api {
         self.send(self.client.get(format!("{}{path}", self.url))).await
     }
 
+    /// The API's pyexec_executions_unfinished gauge.
+    async fn unfinished(&self) -> f64 {
+        let response = self.authorized(self.client.get(format!("{}/metrics", self.url))).send().await;
+        let text = response.expect("the API answers").text().await.expect("the metrics");
+        let line = text.lines().find(|l| l.starts_with("pyexec_executions_unfinished "));
+        line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).expect("the gauge")
+    }
+
     async fn finished(&self, id: &str) -> Value {
         let deadline = Instant::now() + FINISH_TIMEOUT;
         loop {
@@ -110,6 +118,11 @@ async fn cancelling_a_running_execution_deletes_it_and_stops_its_pod() {
             }
             assert!(Instant::now() < deadline, "never running: {body}");
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The API counts it as unfinished (every few seconds, from its watch).
+        while api.unfinished().await < 1.0 {
+            assert!(Instant::now() < deadline, "pyexec_executions_unfinished never counted it");
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let execution: PythonExecution = case.executions.get(&id).await.expect("its PythonExecution");
         let pod = execution.status.and_then(|s| s.pod_name).expect("a running execution names its pod");
