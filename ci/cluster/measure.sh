@@ -5,14 +5,16 @@
 #   - with the chart deployed (api): p50 of POST /execute straight to the API pod, sequential, for
 #     the documented hello and pandas examples on the warm path and hello on the cold path (pool 0);
 #   - (burst) 30 executions at once with a pool of 4, and 48 POSTs 24 at a time;
-#   - (executions) the controller's memory with 1,000 finished PythonExecutions cached.
-# MEASURE_RUNS (default 5) sets N. MEASURE_WHAT=memory,pods,api,burst,executions selects parts.
+#   - (executions) the controller's memory with 1,000 finished PythonExecutions cached;
+#   - (load) 30 sequential hello and pandas, a steady 1 request/s for 60 s with the host's CPU
+#     per execution by component, and 4 requests/s for 30 s (ci/cluster/load.py).
+# MEASURE_RUNS (default 5) sets N. MEASURE_WHAT=memory,pods,api,burst,executions,load selects parts.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=ci/cluster/config.sh
 . "$HERE/config.sh"
 RUNS=${MEASURE_RUNS:-5}
-WHAT=${MEASURE_WHAT:-memory,pods,api,burst,executions}
+WHAT=${MEASURE_WHAT:-memory,pods,api,burst,executions,load}
 [ -f "$ADMIN_KUBECONFIG" ] || cdie "the cluster is not up (make cluster-up)"
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
@@ -180,4 +182,10 @@ if [[ $WHAT == *executions* ]]; then
   echo "- controller VmRSS: $before MiB before (no executions), $after MiB with 1,000 finished executions cached"
   kc -n "$SANDBOX_NAMESPACE" delete pythonexecutions -l pyexec.dev/measure=1 --wait=false >/dev/null
   rm -f "$list"
+fi
+
+if [[ $WHAT == *load* ]]; then
+  api_setup
+  echo "### Load on POST /execute in kubernetes mode, to the API pod ($API_URL), gVisor, pool ${pool_default:-2}"
+  python3 "$HERE/load.py" --url "$API_URL" --header "$AUTH_HEADER"
 fi

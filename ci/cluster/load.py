@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""Load on the API in kubernetes mode, and where the host's CPU goes (make cluster-measure,
+MEASURE_WHAT=load). Prints Markdown lines:
+
+- sequential: N requests one after another, GAP seconds apart: p50 and p99 latency;
+- steady: RATE requests a second for SECONDS, fired on a fixed schedule (not waiting for answers):
+  latency, answers by status, and host CPU per execution, by component, less the idle burn
+  measured just before;
+- overload: the same at a higher rate: how many were answered, shed (429/503 with Retry-After)
+  and how fast, and how many timed out (504) or failed.
+
+CPU by component: processes alive across the window count their /proc/<pid>/stat delta; those
+that exit in it (pods' gVisor sandboxes, runsc invocations, shims, CNI plugins) are read from BSD
+process accounting (acct(2)), switched on for the run and off after. Needs root. Standard library
+only.
+"""
+
+import argparse
+import concurrent.futures
+import ctypes
+import http.client
+import json
+import os
+import statistics
+import struct
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+TICKS = os.sysconf("SC_CLK_TCK")
+# struct acct_v3 (linux/acct.h): flag, version, tty, exitcode, uid, gid, pid, ppid, btime, etime,
+# then utime, stime and six more comp_t, then the command name.
+ACCT_V3 = struct.Struct("<BBHIIIIIIf8H16s")
+AHZ = 100
+
+HELLO = 'def main():\n    return {"message": "hello"}\n'
+PANDAS = ('import pandas as pd\n\ndef main():\n    df = pd.DataFrame({"a": [1, 2, 3]})\n'
+          '    return {"sum": int(df["a"].sum())}\n')
+
+
+# ---- where the CPU goes
+
+def group_of(comm, cmdline):
+    """The component a process belongs to, from its name and command line."""
+    first = cmdline.split(" ", 1)[0] if cmdline else ""
+    if comm == "pyexec":
+        return "pyexec API" if " serve" in f" {cmdline}" else "pyexec controller"
+    if comm in ("etcd", "kube-apiserver", "kubelet", "containerd"):
+        return comm
+    if comm in ("kube-scheduler", "kube-controller"):
+        return "scheduler + controller-manager"
+    if comm.startswith("containerd-shim"):
+        return "containerd shims"
+    if comm == "runsc":
+        return "runsc CLI (create, start, delete)"
+    if comm == "exe" or first.startswith("runsc-"):
+        return "gVisor sandboxes (sentry, gofer, the script)"
+    if comm.startswith("kube-network") or comm in ("bridge", "host-local", "portmap", "loopback", "iptables",
+                                                   "ip6tables", "xtables-nft-mul", "nft"):
+        return "CNI + network policy"
+    if comm == "pause":
+        return "pause"
+    return "other (this load, builds, the rest)"
+
+
+def snapshot():
+    """pid -> (group, CPU ticks so far, start time in ticks since boot) of every process."""
+    procs = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if not cmdline:  # kernel threads
+            continue
+        ticks = int(fields[11]) + int(fields[12])
+        procs[int(pid)] = (group_of(comm, cmdline), ticks, int(fields[19]))
+    return procs
+
+
+def comp_t(value):
+    return (value & 0x1FFF) << (3 * ((value >> 13) & 7))
+
+
+def exited(path):
+    """(pid, group, CPU seconds in all) of each process accounting recorded."""
+    records = []
+    with open(path, "rb") as f:
+        data = f.read()
+    for offset in range(0, len(data) - ACCT_V3.size + 1, ACCT_V3.size):
+        fields = ACCT_V3.unpack_from(data, offset)
+        if fields[1] != 3:
+            continue
+        pid, utime, stime, comm = fields[6], fields[10], fields[11], fields[18]
+        comm = comm.split(b"\0", 1)[0].decode(errors="replace")
+        records.append((pid, group_of(comm, ""), (comp_t(utime) + comp_t(stime)) / AHZ))
+    return records
+
+
+class CpuWindow:
+    """CPU seconds by component between start() and stop()."""
+
+    def __init__(self):
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.path = None
+
+    def start(self):
+        fd, self.path = tempfile.mkstemp(prefix="pyexec-acct-")
+        os.close(fd)
+        if self.libc.acct(self.path.encode()) != 0:
+            raise OSError(ctypes.get_errno(), "acct(2): process accounting needs root")
+        self.before = snapshot()
+        self.host_before = host_busy()
+        self.t0 = time.monotonic()
+
+    def stop(self):
+        after = snapshot()
+        host_after = host_busy()
+        self.libc.acct(None)
+        seconds = time.monotonic() - self.t0
+        by_group = {}
+        for pid, (group, ticks, start) in after.items():
+            old = self.before.get(pid)
+            used = ticks - old[1] if old and old[2] == start else ticks
+            by_group[group] = by_group.get(group, 0.0) + used / TICKS
+        for pid, group, total in exited(self.path):
+            old = self.before.get(pid)
+            if pid in after:  # a pid reused: the record is of the process before it
+                continue
+            by_group[group] = by_group.get(group, 0.0) + max(0.0, total - (old[1] / TICKS if old else 0.0))
+        os.unlink(self.path)
+        return seconds, by_group, (host_after - self.host_before) / TICKS
+
+
+def host_busy():
+    """Ticks the CPUs spent on anything but idle and iowait, since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4]
+
+
+# ---- requests
+
+class Api:
+    def __init__(self, url, header):
+        self.url = urllib.parse.urlsplit(url)
+        name, _, value = header.partition(":")
+        self.headers = {"Content-Type": "application/json", name.strip(): value.strip()}
+
+    def execute(self, script, timeout=150):
+        """(status, seconds, Retry-After or None)."""
+        body = json.dumps({"script": script})
+        t0 = time.monotonic()
+        try:
+            conn = http.client.HTTPConnection(self.url.hostname, self.url.port or 80, timeout=timeout)
+            conn.request("POST", "/execute", body=body, headers=self.headers)
+            response = conn.getresponse()
+            response.read()
+            status, retry = response.status, response.getheader("Retry-After")
+            conn.close()
+        except OSError:
+            status, retry = 0, None
+        return status, time.monotonic() - t0, retry
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, round(p / 100 * len(values) + 0.5) - 1))]
+
+
+def ms(seconds):
+    return f"{seconds * 1000:.0f}"
+
+
+def sequential(api, name, script, runs, gap):
+    times, failed = [], []
+    for _ in range(runs):
+        status, seconds, _ = api.execute(script)
+        (times if status == 200 else failed).append(seconds if status == 200 else status)
+        time.sleep(gap)
+    print(f"- {runs} sequential {name}, {gap} s apart: p50 {ms(statistics.median(times))} ms, "
+          f"p99 {ms(percentile(times, 99))} ms, max {ms(max(times))} ms"
+          + (f"; failed: {failed}" if failed else ""))
+
+
+def steady(api, script, rate, seconds):
+    """Fires rate/s for seconds on a fixed schedule; returns the answers."""
+    answers = []
+    lock = threading.Lock()
+
+    def one():
+        answer = api.execute(script)
+        with lock:
+            answers.append(answer)
+
+    total = int(rate * seconds)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=512) as pool:
+        t0 = time.monotonic()
+        for i in range(total):
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(one)
+    return answers
+
+
+def report_answers(label, answers):
+    ok = [s for status, s, _ in answers if status == 200]
+    shed = [(s, r) for status, s, r in answers if status in (429, 503)]
+    by_status = {}
+    for status, _, _ in answers:
+        by_status[status] = by_status.get(status, 0) + 1
+    line = f"- {label}: {len(answers)} requests, answers {dict(sorted(by_status.items()))}"
+    if ok:
+        line += f"; succeeded p50 {ms(statistics.median(ok))} ms, p99 {ms(percentile(ok, 99))} ms"
+    if shed:
+        with_retry = sum(1 for _, r in shed if r)
+        line += (f"; shed {len(shed)} (Retry-After on {with_retry}), answered in at most "
+                 f"{ms(max(s for s, _ in shed))} ms")
+    print(line)
+
+
+def report_cpu(label, window, idle, executions):
+    seconds, groups, host = window
+    idle_seconds, idle_groups, idle_host = idle
+    scale = seconds / idle_seconds
+    net = {g: groups.get(g, 0.0) - idle_groups.get(g, 0.0) * scale for g in set(groups) | set(idle_groups)}
+    host_net = host - idle_host * scale
+    print(f"- {label}: host CPU {host:.1f} s over {seconds:.0f} s, idle burn {idle_host * scale:.1f} s; "
+          f"per execution {host_net / max(1, executions):.2f} CPU-s ({executions} executions)")
+    print("  | component | CPU-s per execution | CPU-s in the window | idle burn in it |")
+    print("  | --- | --- | --- | --- |")
+    for group, value in sorted(net.items(), key=lambda kv: -kv[1]):
+        print(f"  | {group} | {value / max(1, executions):.3f} | {groups.get(group, 0.0):.1f} | "
+              f"{idle_groups.get(group, 0.0) * scale:.1f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", required=True, help="the API, e.g. http://10.88.0.11:8080")
+    parser.add_argument("--header", default="X-Pyexec-Measure: 1", help="one request header (the token)")
+    parser.add_argument("--runs", type=int, default=30, help="sequential requests per script")
+    parser.add_argument("--gap", type=float, default=0.3, help="seconds between sequential requests")
+    parser.add_argument("--rate", type=float, default=1.0, help="steady requests a second")
+    parser.add_argument("--seconds", type=float, default=60, help="length of the steady load")
+    parser.add_argument("--overload-rate", type=float, default=4.0, help="requests a second of the overload")
+    parser.add_argument("--overload-seconds", type=float, default=30, help="length of the overload")
+    parser.add_argument("--idle-seconds", type=float, default=20, help="idle window measured first")
+    parser.add_argument("--what", default="sequential,steady,overload", help="parts to run")
+    args = parser.parse_args()
+    api = Api(args.url, args.header)
+
+    if "sequential" in args.what:
+        sequential(api, "hello", HELLO, args.runs, args.gap)
+        sequential(api, "pandas", PANDAS, args.runs, args.gap)
+    if "steady" in args.what:
+        time.sleep(5)  # let the pool refill after the sequential runs
+        cpu = CpuWindow()
+        cpu.start()
+        time.sleep(args.idle_seconds)
+        idle = cpu.stop()
+        cpu.start()
+        answers = steady(api, HELLO, args.rate, args.seconds)
+        window = cpu.stop()
+        report_answers(f"steady {args.rate}/s hello for {args.seconds:.0f} s", answers)
+        report_cpu(f"CPU at {args.rate}/s", window, idle, sum(1 for a in answers if a[0] == 200))
+    if "overload" in args.what:
+        time.sleep(10)
+        answers = steady(api, HELLO, args.overload_rate, args.overload_seconds)
+        report_answers(f"overload {args.overload_rate}/s hello for {args.overload_seconds:.0f} s", answers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
