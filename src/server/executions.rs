@@ -320,6 +320,38 @@ mod tests {
     use crate::executions::State;
     use crate::sandbox::{Envelope, Outcome};
 
+    /// The exact text of an execution as GET shows it, unfinished, finished with an answer, and
+    /// ended without one; and of the refusal of a cancel that came too late.
+    #[test]
+    fn executions_and_their_refusals_are_written_byte_for_byte() {
+        let text = |record: &Record| serde_json::to_string(&view(record)).expect("json");
+        let mut record = Record::queued("a".repeat(32), 1_700_000_000_250, vec!["w".into()]);
+        let id = "a".repeat(32);
+        assert_eq!(text(&record), format!(r#"{{"id":"{id}","state":"queued","created_at":"2023-11-14T22:13:20.250Z"}}"#));
+        (record.state, record.started_ms, record.finished_ms) = (State::Failed, Some(1_700_000_000_500), Some(1_700_000_001_000));
+        record.envelope = Some(Envelope::rejected(Outcome::NoMain, "no main"));
+        assert_eq!(
+            text(&record),
+            format!(
+                r#"{{"id":"{id}","state":"failed","created_at":"2023-11-14T22:13:20.250Z","started_at":"2023-11-14T22:13:20.500Z","finished_at":"2023-11-14T22:13:21.000Z","http_status":400,"response":{{"error":"no main","warnings":["w"]}}}}"#
+            )
+        );
+        (record.state, record.started_ms, record.envelope) = (State::Cancelled, None, None);
+        record.reason = Some("cancelled".into());
+        assert_eq!(
+            text(&record),
+            format!(r#"{{"id":"{id}","state":"cancelled","created_at":"2023-11-14T22:13:20.250Z","finished_at":"2023-11-14T22:13:21.000Z","reason":"cancelled"}}"#)
+        );
+        let late = error(ExecutionsError::AlreadyFinished { id: id.clone(), state: State::Succeeded });
+        assert_eq!(late.status, StatusCode::CONFLICT);
+        let body = axum::body::to_bytes(late.into_response().into_body(), 1 << 16);
+        let body = futures::executor::block_on(body).expect("a body");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            format!(r#"{{"error":"execution {id} already finished (succeeded)","id":"{id}","state":"succeeded"}}"#)
+        );
+    }
+
     #[test]
     fn every_field_an_execution_can_show_is_documented_and_nothing_else() {
         let mut record = Record::queued("a".repeat(32), 1, Vec::new());

@@ -198,6 +198,46 @@ mod tests {
         assert_eq!(body["stdout"], "out\n");
     }
 
+    /// The exact text of every shape an answer takes: clients and the contract's examples read
+    /// these bytes, so a change to the types behind them must leave them as they are.
+    #[test]
+    fn every_shape_of_answer_is_written_byte_for_byte() {
+        let text = |id: &str, e: &Envelope, warnings: &[String]| {
+            let (status, body) = super::to_http(id, e, warnings);
+            (status.as_u16(), serde_json::to_string(&body).expect("json"))
+        };
+        let mut e = envelope(Outcome::Success);
+        e.result = Some(serde_json::from_str(r#"{"b": 2, "a": 1}"#).expect("json"));
+        (e.returncode, e.error) = (0, None);
+        assert_eq!(
+            text("x", &e, &[]),
+            (200, r#"{"result":{"b": 2, "a": 1},"stdout":"out\n","stderr":"","returncode":0,"outcome":"success","id":"x","duration_ms":12,"stdout_truncated":false,"stderr_truncated":false}"#.to_string())
+        );
+        let mut e = envelope(Outcome::Exception);
+        e.files = vec![crate::sandbox::files::OutputFile {
+            name: "a.png".to_string().try_into().expect("a name"),
+            size: 1,
+            media_type: "image/png".into(),
+            content_base64: "AA==".into(),
+        }];
+        e.stderr_truncated = true;
+        assert_eq!(
+            text("x", &e, &["w".to_string()]),
+            (200, r#"{"result":null,"stdout":"out\n","stderr":"","returncode":1,"error":"boom","outcome":"exception","id":"x","duration_ms":12,"stdout_truncated":false,"stderr_truncated":true,"files":[{"name":"a.png","size":1,"media_type":"image/png","content_base64":"AA=="}],"warnings":["w"]}"#.to_string())
+        );
+        let mut e = envelope(Outcome::NotADict);
+        (e.files_truncated, e.files_omitted) = (true, vec!["big.bin".into(), "dir/".into()]);
+        assert_eq!(
+            text("x", &e, &[]),
+            (400, r#"{"result":null,"stdout":"out\n","stderr":"","returncode":1,"error":"boom","outcome":"not_a_dict","id":"x","duration_ms":12,"stdout_truncated":false,"stderr_truncated":false,"files_truncated":true,"files_omitted":["big.bin","dir/"]}"#.to_string())
+        );
+        assert_eq!(text("x", &envelope(Outcome::SyntaxError), &["w".to_string()]), (400, r#"{"error":"boom","warnings":["w"]}"#.to_string()));
+        assert_eq!(
+            text("x", &envelope(Outcome::SandboxFailure), &[]),
+            (500, r#"{"error":"The sandbox failed to run the script; the service log has the details","id":"x"}"#.to_string())
+        );
+    }
+
     #[test]
     fn warnings_are_added() {
         let (_, body) = to_http("x", &envelope(Outcome::Exception), &["w".to_string()]);
