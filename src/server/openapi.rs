@@ -2,6 +2,8 @@
 //! `pyexec docs openapi`). The operations are a table here; every schema in it is generated
 //! from the type the handlers read or write.
 
+use std::sync::LazyLock;
+
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::transform::RecursiveTransform;
 use schemars::{JsonSchema, Schema};
@@ -12,7 +14,13 @@ use super::error::ErrorBody;
 use super::executions::{ExecutionPath, Page, PageQuery, View, WaitQuery};
 use super::response::{ExecuteResponse, ResponseBody};
 
-pub fn document() -> Value {
+/// The document, generated once: it depends on nothing but the code.
+pub fn document() -> &'static Value {
+    static DOCUMENT: LazyLock<Value> = LazyLock::new(generate);
+    &DOCUMENT
+}
+
+fn generate() -> Value {
     let mut schemas = Components::default();
     let request = schemas.read::<ScriptRequest>();
     let answer = schemas.written::<ResponseBody>();
@@ -283,7 +291,7 @@ mod tests {
         }
         let document = document();
         let mut found = BTreeSet::new();
-        references(&document, &mut found);
+        references(document, &mut found);
         assert_eq!(found, keys(&document["components"]["schemas"]));
     }
 

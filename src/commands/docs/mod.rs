@@ -27,7 +27,7 @@ pub fn run(reference: Reference) -> Result<()> {
 /// The OpenAPI document `GET /openapi.json` serves, indented, with a final newline.
 pub fn openapi() -> String {
     let document = crate::server::openapi::document();
-    let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(document).unwrap_or_default();
     text.push('\n');
     text
 }
