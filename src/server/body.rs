@@ -17,15 +17,14 @@ pub struct ScriptRequest {
     /// Python source defining main().
     pub script: String,
     // The limits' own schema describes them.
-    #[serde(default)]
-    #[schemars(with = "LimitsInBody")]
+    #[schemars(default, with = "LimitsInBody")]
     pub limits: RequestedLimits,
     /// Files the script finds read-only in its working directory, by plain file name (no '/',
     /// not '.' or '..', at most 255 bytes): text, or {"base64": ...}. At most
     /// --max-input-files files of --max-input-files-bytes in all (local executor).
     // Read as sent; `InputFiles::check` holds them to the server's caps once the limits are
     // resolved.
-    #[serde(default)]
+    #[schemars(default)]
     pub files: InputFiles,
     /// Things the caller should know about how the body was read.
     #[schemars(skip)]

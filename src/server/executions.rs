@@ -16,7 +16,6 @@ use axum::Json;
 use futures::{SinkExt, StreamExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::watch;
 
 use super::error::ApiError;
@@ -303,12 +302,24 @@ async fn read(executions: &dyn Executions, id: &str, wait: Option<Duration>) -> 
     })
 }
 
+/// The data of a `state` event.
+#[derive(Serialize)]
+struct StateEvent {
+    state: ExecutionState,
+}
+
+/// The data of a `stdout` or `stderr` event: text the script wrote since the last one.
+#[derive(Serialize)]
+struct OutputEvent<'a> {
+    text: &'a str,
+}
+
 fn state_event(state: ExecutionState) -> Result<Event, axum::Error> {
-    Event::default().event("state").json_data(json!({"state": state.as_str()}))
+    Event::default().event("state").json_data(StateEvent { state })
 }
 
 fn output_event(stream: Stream, text: &str) -> Result<Event, axum::Error> {
-    Event::default().event(stream.as_str()).json_data(json!({ "text": text }))
+    Event::default().event(stream.as_str()).json_data(OutputEvent { text })
 }
 
 async fn send(sender: &mut Sender, event: Result<Event, axum::Error>) -> Result<(), SendError> {
