@@ -22,6 +22,13 @@ pub fn document() -> &'static Value {
 
 fn generate() -> Value {
     let mut schemas = Components::default();
+    let mut document = operations(&mut schemas);
+    document["components"]["schemas"] = Value::Object(schemas.into_schemas());
+    document
+}
+
+/// The document but its schemas: the operations, which refer to the schemas `schemas` collects.
+fn operations(schemas: &mut Components) -> Value {
     let request = schemas.read::<ScriptRequest>();
     let answer = schemas.written::<ResponseBody>();
     let run = schemas.written::<ExecuteResponse>();
@@ -124,10 +131,7 @@ fn generate() -> Value {
         },
         // Required only when the service has --api-token-file; /healthz and /readyz never need it.
         "security": [{"bearer": []}],
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": schemas.into_schemas()
-        }
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
     })
 }
 
@@ -169,7 +173,8 @@ impl Components {
         self.written.subschema_for::<T>().to_value()
     }
 
-    /// Every schema referred to, by name, in the order of their names.
+    /// Every schema referred to, by name, in the order of their names. (A type both read and
+    /// written is described the same both ways: a test holds them to it.)
     fn into_schemas(mut self) -> Map<String, Value> {
         let mut schemas: Vec<(String, Value)> =
             self.read.take_definitions(true).into_iter().chain(self.written.take_definitions(true)).collect();
@@ -293,6 +298,16 @@ mod tests {
         let mut found = BTreeSet::new();
         references(document, &mut found);
         assert_eq!(found, keys(&document["components"]["schemas"]));
+    }
+
+    #[test]
+    fn a_type_both_read_and_written_is_described_the_same_both_ways() {
+        let mut schemas = Components::default();
+        operations(&mut schemas);
+        let written = schemas.written.take_definitions(true);
+        for (name, read) in schemas.read.take_definitions(true) {
+            assert!(written.get(&name).is_none_or(|written| *written == read), "{name} differs read and written");
+        }
     }
 
     #[test]
