@@ -70,9 +70,10 @@ crd-check: ## Fail when crds/ or the chart's CRD is stale
 	$(CARGO) test --locked --test crd
 	bash hack/sync-chart-crd.sh --check
 
-docs-check: ## Fail when docs/configuration.md or docs/metrics.md differs from what the code generates
+docs-check: ## Fail when docs/configuration.md, docs/metrics.md or docs/openapi.json differs from what the code generates
 	@$(CARGO) run --locked --quiet -- docs configuration | diff -u docs/configuration.md - || { echo "docs/configuration.md is stale: run make docs"; exit 1; }
 	@$(CARGO) run --locked --quiet -- docs metrics | diff -u docs/metrics.md - || { echo "docs/metrics.md is stale: run make docs"; exit 1; }
+	@$(CARGO) run --locked --quiet -- docs openapi | diff -u docs/openapi.json - || { echo "docs/openapi.json is stale: run make docs"; exit 1; }
 
 check-leftovers: ## Assert no sandbox process, cgroup or temp file outlived the tests
 	@bash hack/check-leftovers.sh
@@ -119,9 +120,10 @@ crd: ## Regenerate crds/ and the chart's copy from the Rust types
 	bash hack/sync-chart-crd.sh
 
 # The reference pages generated from the code by `pyexec docs`, a hidden subcommand.
-docs: ## Regenerate docs/configuration.md and docs/metrics.md from the code
+docs: ## Regenerate docs/configuration.md, docs/metrics.md and docs/openapi.json from the code
 	$(CARGO) run --locked --quiet -- docs configuration > docs/configuration.md
 	$(CARGO) run --locked --quiet -- docs metrics > docs/metrics.md
+	$(CARGO) run --locked --quiet -- docs openapi > docs/openapi.json
 
 client-bench: build $(CLIENT_VENV)/.installed ## Latency of one call through the Python client, MCP stdio and MCP HTTP, beside raw HTTP (RUNS=100)
 	$(CLIENT_VENV)/bin/pip install --quiet --no-deps --no-build-isolation --force-reinstall ./clients/python

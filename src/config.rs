@@ -50,6 +50,8 @@ pub enum Reference {
     Configuration,
     /// docs/metrics.md: every metric of the service and the controller, from their declarations.
     Metrics,
+    /// docs/openapi.json: the OpenAPI document `GET /openapi.json` serves, from the API's types.
+    Openapi,
 }
 
 #[derive(Args, Debug, Clone)]

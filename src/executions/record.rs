@@ -1,12 +1,14 @@
-//! What is known of one execution, and the pure decisions about it: its state, the state an
-//! envelope leaves it in, and how a stored execution is shown.
+//! What is known of one execution, and the pure decisions about it: its state, and the state an
+//! envelope leaves it in.
 
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::sandbox::{Envelope, Outcome};
 
 /// Where an execution is in its life. The first two are unfinished; the last three are final.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     /// Accepted, waiting for a sandbox.
     Queued,
@@ -80,26 +82,6 @@ impl Record {
             reason: None,
         }
     }
-
-    /// The fields every view of an execution has: id, state, times and the reason.
-    pub fn summary(&self) -> Value {
-        let mut summary = json!({
-            "id": self.id,
-            "state": self.state.as_str(),
-            "created_at": timestamp(self.created_ms),
-        });
-        let optional = [
-            ("started_at", self.started_ms.map(timestamp)),
-            ("finished_at", self.finished_ms.map(timestamp)),
-            ("reason", self.reason.clone()),
-        ];
-        for (key, value) in optional {
-            if let (Some(value), Some(map)) = (value, summary.as_object_mut()) {
-                map.insert(key.into(), json!(value));
-            }
-        }
-        summary
-    }
 }
 
 /// The time as RFC 3339 in UTC with milliseconds, e.g. `2026-01-31T12:00:00.250Z`.
@@ -136,6 +118,7 @@ mod tests {
     fn states_survive_their_names() {
         for state in State::ALL {
             assert_eq!(State::parse(state.as_str()), Some(state));
+            assert_eq!(serde_json::to_value(state).expect("a state"), state.as_str());
         }
         assert_eq!(State::parse("done"), None);
     }
@@ -152,22 +135,6 @@ mod tests {
     fn finished_states_are_the_last_three() {
         let finished: Vec<_> = State::ALL.into_iter().filter(|s| s.is_finished()).collect();
         assert_eq!(finished, [State::Succeeded, State::Failed, State::Cancelled]);
-    }
-
-    #[test]
-    fn a_summary_shows_only_the_times_it_has() {
-        let mut record = Record::queued("a".repeat(32), 1_700_000_000_250, Vec::new());
-        assert_eq!(
-            record.summary(),
-            json!({"id": "a".repeat(32), "state": "queued", "created_at": "2023-11-14T22:13:20.250Z"})
-        );
-        record.state = State::Cancelled;
-        record.finished_ms = Some(1_700_000_001_000);
-        record.reason = Some("cancelled".into());
-        let summary = record.summary();
-        assert_eq!(summary["finished_at"], "2023-11-14T22:13:21.000Z");
-        assert_eq!(summary["reason"], "cancelled");
-        assert!(summary.get("started_at").is_none());
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub fn run_python_tool() -> Tool {
         .with_annotations(ToolAnnotations::new().read_only(true).destructive(false).open_world(false))
 }
 
-/// Replaces each `{"$ref": "#/components/schemas/X"}` with the schema X itself.
+/// Replaces each `{"$ref": "#/components/schemas/X"}` with the schema X itself, and merges an
+/// `allOf` of one schema (how OpenAPI 3.0 describes a reference in place) into its parent.
 fn inline_refs(schema: Value, components: &Value) -> Value {
     match schema {
         Value::Object(map) => match map.get("$ref").and_then(Value::as_str) {
@@ -49,7 +50,24 @@ fn inline_refs(schema: Value, components: &Value) -> Value {
                 let name = reference.trim_start_matches("#/components/schemas/");
                 inline_refs(components[name].clone(), components)
             }
-            None => Value::Object(map.into_iter().map(|(k, v)| (k, inline_refs(v, components))).collect()),
+            None => {
+                let mut map: Map<String, Value> =
+                    map.into_iter().map(|(k, v)| (k, inline_refs(v, components))).collect();
+                if let Some(Value::Array(mut one)) = map.remove("allOf") {
+                    match (one.len(), one.pop()) {
+                        // The parent's own fields (its description) win.
+                        (1, Some(Value::Object(inner))) => {
+                            let own = std::mem::replace(&mut map, inner);
+                            map.extend(own);
+                        }
+                        (_, last) => {
+                            one.extend(last);
+                            map.insert("allOf".into(), Value::Array(one));
+                        }
+                    }
+                }
+                Value::Object(map)
+            }
         },
         Value::Array(items) => Value::Array(items.into_iter().map(|v| inline_refs(v, components)).collect()),
         other => other,
@@ -99,7 +117,9 @@ mod tests {
         assert_eq!(output["type"], "object");
         assert_eq!(output["required"], json!(REQUIRED_OUTPUT));
         assert_eq!(output["properties"]["result"]["type"], json!(["object", "null"]));
-        assert!(output["properties"]["outcome"]["enum"].as_array().is_some_and(|o| o.contains(&json!("success"))));
+        let outcomes = output["properties"]["outcome"]["oneOf"].as_array().expect("the outcomes");
+        assert!(outcomes.iter().any(|o| o["enum"] == json!(["success"])), "{outcomes:?}");
+        assert!(!output.to_string().contains("allOf"), "{output}");
         assert!(!output.to_string().contains("nullable"), "{output}");
         let file = &output["properties"]["files"]["items"];
         assert_eq!(file["required"], json!(["name", "size", "media_type"]), "a figure's bytes are an image block");

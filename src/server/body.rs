@@ -1,20 +1,76 @@
 //! Reading a POST /execute body: strict JSON, the not-quite-JSON `{"script": "…"}` of the Python
 //! Code Execution Service's documented examples, or a raw script sent as text/x-python. Pure functions of the content type and the bytes.
 
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+
 use super::distinct_keys::{self, JsonError};
 use crate::sandbox::files::{InputError, InputFiles};
 use crate::sandbox::RequestedLimits;
 
-/// What a caller asked to run.
-#[derive(Debug, PartialEq)]
+/// What a caller asked to run: the JSON body of POST /execute and POST /executions.
+// Its schema is the one the OpenAPI document gives; `FIELDS` are the names the body is read by.
+#[derive(Debug, PartialEq, JsonSchema)]
+#[schemars(rename = "ExecuteRequest")]
 pub struct ScriptRequest {
+    /// Python source defining main().
     pub script: String,
+    // The limits' own schema describes them.
+    #[schemars(default, with = "LimitsInBody")]
     pub limits: RequestedLimits,
-    /// Files the script finds in its working directory (read as sent; `InputFiles::check`
-    /// holds them to the server's caps once the limits are resolved).
+    /// Files the script finds read-only in its working directory, by plain file name (no '/',
+    /// not '.' or '..', at most 255 bytes): text, or {"base64": ...}. At most
+    /// --max-input-files files of --max-input-files-bytes in all (local executor).
+    // Read as sent; `InputFiles::check` holds them to the server's caps once the limits are
+    // resolved.
+    #[schemars(default)]
     pub files: InputFiles,
     /// Things the caller should know about how the body was read.
+    #[schemars(skip)]
     pub warnings: Vec<String>,
+}
+
+/// The names of a JSON body's fields, in `ScriptRequest`'s order; any other field is ignored.
+pub const FIELDS: [&str; 3] = ["script", "limits", "files"];
+
+/// The schema of a body's `limits`: `RequestedLimits`' own, under the snake_case names the HTTP
+/// API documents (the type's are Kubernetes' camelCase; it reads both).
+pub struct LimitsInBody;
+
+impl JsonSchema for LimitsInBody {
+    fn schema_name() -> Cow<'static, str> {
+        "Limits".into()
+    }
+
+    // Written out where it is used: the request's `limits` is the whole schema, not a reference.
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let mut schema = RequestedLimits::json_schema(generator);
+        schema.insert(
+            "description".into(),
+            "Each limit may be lowered below the server's default, or raised up to its maximum; above it, 400".into(),
+        );
+        if let Some(properties) = schema.get_mut("properties").and_then(serde_json::Value::as_object_mut) {
+            *properties =
+                std::mem::take(properties).into_iter().map(|(name, value)| (snake_case(&name), value)).collect();
+        }
+        schema
+    }
+}
+
+fn snake_case(camel: &str) -> String {
+    let mut snake = String::with_capacity(camel.len() + 4);
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+    }
+    snake
 }
 
 /// Why a body could not be read; each maps to one HTTP status.
@@ -97,15 +153,16 @@ fn from_value(value: serde_json::Value) -> Result<ScriptRequest, BodyError> {
     let serde_json::Value::Object(mut fields) = value else {
         return Err(BodyError::Invalid(format!("The request body must be a JSON object: {HOW_TO}")));
     };
-    let limits = match fields.remove("limits") {
+    let [script, limits, files] = FIELDS.map(|name| fields.remove(name));
+    let limits = match limits {
         None | Some(serde_json::Value::Null) => RequestedLimits::default(),
         Some(limits) => serde_json::from_value(limits).map_err(BodyError::InvalidLimits)?,
     };
-    let files = match fields.remove("files") {
+    let files = match files {
         None | Some(serde_json::Value::Null) => InputFiles::default(),
         Some(files) => InputFiles::from_json(files)?,
     };
-    let script = match fields.remove("script") {
+    let script = match script {
         None => return Err(BodyError::Invalid(format!("The request body has no \"script\" field: {HOW_TO}"))),
         Some(serde_json::Value::String(script)) => script,
         Some(other) => {
@@ -211,6 +268,28 @@ mod tests {
     use super::*;
 
     const JSON: Option<&str> = Some("application/json");
+
+    /// The names `from_value` reads are exactly the fields the request's schema declares, and
+    /// a body with every one of them is read whole.
+    #[test]
+    fn the_fields_read_are_the_fields_the_request_type_declares() {
+        let schema = schemars::SchemaGenerator::default().into_root_schema_for::<ScriptRequest>();
+        let declared: std::collections::BTreeSet<&str> = schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .expect("properties")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(declared, FIELDS.into());
+        let body =
+            br#"{"script": "def main(): return {}", "limits": {"memory_mb": 64}, "files": {"a": "x"}, "other": 1}"#;
+        let request = parse(JSON, body, false).expect("valid");
+        let files = InputFiles::from_json(serde_json::json!({"a": "x"})).expect("files");
+        let limits = RequestedLimits { memory_mb: Some(64), ..Default::default() };
+        let expected = ScriptRequest { script: "def main(): return {}".into(), limits, files, warnings: vec![] };
+        assert_eq!(request, expected);
+    }
 
     #[test]
     fn strict_json_is_read_with_limits() {

@@ -14,8 +14,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{SinkExt, StreamExt};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::error::ApiError;
@@ -23,7 +23,7 @@ use super::extract::ExecuteBody;
 use super::response::{self, ResponseBody};
 use super::AppState;
 use crate::executions::output::{OutputLog, Utf8Chunks};
-use crate::executions::record::is_id;
+use crate::executions::record::{is_id, timestamp};
 use crate::executions::{Executions, ExecutionsError, Record, State as ExecutionState, Submission};
 use crate::metrics::Rejection;
 use crate::sandbox::run::capture::Stream;
@@ -32,25 +32,85 @@ use crate::sandbox::run::capture::Stream;
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 
-/// One execution as the API shows it: its summary, and once it finished with an envelope, the
-/// status and body POST /execute would have answered.
-#[derive(Serialize)]
-struct View<'a> {
-    #[serde(flatten)]
-    summary: Value,
+/// One execution as the API shows it: what every view has, then where to find it (POST's
+/// answer) or, once it finished with an envelope, the status and body POST /execute would have
+/// answered (GET and DELETE). A listing shows the first part only.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Execution")]
+pub struct View<'a> {
+    /// Its id, the last part of its `location`.
+    id: &'a str,
+    /// Where it is in its life.
+    state: ExecutionState,
+    /// When it was accepted (RFC 3339, UTC, milliseconds).
+    #[schemars(extend("format" = "date-time"))]
+    created_at: String,
+    /// When its sandbox started.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    started_at: Option<String>,
+    /// When it finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    finished_at: Option<String>,
+    /// Why it ended without an answer (cancelled, or the service stopped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    reason: Option<&'a str>,
+    /// Where to find it (in POST's answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    location: Option<String>,
+    /// The status POST /execute would have answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u16")]
     http_status: Option<u16>,
+    /// The body POST /execute would have answered.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ResponseBody")]
     response: Option<ResponseBody<'a>>,
 }
 
+/// A page of executions, newest first.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "ExecutionPage")]
+pub struct Page<'a> {
+    /// The executions of this page, without their answers.
+    executions: Vec<View<'a>>,
+    /// The `before` of the next page; null on the last one.
+    next: Option<String>,
+}
+
+/// What every view of an execution shows: its id, state, times and the reason.
+fn summary(record: &Record) -> View<'_> {
+    View {
+        id: &record.id,
+        state: record.state,
+        created_at: timestamp(record.created_ms),
+        started_at: record.started_ms.map(timestamp),
+        finished_at: record.finished_ms.map(timestamp),
+        reason: record.reason.as_deref(),
+        location: None,
+        http_status: None,
+        response: None,
+    }
+}
+
+/// The execution, with its answer once it has one.
 fn view(record: &Record) -> View<'_> {
     let answer = record.envelope.as_ref().map(|envelope| response::to_http(&record.id, envelope, &record.warnings));
     View {
-        summary: record.summary(),
         http_status: answer.as_ref().map(|(status, _)| status.as_u16()),
         response: answer.map(|(_, body)| body),
+        ..summary(record)
     }
+}
+
+/// An execution in a route's path.
+#[derive(Deserialize, JsonSchema)]
+pub struct ExecutionPath {
+    /// The execution's id, as POST /executions answered it.
+    id: String,
 }
 
 pub async fn submit(
@@ -62,10 +122,7 @@ pub async fn submit(
     let submission = Submission { request: execution, warnings, answered };
     let record = executions.submit(submission).await.map_err(error)?;
     let location = format!("/executions/{}", record.id);
-    let mut body = record.summary();
-    if let Some(map) = body.as_object_mut() {
-        map.insert("location".into(), json!(location));
-    }
+    let body = View { location: Some(location.clone()), ..summary(&record) };
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -73,15 +130,16 @@ pub async fn submit(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct WaitQuery {
-    /// Seconds to hold the request until the execution finishes.
+    /// Seconds to hold the request until the execution finishes (at most
+    /// --executions-max-wait-seconds).
     wait: Option<f64>,
 }
 
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    Path(ExecutionPath { id }): Path<ExecutionPath>,
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let executions = &state.executions;
@@ -97,7 +155,10 @@ pub async fn get(
     Ok(Json(view(&record)).into_response())
 }
 
-pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Path(ExecutionPath { id }): Path<ExecutionPath>,
+) -> Result<Response, ApiError> {
     let executions = &state.executions;
     if !is_id(&id) {
         return Err(not_found(&id));
@@ -109,7 +170,10 @@ pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
 /// GET /executions/{id}/events: Server-Sent Events. `state` when it changes, `stdout` and
 /// `stderr` chunks as the sandbox writes them (all of them so far for a late client, up to the
 /// output caps), then `result` with the finished execution, and the stream ends.
-pub async fn events(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    Path(ExecutionPath { id }): Path<ExecutionPath>,
+) -> Result<Response, ApiError> {
     let executions = state.executions.clone();
     if !is_id(&id) {
         return Err(not_found(&id));
@@ -238,12 +302,24 @@ async fn read(executions: &dyn Executions, id: &str, wait: Option<Duration>) -> 
     })
 }
 
+/// The data of a `state` event.
+#[derive(Serialize)]
+struct StateEvent {
+    state: ExecutionState,
+}
+
+/// The data of a `stdout` or `stderr` event: text the script wrote since the last one.
+#[derive(Serialize)]
+struct OutputEvent<'a> {
+    text: &'a str,
+}
+
 fn state_event(state: ExecutionState) -> Result<Event, axum::Error> {
-    Event::default().event("state").json_data(json!({"state": state.as_str()}))
+    Event::default().event("state").json_data(StateEvent { state })
 }
 
 fn output_event(stream: Stream, text: &str) -> Result<Event, axum::Error> {
-    Event::default().event(stream.as_str()).json_data(json!({ "text": text }))
+    Event::default().event(stream.as_str()).json_data(OutputEvent { text })
 }
 
 async fn send(sender: &mut Sender, event: Result<Event, axum::Error>) -> Result<(), SendError> {
@@ -257,8 +333,10 @@ async fn send(sender: &mut Sender, event: Result<Event, axum::Error>) -> Result<
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct PageQuery {
+    /// Executions a page holds at most.
+    #[schemars(range(min = 1, max = MAX_PAGE), extend("default" = DEFAULT_PAGE))]
     limit: Option<usize>,
     /// The `next` of the previous page.
     before: Option<String>,
@@ -275,8 +353,8 @@ pub async fn list(
         return Err(ApiError::invalid(format!("limit must be between 1 and {MAX_PAGE}")));
     }
     let page = executions.list(query.before.as_deref(), limit).await.map_err(error)?;
-    let listed: Vec<Value> = page.executions.iter().map(Record::summary).collect();
-    Ok(Json(json!({ "executions": listed, "next": page.next })).into_response())
+    let executions = page.executions.iter().map(summary).collect();
+    Ok(Json(Page { executions, next: page.next }).into_response())
 }
 
 fn invalid_query(rejection: QueryRejection) -> ApiError {
@@ -300,8 +378,9 @@ fn error(err: ExecutionsError) -> ApiError {
             ApiError::refused(StatusCode::SERVICE_UNAVAILABLE, Rejection::ShuttingDown, err.to_string())
         }
         ExecutionsError::AlreadyFinished { ref id, state } => {
-            let id = id.clone();
-            ApiError::new(StatusCode::CONFLICT, err.to_string()).with("id", id).with("state", state.as_str())
+            let mut refusal = ApiError::new(StatusCode::CONFLICT, err.to_string()).with_id(id.clone());
+            refusal.body.state = Some(state);
+            refusal
         }
         ExecutionsError::NotFound { ref id } => not_found(id),
         ExecutionsError::BadCursor(_) => ApiError::invalid(err.to_string()),
@@ -319,6 +398,44 @@ mod tests {
     use super::*;
     use crate::executions::State;
     use crate::sandbox::{Envelope, Outcome};
+
+    /// The exact text of an execution as GET shows it, unfinished, finished with an answer, and
+    /// ended without one; and of the refusal of a cancel that came too late.
+    #[test]
+    fn executions_and_their_refusals_are_written_byte_for_byte() {
+        let text = |record: &Record| serde_json::to_string(&view(record)).expect("json");
+        let mut record = Record::queued("a".repeat(32), 1_700_000_000_250, vec!["w".into()]);
+        let id = "a".repeat(32);
+        assert_eq!(
+            text(&record),
+            format!(r#"{{"id":"{id}","state":"queued","created_at":"2023-11-14T22:13:20.250Z"}}"#)
+        );
+        (record.state, record.started_ms, record.finished_ms) =
+            (State::Failed, Some(1_700_000_000_500), Some(1_700_000_001_000));
+        record.envelope = Some(Envelope::rejected(Outcome::NoMain, "no main"));
+        assert_eq!(
+            text(&record),
+            format!(
+                r#"{{"id":"{id}","state":"failed","created_at":"2023-11-14T22:13:20.250Z","started_at":"2023-11-14T22:13:20.500Z","finished_at":"2023-11-14T22:13:21.000Z","http_status":400,"response":{{"error":"no main","warnings":["w"]}}}}"#
+            )
+        );
+        (record.state, record.started_ms, record.envelope) = (State::Cancelled, None, None);
+        record.reason = Some("cancelled".into());
+        assert_eq!(
+            text(&record),
+            format!(
+                r#"{{"id":"{id}","state":"cancelled","created_at":"2023-11-14T22:13:20.250Z","finished_at":"2023-11-14T22:13:21.000Z","reason":"cancelled"}}"#
+            )
+        );
+        let late = error(ExecutionsError::AlreadyFinished { id: id.clone(), state: State::Succeeded });
+        assert_eq!(late.status, StatusCode::CONFLICT);
+        let body = axum::body::to_bytes(late.into_response().into_body(), 1 << 16);
+        let body = futures::executor::block_on(body).expect("a body");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            format!(r#"{{"error":"execution {id} already finished (succeeded)","id":"{id}","state":"succeeded"}}"#)
+        );
+    }
 
     #[test]
     fn every_field_an_execution_can_show_is_documented_and_nothing_else() {

@@ -186,8 +186,9 @@ fn execute_error(id: &str, err: ExecuteError) -> ApiError {
             ApiError::refused(StatusCode::SERVICE_UNAVAILABLE, Rejection::ShuttingDown, err.to_string())
         }
         ExecuteError::NotFinished { ref name } => {
-            let name = name.clone();
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, err.to_string()).with("name", name)
+            let mut refusal = ApiError::new(StatusCode::GATEWAY_TIMEOUT, err.to_string());
+            refusal.body.name = Some(name.clone());
+            refusal
         }
         ExecuteError::TaskFailed(_)
         | ExecuteError::CreateFailed(_)
@@ -195,7 +196,7 @@ fn execute_error(id: &str, err: ExecuteError) -> ApiError {
         | ExecuteError::NoStatus { .. } => {
             tracing::error!(id, error = %crate::telemetry::chain(&err), "execution failed inside the service");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; the service log has the details")
-                .with("id", id.to_string())
+                .with_id(id)
         }
     }
 }

@@ -21,20 +21,25 @@ fn generated(page: &str) -> String {
     String::from_utf8(output.stdout).expect("the page is UTF-8")
 }
 
-fn assert_generated(page: &str) {
-    let path = Path::new(ROOT).join("docs").join(format!("{page}.md"));
-    let committed = read(&path);
-    assert!(committed == generated(page), "docs/{page}.md is stale: run `make docs` and commit it");
+/// Checks docs/`file` against `pyexec docs <page>`.
+fn assert_generated(page: &str, file: &str) {
+    let committed = read(&Path::new(ROOT).join("docs").join(file));
+    assert!(committed == generated(page), "docs/{file} is stale: run `make docs` and commit it");
 }
 
 #[test]
 fn docs_configuration_md_is_what_pyexec_docs_configuration_prints() {
-    assert_generated("configuration");
+    assert_generated("configuration", "configuration.md");
 }
 
 #[test]
 fn docs_metrics_md_is_what_pyexec_docs_metrics_prints() {
-    assert_generated("metrics");
+    assert_generated("metrics", "metrics.md");
+}
+
+#[test]
+fn docs_openapi_json_is_what_pyexec_docs_openapi_prints() {
+    assert_generated("openapi", "openapi.json");
 }
 
 #[test]

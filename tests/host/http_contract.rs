@@ -315,6 +315,9 @@ async fn health_readiness_metrics_and_openapi_are_served() {
     let openapi: Value =
         client.get(server.url("/openapi.json")).send().await.expect("openapi").json().await.expect("json");
     assert!(openapi["paths"]["/execute"]["post"].is_object());
+    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).expect("docs");
+    let checked_in: Value = serde_json::from_str(&checked_in).expect("docs/openapi.json is JSON");
+    assert!(openapi == checked_in, "GET /openapi.json is not docs/openapi.json: run make docs");
     let missing = client.get(server.url("/nope")).send().await.expect("404");
     assert_eq!(missing.status().as_u16(), 404);
     let wrong_method = client.get(server.url("/execute")).send().await.expect("405");

@@ -1,6 +1,6 @@
-//! `pyexec docs configuration|metrics`: prints a reference page generated from the code; `make docs`
-//! writes them to docs/configuration.md and docs/metrics.md, `make docs-check` fails when either
-//! is stale.
+//! `pyexec docs configuration|metrics|openapi`: prints a reference generated from the code; `make
+//! docs` writes them to docs/configuration.md, docs/metrics.md and docs/openapi.json, `make
+//! docs-check` fails when any is stale.
 
 mod configuration;
 mod metrics;
@@ -18,9 +18,18 @@ pub fn run(reference: Reference) -> Result<()> {
     let page = match reference {
         Reference::Configuration => configuration(),
         Reference::Metrics => metrics(),
+        Reference::Openapi => openapi(),
     };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(page.as_bytes()).and_then(|()| stdout.flush()).map_err(Error::WriteReference)
+}
+
+/// The OpenAPI document `GET /openapi.json` serves, indented, with a final newline.
+pub fn openapi() -> String {
+    let document = crate::server::openapi::document();
+    let mut text = serde_json::to_string_pretty(document).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// The line every generated page starts with, under its title: what made it and how to remake it.

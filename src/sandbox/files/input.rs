@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use clap::Args;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -14,17 +15,24 @@ use crate::sandbox::limits::Limits;
 const MIB: u64 = 1024 * 1024;
 
 /// One input file's content: text, written as UTF-8, or bytes, as standard base64 with padding.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(deny_unknown_fields)]
 pub enum FileContent {
+    /// The file's text.
     Text(String),
-    Base64 { base64: String },
+    /// The file's bytes.
+    Base64 {
+        #[schemars(extend("format" = "byte"))]
+        base64: String,
+    },
 }
 
 /// The input files of one job, by name, each name once.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
-pub struct InputFiles(BTreeMap<FileName, FileContent>);
+#[schemars(inline)]
+pub struct InputFiles(#[schemars(with = "BTreeMap<String, FileContent>")] BTreeMap<FileName, FileContent>);
 
 /// The server's caps on a request's input files.
 #[derive(Args, Clone, Debug)]
