@@ -4,8 +4,8 @@
 
 use crate::crd::PythonExecution;
 use crate::sandbox::files::output::report_bytes;
-use crate::sandbox::run::frames;
 use crate::sandbox::limits::LimitError;
+use crate::sandbox::run::frames;
 use crate::sandbox::{LimitSettings, Limits};
 
 /// Bytes an object may take in etcd (its default --max-request-bytes is 1.5 MiB), less room for

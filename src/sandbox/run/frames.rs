@@ -185,7 +185,8 @@ mod tests {
         writer.finish();
         let frames = frames(&out);
         assert!(frames.len() <= 4, "coalesced: {} frames", frames.len());
-        let stdout: Vec<u8> = frames.iter().filter(|(s, _)| *s == Stream::Stdout).flat_map(|(_, b)| b.clone()).collect();
+        let stdout: Vec<u8> =
+            frames.iter().filter(|(s, _)| *s == Stream::Stdout).flat_map(|(_, b)| b.clone()).collect();
         assert_eq!(stdout, vec![b'x'; 1000]);
         assert!(frames.contains(&(Stream::Stderr, b"err".to_vec())));
     }

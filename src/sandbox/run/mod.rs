@@ -2,8 +2,8 @@
 //! capped output, enforces the deadline, decides the verdict and hands the jail to its removal.
 
 pub mod capture;
-pub mod frames;
 mod finish;
+pub mod frames;
 pub mod removal;
 pub mod supervisor;
 pub mod verdict;
