@@ -37,12 +37,18 @@ pub struct ControllerArgs {
 /// The warm pool: sandbox pods started before executions arrive.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct WarmPoolSettings {
-    /// Sandbox pods kept started ahead in the watched namespace, each waiting for one
-    /// execution's job with --preload-modules imported; an execution whose limits fit the
-    /// default limits claims one. 0 turns the pool off (every execution gets a pod created for
-    /// it). Needs --namespace.
+    /// Preloaded sandbox pods kept started ahead in the watched namespace, each waiting for one
+    /// execution's job with --pool-preload-modules imported: a script that names one of those
+    /// modules claims one (when its limits fit the default limits). 0 turns this pool off.
+    /// Needs --namespace.
     #[arg(long, env = "PYEXEC_POD_POOL_SIZE", default_value_t = 2)]
     pub pool_size: usize,
+    /// Plain sandbox pods kept started ahead, each an interpreter with nothing imported: a
+    /// script that names none of the preload modules claims one. They start in a fraction of a
+    /// preloaded pod's CPU time and memory. When the pool of a script's kind is empty it takes
+    /// the other kind; with both empty (or both sizes 0) it gets a pod created for it.
+    #[arg(long, env = "PYEXEC_POD_POOL_PLAIN_SIZE", default_value_t = 2)]
+    pub pool_plain_size: usize,
     /// Seconds a ready pool pod waits for a job before it is replaced.
     #[arg(long, env = "PYEXEC_POD_POOL_IDLE_SECONDS", default_value_t = 600)]
     pub pool_idle_seconds: u64,

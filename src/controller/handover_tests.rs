@@ -44,9 +44,12 @@ fn jobs(attacher: &FakeAttacher) -> Vec<(String, Job)> {
     jobs.into_iter().map(|(pod, bytes)| (pod, serde_json::from_slice(&bytes).expect("a job document"))).collect()
 }
 
-#[tokio::test]
-async fn a_new_execution_claims_a_warm_pod_conditionally_and_gets_its_envelope_from_the_stream() {
-    let new = execution("hello");
+/// Runs a new execution of `script` against a pool with one ready pod (plain), and checks its
+/// claim, delivery and finish; returns the metrics.
+async fn claim_the_one_warm_pod(script: &str) -> String {
+    let mut new = execution("hello");
+    new.spec.script = script.into();
+    let resolved = super::pod_limits::resolve(&limit_settings(), &new).expect("resolves");
     let fresh = new.clone();
     let warm = pool_pod("pyexec-warm-a");
     let claimed = warm.clone();
@@ -73,10 +76,22 @@ async fn a_new_execution_claims_a_warm_pod_conditionally_and_gets_its_envelope_f
     let jobs = jobs(&attacher);
     assert_eq!(jobs.len(), 1, "one job, written once");
     assert_eq!(jobs[0].0, "pyexec-warm-a");
-    let resolved = super::pod_limits::resolve(&limit_settings(), &execution("hello")).expect("resolves");
-    assert_eq!(jobs[0].1, Job::new(execution("hello").spec.script, resolved));
+    assert_eq!(jobs[0].1, Job::new(script, resolved));
     assert!(attacher.opened.lock().expect("lock").is_empty(), "the warm session was opened ahead");
-    assert!(ctx.metrics.render().contains("pyexec_controller_pool_claims_total 1"));
+    ctx.metrics.render()
+}
+
+#[tokio::test]
+async fn a_new_execution_claims_a_warm_pod_conditionally_and_gets_its_envelope_from_the_stream() {
+    let metrics = claim_the_one_warm_pod(&execution("hello").spec.script).await;
+    assert!(metrics.contains(r#"pyexec_controller_pool_claims_total{kind="plain",wanted="plain"} 1"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_script_naming_a_preloaded_module_takes_a_plain_pod_when_no_preloaded_one_is_ready() {
+    let metrics = claim_the_one_warm_pod("import pandas\ndef main():\n    return {}\n").await;
+    assert!(metrics.contains(r#"pyexec_controller_pool_claims_total{kind="plain",wanted="preloaded"} 1"#), "{metrics}");
+    assert!(!metrics.contains("pyexec_controller_pool_misses_total"), "{metrics}");
 }
 
 #[tokio::test]

@@ -27,6 +27,19 @@ pub struct MissLabels {
     pub reason: String,
 }
 
+/// A warm pod's kind: `plain` (nothing imported) or `preloaded`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+/// The kind of warm pod claimed, and the kind the script asked for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClaimLabels {
+    pub kind: String,
+    pub wanted: String,
+}
+
 /// Every metric the controller exports, in the order of the exposition.
 pub const RECONCILES: Declaration = Declaration::counter("reconciles", &[], "Reconciles run");
 pub const RECONCILE_FAILURES: Declaration =
@@ -51,13 +64,18 @@ pub const POD_START_LATENCY: Declaration = Declaration::histogram(
     "Time from a sandbox pod's creation to its container's start",
 );
 pub const POOL_READY: Declaration =
-    Declaration::gauge("pool_ready_pods", &[], "Warm pods whose sandbox waits for a job");
+    Declaration::gauge("pool_ready_pods", &["kind"], "Warm pods whose sandbox waits for a job, by kind");
 pub const POOL_WARMING: Declaration =
-    Declaration::gauge("pool_warming_pods", &[], "Warm pods starting or being attached to");
-pub const POOL_CREATED: Declaration = Declaration::counter("pool_pods_created", &[], "Warm pods created");
-pub const POOL_CLAIMS: Declaration = Declaration::counter("pool_claims", &[], "Executions that claimed a warm pod");
+    Declaration::gauge("pool_warming_pods", &["kind"], "Warm pods starting or being attached to, by kind");
+pub const POOL_CREATED: Declaration =
+    Declaration::counter("pool_pods_created", &["kind"], "Warm pods created, by kind");
+pub const POOL_CLAIMS: Declaration = Declaration::counter(
+    "pool_claims",
+    &["kind", "wanted"],
+    "Executions that claimed a warm pod, by the pod's kind and the kind the script asked for",
+);
 pub const POOL_MISSES: Declaration =
-    Declaration::counter("pool_misses", &["reason"], "Executions that found no warm pod, by reason");
+    Declaration::counter("pool_misses", &["reason"], "Executions that found no warm pod of either kind, by reason");
 /// A label patch on the API server: milliseconds.
 pub const POOL_CLAIM_LATENCY: Declaration = Declaration::histogram(
     "pool_claim_latency_seconds",
@@ -76,10 +94,10 @@ pub struct ControllerMetrics {
     pub reconcile_duration: Histogram,
     pub executions: Family<FinishLabels, Counter>,
     pub pod_start_latency: Histogram,
-    pub pool_ready: Gauge,
-    pub pool_warming: Gauge,
-    pub pool_created: Counter,
-    pub pool_claims: Counter,
+    pub pool_ready: Family<KindLabels, Gauge>,
+    pub pool_warming: Family<KindLabels, Gauge>,
+    pub pool_created: Family<KindLabels, Counter>,
+    pub pool_claims: Family<ClaimLabels, Counter>,
     pub pool_misses: Family<MissLabels, Counter>,
     pub pool_claim_latency: Histogram,
 }
@@ -93,10 +111,10 @@ impl Default for ControllerMetrics {
             reconcile_duration: e.add(&RECONCILE_DURATION, RECONCILE_DURATION.new_histogram()),
             executions: e.add(&EXECUTIONS, Family::default()),
             pod_start_latency: e.add(&POD_START_LATENCY, POD_START_LATENCY.new_histogram()),
-            pool_ready: e.add(&POOL_READY, Gauge::default()),
-            pool_warming: e.add(&POOL_WARMING, Gauge::default()),
-            pool_created: e.add(&POOL_CREATED, Counter::default()),
-            pool_claims: e.add(&POOL_CLAIMS, Counter::default()),
+            pool_ready: e.add(&POOL_READY, Family::default()),
+            pool_warming: e.add(&POOL_WARMING, Family::default()),
+            pool_created: e.add(&POOL_CREATED, Family::default()),
+            pool_claims: e.add(&POOL_CLAIMS, Family::default()),
             pool_misses: e.add(&POOL_MISSES, Family::default()),
             pool_claim_latency: e.add(&POOL_CLAIM_LATENCY, POOL_CLAIM_LATENCY.new_histogram()),
             exposition: e,
@@ -121,14 +139,19 @@ impl ControllerMetrics {
         self.pool_misses.get_or_create(&MissLabels { reason: reason.to_string() }).inc();
     }
 
-    pub fn record_pool_claim(&self, latency: Duration) {
-        self.pool_claims.inc();
+    pub fn record_pool_claim(&self, kind: &str, wanted: &str, latency: Duration) {
+        self.pool_claims.get_or_create(&ClaimLabels { kind: kind.into(), wanted: wanted.into() }).inc();
         self.pool_claim_latency.observe(latency.as_secs_f64());
     }
 
-    pub fn set_pool(&self, ready: usize, warming: usize) {
-        self.pool_ready.set(i64::try_from(ready).unwrap_or(i64::MAX));
-        self.pool_warming.set(i64::try_from(warming).unwrap_or(i64::MAX));
+    pub fn record_pool_created(&self, kind: &str) {
+        self.pool_created.get_or_create(&KindLabels { kind: kind.into() }).inc();
+    }
+
+    pub fn set_pool(&self, kind: &str, ready: usize, warming: usize) {
+        let labels = KindLabels { kind: kind.into() };
+        self.pool_ready.get_or_create(&labels).set(i64::try_from(ready).unwrap_or(i64::MAX));
+        self.pool_warming.get_or_create(&labels).set(i64::try_from(warming).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text exposition of every metric.

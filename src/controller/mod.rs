@@ -36,6 +36,7 @@ use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
 use kube::Client;
 
 use crate::crd::PythonExecution;
+use crate::sandbox::warm::pool::Kind;
 pub use args::ControllerArgs;
 use attach::{Attacher, KubeAttacher};
 use metrics::ControllerMetrics;
@@ -143,10 +144,11 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         .touched_objects();
     let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: None };
     let attacher: Arc<dyn Attacher> = Arc::new(KubeAttacher { client: client.clone() });
-    let pool = warm_pool(&args, &client, &pod_cache, &attacher, &metrics)?;
-    if let Some(pool) = &pool {
+    let pools = warm_pools(&args, &client, &pod_cache, &attacher, &metrics)?;
+    for pool in &pools {
         tokio::spawn(pool.clone().run());
     }
+    let preload = args.pool.preload();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         pod_cache,
@@ -156,7 +158,8 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         pod_start_timeout: Duration::from_secs(args.pod_start_timeout_seconds),
         metrics,
         attacher,
-        pool,
+        pools,
+        preload,
         hand_over_delay: Duration::from_millis(args.test_hand_over_delay_ms),
     });
     // Readiness comes from the executions watcher's own "initial list done" event, not from
@@ -192,27 +195,37 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     Ok(())
 }
 
-/// The warm pool of the watched namespace: none when the pool size is 0 or every namespace is
-/// watched (a pool lives in one namespace).
-fn warm_pool(
+/// The warm pools of the watched namespace, one per kind of pod with a size above 0: none when
+/// both sizes are 0 or every namespace is watched (a pool lives in one namespace).
+fn warm_pools(
     args: &ControllerArgs,
     client: &Client,
     cache: &Store<Pod>,
     attacher: &Arc<dyn Attacher>,
     metrics: &Arc<ControllerMetrics>,
-) -> Result<Option<Arc<WarmPool>>> {
-    if args.pool.pool_size == 0 {
-        return Ok(None);
+) -> Result<Vec<Arc<WarmPool>>> {
+    let sizes = [(Kind::Plain, args.pool.pool_plain_size), (Kind::Preloaded, args.pool.pool_size)];
+    if sizes.iter().all(|(_, size)| *size == 0) {
+        return Ok(Vec::new());
     }
     if args.namespace.is_empty() {
         tracing::warn!("no warm pod pool: it needs --namespace (every namespace is watched)");
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let limits = args.limits.defaults().map_err(Error::InvalidLimits)?;
     let idle = Duration::from_secs(args.pool.pool_idle_seconds.max(1));
     let lifetime = idle + Duration::from_secs_f64(args.limits.max_timeout_seconds.clamp(0.0, 86_400.0));
-    let template = pod::build_pool_pod(&args.namespace, &args.pod, &limits, &args.pool.preload(), lifetime);
-    let config = PoolConfig { namespace: args.namespace.clone(), size: args.pool.pool_size, idle, template, limits };
-    let api = Api::namespaced(client.clone(), &args.namespace);
-    Ok(Some(WarmPool::new(config, api, cache.clone(), attacher.clone(), metrics.clone())))
+    let mut pools = Vec::new();
+    for (kind, size) in sizes.into_iter().filter(|(_, size)| *size > 0) {
+        let preload = match kind {
+            Kind::Plain => Vec::new(),
+            Kind::Preloaded => args.pool.preload(),
+        };
+        let template = pod::build_pool_pod(&args.namespace, &args.pod, &limits, &preload, lifetime);
+        let config =
+            PoolConfig { namespace: args.namespace.clone(), kind, size, idle, template, limits: limits.clone() };
+        let api = Api::namespaced(client.clone(), &args.namespace);
+        pools.push(WarmPool::new(config, api, cache.clone(), attacher.clone(), metrics.clone()));
+    }
+    Ok(pools)
 }

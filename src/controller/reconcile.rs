@@ -22,7 +22,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use super::args::PodSettings;
-use super::attach::Attacher;
+use super::attach::{Attacher, Session};
 use super::envelope_fit::fit_envelope;
 use super::events::{publish, Ending};
 use super::failure::Failure;
@@ -32,10 +32,11 @@ use super::pod::{build_pod, BuildError, CONTAINER_NAME};
 use super::pod_limits::{log_limit_of, status_budget};
 use super::pod_state::{self, PodView};
 use super::status::{self, Stamp};
-use super::warm_pods::WarmPool;
+use super::warm_pods::{Miss, WarmPool};
 use super::{Error, Result};
 use crate::crd::{Delivery, PythonExecution, PythonExecutionStatus};
-use crate::sandbox::LimitSettings;
+use crate::sandbox::warm::pool::{kind_for, Kind};
+use crate::sandbox::{LimitSettings, Limits};
 
 /// A reconcile that saw a stale copy of the execution looks again after this long.
 pub(super) const STALE_RETRY: Duration = Duration::from_secs(1);
@@ -58,15 +59,21 @@ pub struct Context {
     pub metrics: Arc<ControllerMetrics>,
     /// Opens the attach session a job is written to.
     pub attacher: Arc<dyn Attacher>,
-    /// The warm pool of the watched namespace, when there is one.
-    pub pool: Option<Arc<WarmPool>>,
+    /// The warm pools of the watched namespace, one per kind of pod (none when the pool is off).
+    pub pools: Vec<Arc<WarmPool>>,
+    /// The modules preloaded pool pods import: a script that names one wants such a pod.
+    pub preload: Vec<String>,
     /// Fault injection for tests: a pause between marking the delivery started and writing it.
     pub hand_over_delay: Duration,
 }
 
 impl Context {
-    fn pool_for(&self, namespace: &str) -> Option<&WarmPool> {
-        self.pool.as_deref().filter(|pool| pool.namespace() == namespace)
+    /// The pools of `namespace`, the one of the `wanted` kind first.
+    fn pools_for(&self, namespace: &str, wanted: Kind) -> Vec<&WarmPool> {
+        let mut pools: Vec<&WarmPool> =
+            self.pools.iter().map(Arc::as_ref).filter(|pool| pool.namespace() == namespace).collect();
+        pools.sort_by_key(|pool| pool.kind() != wanted);
+        pools
     }
 }
 
@@ -135,10 +142,8 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
         Ok(prepared) => prepared,
         Err(failure) => return finish(&execution, status::failed(&current, failure, stamp), None, ctx).await,
     };
-    if let Some(pool) = ctx.pool_for(&namespace_of(&execution)?) {
-        if let Ok(session) = pool.claim(&execution, &limits).await? {
-            return hand_over(&execution, session, job, &limits, true, ctx, now).await;
-        }
+    if let Some(session) = claim_warm(&execution, &limits, ctx).await? {
+        return hand_over(&execution, session, job, &limits, true, ctx, now).await;
     }
     let pod = build_pod(&execution, &ctx.pod, &limits)
         .map_err(|BuildError::MissingField(field)| Error::MissingObjectKey(field))?;
@@ -156,6 +161,29 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
     let note = format!("Created pod {pod_name}");
     publish(&ctx.recorder, &execution, EventType::Normal, status::REASON_POD_CREATED, note).await;
     Ok(Action::requeue(ctx.pod_start_timeout))
+}
+
+/// A warm pod for `execution`: of the kind its script wants (`kind_for`), else of the other
+/// kind, which still answers far sooner than a pod of its own; none when no pool has one that
+/// fits its limits.
+async fn claim_warm(execution: &PythonExecution, limits: &Limits, ctx: &Context) -> Result<Option<Box<dyn Session>>> {
+    let wanted = kind_for(&execution.spec.script, &ctx.preload);
+    let mut miss = None;
+    for pool in ctx.pools_for(&namespace_of(execution)?, wanted) {
+        match pool.claim(execution, limits, wanted).await? {
+            Ok(session) => return Ok(Some(session)),
+            // The pools' pods are sized alike: one that does not fit, none does.
+            Err(Miss::Unfit) => {
+                miss = Some(Miss::Unfit);
+                break;
+            }
+            Err(Miss::Empty) => miss = Some(Miss::Empty),
+        }
+    }
+    if let Some(miss) = miss {
+        ctx.metrics.record_pool_miss(miss.as_str());
+    }
+    Ok(None)
 }
 
 /// Follows the pod named in the status until it ends, then records the outcome.

@@ -28,6 +28,7 @@ use super::pod::{build_pod, build_pool_pod, pod_name};
 use super::reconcile::Context;
 use super::warm_pods::{PoolConfig, WarmPool};
 use crate::crd::{Delivery, Phase, PythonExecution, PythonExecutionSpec, PythonExecutionStatus};
+use crate::sandbox::warm::pool::Kind;
 use crate::sandbox::{Envelope, LimitSettings, Limits, Outcome};
 
 pub const POD_START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -236,6 +237,7 @@ pub fn context_with(pods: &[Pod], ready: &[&str]) -> (Arc<Context>, ApiServer, A
     let pool = (!ready.is_empty()).then(|| {
         let config = PoolConfig {
             namespace: "default".into(),
+            kind: Kind::Plain,
             size: ready.len(),
             idle: Duration::from_secs(600),
             template: build_pool_pod("default", &pod_settings(), &limits(), &[], Duration::from_secs(660)),
@@ -258,7 +260,8 @@ pub fn context_with(pods: &[Pod], ready: &[&str]) -> (Arc<Context>, ApiServer, A
         pod_start_timeout: POD_START_TIMEOUT,
         metrics,
         attacher: attacher.clone(),
-        pool,
+        pools: pool.into_iter().collect(),
+        preload: vec!["pandas".into()],
         hand_over_delay: Duration::ZERO,
     };
     (Arc::new(ctx), ApiServer(handle), attacher)

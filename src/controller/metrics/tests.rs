@@ -25,15 +25,15 @@ fn the_controller_exposes_these_metrics() {
             "# TYPE pyexec_controller_executions counter",
             "# HELP pyexec_controller_pod_start_latency_seconds Time from a sandbox pod's creation to its container's start.",
             "# TYPE pyexec_controller_pod_start_latency_seconds histogram",
-            "# HELP pyexec_controller_pool_ready_pods Warm pods whose sandbox waits for a job.",
+            "# HELP pyexec_controller_pool_ready_pods Warm pods whose sandbox waits for a job, by kind.",
             "# TYPE pyexec_controller_pool_ready_pods gauge",
-            "# HELP pyexec_controller_pool_warming_pods Warm pods starting or being attached to.",
+            "# HELP pyexec_controller_pool_warming_pods Warm pods starting or being attached to, by kind.",
             "# TYPE pyexec_controller_pool_warming_pods gauge",
-            "# HELP pyexec_controller_pool_pods_created Warm pods created.",
+            "# HELP pyexec_controller_pool_pods_created Warm pods created, by kind.",
             "# TYPE pyexec_controller_pool_pods_created counter",
-            "# HELP pyexec_controller_pool_claims Executions that claimed a warm pod.",
+            "# HELP pyexec_controller_pool_claims Executions that claimed a warm pod, by the pod's kind and the kind the script asked for.",
             "# TYPE pyexec_controller_pool_claims counter",
-            "# HELP pyexec_controller_pool_misses Executions that found no warm pod, by reason.",
+            "# HELP pyexec_controller_pool_misses Executions that found no warm pod of either kind, by reason.",
             "# TYPE pyexec_controller_pool_misses counter",
             "# HELP pyexec_controller_pool_claim_latency_seconds Time to claim a warm pod.",
             "# TYPE pyexec_controller_pool_claim_latency_seconds histogram",
@@ -60,5 +60,8 @@ fn every_controller_metric_renders_as_declared() {
     metrics.record_failure("kube");
     metrics.record_finish("Succeeded", "Completed", "ok", None);
     metrics.record_pool_miss("empty");
+    metrics.record_pool_claim("plain", "preloaded", Duration::from_millis(3));
+    metrics.record_pool_created("plain");
+    metrics.set_pool("preloaded", 2, 1);
     assert_eq!(mismatches(metrics.exposition()), Vec::<String>::new());
 }

@@ -22,6 +22,7 @@ pub use security::{sandbox_isolation, security_context};
 use super::args::PodSettings;
 use super::pod_limits::log_limit_bytes;
 use crate::crd::PythonExecution;
+use crate::sandbox::warm::pool::Kind;
 use crate::sandbox::Limits;
 use security::isolation_name;
 
@@ -34,6 +35,9 @@ pub const LABEL_STATE: &str = "pyexec.dev/state";
 pub const STATE_WARMING: &str = "warming";
 pub const STATE_READY: &str = "ready";
 pub const STATE_CLAIMED: &str = "claimed";
+/// A pool pod's kind: `plain` (its sandbox imported nothing) or `preloaded` (it imported the
+/// preload modules). Pool pods without it are `preloaded`, the one kind there once was.
+pub const LABEL_POOL_KIND: &str = "pyexec.dev/pool-kind";
 /// Pool pods are named by the API server from this prefix.
 pub const POOL_POD_PREFIX: &str = "pyexec-warm-";
 pub const APP_NAME: &str = "pyexec";
@@ -139,6 +143,7 @@ pub fn build_pod(execution: &PythonExecution, settings: &PodSettings, limits: &L
 
 /// A pool pod for `namespace`, sized for `limits` (the defaults), that imports `preload` and then
 /// waits: it may wait `idle` and then still run a job of the longest allowed `max_timeout`.
+/// Labelled `plain` when it imports nothing, `preloaded` otherwise (`LABEL_POOL_KIND`).
 pub fn build_pool_pod(
     namespace: &str,
     settings: &PodSettings,
@@ -146,10 +151,13 @@ pub fn build_pool_pod(
     preload: &[String],
     idle_and_max_timeout: Duration,
 ) -> Pod {
+    let mut labels = sandbox_labels(STATE_WARMING);
+    let kind = if preload.is_empty() { Kind::Plain } else { Kind::Preloaded };
+    labels.insert(LABEL_POOL_KIND.to_string(), kind.as_str().to_string());
     let metadata = ObjectMeta {
         generate_name: Some(POOL_POD_PREFIX.into()),
         namespace: Some(namespace.into()),
-        labels: Some(sandbox_labels(STATE_WARMING)),
+        labels: Some(labels),
         owner_references: None::<Vec<OwnerReference>>,
         ..Default::default()
     };
@@ -342,6 +350,22 @@ mod tests {
         }
         assert_eq!(env_of(&cold)["PYEXEC_PRELOAD_MODULES"], "", "the cold pod's job is already waiting");
         assert_eq!(env_of(&warm)["PYEXEC_PRELOAD_MODULES"], "pandas");
+    }
+
+    #[test]
+    fn a_pool_pod_is_labelled_with_its_kind_and_the_pool_reads_it_back() {
+        let lifetime = Duration::from_secs(660);
+        let plain = build_pool_pod("default", &pod_settings(), &limits(), &[], lifetime);
+        let preloaded = build_pool_pod("default", &pod_settings(), &limits(), &["pandas".into()], lifetime);
+        assert_eq!(plain.labels()[LABEL_POOL_KIND], "plain");
+        assert_eq!(preloaded.labels()[LABEL_POOL_KIND], "preloaded");
+        assert_eq!(env_of(&plain)["PYEXEC_PRELOAD_MODULES"], "", "a plain pod imports nothing ahead");
+        use crate::controller::warm_pods::claim::kind_of;
+        assert_eq!(kind_of(&plain), Kind::Plain);
+        assert_eq!(kind_of(&preloaded), Kind::Preloaded);
+        let mut older = preloaded.clone();
+        older.labels_mut().remove(LABEL_POOL_KIND);
+        assert_eq!(kind_of(&older), Kind::Preloaded, "a pod from before the label is a preloaded one");
     }
 
     #[test]

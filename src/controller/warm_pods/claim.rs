@@ -9,9 +9,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 
-use super::super::pod::{execution_label, LABEL_EXECUTION, LABEL_STATE, STATE_CLAIMED, STATE_READY, STATE_WARMING};
+use super::super::pod::{
+    execution_label, LABEL_EXECUTION, LABEL_POOL_KIND, LABEL_STATE, STATE_CLAIMED, STATE_READY, STATE_WARMING,
+};
 use super::super::pod_state::{self, PodView};
 use crate::crd::PythonExecution;
+use crate::sandbox::warm::pool::Kind;
 use crate::sandbox::Limits;
 
 /// Whether a job with `job` limits can run in a pod sized for `pool` limits: nothing it asks
@@ -45,6 +48,14 @@ pub enum PoolPod {
 pub fn is_pool_pod(pod: &Pod) -> bool {
     let state = pod.labels().get(LABEL_STATE).map(String::as_str);
     matches!(state, Some(STATE_WARMING | STATE_READY)) && pod.owner_references().is_empty()
+}
+
+/// A pool pod's kind, from its label; `preloaded` without one (the one kind there once was).
+pub fn kind_of(pod: &Pod) -> Kind {
+    match pod.labels().get(LABEL_POOL_KIND).map(String::as_str) {
+        Some("plain") => Kind::Plain,
+        _ => Kind::Preloaded,
+    }
 }
 
 /// The pool's view of one of its pods.

@@ -29,6 +29,7 @@ use super::metrics::ControllerMetrics;
 use super::reconcile::api_code;
 use super::{Error, Result};
 use crate::crd::PythonExecution;
+use crate::sandbox::warm::pool::Kind;
 use crate::sandbox::Limits;
 use claim::PoolPod;
 
@@ -58,9 +59,10 @@ impl Miss {
     }
 }
 
-/// The pool of one sandbox namespace.
+/// The pool of one kind of warm pod in one sandbox namespace.
 pub struct WarmPool {
     namespace: String,
+    kind: Kind,
     size: usize,
     idle: Duration,
     /// The pod every pool pod is made from; the API server names each.
@@ -92,6 +94,8 @@ struct State {
 
 pub struct PoolConfig {
     pub namespace: String,
+    /// Which pods are this pool's: the template's kind (`pod::LABEL_POOL_KIND`).
+    pub kind: Kind,
     pub size: usize,
     pub idle: Duration,
     pub template: Pod,
@@ -108,6 +112,7 @@ impl WarmPool {
     ) -> Arc<Self> {
         Arc::new(WarmPool {
             namespace: config.namespace,
+            kind: config.kind,
             size: config.size,
             idle: config.idle,
             template: config.template,
@@ -125,31 +130,40 @@ impl WarmPool {
         &self.namespace
     }
 
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Whether `pod` is of this pool's namespace and kind.
+    fn holds(&self, pod: &Pod) -> bool {
+        pod.namespace().as_deref() == Some(&self.namespace) && claim::kind_of(pod) == self.kind
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A ready pod claimed for `execution`, whose job has `limits`: its open session. `Ok(Err)`
-    /// when the pool has none that fits; the execution then gets a pod of its own.
+    /// A ready pod claimed for `execution`, whose job has `limits` and whose script asked for a
+    /// `wanted` pod: its open session. `Ok(Err)` when the pool has none that fits; the caller
+    /// then tries the other kind, or gives the execution a pod of its own.
     pub async fn claim(
         &self,
         execution: &PythonExecution,
         limits: &Limits,
+        wanted: Kind,
     ) -> Result<std::result::Result<Box<dyn Session>, Miss>> {
         let started = Instant::now();
         if !claim::job_fits(&self.limits, limits) {
-            self.metrics.record_pool_miss(Miss::Unfit.as_str());
             return Ok(Err(Miss::Unfit));
         }
         loop {
             let Some(session) = self.take_ready() else {
-                self.metrics.record_pool_miss(Miss::Empty.as_str());
                 self.wake.notify_one();
                 return Ok(Err(Miss::Empty));
             };
             match self.claim_pod(execution, session.pod()).await {
                 Ok(true) => {
-                    self.metrics.record_pool_claim(started.elapsed());
+                    self.metrics.record_pool_claim(self.kind.as_str(), wanted.as_str(), started.elapsed());
                     self.wake.notify_one();
                     return Ok(Ok(session));
                 }
@@ -216,7 +230,7 @@ impl WarmPool {
 
     /// Keeps the pool filled until the process ends.
     pub async fn run(self: Arc<Self>) {
-        tracing::info!(namespace = %self.namespace, size = self.size, "warm pod pool running");
+        tracing::info!(namespace = %self.namespace, kind = self.kind.as_str(), size = self.size, "warm pod pool running");
         loop {
             self.tick().await;
             tokio::select! {
@@ -230,8 +244,7 @@ impl WarmPool {
     /// create what is missing.
     async fn tick(self: &Arc<Self>) {
         let now = Timestamp::now();
-        let pods: Vec<Arc<Pod>> =
-            self.cache.state().into_iter().filter(|pod| pod.namespace().as_deref() == Some(&self.namespace)).collect();
+        let pods: Vec<Arc<Pod>> = self.cache.state().into_iter().filter(|pod| self.holds(pod)).collect();
         let mut alive = HashSet::new();
         for pod in &pods {
             let name = pod.name_any();
@@ -260,7 +273,7 @@ impl WarmPool {
             state.created.retain(|name, at| !present.contains(name) && at.elapsed() < CREATED_GRACE);
             state.taken.retain(|name| present.contains(name));
             let count = alive.len() + state.created.len();
-            self.metrics.set_pool(state.ready.len(), count.saturating_sub(state.ready.len()));
+            self.metrics.set_pool(self.kind.as_str(), state.ready.len(), count.saturating_sub(state.ready.len()));
             claim::to_create(self.size, count)
         };
         for _ in 0..missing {
@@ -335,7 +348,7 @@ impl WarmPool {
         match self.api.create(&PostParams::default(), &self.template).await {
             Ok(pod) => {
                 self.state().created.insert(pod.name_any(), Instant::now());
-                self.metrics.pool_created.inc();
+                self.metrics.record_pool_created(self.kind.as_str());
             }
             Err(e) => tracing::warn!(error = %e, "could not create a warm pod"),
         }

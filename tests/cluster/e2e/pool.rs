@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
-use pyexec::controller::pod::{pod_name, LABEL_STATE, POOL_POD_PREFIX, SANDBOX_SELECTOR, STATE_READY};
+use pyexec::controller::pod::{pod_name, LABEL_POOL_KIND, LABEL_STATE, POOL_POD_PREFIX, SANDBOX_SELECTOR, STATE_READY};
 use pyexec::crd::{Delivery, Phase, PythonExecution, MAX_SCRIPT_CHARS};
 use pyexec::sandbox::RequestedLimits;
 use serde_json::{json, Value};
@@ -53,8 +53,50 @@ async fn controller_env(case: &Case) -> BTreeMap<String, String> {
     spec.containers[0].env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect()
 }
 
+/// Both pools' sizes: preloaded and plain pods.
 async fn pool_size(case: &Case) -> usize {
-    controller_env(case).await.get("PYEXEC_POD_POOL_SIZE").and_then(|v| v.parse().ok()).unwrap_or(2)
+    let env = controller_env(case).await;
+    let size = |name: &str| env.get(name).and_then(|v| v.parse::<usize>().ok()).unwrap_or(2);
+    size("PYEXEC_POD_POOL_SIZE") + size("PYEXEC_POD_POOL_PLAIN_SIZE")
+}
+
+/// The names of the ready pool pods of `kind`, once there is at least one.
+async fn ready_of_kind(case: &Case, kind: &str) -> BTreeSet<String> {
+    let deadline = tokio::time::Instant::now() + POOL_READY_TIMEOUT;
+    loop {
+        let pods: BTreeSet<String> = ready_pods(case)
+            .await
+            .into_iter()
+            .filter(|pod| pod.labels().get(LABEL_POOL_KIND).map(String::as_str) == Some(kind))
+            .map(|pod| pod.name_any())
+            .collect();
+        if !pods.is_empty() {
+            return pods;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a ready {kind} pool pod within {POOL_READY_TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make cluster-e2e"]
+async fn a_plain_script_claims_a_plain_pod_and_a_pandas_script_a_preloaded_one() {
+    run_case("kinds", |case| async move {
+        let plain = ready_of_kind(&case, "plain").await;
+        let preloaded = ready_of_kind(&case, "preloaded").await;
+        let hello = case.create("hello", super::HELLO, None, None).await;
+        let status = status_of(&case.wait_finished(&hello).await);
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+        let pod = status.pod_name.unwrap_or_default();
+        assert!(plain.contains(&pod), "hello ran in {pod}, not one of the plain pods {plain:?}");
+
+        let pandas = case.create("pandas", super::PANDAS_SUM, None, None).await;
+        let status = status_of(&case.wait_finished(&pandas).await);
+        assert_eq!(status.result.map(Value::Object), Some(json!({"sum": 6})), "{:?}", status.error);
+        let pod = status.pod_name.unwrap_or_default();
+        assert!(preloaded.contains(&pod), "pandas ran in {pod}, not one of the preloaded pods {preloaded:?}");
+    })
+    .await;
 }
 
 #[tokio::test]

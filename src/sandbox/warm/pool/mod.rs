@@ -14,7 +14,7 @@
 
 mod kind;
 
-pub use kind::Kind;
+pub use kind::{kind_for, Kind};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
