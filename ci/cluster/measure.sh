@@ -101,7 +101,7 @@ post() {
 }
 export -f post now_ms
 
-# set_pool N: the controller's pool size, rolled out; waits until N pods are ready.
+# set_pool N: the controller's preloaded pool size, rolled out; waits until N of its pods are ready.
 set_pool() {
   kc -n "$HELM_NAMESPACE" set env "deployment/$controller" "PYEXEC_POD_POOL_SIZE=$1" >/dev/null
   kc -n "$HELM_NAMESPACE" rollout status "deployment/$controller" --timeout=180s >/dev/null
@@ -111,7 +111,8 @@ set_pool() {
 wait_ready() {
   local deadline=$(( $(date +%s) + 240 )) n
   while :; do
-    n=$(kc -n "$SANDBOX_NAMESPACE" get pods -l "$SANDBOX_SELECTOR,pyexec.dev/state=ready" --no-headers 2>/dev/null | grep -c Running || true)
+    n=$(kc -n "$SANDBOX_NAMESPACE" get pods -l "$SANDBOX_SELECTOR,pyexec.dev/state=ready,pyexec.dev/pool-kind=preloaded" \
+      --no-headers 2>/dev/null | grep -c Running || true)
     [ "$n" -ge "$1" ] && return 0
     [ "$(date +%s)" -lt "$deadline" ] || { echo "- only $n of $1 warm pods ready after 240 s" >&2; return 1; }
     sleep 1
