@@ -205,17 +205,22 @@ async fn api_token() -> Option<String> {
 }
 
 /// Deletes the controller's pods at once (no grace); the Deployment starts a new one.
-async fn delete_controller_pods(case: &Case) {
+/// The label selector of the controller Deployment's pods.
+async fn controller_selector(case: &Case) -> String {
     let deployments: Api<Deployment> = Api::namespaced(case.client.clone(), &case.settings.controller_namespace);
     let deployment = deployments.get(&case.settings.controller_deployment).await.expect("the controller Deployment");
-    let selector = deployment
+    deployment
         .spec
         .and_then(|s| s.selector.match_labels)
         .expect("the Deployment selects by labels")
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
-        .join(",");
+        .join(",")
+}
+
+async fn delete_controller_pods(case: &Case) {
+    let selector = controller_selector(case).await;
     let controller_pods: Api<Pod> = Api::namespaced(case.client.clone(), &case.settings.controller_namespace);
     let now = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
     let deleted = controller_pods

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
 use pyexec::controller::pod::{pod_name, LABEL_POOL_KIND, LABEL_STATE, POOL_POD_PREFIX, SANDBOX_SELECTOR, STATE_READY};
@@ -60,14 +61,25 @@ async fn pool_size(case: &Case) -> usize {
     size("PYEXEC_POD_POOL_SIZE") + size("PYEXEC_POD_POOL_PLAIN_SIZE")
 }
 
-/// The names of the ready pool pods of `kind`, once there is at least one.
+/// When the newest controller pod was created: pool pods made before it were another process's,
+/// whose sessions (and so the pods) end with it.
+async fn controller_created(case: &Case) -> Option<Time> {
+    let selector = super::controller_selector(case).await;
+    let pods: Api<Pod> = Api::namespaced(case.client.clone(), &case.settings.controller_namespace);
+    let pods = pods.list(&ListParams::default().labels(&selector)).await.expect("listing the controller pods");
+    pods.items.into_iter().filter_map(|pod| pod.metadata.creation_timestamp).max_by_key(|time| time.0)
+}
+
+/// The names of the ready pool pods of `kind` the running controller made, once there is one.
 async fn ready_of_kind(case: &Case, kind: &str) -> BTreeSet<String> {
     let deadline = tokio::time::Instant::now() + POOL_READY_TIMEOUT;
+    let since = controller_created(case).await.map(|time| time.0);
     loop {
         let pods: BTreeSet<String> = ready_pods(case)
             .await
             .into_iter()
             .filter(|pod| pod.labels().get(LABEL_POOL_KIND).map(String::as_str) == Some(kind))
+            .filter(|pod| pod.metadata.creation_timestamp.as_ref().map(|t| t.0) >= since)
             .map(|pod| pod.name_any())
             .collect();
         if !pods.is_empty() {
