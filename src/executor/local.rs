@@ -96,14 +96,17 @@ impl LocalExecutor {
             metrics.in_flight.inc();
             let started = Instant::now();
             let kind = pool.as_ref().map(|pool| pool.kind_for(&request.job.script));
-            let claim = pool.as_ref().zip(kind).map(|(pool, kind)| pool.claim(kind, &request.job.limits));
+            let claim = match (&pool, kind) {
+                (Some(pool), Some(kind)) => Some(pool.claim(kind, &request.job.limits).await),
+                _ => None,
+            };
             let start = claim.as_ref().map_or("cold", Claim::start);
             if let (Some(kind), Some(claim)) = (kind, &claim) {
                 metrics.record_claim(kind, claim);
             }
             let finished = match claim {
-                Some(Claim::Hit(ready)) => {
-                    supervisor.run_ready(&request.id, *ready, request.job, &cancel, request.output.as_ref()).await
+                Some(Claim::Hit { sandbox, .. }) => {
+                    supervisor.run_ready(&request.id, *sandbox, request.job, &cancel, request.output.as_ref()).await
                 }
                 _ => {
                     metrics.cold_starts.inc();
@@ -128,6 +131,9 @@ impl LocalExecutor {
                 );
             } else {
                 metrics.record_execution(envelope.outcome, started.elapsed().as_secs_f64());
+                if let (Some(pool), Some(kind), "cold", Outcome::Success) = (&pool, kind, start, envelope.outcome) {
+                    pool.cold_run(kind, started.elapsed());
+                }
             }
             let _ = answer.send(envelope);
             removal.wait().await;
