@@ -65,6 +65,8 @@ pub enum Rejection {
     Invalid,
     /// The queue is full (429).
     Busy,
+    /// The work already waiting would not start within the request's timeout (429).
+    Overloaded,
     /// The service is stopping (503).
     ShuttingDown,
     /// A cross-origin request from an origin not in --allowed-origins (403).
@@ -85,6 +87,7 @@ impl Rejection {
             Rejection::ContentType => "content_type",
             Rejection::Invalid => "invalid",
             Rejection::Busy => "busy",
+            Rejection::Overloaded => "overloaded",
             Rejection::ShuttingDown => "shutting_down",
             Rejection::Origin => "origin",
             Rejection::Host => "host",

@@ -36,7 +36,7 @@ pub fn document() -> Value {
                         "413": {"description": "Body or script too large", "content": {"application/json": {"schema": error}}},
                         "415": {"description": "Unsupported content type", "content": {"application/json": {"schema": error}}},
                         "421": {"description": "A Host that is not a loopback name while listening on loopback", "content": {"application/json": {"schema": error}}},
-                        "429": {"description": "Too many executions queued; see Retry-After", "content": {"application/json": {"schema": error}}},
+                        "429": {"description": "Too many executions queued, or so many waiting that this one would not start within its timeout (--overload-wait-factor); see Retry-After", "content": {"application/json": {"schema": error}}},
                         "500": {"description": "The sandbox itself failed", "content": {"application/json": {"schema": error}}},
                         "504": {"description": "The cluster did not finish the execution in time (kubernetes executor)", "content": {"application/json": {"schema": error}}}
                     }
@@ -50,7 +50,7 @@ pub fn document() -> Value {
                         "202": {"description": "Accepted; Location is /executions/{id}",
                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Execution"}}}},
                         "400": {"description": "An invalid body or limits past the maximum", "content": {"application/json": {"schema": error}}},
-                        "429": {"description": "--executions-max-unfinished executions are unfinished; see Retry-After", "content": {"application/json": {"schema": error}}}
+                        "429": {"description": "--executions-max-unfinished executions are unfinished, or so many wait for a sandbox that this one would not start within its timeout (--overload-wait-factor); see Retry-After", "content": {"application/json": {"schema": error}}}
                     }
                 },
                 "get": {
