@@ -75,9 +75,11 @@ pub struct Starts<'a> {
     pub under_way: &'a [Duration],
     /// Requests already waiting for one of them (each takes the next one ready).
     pub waiting: usize,
-    /// How many more starts (of any kind) the pool may begin now, and how many it runs at once.
+    /// Requests of the other kind waiting for a start not begun yet: the pool may begin theirs
+    /// first.
+    pub waiting_elsewhere: usize,
+    /// How many more starts (of any kind) the pool may begin now.
     pub free: usize,
-    pub at_once: usize,
     /// What a start of this kind takes (measured).
     pub start: Duration,
     /// What a cold start of this kind takes (measured).
@@ -85,21 +87,21 @@ pub struct Starts<'a> {
 }
 
 /// Whether to wait for a start rather than start cold, and how long that start is expected to
-/// take: the start under way that no earlier waiter counts on, or else one the pool begins for
-/// it, now if it may, or after the starts before it (each taking at most `start`); None when
-/// that is not expected sooner than a cold start.
+/// take: the start under way that no earlier waiter counts on, or else the next one, which the
+/// pool begins for it now if it has room to; None when there is neither, or that start is not
+/// expected sooner than a cold start. A request never queues behind starts not begun yet:
+/// `--pool-starts-at-once` bounds how many sandboxes the pool makes per second, and under load
+/// a cold start adds one beside them where a queue behind them would make every request wait.
 pub fn wait_for_start(starts: Starts<'_>) -> Option<Duration> {
     let expected = match starts.under_way.get(starts.waiting) {
         Some(going_for) => starts.start.saturating_sub(*going_for),
         None => {
-            // Starts not begun yet that earlier waiters count on.
-            let ahead = starts.waiting - starts.under_way.len();
-            if ahead < starts.free {
-                starts.start
-            } else {
-                let rounds = 2 + (ahead - starts.free) / starts.at_once.max(1);
-                starts.start * u32::try_from(rounds).unwrap_or(u32::MAX)
+            // Starts not begun yet that earlier waiters, of either kind, count on.
+            let ahead = starts.waiting - starts.under_way.len() + starts.waiting_elsewhere;
+            if ahead >= starts.free {
+                return None;
             }
+            starts.start
         }
     };
     (expected < starts.cold).then_some(expected)
@@ -170,9 +172,9 @@ mod tests {
         assert!((averaged(Some(1.0), 2.0) - 1.2).abs() < 1e-9);
     }
 
-    /// Starts of 30 ms, two at once, `free` of them free now; cold starts of 200 ms.
+    /// Starts of 30 ms, `free` more of them possible now; cold starts of 200 ms.
     fn starts(under_way: &[Duration], waiting: usize, free: usize) -> Starts<'_> {
-        Starts { under_way, waiting, free, at_once: 2, start: MS(30), cold: MS(200) }
+        Starts { under_way, waiting, waiting_elsewhere: 0, free, start: MS(30), cold: MS(200) }
     }
 
     #[test]
@@ -185,18 +187,16 @@ mod tests {
     }
 
     #[test]
-    fn with_every_start_counted_on_a_request_waits_for_one_the_pool_begins_for_it() {
-        // Now, while the pool may begin one.
+    fn with_every_start_counted_on_a_request_waits_for_the_next_one_if_the_pool_may_begin_it() {
         assert_eq!(wait_for_start(starts(&[MS(10)], 1, 1)), Some(MS(30)));
         assert_eq!(wait_for_start(starts(&[], 0, 2)), Some(MS(30)));
         assert_eq!(wait_for_start(starts(&[], 1, 2)), Some(MS(30)));
-        // After the starts under way: a round, then its own.
-        assert_eq!(wait_for_start(starts(&[MS(10)], 1, 0)), Some(MS(60)));
-        assert_eq!(wait_for_start(starts(&[], 2, 2)), Some(MS(60)));
-        // Two at once: the fourth start not begun yet ends in the third round.
-        assert_eq!(wait_for_start(starts(&[], 3, 1)), Some(MS(90)));
-        // Past a cold start's time: cold.
-        assert_eq!(wait_for_start(starts(&[], 20, 0)), None);
+        // No room for another start: cold, rather than queue behind those under way.
+        assert_eq!(wait_for_start(starts(&[MS(10)], 1, 0)), None);
+        assert_eq!(wait_for_start(starts(&[], 2, 2)), None);
+        // Waiters of the other kind take the room first.
+        assert_eq!(wait_for_start(Starts { waiting_elsewhere: 1, ..starts(&[], 0, 2) }), Some(MS(30)));
+        assert_eq!(wait_for_start(Starts { waiting_elsewhere: 2, ..starts(&[], 0, 2) }), None);
     }
 
     #[test]

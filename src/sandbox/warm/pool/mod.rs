@@ -326,10 +326,11 @@ impl Shared {
                 }
             }
         };
+        let changed = matches!(taken, Taken::Ready(_)) || !gone.is_empty();
         for sandbox in gone {
             tokio::spawn(sandbox.destroy());
         }
-        if matches!(taken, Taken::Ready(_)) {
+        if changed {
             // The gauge follows at once: the claimed run may answer before the pool next looks.
             // Only this kind's: the report reads each ready sandbox's memory from its cgroup.
             self.report_kind(&self.lock_ready(), kind);
@@ -355,12 +356,12 @@ impl Shared {
             // No start begins while the pool pauses after failed ones.
             return None;
         }
-        let at_once = self.settings.starts_at_once();
+        let other = kind.other().index();
         let starts = Starts {
             under_way: &under_way,
             waiting: starting.waiting[kind.index()],
-            free: at_once.saturating_sub(starting.in_flight()),
-            at_once,
+            waiting_elsewhere: starting.waiting[other].saturating_sub(starting.began[other].len()),
+            free: self.settings.starts_at_once().saturating_sub(starting.in_flight()),
             start,
             cold,
         };
