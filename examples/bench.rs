@@ -131,6 +131,27 @@ impl Runner {
     }
 }
 
+/// How the pool served a whole run: warm starts (those that waited for a start under way) and
+/// cold starts by reason, from the server's counters.
+async fn pool_summary(client: &reqwest::Client, base: &str) -> String {
+    let hits = metric(client, base, "pyexec_pool_hits_total").await;
+    let colds = metric(client, base, "pyexec_cold_starts_total").await;
+    let mut waited = 0.0;
+    let mut reasons = Vec::new();
+    for kind in ["plain", "preloaded"] {
+        waited += metric(client, base, &format!("pyexec_pool_waits_total{{kind=\"{kind}\",ended=\"hit\"}}")).await;
+    }
+    for reason in ["empty", "waited_in_vain", "unfit"] {
+        let mut n = 0.0;
+        for kind in ["plain", "preloaded"] {
+            let line = format!("pyexec_pool_misses_total{{kind=\"{kind}\",reason=\"{reason}\"}}");
+            n += metric(client, base, &line).await;
+        }
+        reasons.push(format!("{reason} {n}"));
+    }
+    format!("{hits} warm ({waited} of them after waiting for a start), {colds} cold starts ({})", reasons.join(", "))
+}
+
 /// The metric line `name ` (labels may be part of `name`), or else the sum of its labelled lines.
 async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
     let Ok(response) = client.get(format!("{base}/metrics")).send().await else { return 0.0 };
@@ -431,10 +452,9 @@ async fn mixed(binary: &Path) {
     let others: Vec<String> =
         sleepers.others.iter().chain(&hostile.others).map(|(what, count)| format!("{what} x{count}")).collect();
     println!("every tenth script (outcomes): {}", others.join(", "));
-    let hits = metric(&client, &base, "pyexec_pool_hits_total").await;
-    let colds = metric(&client, &base, "pyexec_cold_starts_total").await;
     println!(
-        "(whole run: {hits} warm, {colds} cold starts; p99 x = p99 / idle p99, aim <= 3x under the mix; the hostile scripts' own cost: p99 under the mix / beside sleepers = {:.2}x)",
+        "(whole run: {}; p99 x = p99 / idle p99, aim <= 3x under the mix; the hostile scripts' own cost: p99 under the mix / beside sleepers = {:.2}x)",
+        pool_summary(&client, &base).await,
         mixed.p99.as_secs_f64() / calm.p99.as_secs_f64()
     );
     println!("failures: {}", failures.len());
@@ -537,9 +557,7 @@ async fn main() {
     row("pandas pyexec pool on", &warm_pandas, &bare_pandas);
     row("pandas pyexec pool off", &cold_pandas, &bare_pandas);
     if let Runner::Http { client, base } = &warm.runner {
-        let hits = metric(client, base, "pyexec_pool_hits_total").await;
-        let colds = metric(client, base, "pyexec_cold_starts_total").await;
-        println!("(pool on, whole run: {hits} warm, {colds} cold starts)");
+        println!("(pool on, whole run: {})", pool_summary(client, base).await);
     }
     println!("(p50 x = p50 / bare p50; rate x = runs per second / bare runs per second)");
 

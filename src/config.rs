@@ -106,6 +106,13 @@ pub struct ServeArgs {
     /// Executions allowed to wait for a free sandbox; past it requests get 429.
     #[arg(long, env = "PYEXEC_MAX_QUEUE", default_value_t = 64)]
     pub max_queue: usize,
+    /// Refuse a request at once (429 with Retry-After) when the executions already waiting
+    /// would keep it from starting within this many times its timeout, estimated from the
+    /// queue, the run slots and how long recent runs held a slot, instead of queueing it until
+    /// its caller gives up; 0 turns this off (the queue's length alone refuses). Local
+    /// placement; POST /execute and POST /executions.
+    #[arg(long, env = "PYEXEC_OVERLOAD_WAIT_FACTOR", default_value_t = 1.0, value_parser = non_negative)]
+    pub overload_wait_factor: f64,
     /// Largest request body, in bytes (413 past it): room for the largest script and, as
     /// base64, the most input files a request may send (--max-input-files-bytes).
     #[arg(long, env = "PYEXEC_MAX_REQUEST_BYTES", default_value_t = 16 << 20)]
@@ -156,6 +163,14 @@ pub struct SandboxArgs {
     pub preload: PreloadSettings,
     #[command(flatten)]
     pub sandbox: SandboxSettings,
+}
+
+/// A number that is 0 or more.
+fn non_negative(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value >= 0.0 && value.is_finite() => Ok(value),
+        _ => Err(format!("{text:?} is not a number of 0 or more")),
+    }
 }
 
 /// Any group of settings with every default, as a command given no flags has it: the one clap

@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::sandbox::warm::pool::{Claim, Kind, PoolObserver};
+use crate::sandbox::warm::pool::{Claim, Kind, Miss, PoolObserver};
 use crate::sandbox::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,6 +39,20 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// A kind of ready sandbox and why a request got none of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MissLabels {
+    pub kind: &'static str,
+    pub reason: &'static str,
+}
+
+/// A kind of ready sandbox and how a wait for one being started ended: `hit` or `cold`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaitLabels {
+    pub kind: &'static str,
+    pub ended: &'static str,
+}
+
 /// Why a request was refused before any execution: the label of `pyexec_rejected_requests_total`,
 /// carried by the refusal itself (see `server::error::ApiError`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -51,6 +65,8 @@ pub enum Rejection {
     Invalid,
     /// The queue is full (429).
     Busy,
+    /// The work already waiting would not start within the request's timeout (429).
+    Overloaded,
     /// The service is stopping (503).
     ShuttingDown,
     /// A cross-origin request from an origin not in --allowed-origins (403).
@@ -71,6 +87,7 @@ impl Rejection {
             Rejection::ContentType => "content_type",
             Rejection::Invalid => "invalid",
             Rejection::Busy => "busy",
+            Rejection::Overloaded => "overloaded",
             Rejection::ShuttingDown => "shutting_down",
             Rejection::Origin => "origin",
             Rejection::Host => "host",
@@ -132,8 +149,21 @@ pub const POOL_START: Declaration = Declaration::histogram(
 );
 pub const POOL_HITS: Declaration =
     Declaration::counter("pool_hits", &["kind"], "Executions that ran in a ready sandbox (warm), by kind");
-pub const POOL_MISSES: Declaration =
-    Declaration::counter("pool_misses", &["kind"], "Executions that found no ready sandbox of their kind");
+pub const POOL_MISSES: Declaration = Declaration::counter(
+    "pool_misses",
+    &["kind", "reason"],
+    "Executions that got no ready sandbox of their kind and started cold, by kind and reason: empty (none ready, none expected sooner than a cold start), waited_in_vain (none came within a cold start's time), unfit (limits a ready sandbox cannot take)",
+);
+pub const POOL_WAITS: Declaration = Declaration::counter(
+    "pool_waits",
+    &["kind", "ended"],
+    "Executions that found no ready sandbox and waited for one being started, by kind and how the wait ended: hit (they got it) or cold",
+);
+pub const POOL_TARGET: Declaration = Declaration::gauge(
+    "pool_target",
+    &["kind"],
+    "Ready sandboxes the pool keeps now, by kind: arrivals during one start (measured), doubled, within --pool-min and --pool-max",
+);
 pub const COLD_STARTS: Declaration =
     Declaration::counter("cold_starts", &[], "Executions that started their own sandbox (cold)");
 
@@ -162,8 +192,12 @@ pub struct Metrics {
     pub pool_start: Family<KindLabels, Histogram>,
     /// Executions that got a ready sandbox, by kind.
     pub pool_hits: Family<KindLabels, Counter>,
-    /// Executions that found no ready sandbox of their kind.
-    pub pool_misses: Family<KindLabels, Counter>,
+    /// Executions that got no ready sandbox of their kind, by reason.
+    pub pool_misses: Family<MissLabels, Counter>,
+    /// Executions that waited for a ready sandbox being started, by how the wait ended.
+    pub pool_waits: Family<WaitLabels, Counter>,
+    /// Ready sandboxes the pool keeps now, by kind.
+    pub pool_target: Family<KindLabels, Gauge>,
     /// Executions that started their own sandbox (pool empty, off, or limits it cannot apply).
     pub cold_starts: Counter,
 }
@@ -191,6 +225,8 @@ impl Default for Metrics {
                 .add(&POOL_START, Family::new_with_constructor((|| POOL_START.new_histogram()) as fn() -> Histogram)),
             pool_hits: e.add(&POOL_HITS, Family::default()),
             pool_misses: e.add(&POOL_MISSES, Family::default()),
+            pool_waits: e.add(&POOL_WAITS, Family::default()),
+            pool_target: e.add(&POOL_TARGET, Family::default()),
             cold_starts: e.add(&COLD_STARTS, Counter::default()),
             exposition: e,
         };
@@ -203,8 +239,14 @@ impl Default for Metrics {
             let _ = metrics.pool_ready.get_or_create(&labels);
             let _ = metrics.pool_ready_memory.get_or_create(&labels);
             let _ = metrics.pool_hits.get_or_create(&labels);
-            let _ = metrics.pool_misses.get_or_create(&labels);
             let _ = metrics.pool_start.get_or_create(&labels);
+            let _ = metrics.pool_target.get_or_create(&labels);
+            for reason in [Miss::Empty, Miss::WaitedInVain].map(|miss| miss.as_str()).into_iter().chain(["unfit"]) {
+                let _ = metrics.pool_misses.get_or_create(&MissLabels { kind: kind.as_str(), reason });
+            }
+            for ended in ["hit", "cold"] {
+                let _ = metrics.pool_waits.get_or_create(&WaitLabels { kind: kind.as_str(), ended });
+            }
         }
         metrics
     }
@@ -225,6 +267,10 @@ impl PoolObserver for Metrics {
         self.pool_starting.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
+    fn target(&self, kind: Kind, count: usize) {
+        self.pool_target.get_or_create(&KindLabels::of(kind)).set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     fn template(&self, memory_bytes: u64) {
         self.pool_template_memory.set(i64::try_from(memory_bytes).unwrap_or(i64::MAX));
     }
@@ -237,15 +283,22 @@ impl Metrics {
         self.duration.get_or_create(&labels).observe(seconds);
     }
 
-    /// A request for a ready sandbox of `kind`: a hit, or a miss when none was ready (a job whose
-    /// limits no ready sandbox can take is neither).
+    /// A request for a ready sandbox of `kind`: a hit, or a miss and its reason; and how a wait
+    /// for a start ended, if it waited.
     pub fn record_claim(&self, kind: Kind, claim: &Claim) {
-        let counter = match claim {
-            Claim::Hit(_) => &self.pool_hits,
-            Claim::Empty => &self.pool_misses,
-            Claim::Unfit(_) => return,
+        let ended = match claim {
+            Claim::Hit { waited, .. } => {
+                self.pool_hits.get_or_create(&KindLabels::of(kind)).inc();
+                waited.then_some("hit")
+            }
+            Claim::Miss(miss) => {
+                self.pool_misses.get_or_create(&MissLabels { kind: kind.as_str(), reason: miss.as_str() }).inc();
+                matches!(miss, Miss::WaitedInVain).then_some("cold")
+            }
         };
-        counter.get_or_create(&KindLabels::of(kind)).inc();
+        if let Some(ended) = ended {
+            self.pool_waits.get_or_create(&WaitLabels { kind: kind.as_str(), ended }).inc();
+        }
     }
 
     pub fn record_rejection(&self, reason: Rejection) {

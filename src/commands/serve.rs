@@ -43,10 +43,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 cgroups = %supervisor.cgroups().describe(),
                 concurrency,
                 max_queue = args.max_queue,
+                overload_wait_factor = args.overload_wait_factor,
                 "local executor ready"
             );
             let executor =
-                LocalExecutor::new(supervisor.clone(), concurrency, args.max_queue, defaults.clone(), metrics.clone());
+                LocalExecutor::new(supervisor.clone(), concurrency, args.max_queue, defaults.clone(), metrics.clone())
+                    .with_overload_wait_factor(args.overload_wait_factor);
             match pool_refusal(&args.pool, &supervisor) {
                 Some(reason) => {
                     tracing::info!(reason, "no pool of ready sandboxes: every script starts its own sandbox");

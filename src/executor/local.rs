@@ -1,7 +1,9 @@
 //! The local placement: scripts run in nsjail on this machine, a bounded number at a time
-//! (by default as many as memory and processes allow, see `capacity`), behind a bounded queue.
+//! (by default as many as memory and processes allow, see `capacity`), behind a bounded queue;
+//! a request that the runs already waiting would keep from starting within its timeout is
+//! refused at once (`overload`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
@@ -10,8 +12,10 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 mod capacity;
+mod overload;
 
 pub use capacity::Capacity;
+use overload::Load;
 
 use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, NotReady};
@@ -25,8 +29,14 @@ const READINESS_SCRIPT: &str = "def main():\n    return {'ready': True}\n";
 pub struct LocalExecutor {
     supervisor: Supervisor,
     slots: Arc<Semaphore>,
+    slot_count: usize,
     /// Places in the queue for requests waiting for a slot.
     queue: Places,
+    /// A request is refused when its expected wait for a slot passes this many times its
+    /// timeout (0: never).
+    overload_wait_factor: f64,
+    /// The moving average of how long a run holds its slot, in seconds.
+    run_seconds: Arc<Mutex<Option<f64>>>,
     /// A hint for Retry-After: roughly how long a queued request waits.
     retry_after_seconds: u64,
     metrics: Arc<Metrics>,
@@ -51,7 +61,10 @@ impl LocalExecutor {
         LocalExecutor {
             supervisor,
             slots: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            slot_count: max_concurrency.max(1),
             queue: Places::new(max_queue),
+            overload_wait_factor: 0.0,
+            run_seconds: Arc::new(Mutex::new(None)),
             retry_after_seconds: 1,
             metrics,
             readiness_limits,
@@ -62,6 +75,23 @@ impl LocalExecutor {
     /// Runs scripts in the pool's ready sandboxes when one fits (see `sandbox::warm::pool`).
     pub fn with_pool(self, pool: Pool) -> Self {
         LocalExecutor { pool: Some(pool), ..self }
+    }
+
+    /// Refuses requests whose expected wait for a slot passes `factor` times their timeout
+    /// (`--overload-wait-factor`; 0: never).
+    pub fn with_overload_wait_factor(self, factor: f64) -> Self {
+        LocalExecutor { overload_wait_factor: factor, ..self }
+    }
+
+    /// What a request arriving now meets.
+    fn load(&self) -> Load {
+        let run = *self.run_seconds.lock().unwrap_or_else(|p| p.into_inner());
+        Load {
+            free_slots: self.slots.available_permits(),
+            slots: self.slot_count,
+            queued: self.queue.taken(),
+            run: run.map(std::time::Duration::from_secs_f64),
+        }
     }
 
     /// The run slots, for the pool, which refills only while one is free.
@@ -91,19 +121,23 @@ impl LocalExecutor {
         let supervisor = self.supervisor.clone();
         let metrics = self.metrics.clone();
         let pool = self.pool.clone();
+        let run_seconds = self.run_seconds.clone();
         let (answer, answered) = oneshot::channel();
         let run = tokio::spawn(async move {
             metrics.in_flight.inc();
             let started = Instant::now();
             let kind = pool.as_ref().map(|pool| pool.kind_for(&request.job.script));
-            let claim = pool.as_ref().zip(kind).map(|(pool, kind)| pool.claim(kind, &request.job.limits));
+            let claim = match (&pool, kind) {
+                (Some(pool), Some(kind)) => Some(pool.claim(kind, &request.job.limits).await),
+                _ => None,
+            };
             let start = claim.as_ref().map_or("cold", Claim::start);
             if let (Some(kind), Some(claim)) = (kind, &claim) {
                 metrics.record_claim(kind, claim);
             }
             let finished = match claim {
-                Some(Claim::Hit(ready)) => {
-                    supervisor.run_ready(&request.id, *ready, request.job, &cancel, request.output.as_ref()).await
+                Some(Claim::Hit { sandbox, .. }) => {
+                    supervisor.run_ready(&request.id, *sandbox, request.job, &cancel, request.output.as_ref()).await
                 }
                 _ => {
                     metrics.cold_starts.inc();
@@ -128,10 +162,17 @@ impl LocalExecutor {
                 );
             } else {
                 metrics.record_execution(envelope.outcome, started.elapsed().as_secs_f64());
+                if let (Some(pool), Some(kind), "cold", Outcome::Success) = (&pool, kind, start, envelope.outcome) {
+                    pool.cold_run(kind, started.elapsed());
+                }
             }
             let _ = answer.send(envelope);
             removal.wait().await;
             metrics.in_flight.dec();
+            {
+                let mut average = run_seconds.lock().unwrap_or_else(|p| p.into_inner());
+                *average = Some(overload::averaged(*average, started.elapsed().as_secs_f64()));
+            }
             drop(permit);
             if let Some(pool) = &pool {
                 pool.wake();
@@ -151,6 +192,18 @@ impl LocalExecutor {
 impl Executor for LocalExecutor {
     fn execute(&self, request: ExecutionRequest) -> BoxFuture<'_, Result<Envelope, ExecuteError>> {
         self.run(request).boxed()
+    }
+
+    fn admit(&self, limits: &Limits) -> Result<(), ExecuteError> {
+        let Some(wait) = overload::expected_wait(self.load()) else { return Ok(()) };
+        match overload::refusal(wait, limits.timeout(), self.overload_wait_factor) {
+            None => Ok(()),
+            Some(retry_after_seconds) => Err(ExecuteError::Overloaded {
+                expected_seconds: wait.as_secs_f64(),
+                timeout_seconds: limits.timeout().as_secs_f64(),
+                retry_after_seconds,
+            }),
+        }
     }
 
     fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>> {

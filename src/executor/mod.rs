@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::sandbox::run::capture::Tap;
-use crate::sandbox::{Envelope, Job};
+use crate::sandbox::{Envelope, Job, Limits};
 
 pub use self::kube::KubeExecutor;
 pub use local::LocalExecutor;
@@ -35,6 +35,10 @@ pub struct ExecutionRequest {
 pub enum ExecuteError {
     #[error("too many executions are queued; retry in {retry_after_seconds} s")]
     Busy { retry_after_seconds: u64 },
+    #[error(
+        "overloaded: the executions already waiting would keep this one from starting for about {expected_seconds:.1} s, past its {timeout_seconds} s timeout; retry in {retry_after_seconds} s"
+    )]
+    Overloaded { expected_seconds: f64, timeout_seconds: f64, retry_after_seconds: u64 },
     #[error("the service is shutting down")]
     ShuttingDown,
     #[error("execution {name} did not finish in time")]
@@ -66,6 +70,13 @@ pub enum NotReady {
 /// Runs scripts somewhere and reports their envelopes.
 pub trait Executor: Send + Sync {
     fn execute(&self, request: ExecutionRequest) -> BoxFuture<'_, Result<Envelope, ExecuteError>>;
+
+    /// Whether a request with `limits` is taken now: refused (`ExecuteError::Overloaded`) when
+    /// the work already waiting would keep it from starting within its timeout. Decided before
+    /// the request is queued or submitted.
+    fn admit(&self, _limits: &Limits) -> Result<(), ExecuteError> {
+        Ok(())
+    }
 
     /// Whether executions can run now (for GET /readyz).
     fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>>;

@@ -16,6 +16,11 @@ impl Places {
         Places { taken: AtomicUsize::new(0), max }
     }
 
+    /// How many places are taken now.
+    pub fn taken(&self) -> usize {
+        self.taken.load(Ordering::SeqCst)
+    }
+
     /// Takes a place, or None when all are taken. The place is given back when the returned
     /// guard drops, however the request ends (it may be cancelled).
     pub fn take<'a>(&'a self, gauge: &'a Gauge) -> Option<Place<'a>> {

@@ -42,8 +42,12 @@ fn the_service_exposes_these_metrics() {
             "# TYPE pyexec_pool_start_seconds histogram",
             "# HELP pyexec_pool_hits Executions that ran in a ready sandbox (warm), by kind.",
             "# TYPE pyexec_pool_hits counter",
-            "# HELP pyexec_pool_misses Executions that found no ready sandbox of their kind.",
+            "# HELP pyexec_pool_misses Executions that got no ready sandbox of their kind and started cold, by kind and reason: empty (none ready, none expected sooner than a cold start), waited_in_vain (none came within a cold start's time), unfit (limits a ready sandbox cannot take).",
             "# TYPE pyexec_pool_misses counter",
+            "# HELP pyexec_pool_waits Executions that found no ready sandbox and waited for one being started, by kind and how the wait ended: hit (they got it) or cold.",
+            "# TYPE pyexec_pool_waits counter",
+            "# HELP pyexec_pool_target Ready sandboxes the pool keeps now, by kind: arrivals during one start (measured), doubled, within --pool-min and --pool-max.",
+            "# TYPE pyexec_pool_target gauge",
             "# HELP pyexec_cold_starts Executions that started their own sandbox (cold).",
             "# TYPE pyexec_cold_starts counter",
         ]

@@ -119,6 +119,9 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let executions = &state.executions;
     let super::Prepared { execution, answered, warnings, .. } = super::prepare(&state, request)?;
+    if answered.is_none() {
+        state.executor.admit(&execution.job.limits).map_err(|err| super::execute_error(&execution.id, err))?;
+    }
     let submission = Submission { request: execution, warnings, answered };
     let record = executions.submit(submission).await.map_err(error)?;
     let location = format!("/executions/{}", record.id);

@@ -120,7 +120,10 @@ pub async fn run(state: &AppState, request: ScriptRequest) -> Result<Execution, 
     let script_bytes = execution.job.script.len();
     let envelope = match answered {
         Some(envelope) => envelope,
-        None => state.executor.execute(execution).await.map_err(|err| execute_error(&id, err))?,
+        None => {
+            state.executor.admit(&execution.job.limits).map_err(|err| execute_error(&id, err))?;
+            state.executor.execute(execution).await.map_err(|err| execute_error(&id, err))?
+        }
     };
     tracing::info!(
         id = %id,
@@ -176,11 +179,15 @@ fn mentions_main(script: &str) -> bool {
     script.contains("main")
 }
 
-fn execute_error(id: &str, err: ExecuteError) -> ApiError {
+pub(crate) fn execute_error(id: &str, err: ExecuteError) -> ApiError {
     match err {
         ExecuteError::Busy { retry_after_seconds } => ApiError {
             retry_after_seconds: Some(retry_after_seconds),
             ..ApiError::refused(StatusCode::TOO_MANY_REQUESTS, Rejection::Busy, err.to_string())
+        },
+        ExecuteError::Overloaded { retry_after_seconds, .. } => ApiError {
+            retry_after_seconds: Some(retry_after_seconds),
+            ..ApiError::refused(StatusCode::TOO_MANY_REQUESTS, Rejection::Overloaded, err.to_string())
         },
         ExecuteError::ShuttingDown => {
             ApiError::refused(StatusCode::SERVICE_UNAVAILABLE, Rejection::ShuttingDown, err.to_string())

@@ -69,7 +69,7 @@ fn operations(schemas: &mut Components) -> Value {
                         "413": refusal("Body or script too large"),
                         "415": refusal("Unsupported content type"),
                         "421": refusal("A Host that is not a loopback name while listening on loopback"),
-                        "429": refusal("Too many executions queued; see Retry-After"),
+                        "429": refusal("Too many executions queued, or so many waiting that this one would not start within its timeout (--overload-wait-factor); see Retry-After"),
                         "500": refusal("The sandbox itself failed"),
                         "504": refusal("The cluster did not finish the execution in time (kubernetes executor)")
                     }
@@ -82,7 +82,7 @@ fn operations(schemas: &mut Components) -> Value {
                     "responses": {
                         "202": {"description": "Accepted; Location is /executions/{id}", "content": json(&execution)},
                         "400": refusal("An invalid body or limits past the maximum"),
-                        "429": refusal("--executions-max-unfinished executions are unfinished; see Retry-After")
+                        "429": refusal("--executions-max-unfinished executions are unfinished, or so many wait for a sandbox that this one would not start within its timeout (--overload-wait-factor); see Retry-After")
                     }
                 },
                 "get": {

@@ -373,3 +373,54 @@ async fn the_pool_starts_several_sandboxes_at_once_up_to_its_setting() {
     let most = most_starting_at_once(&one, 6.0).await;
     assert_eq!(most, 1.0, "--pool-starts-at-once 1 started {most} at once");
 }
+
+/// A request that finds no ready sandbox of its kind while one is being started waits for that
+/// start instead of starting cold. With `--pool-fork false` a preloaded sandbox imports pandas
+/// itself, so its start takes about what a cold start of the same script does, and one already
+/// under way is always the sooner. Each round empties the pool's preloaded kind, catches its
+/// replacement being started, and sends a pandas script: it never goes cold for want of a ready
+/// sandbox (it found the start ended, or waited for it; a wait is bounded by a cold start's
+/// time, which a start slowed by a busy machine may pass), until one has waited and run warm.
+#[tokio::test]
+async fn a_request_waits_for_a_start_under_way_rather_than_starting_cold() {
+    let server = Server::start_with(&["--pool-min", "1", "--pool-max", "1", "--pool-fork", "false"]).await;
+    let pandas = "import pandas\ndef main():\n    return {'rows': len(pandas.DataFrame({'a': [1, 2]}))}\n";
+    let waits = "pyexec_pool_waits_total{kind=\"preloaded\",ended=\"hit\"}";
+    let waits_in_vain = "pyexec_pool_waits_total{kind=\"preloaded\",ended=\"cold\"}";
+    let empty = "pyexec_pool_misses_total{kind=\"preloaded\",reason=\"empty\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    for round in 0.. {
+        server.wait_for_each_kind(1).await;
+        // The ready one is taken; its replacement starts (the pool looks at least once a second).
+        let body = run_warm(&server, pandas, None).await;
+        assert_eq!(body["result"], json!({"rows": 2}), "{body}");
+        // The start may also have ended already: then this round has nothing to catch.
+        let ready = "pyexec_pool_ready{kind=\"preloaded\"}";
+        let caught = loop {
+            if server.metric("pyexec_pool_starting").await == Some(1.0) {
+                break true;
+            }
+            if server.metric(ready).await == Some(1.0) {
+                break false;
+            }
+            assert!(std::time::Instant::now() < deadline, "no start under way seen in {round} rounds");
+        };
+        if !caught {
+            continue;
+        }
+        let (cold, warm, in_vain) =
+            (cold_starts(&server).await, hits(&server).await, server.metric(waits_in_vain).await);
+        let (status, body) = server.execute(pandas, None).await;
+        assert_eq!((status, &body["result"]), (200, &json!({"rows": 2})), "{body}");
+        assert_eq!(server.metric(empty).await, Some(0.0), "round {round}: it did not wait for the start: {body}");
+        if server.metric(waits_in_vain).await == in_vain {
+            assert_eq!(cold_starts(&server).await, cold, "round {round}: the script started cold: {body}");
+            assert_eq!(hits(&server).await, warm + 1.0);
+        }
+        if server.metric(waits).await.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no request waited for a start in {round} rounds");
+    }
+    server.assert_healthy_and_clean().await;
+}

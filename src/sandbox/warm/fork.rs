@@ -33,6 +33,14 @@ impl Supervisor {
         Some(running.all().filter_map(|t| t.cgroup.as_ref()?.memory_usage()).sum())
     }
 
+    /// How long the serving template for `preload` took to start (an interpreter started in a
+    /// jail, importing `preload`: what a cold start of the same kind takes); None without one,
+    /// or while the templates are in use.
+    pub fn template_start(&self, preload: &[String]) -> Option<Duration> {
+        let running = self.inner.templates.try_lock().ok()?;
+        running.serving.iter().find(|t| t.preload == preload).map(|t| t.start_took)
+    }
+
     /// `start_ready`, but forked from the pool's template for `preload` (started, or restarted,
     /// here when there is none running): a fork and fresh namespaces instead of an interpreter start and
     /// the import of `preload`. Needs cgroups: the sandbox's keeper is moved into its own slot
@@ -99,8 +107,9 @@ impl Supervisor {
                 tracing::warn!(stderr = %said.text(), "the pool's template wrote to stderr");
             }
         });
+        let start_took = began.elapsed();
         tracing::info!(
-            ms = began.elapsed().as_millis() as u64,
+            ms = start_took.as_millis() as u64,
             modules = preload.join(","),
             "a template of the pool is ready"
         );
@@ -108,6 +117,7 @@ impl Supervisor {
             preload: preload.to_vec(),
             born: Instant::now(),
             forks: 0,
+            start_took,
             live: std::sync::Arc::new(()),
             keeper,
             cgroup,

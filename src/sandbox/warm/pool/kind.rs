@@ -24,6 +24,14 @@ impl Kind {
         }
     }
 
+    /// The other kind.
+    pub(super) fn other(self) -> Kind {
+        match self {
+            Kind::Plain => Kind::Preloaded,
+            Kind::Preloaded => Kind::Plain,
+        }
+    }
+
     /// Its place in per-kind arrays.
     pub(super) fn index(self) -> usize {
         match self {

@@ -3,33 +3,38 @@
 //! interpreter waits for exactly one job. They come in two kinds (`kind`): preloaded ones have
 //! imported `--preload-modules` and serve scripts that name one of them; plain ones serve the
 //! rest. A request takes one of its kind (a hit) or, when none is ready or its limits cannot be
-//! applied to a ready one, starts a sandbox itself (a cold start); nothing ever waits on the
-//! pool. A sandbox is never handed a second job: `Supervisor::run_ready` consumes it.
+//! applied to a ready one, starts a sandbox itself (a cold start). A request that finds none
+//! ready waits for a start of its kind already under way (or the next one) when that is
+//! expected sooner than a cold start, and no longer than a cold start takes (`demand`). A
+//! sandbox is never handed a second job: `Supervisor::run_ready` consumes it.
 //!
 //! One background task keeps the pool filled, up to `--pool-starts-at-once` sandboxes at a time
 //! (each at a hundredth of a run's CPU weight, so that refilling never takes the CPU of running
-//! scripts) and only while a run slot is free; it replaces sandboxes that died or lived past
-//! `--pool-idle-seconds`, and sizes each kind between `--pool-min` and `--pool-max`: each miss
-//! asks for one more of its kind, each sandbox that expires unused for one fewer.
+//! scripts), while a run slot is free or a request waits for a start; it replaces sandboxes that
+//! died or lived past `--pool-idle-seconds`. Each kind's size follows demand (`demand`): the
+//! recent arrival rate of its scripts times how long one of its starts takes (measured), within
+//! `--pool-min` and `--pool-max`, shrinking again as arrivals stop.
 
+mod demand;
 mod kind;
+mod settings;
 
 pub use kind::{kind_for, Kind};
+pub use settings::{PoolSettings, PreloadSettings};
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::limits::Limits;
 use crate::sandbox::run::supervisor::Supervisor;
-use crate::sandbox::warm::ready::{ReadySandbox, Unfit};
-use crate::sandbox::warm::template::Life;
+use crate::sandbox::warm::ready::{fits, ReadySandbox, Unfit};
+use demand::{Rate, Starts};
 use kind::next_to_start;
 
 /// How often the pool looks for dead and stale sandboxes when nothing wakes it.
@@ -42,99 +47,6 @@ const BACKSTOP_BEYOND_IDLE: Duration = Duration::from_secs(3600);
 /// Longest pause after ready sandboxes failed to start, doubling from one second.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-#[derive(Args, Clone, Debug)]
-pub struct PoolSettings {
-    /// Least number of ready sandboxes of each kind (local placement) kept waiting for a
-    /// script, each a jailed interpreter that runs exactly one script: preloaded ones (which
-    /// already imported --preload-modules) for scripts that name one of those modules, plain
-    /// ones for the others.
-    #[arg(long, env = "PYEXEC_POOL_MIN", default_value_t = 1)]
-    pub pool_min: usize,
-    /// Most ready sandboxes of each kind; a kind grows toward it with its misses and shrinks as
-    /// idle ones expire. 0 turns the pool off: every script starts its own sandbox (the cold
-    /// path).
-    #[arg(long, env = "PYEXEC_POOL_MAX", default_value_t = 4)]
-    pub pool_max: usize,
-    /// Seconds a ready sandbox waits for a script before it is replaced (or, above
-    /// --pool-min and unused, removed).
-    #[arg(long, env = "PYEXEC_POOL_IDLE_SECONDS", default_value_t = 300)]
-    pub pool_idle_seconds: u64,
-    /// Most ready sandboxes started at the same time when the pool refills (default: the
-    /// number of CPUs). They start at a hundredth of a running script's CPU weight.
-    #[arg(long, env = "PYEXEC_POOL_STARTS_AT_ONCE", value_parser = clap::value_parser!(u16).range(1..))]
-    pub pool_starts_at_once: Option<u16>,
-    /// Fork the ready sandboxes from a template interpreter per kind (the preloaded kind's
-    /// imported --preload-modules once, the plain kind's nothing), instead of starting an
-    /// interpreter (and importing them) in each: a fork and the sandbox's own namespaces,
-    /// cgroup, /tmp, filter and random state cost milliseconds where a start costs tens and an
-    /// import hundreds (see README.md, "Security model", for what forked sandboxes share). Needs
-    /// `--isolation host` and cgroups; elsewhere, or when a template cannot start, ready
-    /// sandboxes start their own interpreter.
-    #[arg(long, env = "PYEXEC_POOL_FORK", default_value_t = true, action = clap::ArgAction::Set)]
-    pub pool_fork: bool,
-    /// Most sandboxes one template forks before a new template takes over. Forks share the
-    /// secrets their template's interpreter drew when it started (the hash seed, the stack
-    /// canary, the pointer guard): this bounds how many sandboxes share them.
-    #[arg(long, env = "PYEXEC_POOL_TEMPLATE_FORKS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub pool_template_forks: u64,
-    /// Most seconds one template forks sandboxes before a new template takes over (the old one
-    /// ends once its last fork has): bounds how long forks share those secrets.
-    #[arg(long, env = "PYEXEC_POOL_TEMPLATE_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
-    pub pool_template_seconds: u64,
-    #[command(flatten)]
-    pub preload: PreloadSettings,
-}
-
-/// What a ready sandbox imports before its job arrives: the pool's sandboxes and a sandbox pod's
-/// (`pyexec sandbox --job-on-stdin`) alike.
-#[derive(Args, Clone, Debug)]
-pub struct PreloadSettings {
-    /// Modules a ready sandbox (the pool's preloaded ones, or that of `pyexec sandbox` with
-    /// --job-on-stdin) imports before its script arrives (comma-separated; empty for none). In
-    /// the pool, a script that names one of them as a word (`import pandas`) gets a preloaded
-    /// sandbox, any other a plain one. The import's memory counts toward the script's memory
-    /// limit.
-    #[arg(long, env = "PYEXEC_PRELOAD_MODULES", value_delimiter = ',', default_value = "numpy,pandas")]
-    pub preload_modules: Vec<String>,
-}
-
-impl PreloadSettings {
-    /// The module names, trimmed, empty ones left out.
-    pub fn modules(&self) -> Vec<String> {
-        self.preload_modules.iter().map(|name| name.trim().to_string()).filter(|name| !name.is_empty()).collect()
-    }
-}
-
-impl PoolSettings {
-    pub fn enabled(&self) -> bool {
-        self.pool_max > 0
-    }
-
-    /// How long each template serves.
-    fn template_life(&self) -> Life {
-        Life { max_forks: self.pool_template_forks, max_age: Duration::from_secs(self.pool_template_seconds) }
-    }
-
-    fn idle_lifetime(&self) -> Duration {
-        Duration::from_secs(self.pool_idle_seconds.max(1))
-    }
-
-    /// How many ready sandboxes may be started at the same time.
-    pub fn starts_at_once(&self) -> usize {
-        let cpus = || std::thread::available_parallelism().map_or(1, usize::from);
-        self.pool_starts_at_once.map_or_else(cpus, usize::from)
-    }
-
-    /// The least and most ready sandboxes of `kind`, given the preloaded modules: none
-    /// preloaded when there is nothing to preload.
-    fn bounds(&self, kind: Kind, preload: &[String]) -> (usize, usize) {
-        if kind == Kind::Preloaded && preload.is_empty() {
-            return (0, 0);
-        }
-        (self.pool_min.min(self.pool_max), self.pool_max)
-    }
-}
-
 /// What the pool's gauges and counters report to (`crate::metrics`), kept apart from it.
 pub trait PoolObserver: Send + Sync {
     /// Ready sandboxes of `kind` now, and the memory they hold.
@@ -143,6 +55,8 @@ pub trait PoolObserver: Send + Sync {
     fn started(&self, kind: Kind, seconds: f64);
     /// Ready sandboxes being started now.
     fn starting(&self, count: usize);
+    /// How many ready sandboxes of `kind` the pool keeps now (from demand).
+    fn target(&self, kind: Kind, count: usize);
     /// Memory of the template preloaded sandboxes are forked from (0 without one).
     fn template(&self, memory_bytes: u64);
 }
@@ -150,21 +64,78 @@ pub trait PoolObserver: Send + Sync {
 /// The answer to a request for a ready sandbox.
 #[derive(Debug)]
 pub enum Claim {
-    /// A ready sandbox, its cgroup already set to the job's memory and process limits.
-    Hit(Box<ReadySandbox>),
-    /// None was ready.
+    /// A ready sandbox, its cgroup already set to the job's memory and process limits; `waited`
+    /// when the request waited for it to be started.
+    Hit { sandbox: Box<ReadySandbox>, waited: bool },
+    /// No ready sandbox: the job starts cold.
+    Miss(Miss),
+}
+
+/// Why a request got no ready sandbox.
+#[derive(Debug)]
+pub enum Miss {
+    /// None was ready, and none was expected sooner than a cold start.
     Empty,
+    /// It waited for a start under way for as long as a cold start takes, in vain.
+    WaitedInVain,
     /// The job's limits cannot be applied to a ready sandbox.
     Unfit(Unfit),
+}
+
+impl Miss {
+    /// For metric labels and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Miss::Empty => "empty",
+            Miss::WaitedInVain => "waited_in_vain",
+            Miss::Unfit(_) => "unfit",
+        }
+    }
 }
 
 impl Claim {
     /// How the job starts, for logs: warm (a ready sandbox) or cold.
     pub fn start(&self) -> &'static str {
         match self {
-            Claim::Hit(_) => "warm",
-            Claim::Empty | Claim::Unfit(_) => "cold",
+            Claim::Hit { .. } => "warm",
+            Claim::Miss(_) => "cold",
         }
+    }
+}
+
+/// What the pool knows of one kind's demand and of how long its starts take.
+#[derive(Clone, Copy, Debug)]
+struct Demand {
+    /// Arrivals of scripts of this kind, as of `updated`.
+    rate: Rate,
+    updated: Instant,
+    /// Moving averages, in seconds, of a ready sandbox's start, of an interpreter's start in a
+    /// jail importing the kind's modules (a template's, or a ready sandbox's that did not fork),
+    /// and of the successful cold runs; None until one was measured.
+    start: Option<f64>,
+    interpreter: Option<f64>,
+    cold_runs: Option<f64>,
+}
+
+impl Demand {
+    /// What a cold start of this kind takes: the cold runs, which measure it under the current
+    /// load (their scripts' own time included), or else an interpreter's start.
+    fn cold(&self) -> Option<f64> {
+        self.cold_runs.or(self.interpreter)
+    }
+}
+
+/// The starts under way, when each began, and the requests waiting for one, per kind.
+#[derive(Debug, Default)]
+struct Starting {
+    began: [Vec<Instant>; 2],
+    waiting: [usize; 2],
+}
+
+impl Starting {
+    /// Starts under way, of either kind.
+    fn in_flight(&self) -> usize {
+        self.began.iter().map(Vec::len).sum()
     }
 }
 
@@ -184,16 +155,20 @@ struct Shared {
     backstop: Duration,
     /// The ready sandboxes of each kind (indexed by `Kind::index`), oldest first.
     ready: Mutex<[VecDeque<ReadySandbox>; 2]>,
-    /// How many of each kind to keep ready.
-    target: [AtomicUsize; 2],
+    /// Each kind's arrivals and start times, from which its target follows.
+    demand: Mutex<[Demand; 2]>,
     wake: Notify,
+    /// Told when a sandbox of each kind is ready, for the requests waiting for one.
+    arrived: [Notify; 2],
     stop: CancellationToken,
     /// Whether a sandbox may be started now (a run slot is free).
     may_refill: Box<dyn Fn() -> bool + Send + Sync>,
     observer: Arc<dyn PoolObserver>,
     started: AtomicU64,
-    /// Sandboxes of each kind being started now.
-    starting: [AtomicUsize; 2],
+    /// Sandboxes of each kind being started now, and the requests waiting for them.
+    starting: Mutex<Starting>,
+    /// Whether the pool pauses after failed starts (`backoff`).
+    paused: AtomicBool,
 }
 
 impl Pool {
@@ -208,11 +183,13 @@ impl Pool {
         observer: Arc<dyn PoolObserver>,
     ) -> Pool {
         let preload = settings.preload.modules();
-        let least = |kind| AtomicUsize::new(settings.bounds(kind, &preload).0);
+        let demand =
+            Demand { rate: Rate::default(), updated: Instant::now(), start: None, interpreter: None, cold_runs: None };
         let shared = Arc::new(Shared {
             supervisor,
             backstop: settings.idle_lifetime() + BACKSTOP_BEYOND_IDLE,
-            target: [least(Kind::Plain), least(Kind::Preloaded)],
+            demand: Mutex::new([demand; 2]),
+            arrived: [Notify::new(), Notify::new()],
             preload,
             settings,
             limits,
@@ -222,7 +199,8 @@ impl Pool {
             may_refill,
             observer,
             started: AtomicU64::new(0),
-            starting: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            starting: Mutex::new(Starting::default()),
+            paused: AtomicBool::new(false),
         });
         let task = tokio::spawn(refill(shared.clone()));
         Pool { shared, task: Arc::new(Mutex::new(Some(task))) }
@@ -233,41 +211,49 @@ impl Pool {
         kind::kind_for(script, &self.shared.preload)
     }
 
-    /// A ready sandbox of `kind` for a job with `limits`, if one is ready and the limits can be
-    /// applied to it. Never waits.
-    pub fn claim(&self, kind: Kind, limits: &Limits) -> Claim {
+    /// A ready sandbox of `kind` for a job with `limits`: one that is ready, or else one being
+    /// started when that is expected sooner than a cold start (waiting at most as long as a
+    /// cold start takes); a miss when the job should start cold.
+    pub async fn claim(&self, kind: Kind, limits: &Limits) -> Claim {
         let shared = &self.shared;
-        let mut gone = Vec::new();
-        let claim = {
-            let mut all = shared.lock_ready();
-            let ready = &mut all[kind.index()];
-            loop {
-                let Some(mut sandbox) = ready.pop_front() else { break Claim::Empty };
-                match sandbox.claim(limits, shared.backstop) {
-                    Ok(()) => break Claim::Hit(Box::new(sandbox)),
-                    Err(Unfit::Gone) => gone.push(sandbox),
-                    Err(unfit) => {
-                        ready.push_front(sandbox);
-                        break Claim::Unfit(unfit);
-                    }
-                }
+        shared.arrival(kind);
+        match shared.take(kind, limits) {
+            Taken::Ready(sandbox) => return Claim::Hit { sandbox, waited: false },
+            Taken::Unfit(unfit) => return Claim::Miss(Miss::Unfit(unfit)),
+            Taken::None => {}
+        }
+        // A sandbox being started would not take these limits either.
+        if let Err(unfit) = fits(&shared.limits, limits, Duration::ZERO, shared.backstop) {
+            return Claim::Miss(Miss::Unfit(unfit));
+        }
+        let Some((waiting, cold)) = shared.wait_for_start(kind) else { return Claim::Miss(Miss::Empty) };
+        // The refilling task begins a start for this request if none is under way for it.
+        shared.wake.notify_one();
+        let deadline = tokio::time::Instant::now() + cold;
+        let claim = loop {
+            let arrived = shared.arrived[kind.index()].notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            match shared.take(kind, limits) {
+                Taken::Ready(sandbox) => break Claim::Hit { sandbox, waited: true },
+                Taken::Unfit(unfit) => break Claim::Miss(Miss::Unfit(unfit)),
+                Taken::None if !shared.may_start(kind) => break Claim::Miss(Miss::WaitedInVain),
+                Taken::None => {}
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                break Claim::Miss(Miss::WaitedInVain);
             }
         };
-        if matches!(claim, Claim::Empty) {
-            // Demand exceeded the pool: keep one more of this kind ready from now on.
-            let (_, max) = shared.settings.bounds(kind, &shared.preload);
-            let target = &shared.target[kind.index()];
-            let _ = target.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some((t + 1).min(max)));
-        }
-        for sandbox in gone {
-            tokio::spawn(sandbox.destroy());
-        }
-        // The gauge follows at once: the claimed run may answer before the pool next looks. Only
-        // this kind's: the report reads each ready sandbox's memory from its cgroup.
-        shared.report_kind(&shared.lock_ready(), kind);
-        // No refill is started here: it would take CPU from the run that just claimed; the
-        // run's end wakes the pool (`wake`).
+        drop(waiting);
         claim
+    }
+
+    /// Tells the pool that a script of `kind` started cold and succeeded after `took`: what a
+    /// request that waits for a start weighs the wait against.
+    pub fn cold_run(&self, kind: Kind, took: Duration) {
+        let mut demand = self.shared.lock_demand();
+        let demand = &mut demand[kind.index()];
+        demand.cold_runs = Some(demand::averaged(demand.cold_runs, took.as_secs_f64()));
     }
 
     /// Tells the pool a run slot may have come free.
@@ -294,21 +280,118 @@ impl Shared {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes out the sandboxes that died or waited past their idle lifetime; returns them and
-    /// how many of each kind expired (rather than died).
-    fn prune(&self) -> (Vec<ReadySandbox>, [usize; 2]) {
+    fn lock_demand(&self) -> std::sync::MutexGuard<'_, [Demand; 2]> {
+        self.demand.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_starting(&self) -> std::sync::MutexGuard<'_, Starting> {
+        self.starting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a script of `kind` arriving now.
+    fn arrival(&self, kind: Kind) {
+        let now = Instant::now();
+        let mut demand = self.lock_demand();
+        let demand = &mut demand[kind.index()];
+        demand.rate = demand.rate.arrived(now.saturating_duration_since(demand.updated));
+        demand.updated = now;
+    }
+
+    /// Records that a ready sandbox of `kind` took `took` to start, and how long the start of an
+    /// interpreter importing its modules took, when one was measured.
+    fn measured(&self, kind: Kind, took: Duration, interpreter: Option<Duration>) {
+        let mut demand = self.lock_demand();
+        let demand = &mut demand[kind.index()];
+        demand.start = Some(demand::averaged(demand.start, took.as_secs_f64()));
+        if let Some(interpreter) = interpreter {
+            demand.interpreter = Some(demand::averaged(demand.interpreter, interpreter.as_secs_f64()));
+        }
+    }
+
+    /// A ready sandbox of `kind` that takes `limits`, if one is ready.
+    fn take(&self, kind: Kind, limits: &Limits) -> Taken {
+        let mut gone = Vec::new();
+        let taken = {
+            let mut all = self.lock_ready();
+            let ready = &mut all[kind.index()];
+            loop {
+                let Some(mut sandbox) = ready.pop_front() else { break Taken::None };
+                match sandbox.claim(limits, self.backstop) {
+                    Ok(()) => break Taken::Ready(Box::new(sandbox)),
+                    Err(Unfit::Gone) => gone.push(sandbox),
+                    Err(unfit) => {
+                        ready.push_front(sandbox);
+                        break Taken::Unfit(unfit);
+                    }
+                }
+            }
+        };
+        let changed = matches!(taken, Taken::Ready(_)) || !gone.is_empty();
+        for sandbox in gone {
+            tokio::spawn(sandbox.destroy());
+        }
+        if changed {
+            // The gauge follows at once: the claimed run may answer before the pool next looks.
+            // Only this kind's: the report reads each ready sandbox's memory from its cgroup.
+            self.report_kind(&self.lock_ready(), kind);
+        }
+        // No refill is started here: it would take CPU from the run that just claimed; the
+        // run's end wakes the pool (`wake`).
+        taken
+    }
+
+    /// Whether a request of `kind` that found none ready should wait for a start (`demand`):
+    /// if so, it is counted as waiting until the returned guard drops, and may wait as long as
+    /// the returned cold start takes.
+    fn wait_for_start(self: &Arc<Self>, kind: Kind) -> Option<(Waiting, Duration)> {
+        let (start, cold) = {
+            let demand = self.lock_demand()[kind.index()];
+            (Duration::from_secs_f64(demand.start?), Duration::from_secs_f64(demand.cold()?))
+        };
+        let now = Instant::now();
+        let mut starting = self.lock_starting();
+        let under_way: Vec<Duration> =
+            starting.began[kind.index()].iter().map(|began| now.saturating_duration_since(*began)).collect();
+        if self.paused.load(Ordering::SeqCst) && under_way.len() <= starting.waiting[kind.index()] {
+            // No start begins while the pool pauses after failed ones.
+            return None;
+        }
+        let other = kind.other().index();
+        let starts = Starts {
+            under_way: &under_way,
+            waiting: starting.waiting[kind.index()],
+            waiting_elsewhere: starting.waiting[other].saturating_sub(starting.began[other].len()),
+            free: self.settings.starts_at_once().saturating_sub(starting.in_flight()),
+            start,
+            cold,
+        };
+        demand::wait_for_start(starts)?;
+        starting.waiting[kind.index()] += 1;
+        Some((Waiting { shared: self.clone(), kind }, cold))
+    }
+
+    /// Whether a sandbox may still come for a waiting request: a start is under way, or the
+    /// pool is not pausing after failed starts.
+    fn may_start(&self, kind: Kind) -> bool {
+        !self.lock_starting().began[kind.index()].is_empty() || !self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Takes out the sandboxes that died or waited past their idle lifetime, and those above
+    /// their kind's target that waited past the grace (`demand::surplus`).
+    fn prune(&self) -> Vec<ReadySandbox> {
         let lifetime = self.settings.idle_lifetime();
+        let targets = self.targets();
         let mut all = self.lock_ready();
         let mut removed = Vec::new();
-        let mut expired = [0; 2];
-        for (ready, expired) in all.iter_mut().zip(&mut expired) {
+        for (ready, target) in all.iter_mut().zip(targets) {
+            let ages: Vec<Duration> = ready.iter().map(ReadySandbox::age).collect();
+            removed.extend(ready.drain(..demand::surplus(&ages, target)));
             let mut kept = VecDeque::with_capacity(ready.len());
             for mut sandbox in ready.drain(..) {
                 if !sandbox.alive() {
                     tracing::warn!(?sandbox, "a ready sandbox ended while it waited; replacing it");
                     removed.push(sandbox);
                 } else if sandbox.age() >= lifetime {
-                    *expired += 1;
                     removed.push(sandbox);
                 } else {
                     kept.push_back(sandbox);
@@ -316,17 +399,34 @@ impl Shared {
             }
             *ready = kept;
         }
-        (removed, expired)
+        removed
     }
 
     /// Ready sandboxes of each kind, counting those being started.
     fn counts_with_starting(&self) -> [usize; 2] {
         let all = self.lock_ready();
-        Kind::ALL.map(|kind| all[kind.index()].len() + self.starting[kind.index()].load(Ordering::SeqCst))
+        let starting = self.lock_starting();
+        Kind::ALL.map(|kind| all[kind.index()].len() + starting.began[kind.index()].len())
     }
 
+    /// How many of each kind to keep ready now, from demand.
     fn targets(&self) -> [usize; 2] {
-        Kind::ALL.map(|kind| self.target[kind.index()].load(Ordering::SeqCst))
+        let now = Instant::now();
+        let demand = self.lock_demand();
+        Kind::ALL.map(|kind| {
+            let (min, max) = self.settings.bounds(kind, &self.preload);
+            let demand = demand[kind.index()];
+            let rate = demand.rate.decayed(now.saturating_duration_since(demand.updated));
+            demand.start.map_or(min, |start| demand::target(rate, start, min, max))
+        })
+    }
+
+    /// How many of each kind to start: the targets when the pool may refill, and in any case
+    /// one for each request waiting for a start.
+    fn wanted(&self, may_refill: bool) -> [usize; 2] {
+        let waiting = self.lock_starting().waiting;
+        let targets = if may_refill { self.targets() } else { [0; 2] };
+        Kind::ALL.map(|kind| targets[kind.index()] + waiting[kind.index()])
     }
 
     fn report(&self) {
@@ -334,7 +434,10 @@ impl Shared {
         for kind in Kind::ALL {
             self.report_kind(&all, kind);
         }
-        self.observer.starting(self.starting.iter().map(|n| n.load(Ordering::SeqCst)).sum());
+        for (kind, target) in Kind::ALL.into_iter().zip(self.targets()) {
+            self.observer.target(kind, target);
+        }
+        self.observer.starting(self.lock_starting().in_flight());
         self.observer.template(self.supervisor.template_memory().unwrap_or(0));
     }
 
@@ -346,9 +449,11 @@ impl Shared {
     }
 }
 
-/// The pool's size after `expired` sandboxes went unused for their whole lifetime.
-fn shrunk(target: usize, expired: usize, min: usize) -> usize {
-    target.saturating_sub(expired).max(min)
+/// What `Shared::take` found.
+enum Taken {
+    Ready(Box<ReadySandbox>),
+    None,
+    Unfit(Unfit),
 }
 
 /// The pause after `failures` failed starts in a row.
@@ -361,23 +466,18 @@ async fn refill(shared: Arc<Shared>) {
     let mut failures = 0u32;
     let mut paused_until: Option<Instant> = None;
     loop {
-        let (removed, expired) = shared.prune();
-        for kind in Kind::ALL.into_iter().filter(|kind| expired[kind.index()] > 0) {
-            let (min, _) = shared.settings.bounds(kind, &shared.preload);
-            let expired = expired[kind.index()];
-            let target = &shared.target[kind.index()];
-            let _ = target.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(shrunk(t, expired, min)));
-        }
+        let removed = shared.prune();
         futures::future::join_all(removed.into_iter().map(ReadySandbox::destroy)).await;
 
         if paused_until.is_some_and(|until| Instant::now() >= until) {
             paused_until = None;
         }
+        shared.paused.store(paused_until.is_some(), Ordering::SeqCst);
         while paused_until.is_none() && starts.len() < shared.settings.starts_at_once() {
-            let wanted = next_to_start(shared.counts_with_starting(), shared.targets());
-            let Some(kind) = wanted.filter(|_| (shared.may_refill)()) else { break };
+            let wanted = shared.wanted((shared.may_refill)());
+            let Some(kind) = next_to_start(shared.counts_with_starting(), wanted) else { break };
             // Counted as under way before the loop looks again.
-            starts.spawn(start_one(Starting::new(shared.clone(), kind)));
+            starts.spawn(start_one(StartUnderWay::new(shared.clone(), kind)));
         }
         shared.report();
 
@@ -404,7 +504,7 @@ async fn refill(shared: Arc<Shared>) {
 
 /// Starts one ready sandbox of the kind `starting` counts and puts it in the pool; false if it
 /// failed to start.
-async fn start_one(starting: Starting) -> bool {
+async fn start_one(starting: StartUnderWay) -> bool {
     let (shared, kind) = (starting.shared.clone(), starting.kind);
     let n = shared.started.fetch_add(1, Ordering::SeqCst);
     let id = format!("ready-{}-{n}", std::process::id());
@@ -430,9 +530,14 @@ async fn start_one(starting: Starting) -> bool {
         Ok(Ok(sandbox)) => {
             let took = began.elapsed();
             shared.observer.started(kind, took.as_secs_f64());
+            // A sandbox that started its own interpreter took what a cold start takes; a fork's
+            // template did.
+            let cold = if forked { shared.supervisor.template_start(preload) } else { Some(took) };
+            shared.measured(kind, took, cold);
             tracing::debug!(kind = kind.as_str(), id, ms = took.as_millis() as u64, forked, "a ready sandbox started");
             shared.lock_ready()[kind.index()].push_back(sandbox);
             drop(starting);
+            shared.arrived[kind.index()].notify_waiters();
             // Let the refilling task look again (and the gauges follow) at once.
             shared.wake.notify_one();
             true
@@ -450,21 +555,44 @@ async fn start_one(starting: Starting) -> bool {
 }
 
 /// Counts a start of `kind` as under way for as long as it lives, however it ends.
-struct Starting {
+struct StartUnderWay {
+    shared: Arc<Shared>,
+    kind: Kind,
+    began: Instant,
+}
+
+impl StartUnderWay {
+    fn new(shared: Arc<Shared>, kind: Kind) -> Self {
+        let began = Instant::now();
+        shared.lock_starting().began[kind.index()].push(began);
+        StartUnderWay { shared, kind, began }
+    }
+}
+
+impl Drop for StartUnderWay {
+    fn drop(&mut self) {
+        let mut starting = self.shared.lock_starting();
+        let began = &mut starting.began[self.kind.index()];
+        if let Some(at) = began.iter().position(|b| *b == self.began) {
+            began.remove(at);
+        }
+        drop(starting);
+        // A start that failed leaves its waiters to look again (and, in time, start cold).
+        self.shared.arrived[self.kind.index()].notify_waiters();
+    }
+}
+
+/// Counts a request as waiting for a start of `kind` for as long as it lives.
+struct Waiting {
     shared: Arc<Shared>,
     kind: Kind,
 }
 
-impl Starting {
-    fn new(shared: Arc<Shared>, kind: Kind) -> Self {
-        shared.starting[kind.index()].fetch_add(1, Ordering::SeqCst);
-        Starting { shared, kind }
-    }
-}
-
-impl Drop for Starting {
+impl Drop for Waiting {
     fn drop(&mut self) {
-        self.shared.starting[self.kind.index()].fetch_sub(1, Ordering::SeqCst);
+        let mut starting = self.shared.lock_starting();
+        let waiting = &mut starting.waiting[self.kind.index()];
+        *waiting = waiting.saturating_sub(1);
     }
 }
 
@@ -473,50 +601,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expiry_shrinks_the_pool_but_never_below_its_least_size() {
-        assert_eq!(shrunk(4, 1, 1), 3);
-        assert_eq!(shrunk(2, 3, 1), 1);
-        assert_eq!(shrunk(1, 1, 0), 0);
-    }
-
-    #[test]
     fn failed_starts_back_off_up_to_a_minute() {
         assert_eq!(backoff(1), Duration::from_secs(2));
         assert_eq!(backoff(40), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn empty_names_in_the_preload_list_are_ignored() {
-        let settings = PoolSettings {
-            pool_min: 1,
-            pool_max: 2,
-            pool_idle_seconds: 0,
-            pool_starts_at_once: None,
-            pool_fork: true,
-            pool_template_forks: 1000,
-            pool_template_seconds: 300,
-            preload: PreloadSettings { preload_modules: vec![" numpy".into(), String::new()] },
-        };
-        assert_eq!(settings.preload.modules(), ["numpy"]);
-        assert_eq!(settings.idle_lifetime(), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn each_kind_has_the_pools_bounds_and_nothing_to_preload_means_no_preloaded_kind() {
-        let settings = PoolSettings {
-            pool_min: 3,
-            pool_max: 2,
-            pool_idle_seconds: 60,
-            pool_starts_at_once: None,
-            pool_fork: true,
-            pool_template_forks: 1000,
-            pool_template_seconds: 300,
-            preload: PreloadSettings { preload_modules: vec![] },
-        };
-        let preload = vec!["pandas".to_string()];
-        assert_eq!(settings.bounds(Kind::Plain, &preload), (2, 2));
-        assert_eq!(settings.bounds(Kind::Preloaded, &preload), (2, 2));
-        assert_eq!(settings.bounds(Kind::Plain, &[]), (2, 2));
-        assert_eq!(settings.bounds(Kind::Preloaded, &[]), (0, 0));
     }
 }

@@ -47,6 +47,9 @@ pub(in crate::sandbox) struct Template {
     /// interpreter's start-up secrets (`Life`).
     pub(in crate::sandbox) born: Instant,
     pub(in crate::sandbox) forks: u64,
+    /// How long it took to start: what a sandbox that imports the same modules itself (a cold
+    /// start) takes.
+    pub(in crate::sandbox) start_took: Duration,
     /// One reference per forked sandbox still alive (each keeper's), besides this one: a
     /// retired template ends when its last fork has.
     pub(in crate::sandbox) live: Arc<()>,
