@@ -86,6 +86,8 @@ api_setup() {
   export AUTH_HEADER="X-Pyexec-Measure: 1"; [ -z "$token" ] || AUTH_HEADER="Authorization: Bearer $token"
   pool_default=$(kc -n "$HELM_NAMESPACE" get deployment "$controller" \
     -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="PYEXEC_POD_POOL_SIZE")].value}')
+  plain_default=$(kc -n "$HELM_NAMESPACE" get deployment "$controller" \
+    -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="PYEXEC_POD_POOL_PLAIN_SIZE")].value}')
 }
 
 # post SCRIPT: one POST /execute; prints "HTTP-code milliseconds [retry=N] body".
@@ -101,9 +103,11 @@ post() {
 }
 export -f post now_ms
 
-# set_pool N: the controller's preloaded pool size, rolled out; waits until N of its pods are ready.
+# set_pool N [PLAIN]: the controller's preloaded pool size N and plain pool size PLAIN (default N),
+# rolled out; waits until N preloaded pods are ready.
 set_pool() {
-  kc -n "$HELM_NAMESPACE" set env "deployment/$controller" "PYEXEC_POD_POOL_SIZE=$1" >/dev/null
+  kc -n "$HELM_NAMESPACE" set env "deployment/$controller" "PYEXEC_POD_POOL_SIZE=$1" \
+    "PYEXEC_POD_POOL_PLAIN_SIZE=${2:-$1}" >/dev/null
   kc -n "$HELM_NAMESPACE" rollout status "deployment/$controller" --timeout=180s >/dev/null
   wait_ready "$1"
 }
@@ -136,8 +140,8 @@ if [[ $WHAT == *api* ]]; then
   WARM=1 p50 "warm hello" "$HELLO"
   WARM=1 p50 "warm pandas" "$PANDAS"
   set_pool 0
-  p50 "cold hello (pool size 0)" "$HELLO"
-  set_pool "${pool_default:-2}"
+  p50 "cold hello (both pools 0)" "$HELLO"
+  set_pool "${pool_default:-2}" "${plain_default:-2}"
 fi
 
 if [[ $WHAT == *burst* ]]; then
@@ -148,8 +152,8 @@ if [[ $WHAT == *burst* ]]; then
   ok=$(grep -c '^200 ' <<<"$out" || true)
   tokens=$(grep -o '"token":"[0-9a-f]*"' <<<"$out" | sort | uniq | wc -l)
   wait_ready 4 && refilled=yes || refilled=no
-  echo "- 30 at once, pool of 4: $ok of 30 answered 200, $tokens distinct tokens (each ran once), pool refilled to 4: $refilled; p50 $(grep '^200 ' <<<"$out" | awk '{print $2}' | median) ms"
-  set_pool "${pool_default:-2}"
+  echo "- 30 at once, pools of 4: $ok of 30 answered 200, $tokens distinct tokens (each ran once), pool refilled to 4: $refilled; p50 $(grep '^200 ' <<<"$out" | awk '{print $2}' | median) ms"
+  set_pool "${pool_default:-2}" "${plain_default:-2}"
   out=$(seq 1 48 | xargs -P 24 -I{} bash -c "post '$HELLO'")
   codes=$(awk '{print $1}' <<<"$(grep -E '^[0-9]{3} ' <<<"$out")" | sort | uniq -c | awk '{printf "%s x%s ", $2, $1}')
   n429=$(grep -c '^429 ' <<<"$out" || true)

@@ -185,5 +185,5 @@ def _typed(body: Mapping[str, Any], key: str, kind: type) -> Any:
 
 
 def _guess_outcome(body: Mapping[str, Any]) -> str:
-    """For a service that answers only result, stdout, stderr and returncode, without ``outcome``."""
+    """For a service that answers only result, stdout, stderr and returncode, no ``outcome``."""
     return SUCCESS if body.get("returncode") == 0 and body.get("result") is not None else "exception"
