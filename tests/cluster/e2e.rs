@@ -42,6 +42,8 @@ mod executions;
 mod guards;
 #[path = "e2e/pool.rs"]
 mod pool;
+#[path = "../shared/sse.rs"]
+mod sse;
 
 /// A sandbox pod starts, imports pandas under gVisor and reports; slow CI nodes take a while.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(180);

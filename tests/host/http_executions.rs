@@ -2,11 +2,14 @@
 //! list, keep across a restart, remove after their time, and refuse what they must.
 
 mod common;
+#[path = "../shared/sse.rs"]
+mod sse;
 
 use std::time::{Duration, Instant};
 
 use common::{Pool, Server, TempFile};
 use serde_json::{json, Value};
+use sse::{parse_events, printed};
 
 const PANDAS: &str = "import pandas as pd\ndef main():\n    df = pd.DataFrame({'A': [1, 2, 3], 'B': [4, 5, 6]})\n    print('summing')\n    return {'sum_A': int(df['A'].sum()), 'mean_B': float(df['B'].mean())}\n";
 
@@ -281,31 +284,6 @@ async fn finished_executions_are_removed_after_their_keep_time() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(server.metric("pyexec_executions_removed_total").await.is_some_and(|n| n >= 1.0));
-}
-
-/// Server-Sent Events as (event, data) pairs, in order.
-fn parse_events(text: &str) -> Vec<(String, Value)> {
-    let mut events = Vec::new();
-    for block in text.split("\n\n") {
-        let mut name = String::from("message");
-        let mut data = String::new();
-        for line in block.lines() {
-            if let Some(value) = line.strip_prefix("event:") {
-                name = value.trim().to_string();
-            } else if let Some(value) = line.strip_prefix("data:") {
-                data.push_str(value.trim_start());
-            }
-        }
-        if !data.is_empty() {
-            events.push((name, serde_json::from_str(&data).expect("JSON data")));
-        }
-    }
-    events
-}
-
-/// The text of the `stream` events, joined.
-fn printed(events: &[(String, Value)], stream: &str) -> String {
-    events.iter().filter(|(name, _)| name == stream).filter_map(|(_, data)| data["text"].as_str()).collect()
 }
 
 pool_case!(the_event_stream_carries_prints_as_they_happen_then_the_result);

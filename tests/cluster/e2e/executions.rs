@@ -9,6 +9,7 @@ use kube::api::DeleteParams;
 use pyexec::crd::PythonExecution;
 use serde_json::{json, Value};
 
+use super::sse::{parse_events, printed};
 use super::{api_token, post_script, run_case, Case, FINISH_TIMEOUT, PANDAS_SUM};
 
 /// The API's HTTP client, with the token when the chart has one.
@@ -240,30 +241,6 @@ async fn a_python_execution_whose_files_the_api_would_refuse_fails_before_any_po
         assert_eq!(status.pod_name, None, "no pod was made");
     })
     .await;
-}
-
-/// Server-Sent Events as (event, data) pairs, in order.
-fn parse_events(text: &str) -> Vec<(String, Value)> {
-    let mut events = Vec::new();
-    for block in text.split("\n\n") {
-        let (mut name, mut data) = (String::from("message"), String::new());
-        for line in block.lines() {
-            if let Some(value) = line.strip_prefix("event:") {
-                name = value.trim().to_string();
-            } else if let Some(value) = line.strip_prefix("data:") {
-                data.push_str(value.trim_start());
-            }
-        }
-        if !data.is_empty() {
-            events.push((name, serde_json::from_str(&data).expect("JSON data")));
-        }
-    }
-    events
-}
-
-/// The text of the `stream` events, joined.
-fn printed(events: &[(String, Value)], stream: &str) -> String {
-    events.iter().filter(|(name, _)| name == stream).filter_map(|(_, data)| data["text"].as_str()).collect()
 }
 
 #[tokio::test]
