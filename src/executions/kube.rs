@@ -42,7 +42,7 @@ impl KubeExecutions {
             let mut every = tokio::time::interval(GAUGE_EVERY);
             loop {
                 every.tick().await;
-                let unfinished = counted.submitted().iter().filter(|e| !e.is_finished()).count();
+                let unfinished = unfinished(&counted);
                 metrics.executions_unfinished.set(i64::try_from(unfinished).unwrap_or(i64::MAX));
             }
         });
@@ -53,7 +53,7 @@ impl KubeExecutions {
         if self.closed.load(Ordering::SeqCst) {
             return Err(ExecutionsError::ShuttingDown);
         }
-        let unfinished = self.executor.submitted().iter().filter(|e| !e.is_finished()).count();
+        let unfinished = unfinished(&self.executor);
         if unfinished >= self.settings.executions_max_unfinished {
             return Err(ExecutionsError::Busy { unfinished });
         }
@@ -149,6 +149,11 @@ impl Executions for KubeExecutions {
         self.closed.store(true, Ordering::SeqCst);
         async {}.boxed()
     }
+}
+
+/// The submitted PythonExecutions not finished yet, as the shared watch sees them.
+fn unfinished(executor: &KubeExecutor) -> usize {
+    executor.submitted().iter().filter(|e| !e.is_finished()).count()
 }
 
 /// An execution as its PythonExecution shows it.
