@@ -107,10 +107,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PYEXEC_MAX_QUEUE", default_value_t = 64)]
     pub max_queue: usize,
     /// Refuse a request at once (429 with Retry-After) when the executions already waiting
-    /// would keep it from starting within this many times its timeout, estimated from the
-    /// queue, the run slots and how long recent runs held a slot, instead of queueing it until
-    /// its caller gives up; 0 turns this off (the queue's length alone refuses). Local
-    /// placement; POST /execute and POST /executions.
+    /// would keep it from starting within this many times its timeout, instead of queueing it
+    /// until its caller gives up; 0 turns this off (the queue's length alone refuses). Local
+    /// placement: estimated from the queue, the run slots and how long recent runs held a slot.
+    /// Kubernetes placement: from the executions waiting for a pod and how fast the cluster
+    /// finished executions while some waited (judged after 3 s of such waiting). POST /execute
+    /// and POST /executions.
     #[arg(long, env = "PYEXEC_OVERLOAD_WAIT_FACTOR", default_value_t = 1.0, value_parser = non_negative)]
     pub overload_wait_factor: f64,
     /// Largest request body, in bytes (413 past it): room for the largest script and, as

@@ -108,8 +108,11 @@ pub const EXECUTION_DURATION: Declaration = Declaration::histogram(
 );
 pub const REJECTED: Declaration =
     Declaration::counter("rejected_requests", &["reason"], "Requests refused before execution, by reason");
-pub const QUEUE_DEPTH: Declaration =
-    Declaration::gauge("queue_depth", &[], "Executions waiting for a free sandbox slot");
+pub const QUEUE_DEPTH: Declaration = Declaration::gauge(
+    "queue_depth",
+    &[],
+    "Executions waiting for a free sandbox slot (on Kubernetes, the namespace's executions waiting for a pod)",
+);
 pub const IN_FLIGHT: Declaration = Declaration::gauge("in_flight", &[], "Executions running now");
 pub const CANCELLED: Declaration = Declaration::counter(
     "cancelled_executions",

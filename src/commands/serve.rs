@@ -79,11 +79,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 tracing::info!(max_script_bytes, "scripts are limited to what a PythonExecution holds");
             }
             let max_in_flight = args.max_concurrency.unwrap_or(DEFAULT_MAX_IN_FLIGHT) + args.max_queue;
-            let executor = Arc::new(KubeExecutor::connect(args.kube.clone(), max_in_flight, metrics.clone()).await?);
+            let executor = KubeExecutor::connect(args.kube.clone(), max_in_flight, metrics.clone())
+                .await?
+                .with_overload_wait_factor(args.overload_wait_factor);
+            let executor = Arc::new(executor);
             tracing::info!(
                 namespace = %args.kube.kube_namespace,
                 keep_executions = args.kube.keep_executions,
                 max_in_flight,
+                overload_wait_factor = args.overload_wait_factor,
                 "kubernetes executor ready; waiting on one shared watch of PythonExecutions"
             );
             kube_executor = Some(executor.clone());

@@ -12,16 +12,14 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 mod capacity;
-mod overload;
 
-pub use capacity::Capacity;
-use overload::Load;
-
+use super::overload::{self, Load};
 use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, NotReady};
 use crate::metrics::Metrics;
 use crate::sandbox::warm::pool::{Claim, Kind, Pool};
 use crate::sandbox::{Envelope, Finished, Job, Limits, Outcome, Supervisor};
+pub use capacity::Capacity;
 
 /// The script /readyz runs: proves nsjail and the Python environment work end to end.
 const READINESS_SCRIPT: &str = "def main():\n    return {'ready': True}\n";
@@ -196,14 +194,7 @@ impl Executor for LocalExecutor {
 
     fn admit(&self, limits: &Limits) -> Result<(), ExecuteError> {
         let Some(wait) = overload::expected_wait(self.load()) else { return Ok(()) };
-        match overload::refusal(wait, limits.timeout(), self.overload_wait_factor) {
-            None => Ok(()),
-            Some(retry_after_seconds) => Err(ExecuteError::Overloaded {
-                expected_seconds: wait.as_secs_f64(),
-                timeout_seconds: limits.timeout().as_secs_f64(),
-                retry_after_seconds,
-            }),
-        }
+        overload::admission(wait, limits.timeout(), self.overload_wait_factor)
     }
 
     fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>> {

@@ -3,6 +3,7 @@
 mod abandoned;
 pub mod kube;
 pub mod local;
+mod overload;
 mod places;
 
 use std::sync::Arc;

@@ -20,7 +20,7 @@ fn the_service_exposes_these_metrics() {
             "# TYPE pyexec_execution_duration_seconds histogram",
             "# HELP pyexec_rejected_requests Requests refused before execution, by reason.",
             "# TYPE pyexec_rejected_requests counter",
-            "# HELP pyexec_queue_depth Executions waiting for a free sandbox slot.",
+            "# HELP pyexec_queue_depth Executions waiting for a free sandbox slot (on Kubernetes, the namespace's executions waiting for a pod).",
             "# TYPE pyexec_queue_depth gauge",
             "# HELP pyexec_in_flight Executions running now.",
             "# TYPE pyexec_in_flight gauge",

@@ -2,6 +2,7 @@
 //! a sandbox pod. Every request waits on one shared watch of the namespace's PythonExecutions
 //! (a reflector store plus a wake-up per name), never on a watch of its own.
 
+mod backlog;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -22,11 +23,12 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::abandoned::DeleteIfAbandoned;
+use super::overload;
 use super::places::Places;
 use super::{ExecuteError, ExecutionRequest, Executor, NotReady};
 use crate::crd::{PythonExecution, PythonExecutionSpec, MAX_SPEC_BYTES};
 use crate::metrics::Metrics;
-use crate::sandbox::{Envelope, Job, Outcome};
+use crate::sandbox::{Envelope, Job, Limits, Outcome};
 use watch::{follow_watch, SharedWatch, WaitError};
 
 /// Names of the PythonExecutions the API creates start with this.
@@ -82,6 +84,9 @@ pub struct KubeExecutor {
     metrics: Arc<Metrics>,
     /// Places for requests being answered: each holds a watch waiter and a resource.
     in_flight: Places,
+    /// Refuse an execution expected to wait for a pod longer than this many times its timeout
+    /// (0: never).
+    overload_wait_factor: f64,
 }
 
 impl KubeExecutor {
@@ -101,7 +106,7 @@ impl KubeExecutor {
         let (store, writer) = reflector::store();
         let watch = Arc::new(SharedWatch::new(store));
         let stream = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()).default_backoff());
-        let watch_task = tokio::spawn(follow_watch(stream, watch.clone()));
+        let watch_task = tokio::spawn(follow_watch(stream, watch.clone(), metrics.clone()));
         KubeExecutor {
             client,
             namespace: settings.kube_namespace.clone(),
@@ -111,7 +116,15 @@ impl KubeExecutor {
             watch_task,
             metrics,
             in_flight: Places::new(max_in_flight.max(1)),
+            overload_wait_factor: 0.0,
         }
+    }
+
+    /// Refuses executions that would wait for a pod longer than `factor` times their timeout
+    /// (`--overload-wait-factor`; 0: never), judged from the shared watch (`backlog`).
+    pub fn with_overload_wait_factor(mut self, factor: f64) -> Self {
+        self.overload_wait_factor = factor;
+        self
     }
 
     async fn run(&self, request: ExecutionRequest) -> Result<Envelope, ExecuteError> {
@@ -222,6 +235,13 @@ impl Drop for KubeExecutor {
 impl Executor for KubeExecutor {
     fn execute(&self, request: ExecutionRequest) -> BoxFuture<'_, Result<Envelope, ExecuteError>> {
         self.run(request).boxed()
+    }
+
+    /// Every replica of the API sees the namespace's whole backlog through its watch, so the
+    /// judgement covers the executions any of them (or kubectl) created.
+    fn admit(&self, limits: &Limits) -> Result<(), ExecuteError> {
+        let Some(wait) = self.watch.backlog().expected_wait(Instant::now()) else { return Ok(()) };
+        overload::admission(wait, limits.timeout(), self.overload_wait_factor)
     }
 
     fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>> {

@@ -1,9 +1,11 @@
 //! The one watch every request shares: a reflector's store of the namespace's PythonExecutions,
-//! and a wake-up for each request waiting for an execution (several may wait for one).
+//! a wake-up for each request waiting for an execution (several may wait for one), and the
+//! backlog that says how long a new execution would wait for a pod.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ::kube::runtime::reflector::{ObjectRef, Store};
 use ::kube::runtime::watcher;
@@ -11,7 +13,9 @@ use ::kube::ResourceExt;
 use futures::StreamExt;
 use tokio::sync::Notify;
 
+use super::backlog::{stage_of, Backlog};
 use crate::crd::PythonExecution;
+use crate::metrics::Metrics;
 
 /// The shared watch: the reflector's store, and the wake-ups of the requests waiting, by the
 /// name of the execution they wait for.
@@ -19,6 +23,7 @@ pub(super) struct SharedWatch {
     pub(super) store: Store<PythonExecution>,
     waiters: Mutex<HashMap<String, Vec<Arc<Notify>>>>,
     pub(super) synced: AtomicBool,
+    backlog: Mutex<Backlog>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -29,7 +34,16 @@ pub(super) enum WaitError {
 
 impl SharedWatch {
     pub(super) fn new(store: Store<PythonExecution>) -> Self {
-        SharedWatch { store, waiters: Mutex::new(HashMap::new()), synced: AtomicBool::new(false) }
+        SharedWatch {
+            store,
+            waiters: Mutex::new(HashMap::new()),
+            synced: AtomicBool::new(false),
+            backlog: Mutex::new(Backlog::new(Instant::now())),
+        }
+    }
+
+    pub(super) fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        self.backlog.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<Notify>>>> {
@@ -90,23 +104,33 @@ impl Drop for Unregister<'_> {
 }
 
 /// Drives the reflector (which fills the store) and wakes the requests whose executions changed.
-pub(super) async fn follow_watch<S>(stream: S, watch: Arc<SharedWatch>)
+pub(super) async fn follow_watch<S>(stream: S, watch: Arc<SharedWatch>, metrics: Arc<Metrics>)
 where
     S: futures::Stream<Item = Result<watcher::Event<PythonExecution>, watcher::Error>>,
 {
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
+        let now = Instant::now();
         match event {
-            Ok(watcher::Event::Apply(execution) | watcher::Event::Delete(execution)) => {
+            Ok(watcher::Event::Apply(execution)) => {
+                watch.backlog().saw(&execution.name_any(), stage_of(&execution), now);
+                watch.wake(&execution.name_any())
+            }
+            Ok(watcher::Event::Delete(execution)) => {
+                watch.backlog().gone(&execution.name_any(), now);
                 watch.wake(&execution.name_any())
             }
             Ok(watcher::Event::InitDone) => {
                 watch.synced.store(true, Ordering::SeqCst);
                 watch.wake_all();
             }
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Ok(watcher::Event::Init) => watch.backlog().relisting(now),
+            Ok(watcher::Event::InitApply(execution)) => {
+                watch.backlog().saw(&execution.name_any(), stage_of(&execution), now)
+            }
             Err(err) => tracing::warn!(error = %err, "watching PythonExecutions failed; retrying"),
         }
+        metrics.queue_depth.set(i64::try_from(watch.backlog().waiting()).unwrap_or(i64::MAX));
     }
 }
 

@@ -52,10 +52,15 @@ impl Api {
 
     /// The API's pyexec_executions_unfinished gauge.
     async fn unfinished(&self) -> f64 {
+        self.metric("pyexec_executions_unfinished ").await.expect("the gauge")
+    }
+
+    /// The value of the API's metric line that starts with `series` (name, labels and a space).
+    async fn metric(&self, series: &str) -> Option<f64> {
         let response = self.authorized(self.client.get(format!("{}/metrics", self.url))).send().await;
         let text = response.expect("the API answers").text().await.expect("the metrics");
-        let line = text.lines().find(|l| l.starts_with("pyexec_executions_unfinished "));
-        line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).expect("the gauge")
+        let line = text.lines().find(|l| l.starts_with(series));
+        line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
     }
 
     async fn finished(&self, id: &str) -> Value {
@@ -274,6 +279,52 @@ async fn the_event_stream_carries_prints_from_the_pod_as_they_happen_then_the_re
         let (_, result) = events.last().expect("a result").clone();
         assert_eq!(result["response"]["result"], json!({"done": true}), "{text}");
         delete_execution(&case, &id).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make cluster-e2e"]
+async fn an_execution_that_would_wait_past_its_timeout_for_a_pod_is_shed_with_429_and_retry_after() {
+    run_case("exec-shed", |case| async move {
+        let api = Api::new(&case).await;
+        let shed_series = "pyexec_rejected_requests_total{reason=\"overloaded\"} ";
+        let shed_before = api.metric(shed_series).await.unwrap_or(0.0);
+        // A backlog made with the Kubernetes API itself, as kubectl would: more executions than
+        // the pools hold, so most wait for pods of their own.
+        let sleeper = "import time\ndef main():\n    time.sleep(2)\n    return {'slept': True}\n";
+        let mut backlog = Vec::new();
+        for i in 0..12 {
+            backlog.push(case.create(&format!("sleeper-{i}"), sleeper, None, None).await);
+        }
+        // A request whose timeout is far shorter than the wait for a pod is refused at once once
+        // the API has watched executions wait for a few seconds.
+        let body = json!({ "script": super::HELLO, "limits": { "timeout_seconds": 0.5 } });
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let (retry_after, refusal) = loop {
+            let request = api.client.post(format!("{}/execute", api.url)).json(&body);
+            let response = api.authorized(request).send().await.expect("the API answers");
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap_or_default().to_string());
+            let answer: Value = response.json().await.expect("a JSON body");
+            if status == 429 {
+                break (retry_after, answer);
+            }
+            assert_eq!(status, 200, "an accepted request is answered: {answer}");
+            assert!(Instant::now() < deadline, "never shed while {} executions waited", backlog.len());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let error = refusal["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with("overloaded: "), "{refusal}");
+        let seconds: u64 = retry_after.expect("a Retry-After header").parse().expect("whole seconds");
+        assert!(seconds >= 1, "Retry-After {seconds}");
+        let shed_after = api.metric(shed_series).await.expect("the shed counter");
+        assert!(shed_after > shed_before, "pyexec_rejected_requests_total{{reason=overloaded}} counted it");
+        // What was accepted still runs: every execution of the backlog succeeds.
+        for name in &backlog {
+            let finished = case.wait_finished(name).await;
+            assert_eq!(super::status_of(&finished).outcome.as_deref(), Some("success"), "{name}");
+        }
     })
     .await;
 }

@@ -1,9 +1,12 @@
-//! Overload answered at once: when the runs already waiting would not let a new request start
-//! within its own timeout, it is refused with 429 and a `Retry-After` instead of waiting in the
-//! queue until its caller gives up. Pure functions of the queue, the slots and the recent run
-//! times.
+//! Overload answered at once: when the work already waiting would not let a new request start
+//! within its own timeout, it is refused with 429 and a `Retry-After` instead of waiting until
+//! its caller gives up. Pure functions: the local placement's expected wait from its queue, its
+//! run slots and the recent run times (the kubernetes placement estimates its own, see
+//! `kube::backlog`), and the decision both placements share.
 
 use std::time::Duration;
+
+use super::ExecuteError;
 
 /// The weight of a new run's time in the moving average of run times.
 const SMOOTHING: f64 = 0.2;
@@ -48,6 +51,19 @@ pub fn refusal(wait: Duration, timeout: Duration, factor: f64) -> Option<u64> {
         return None;
     }
     Some((wait.as_secs_f64().ceil() as u64).max(1))
+}
+
+/// `Ok` to take a request expected to wait `wait` with a timeout of `timeout`; else the
+/// `Overloaded` refusal with its `Retry-After` (see `refusal`).
+pub fn admission(wait: Duration, timeout: Duration, factor: f64) -> Result<(), ExecuteError> {
+    match refusal(wait, timeout, factor) {
+        None => Ok(()),
+        Some(retry_after_seconds) => Err(ExecuteError::Overloaded {
+            expected_seconds: wait.as_secs_f64(),
+            timeout_seconds: timeout.as_secs_f64(),
+            retry_after_seconds,
+        }),
+    }
 }
 
 #[cfg(test)]
