@@ -37,18 +37,26 @@ pub struct ControllerArgs {
 /// The warm pool: sandbox pods started before executions arrive.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct WarmPoolSettings {
-    /// Preloaded sandbox pods kept started ahead in the watched namespace, each waiting for one
-    /// execution's job with --pool-preload-modules imported: a script that names one of those
-    /// modules claims one (when its limits fit the default limits). 0 turns this pool off.
+    /// Preloaded sandbox pods kept started ahead in the watched namespace, at the least, each
+    /// waiting for one execution's job with --pool-preload-modules imported: a script that names
+    /// one of those modules claims one (when its limits fit the default limits). The pool grows
+    /// with demand up to --pool-max-size and shrinks back when idle. 0 turns this pool off.
     /// Needs --namespace.
     #[arg(long, env = "PYEXEC_POD_POOL_SIZE", default_value_t = 2)]
     pub pool_size: usize,
-    /// Plain sandbox pods kept started ahead, each an interpreter with nothing imported: a
-    /// script that names none of the preload modules claims one. They start in a fraction of a
-    /// preloaded pod's CPU time and memory. When the pool of a script's kind is empty it takes
-    /// the other kind; with both empty (or both sizes 0) it gets a pod created for it.
+    /// Plain sandbox pods kept started ahead, at the least, each an interpreter with nothing
+    /// imported: a script that names none of the preload modules claims one. They start in a
+    /// fraction of a preloaded pod's CPU time and memory. When the pool of a script's kind is
+    /// empty it takes the other kind; with both empty (or both sizes 0) it gets a pod created
+    /// for it. 0 turns this pool off.
     #[arg(long, env = "PYEXEC_POD_POOL_PLAIN_SIZE", default_value_t = 2)]
     pub pool_plain_size: usize,
+    /// The most pods of each kind a pool keeps however high the demand (never below its size):
+    /// each pool aims at twice the executions of its kind that arrive while one pod starts
+    /// (arrivals with a 5 s half-life, the start measured from creation to ready), and deletes
+    /// ready pods above that once they have waited 30 s. Each pod holds its CPU request.
+    #[arg(long, env = "PYEXEC_POD_POOL_MAX_SIZE", default_value_t = 6)]
+    pub pool_max_size: usize,
     /// Seconds a ready pool pod waits for a job before it is replaced.
     #[arg(long, env = "PYEXEC_POD_POOL_IDLE_SECONDS", default_value_t = 600)]
     pub pool_idle_seconds: u64,

@@ -53,8 +53,8 @@ async fn claim_the_one_warm_pod(script: &str) -> String {
     let fresh = new.clone();
     let warm = pool_pod("pyexec-warm-a");
     let claimed = warm.clone();
+    // From the cached copy: no read of the execution before the claim.
     let (action, ctx, attacher) = run(new, &[warm], &["pyexec-warm-a"], None, |mut server| async move {
-        server.answer(200, &fresh).await.expect(Method::GET, EXECUTION);
         let claim = server.answer(200, &claimed).await.expect(Method::PATCH, WARM);
         assert_eq!(claim.body["metadata"]["resourceVersion"], "7", "conditional on the pod as it was read");
         assert_eq!(claim.body["metadata"]["labels"][LABEL_STATE], STATE_CLAIMED);
@@ -105,7 +105,6 @@ async fn a_pod_claimed_by_another_replica_is_skipped_and_the_next_one_claimed() 
     let claimed_b = b.clone();
     let ready = ["pyexec-warm-a", "pyexec-warm-b"];
     let (action, _, attacher) = run(new, &[a, b], &ready, None, |mut server| async move {
-        server.answer(200, &fresh).await.expect(Method::GET, EXECUTION);
         server.answer(409, conflict()).await.expect(Method::PATCH, WARM);
         // One fresh read: claimed meanwhile, so it is not the pool's any more.
         server.answer(200, &taken).await.expect(Method::GET, WARM);
@@ -223,11 +222,9 @@ async fn a_pod_that_ended_before_its_job_arrived_is_replaced() {
 #[tokio::test]
 async fn a_stale_status_after_a_claim_writes_no_job_and_frees_the_pod() {
     let new = execution("hello");
-    let fresh = new.clone();
     let warm = pool_pod("pyexec-warm-a");
     let claimed = warm.clone();
     let (action, _, attacher) = run(new, &[warm], &["pyexec-warm-a"], None, |mut server| async move {
-        server.answer(200, &fresh).await.expect(Method::GET, EXECUTION);
         server.answer(200, &claimed).await.expect(Method::PATCH, WARM);
         server.answer(409, conflict()).await.expect(Method::PATCH, STATUS);
         server.answer(200, &claimed).await.expect(Method::DELETE, WARM);

@@ -65,6 +65,11 @@ pub const POD_START_LATENCY: Declaration = Declaration::histogram(
 );
 pub const POOL_READY: Declaration =
     Declaration::gauge("pool_ready_pods", &["kind"], "Warm pods whose sandbox waits for a job, by kind");
+pub const POOL_TARGET: Declaration = Declaration::gauge(
+    "pool_target_pods",
+    &["kind"],
+    "Warm pods each pool aims to keep, from the recent demand for its kind and how long a pod takes to start, within its floor and ceiling",
+);
 pub const POOL_WARMING: Declaration =
     Declaration::gauge("pool_warming_pods", &["kind"], "Warm pods starting or being attached to, by kind");
 pub const POOL_CREATED: Declaration =
@@ -96,6 +101,7 @@ pub struct ControllerMetrics {
     pub pod_start_latency: Histogram,
     pub pool_ready: Family<KindLabels, Gauge>,
     pub pool_warming: Family<KindLabels, Gauge>,
+    pub pool_target: Family<KindLabels, Gauge>,
     pub pool_created: Family<KindLabels, Counter>,
     pub pool_claims: Family<ClaimLabels, Counter>,
     pub pool_misses: Family<MissLabels, Counter>,
@@ -113,6 +119,7 @@ impl Default for ControllerMetrics {
             pod_start_latency: e.add(&POD_START_LATENCY, POD_START_LATENCY.new_histogram()),
             pool_ready: e.add(&POOL_READY, Family::default()),
             pool_warming: e.add(&POOL_WARMING, Family::default()),
+            pool_target: e.add(&POOL_TARGET, Family::default()),
             pool_created: e.add(&POOL_CREATED, Family::default()),
             pool_claims: e.add(&POOL_CLAIMS, Family::default()),
             pool_misses: e.add(&POOL_MISSES, Family::default()),
@@ -146,6 +153,11 @@ impl ControllerMetrics {
 
     pub fn record_pool_created(&self, kind: &str) {
         self.pool_created.get_or_create(&KindLabels { kind: kind.into() }).inc();
+    }
+
+    pub fn set_pool_target(&self, kind: &str, target: usize) {
+        let labels = KindLabels { kind: kind.into() };
+        self.pool_target.get_or_create(&labels).set(i64::try_from(target).unwrap_or(i64::MAX));
     }
 
     pub fn set_pool(&self, kind: &str, ready: usize, warming: usize) {

@@ -222,8 +222,15 @@ fn warm_pools(
             Kind::Preloaded => args.pool.preload(),
         };
         let template = pod::build_pool_pod(&args.namespace, &args.pod, &limits, &preload, lifetime);
-        let config =
-            PoolConfig { namespace: args.namespace.clone(), kind, size, idle, template, limits: limits.clone() };
+        let config = PoolConfig {
+            namespace: args.namespace.clone(),
+            kind,
+            min: size,
+            max: args.pool.pool_max_size.max(size),
+            idle,
+            template,
+            limits: limits.clone(),
+        };
         let api = Api::namespaced(client.clone(), &args.namespace);
         pools.push(WarmPool::new(config, api, cache.clone(), attacher.clone(), metrics.clone()));
     }

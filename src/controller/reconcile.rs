@@ -126,8 +126,18 @@ async fn expire(execution: &PythonExecution, ctx: &Context, now: Timestamp) -> R
     }
 }
 
-/// Creates the sandbox pod, after checking against a fresh read that it never had one.
+/// Hands the job to a warm pod, or creates the sandbox pod after checking against a fresh read
+/// that the execution never had one.
+///
+/// The warm path works from the cached copy, which saves a read on every warm execution: the
+/// status write that precedes the job is conditional on that copy's resourceVersion, so a stale
+/// copy costs the claimed pod (deleted unused, see `hand_over`), never a second delivery.
 async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Result<Action> {
+    if let Ok((limits, job)) = job_of(cached, &ctx.limits) {
+        if let Some(session) = claim_warm(cached, &limits, ctx).await? {
+            return hand_over(cached, session, job, &limits, true, ctx, now).await;
+        }
+    }
     let api = executions(ctx, cached)?;
     let Some(execution) = api.get_opt(&cached.name_any()).await.map_err(Error::ExecutionGetFailed)? else {
         return Ok(Action::await_change());
@@ -138,13 +148,10 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
     }
     let current = execution.status.clone().unwrap_or_default();
     let stamp = stamp_of(&execution, now);
-    let (limits, job) = match job_of(&execution, &ctx.limits) {
+    let (limits, _job) = match job_of(&execution, &ctx.limits) {
         Ok(prepared) => prepared,
         Err(failure) => return finish(&execution, status::failed(&current, failure, stamp), None, ctx).await,
     };
-    if let Some(session) = claim_warm(&execution, &limits, ctx).await? {
-        return hand_over(&execution, session, job, &limits, true, ctx, now).await;
-    }
     let pod = build_pod(&execution, &ctx.pod, &limits)
         .map_err(|BuildError::MissingField(field)| Error::MissingObjectKey(field))?;
     let pod_name = pod.name_any();

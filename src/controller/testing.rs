@@ -238,7 +238,8 @@ pub fn context_with(pods: &[Pod], ready: &[&str]) -> (Arc<Context>, ApiServer, A
         let config = PoolConfig {
             namespace: "default".into(),
             kind: Kind::Plain,
-            size: ready.len(),
+            min: ready.len(),
+            max: ready.len(),
             idle: Duration::from_secs(600),
             template: build_pool_pod("default", &pod_settings(), &limits(), &[], Duration::from_secs(660)),
             limits: limits(),

@@ -29,6 +29,8 @@ fn the_controller_exposes_these_metrics() {
             "# TYPE pyexec_controller_pool_ready_pods gauge",
             "# HELP pyexec_controller_pool_warming_pods Warm pods starting or being attached to, by kind.",
             "# TYPE pyexec_controller_pool_warming_pods gauge",
+            "# HELP pyexec_controller_pool_target_pods Warm pods each pool aims to keep, from the recent demand for its kind and how long a pod takes to start, within its floor and ceiling.",
+            "# TYPE pyexec_controller_pool_target_pods gauge",
             "# HELP pyexec_controller_pool_pods_created Warm pods created, by kind.",
             "# TYPE pyexec_controller_pool_pods_created counter",
             "# HELP pyexec_controller_pool_claims Executions that claimed a warm pod, by the pod's kind and the kind the script asked for.",
@@ -63,5 +65,6 @@ fn every_controller_metric_renders_as_declared() {
     metrics.record_pool_claim("plain", "preloaded", Duration::from_millis(3));
     metrics.record_pool_created("plain");
     metrics.set_pool("preloaded", 2, 1);
+    metrics.set_pool_target("plain", 4);
     assert_eq!(mismatches(metrics.exposition()), Vec::<String>::new());
 }

@@ -10,6 +10,12 @@
 //! open, unused, until the pod is gone, since closing it would close the pod's stdin). After a
 //! restart the old process's sessions are gone, so the pods they held get end-of-file on stdin
 //! and exit without a job; the pool replaces them.
+//!
+//! The pool's size follows demand with the local pool's rules (`sandbox::warm::pool::demand`):
+//! the executions that want this kind arrive at a rate, a pod takes a measured time from its
+//! creation to ready, and the pool keeps about twice the arrivals of one start, within its floor
+//! and ceiling; ready pods above that target are deleted once they have waited
+//! `SURPLUS_GRACE`.
 
 pub mod claim;
 
@@ -29,6 +35,7 @@ use super::metrics::ControllerMetrics;
 use super::reconcile::api_code;
 use super::{Error, Result};
 use crate::crd::PythonExecution;
+use crate::sandbox::warm::pool::demand::{self, Rate, SURPLUS_GRACE};
 use crate::sandbox::warm::pool::Kind;
 use crate::sandbox::Limits;
 use claim::PoolPod;
@@ -40,6 +47,8 @@ const TICK: Duration = Duration::from_secs(1);
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// A pod the pool created counts as alive this long before the watch shows it.
 const CREATED_GRACE: Duration = Duration::from_secs(30);
+/// What a pool pod's start (creation to ready) is taken to cost before one was measured.
+const FIRST_START_GUESS: Duration = Duration::from_secs(2);
 
 /// Why a claim found no pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +72,9 @@ impl Miss {
 pub struct WarmPool {
     namespace: String,
     kind: Kind,
-    size: usize,
+    /// The fewest and the most pods kept (starting or ready) whatever the demand.
+    min: usize,
+    max: usize,
     idle: Duration,
     /// The pod every pool pod is made from; the API server names each.
     template: Pod,
@@ -80,7 +91,7 @@ pub struct WarmPool {
 #[derive(Default)]
 struct State {
     /// Sessions to pods whose sandbox said it is ready, oldest first.
-    ready: Vec<Box<dyn Session>>,
+    ready: Vec<Ready>,
     /// Pods being attached to.
     attaching: HashSet<String>,
     /// Sessions kept open, unused, for pods another replica claimed.
@@ -90,13 +101,37 @@ struct State {
     /// Pods whose session was taken for a claim: never attached to again, even while the watch
     /// still shows them unclaimed.
     taken: HashSet<String>,
+    /// When each pod this process created was created, until it is ready (its start time).
+    born: HashMap<String, Instant>,
+    /// The arrival rate of executions that want this kind, as of `demand_at`.
+    demand: Rate,
+    demand_at: Option<Instant>,
+    /// The moving average of a pod's start, creation to ready, in seconds.
+    start_seconds: Option<f64>,
+}
+
+/// A ready pod's open session, and since when it has waited.
+struct Ready {
+    session: Box<dyn Session>,
+    since: Instant,
+}
+
+impl State {
+    /// The pods to keep: about twice the executions expected while one starts, within bounds.
+    fn target(&self, min: usize, max: usize, now: Instant) -> usize {
+        let since = self.demand_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        let start = self.start_seconds.unwrap_or(FIRST_START_GUESS.as_secs_f64());
+        demand::target(self.demand.decayed(since), start, min, max)
+    }
 }
 
 pub struct PoolConfig {
     pub namespace: String,
     /// Which pods are this pool's: the template's kind (`pod::LABEL_POOL_KIND`).
     pub kind: Kind,
-    pub size: usize,
+    /// The fewest pods kept, and the most however high the demand.
+    pub min: usize,
+    pub max: usize,
     pub idle: Duration,
     pub template: Pod,
     pub limits: Limits,
@@ -113,7 +148,8 @@ impl WarmPool {
         Arc::new(WarmPool {
             namespace: config.namespace,
             kind: config.kind,
-            size: config.size,
+            min: config.min,
+            max: config.max.max(config.min),
             idle: config.idle,
             template: config.template,
             limits: config.limits,
@@ -153,6 +189,9 @@ impl WarmPool {
         wanted: Kind,
     ) -> Result<std::result::Result<Box<dyn Session>, Miss>> {
         let started = Instant::now();
+        if wanted == self.kind {
+            self.arrived(started);
+        }
         if !claim::job_fits(&self.limits, limits) {
             return Ok(Err(Miss::Unfit));
         }
@@ -177,12 +216,20 @@ impl WarmPool {
         }
     }
 
+    /// One more execution wanted this kind at `now`.
+    fn arrived(&self, now: Instant) {
+        let mut state = self.state();
+        let since = state.demand_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        state.demand = state.demand.arrived(since);
+        state.demand_at = Some(now);
+    }
+
     /// The oldest ready session whose stream is still open, and whose pod is still the pool's.
     fn take_ready(&self) -> Option<Box<dyn Session>> {
         let now = Timestamp::now();
         let mut state = self.state();
         while !state.ready.is_empty() {
-            let session = state.ready.remove(0);
+            let Ready { session, .. } = state.ready.remove(0);
             let pod = self.cache.get(&ObjectRef::new(session.pod()).within(&self.namespace));
             let claimable = pod.is_some_and(|pod| claim::classify(&pod, self.idle, now) == PoolPod::Running);
             if session.is_open() && claimable {
@@ -225,12 +272,12 @@ impl WarmPool {
     /// Puts an open session in the ready list, as an attach that saw the ready line does.
     #[cfg(test)]
     pub fn add_ready(&self, session: Box<dyn Session>) {
-        self.state().ready.push(session);
+        self.state().ready.push(Ready { session, since: Instant::now() });
     }
 
     /// Keeps the pool filled until the process ends.
     pub async fn run(self: Arc<Self>) {
-        tracing::info!(namespace = %self.namespace, kind = self.kind.as_str(), size = self.size, "warm pod pool running");
+        tracing::info!(namespace = %self.namespace, kind = self.kind.as_str(), min = self.min, max = self.max, "warm pod pool running");
         loop {
             self.tick().await;
             tokio::select! {
@@ -240,8 +287,8 @@ impl WarmPool {
         }
     }
 
-    /// One look at the pool's pods: retire the dead and the stale, attach to the running,
-    /// create what is missing.
+    /// One look at the pool's pods: retire the dead, the stale and the surplus, attach to the
+    /// running, create what is missing.
     async fn tick(self: &Arc<Self>) {
         let now = Timestamp::now();
         let pods: Vec<Arc<Pod>> = self.cache.state().into_iter().filter(|pod| self.holds(pod)).collect();
@@ -261,21 +308,36 @@ impl WarmPool {
             }
         }
         let present: HashSet<String> = pods.iter().map(|pod| pod.name_any()).collect();
-        let missing = {
+        let (missing, surplus) = {
             let mut state = self.state();
             // Sessions of pods that left the pool go unused; those of deleted pods are dropped.
             let (keep, left): (Vec<_>, Vec<_>) = std::mem::take(&mut state.ready)
                 .into_iter()
-                .partition(|session| session.is_open() && alive.contains(session.pod()));
+                .partition(|ready| ready.session.is_open() && alive.contains(ready.session.pod()));
             state.ready = keep;
-            state.lingering.extend(left);
+            state.lingering.extend(left.into_iter().map(|ready| ready.session));
             state.lingering.retain(|session| present.contains(session.pod()) && session.is_open());
             state.created.retain(|name, at| !present.contains(name) && at.elapsed() < CREATED_GRACE);
             state.taken.retain(|name| present.contains(name));
-            let count = alive.len() + state.created.len();
+            state.born.retain(|name, at| present.contains(name) || at.elapsed() < CREATED_GRACE);
+            let target = state.target(self.min, self.max, Instant::now());
+            let ages: Vec<Duration> = state.ready.iter().map(|ready| ready.since.elapsed()).collect();
+            let surplus: Vec<String> = state
+                .ready
+                .drain(..demand::surplus(&ages, target))
+                .map(|ready| ready.session.pod().to_string())
+                .collect();
+            // Never attached to again while the watch still shows them.
+            state.taken.extend(surplus.iter().cloned());
+            let count = alive.len() + state.created.len() - surplus.len().min(alive.len());
             self.metrics.set_pool(self.kind.as_str(), state.ready.len(), count.saturating_sub(state.ready.len()));
-            claim::to_create(self.size, count)
+            self.metrics.set_pool_target(self.kind.as_str(), target);
+            (claim::to_create(target, count), surplus)
         };
+        for name in surplus {
+            tracing::info!(pod = %name, idle_seconds = SURPLUS_GRACE.as_secs(), "deleting a ready warm pod above the pool's target");
+            self.delete(&name, None).await;
+        }
         for _ in 0..missing {
             self.create().await;
         }
@@ -286,7 +348,7 @@ impl WarmPool {
             let mut state = self.state();
             if state.attaching.contains(name)
                 || state.taken.contains(name)
-                || state.ready.iter().any(|s| s.pod() == name)
+                || state.ready.iter().any(|ready| ready.session.pod() == name)
             {
                 return;
             }
@@ -304,7 +366,11 @@ impl WarmPool {
                     pool.mark_ready(&name).await;
                     let mut state = pool.state();
                     state.attaching.remove(&name);
-                    state.ready.push(session);
+                    if let Some(born) = state.born.remove(&name) {
+                        let seconds = born.elapsed().as_secs_f64();
+                        state.start_seconds = Some(demand::averaged(state.start_seconds, seconds));
+                    }
+                    state.ready.push(Ready { session, since: Instant::now() });
                     tracing::info!(pod = %name, "warm pod ready");
                 }
                 Err(err) => {
@@ -347,10 +413,38 @@ impl WarmPool {
     async fn create(&self) {
         match self.api.create(&PostParams::default(), &self.template).await {
             Ok(pod) => {
-                self.state().created.insert(pod.name_any(), Instant::now());
+                let mut state = self.state();
+                state.created.insert(pod.name_any(), Instant::now());
+                state.born.insert(pod.name_any(), Instant::now());
+                drop(state);
                 self.metrics.record_pool_created(self.kind.as_str());
             }
             Err(e) => tracing::warn!(error = %e, "could not create a warm pod"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_follows_the_demand_for_the_kind_within_the_floor_and_ceiling() {
+        let now = Instant::now();
+        let mut state = State::default();
+        assert_eq!(state.target(2, 6, now), 2, "no demand: the floor");
+        // Two executions a second, and pods that take 1.5 s to start: about six wanted.
+        for i in 0..200u32 {
+            let at = now + Duration::from_millis(500) * i;
+            let since = state.demand_at.map_or(Duration::ZERO, |last| at.saturating_duration_since(last));
+            state.demand = state.demand.arrived(since);
+            state.demand_at = Some(at);
+        }
+        state.start_seconds = Some(1.5);
+        let last = state.demand_at.expect("arrivals");
+        assert_eq!(state.target(2, 6, last), 6);
+        assert_eq!(state.target(2, 4, last), 4, "never above the ceiling");
+        // A minute without arrivals: back to the floor.
+        assert_eq!(state.target(2, 6, last + Duration::from_secs(60)), 2);
     }
 }

@@ -15,7 +15,7 @@
 //! recent arrival rate of its scripts times how long one of its starts takes (measured), within
 //! `--pool-min` and `--pool-max`, shrinking again as arrivals stop.
 
-mod demand;
+pub mod demand;
 mod kind;
 mod settings;
 
