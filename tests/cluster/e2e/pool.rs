@@ -1,6 +1,7 @@
 //! The job's way into the pod and the warm pool, on a real cluster: warm and cold paths, the
 //! script byte for byte, a script near the size limit, concurrent executions in distinct pods, a
-//! ready pod killed in the pool, and a controller restart between claim and delivery.
+//! ready pod killed in the pool, the pool growing with demand and shrinking when idle, and a
+//! controller restart between claim and delivery.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
@@ -296,6 +297,55 @@ async fn two_controller_replicas_run_each_execution_once_in_its_own_pod() {
         scale_controller(&case, 1).await;
         if let Err(panic) = outcome {
             std::panic::resume_unwind(panic);
+        }
+    })
+    .await;
+}
+
+/// The plain pool pods waiting or starting now: the running controller's, unclaimed, not being
+/// deleted.
+async fn unclaimed_plain_pods(case: &Case) -> usize {
+    let since = controller_created(case).await.map(|time| time.0);
+    let pods = case.pods.list(&ListParams::default().labels(SANDBOX_SELECTOR)).await.expect("listing pods");
+    pods.items
+        .iter()
+        .filter(|pod| pod.name_any().starts_with(POOL_POD_PREFIX))
+        .filter(|pod| pod.metadata.creation_timestamp.as_ref().map(|t| t.0) >= since)
+        .filter(|pod| pod.labels().get(LABEL_POOL_KIND).map(String::as_str) == Some("plain"))
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none() && pod.owner_references().is_empty())
+        .count()
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run make cluster-e2e"]
+async fn a_burst_grows_the_pool_above_its_size_and_it_shrinks_back_when_idle() {
+    run_case("demand", |case| async move {
+        let env = controller_env(&case).await;
+        let floor = env.get("PYEXEC_POD_POOL_PLAIN_SIZE").and_then(|v| v.parse::<usize>().ok()).unwrap_or(2);
+        let ceiling = env.get("PYEXEC_POD_POOL_MAX_SIZE").and_then(|v| v.parse::<usize>().ok()).unwrap_or(6);
+        assert!(ceiling > floor, "the chart's pool may grow: size {floor}, max {ceiling}");
+        // Ten plain executions at once: far more than a pod start's worth at the floor.
+        let mut names = Vec::new();
+        for i in 0..10 {
+            names.push(case.create(&format!("burst{i}"), super::HELLO, None, None).await);
+        }
+        for name in &names {
+            let status = status_of(&case.wait_finished(name).await);
+            assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+        }
+        let grew = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut most = 0;
+        while most <= floor {
+            most = most.max(unclaimed_plain_pods(&case).await);
+            assert!(tokio::time::Instant::now() < grew, "the plain pool never grew past its size {floor}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(most <= ceiling, "{most} plain pool pods, above the ceiling {ceiling}");
+        // Quiet: the demand decays and the pods above the size go after waiting idle.
+        let shrank = tokio::time::Instant::now() + Duration::from_secs(150);
+        while unclaimed_plain_pods(&case).await > floor {
+            assert!(tokio::time::Instant::now() < shrank, "the plain pool did not shrink back to {floor} when idle");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     })
     .await;
