@@ -8,6 +8,7 @@ pub mod crd;
 pub mod executions;
 pub mod executor;
 pub mod health;
+pub mod kube_client;
 pub mod mcp;
 pub mod metrics;
 pub mod sandbox;

@@ -92,6 +92,7 @@ pub(super) async fn hand_over(
     let pod_name = session.pod().to_string();
     let current = execution.status.clone().unwrap_or_default();
     let status = status::delivering(&current, &pod_name, warm, stamp_of(execution, now));
+    let marking = std::time::Instant::now();
     let execution = match write_status(execution, status, ctx).await? {
         Write::Done(updated) => updated,
         Write::Stale => {
@@ -108,7 +109,18 @@ pub(super) async fn hand_over(
         tokio::time::sleep(ctx.hand_over_delay).await;
     }
     let limit = log_limit_of(&ctx.limits, &execution);
-    match session.deliver(job, limit, limits.timeout() + ENVELOPE_MARGIN).await {
+    let marked = marking.elapsed();
+    let delivering = std::time::Instant::now();
+    let delivered = session.deliver(job, limit, limits.timeout() + ENVELOPE_MARGIN).await;
+    tracing::info!(
+        execution = %execution.name_any(),
+        pod = %pod_name,
+        warm,
+        mark_started_ms = marked.as_millis() as u64,
+        job_round_trip_ms = delivering.elapsed().as_millis() as u64,
+        "job handed over"
+    );
+    match delivered {
         Ok(output) => match pod_state::envelope_from_log(&output) {
             Some(envelope) => {
                 let current = execution.status.clone().unwrap_or_default();

@@ -114,7 +114,7 @@ impl Error {
 
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(args: ControllerArgs) -> Result<()> {
-    let client = Client::try_default().await.map_err(Error::Connect)?;
+    let client = crate::kube_client::connect().await.map_err(Error::Connect)?;
     let (executions, pods): (Api<PythonExecution>, Api<Pod>) = if args.namespace.is_empty() {
         (Api::all(client.clone()), Api::all(client.clone()))
     } else {

@@ -96,7 +96,7 @@ impl KubeExecutor {
         max_in_flight: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Self, KubeExecutorError> {
-        let client = Client::try_default().await.map_err(KubeExecutorError::Connect)?;
+        let client = crate::kube_client::connect().await.map_err(KubeExecutorError::Connect)?;
         Ok(Self::start(client, settings, max_in_flight, metrics))
     }
 
