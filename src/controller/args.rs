@@ -100,8 +100,10 @@ pub struct PodSettings {
     #[arg(long, env = "PYEXEC_POD_CPU_MILLICORES", default_value_t = 1000)]
     pub pod_cpu_millicores: u64,
     /// CPU request of a sandbox pod, in millicores (at most the limit): what the scheduler
-    /// reserves, so that ready pool pods, which only wait, do not hold whole cores.
-    #[arg(long, env = "PYEXEC_POD_CPU_REQUEST_MILLICORES", default_value_t = 200)]
+    /// reserves, so that ready pool pods, which only wait, do not hold whole cores. The pools
+    /// at their --pool-max-size hold 2 x that x this much of the nodes' CPU, which pods created
+    /// for executions then cannot be scheduled on.
+    #[arg(long, env = "PYEXEC_POD_CPU_REQUEST_MILLICORES", default_value_t = 100)]
     pub pod_cpu_request_millicores: u64,
     /// Privileges of the sandbox container: nsjail inside it needs to create namespaces.
     #[arg(long, env = "PYEXEC_SANDBOX_SECURITY", value_enum, default_value_t = DEFAULT_SANDBOX_SECURITY)]

@@ -94,7 +94,7 @@ async fn controller_pod_settings(case: &Case) -> (PodSettings, String) {
         runtime_class: get("PYEXEC_RUNTIME_CLASS", "gvisor"),
         without_gvisor: get("PYEXEC_WITHOUT_GVISOR", "false") == "true",
         pod_cpu_millicores: get("PYEXEC_POD_CPU_MILLICORES", "1000").parse().expect("millicores"),
-        pod_cpu_request_millicores: get("PYEXEC_POD_CPU_REQUEST_MILLICORES", "200").parse().expect("millicores"),
+        pod_cpu_request_millicores: get("PYEXEC_POD_CPU_REQUEST_MILLICORES", "100").parse().expect("millicores"),
         sandbox_security: SandboxSecurity::from_str(&get("PYEXEC_SANDBOX_SECURITY", "nsjail"), true)
             .expect("a sandbox security profile"),
     };
