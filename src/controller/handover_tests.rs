@@ -95,6 +95,37 @@ async fn a_script_naming_a_preloaded_module_takes_a_plain_pod_when_no_preloaded_
 }
 
 #[tokio::test]
+async fn an_execution_finding_no_ready_pod_waits_for_one_already_starting() {
+    let new = execution("hello");
+    let fresh = new.clone();
+    let warm = pool_pod("pyexec-warm-a");
+    let claimed = warm.clone();
+    let (ctx, server, attacher) = context_with(&[warm], &["pyexec-warm-a"]);
+    let pool = ctx.pools[0].clone();
+    let starting = pool.hold_back_ready();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for session in starting {
+            pool.add_ready(session);
+        }
+    });
+    let action = reconcile_against(ctx.clone(), server, new, |mut server| async move {
+        server.answer(200, &claimed).await.expect(Method::PATCH, WARM);
+        server.answer(200, &fresh).await.expect(Method::PATCH, STATUS);
+        server.answer(200, &fresh).await.expect(Method::PATCH, STATUS);
+        server.answer(200, &claimed).await.expect(Method::DELETE, WARM);
+        server.echo(201).await.expect(Method::POST, EVENTS);
+    })
+    .await;
+    assert_eq!(action.expect("reconciled"), Action::await_change());
+    let pods: Vec<String> = jobs(&attacher).into_iter().map(|(pod, _)| pod).collect();
+    assert_eq!(pods, ["pyexec-warm-a"], "the pod that became ready, not one of its own");
+    let metrics = ctx.metrics.render();
+    assert!(metrics.contains(r#"pyexec_controller_pool_waits_total{kind="plain",ended="claimed"} 1"#), "{metrics}");
+    assert!(!metrics.contains("pyexec_controller_pool_misses_total"), "{metrics}");
+}
+
+#[tokio::test]
 async fn a_pod_claimed_by_another_replica_is_skipped_and_the_next_one_claimed() {
     let new = execution("hello");
     let fresh = new.clone();

@@ -40,6 +40,13 @@ pub struct ClaimLabels {
     pub wanted: String,
 }
 
+/// The kind of pool waited on, and how the wait ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaitLabels {
+    pub kind: String,
+    pub ended: String,
+}
+
 /// Every metric the controller exports, in the order of the exposition.
 pub const RECONCILES: Declaration = Declaration::counter("reconciles", &[], "Reconciles run");
 pub const RECONCILE_FAILURES: Declaration =
@@ -82,6 +89,11 @@ pub const POOL_CLAIMS: Declaration = Declaration::counter(
 pub const POOL_MISSES: Declaration =
     Declaration::counter("pool_misses", &["reason"], "Executions that found no warm pod of either kind, by reason");
 /// A label patch on the API server: milliseconds.
+pub const POOL_WAITS: Declaration = Declaration::counter(
+    "pool_waits",
+    &["kind", "ended"],
+    "Executions that found no ready pod and waited for one already starting, by the pool's kind and how the wait ended (claimed, or in_vain: then a pod of its own)",
+);
 pub const POOL_CLAIM_LATENCY: Declaration = Declaration::histogram(
     "pool_claim_latency_seconds",
     &[],
@@ -105,6 +117,7 @@ pub struct ControllerMetrics {
     pub pool_created: Family<KindLabels, Counter>,
     pub pool_claims: Family<ClaimLabels, Counter>,
     pub pool_misses: Family<MissLabels, Counter>,
+    pub pool_waits: Family<WaitLabels, Counter>,
     pub pool_claim_latency: Histogram,
 }
 
@@ -123,6 +136,7 @@ impl Default for ControllerMetrics {
             pool_created: e.add(&POOL_CREATED, Family::default()),
             pool_claims: e.add(&POOL_CLAIMS, Family::default()),
             pool_misses: e.add(&POOL_MISSES, Family::default()),
+            pool_waits: e.add(&POOL_WAITS, Family::default()),
             pool_claim_latency: e.add(&POOL_CLAIM_LATENCY, POOL_CLAIM_LATENCY.new_histogram()),
             exposition: e,
         }
@@ -149,6 +163,11 @@ impl ControllerMetrics {
     pub fn record_pool_claim(&self, kind: &str, wanted: &str, latency: Duration) {
         self.pool_claims.get_or_create(&ClaimLabels { kind: kind.into(), wanted: wanted.into() }).inc();
         self.pool_claim_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn record_pool_wait(&self, kind: &str, claimed: bool) {
+        let ended = if claimed { "claimed" } else { "in_vain" };
+        self.pool_waits.get_or_create(&WaitLabels { kind: kind.into(), ended: ended.into() }).inc();
     }
 
     pub fn record_pool_created(&self, kind: &str) {

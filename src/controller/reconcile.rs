@@ -32,7 +32,7 @@ use super::pod::{build_pod, BuildError, CONTAINER_NAME};
 use super::pod_limits::{log_limit_of, status_budget};
 use super::pod_state::{self, PodView};
 use super::status::{self, Stamp};
-use super::warm_pods::{Miss, WarmPool};
+use super::warm_pods::{Miss, Wait, WarmPool};
 use super::{Error, Result};
 use crate::crd::{Delivery, PythonExecution, PythonExecutionStatus};
 use crate::sandbox::warm::pool::{kind_for, Kind};
@@ -171,8 +171,8 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
 }
 
 /// A warm pod for `execution`: of the kind its script wants (`kind_for`), else of the other
-/// kind, which still answers far sooner than a pod of its own; none when no pool has one that
-/// fits its limits.
+/// kind, which still answers far sooner than a pod of its own, else one of those already
+/// starting (`claim_when_ready`); none when no pool has one that fits its limits.
 async fn claim_warm(execution: &PythonExecution, limits: &Limits, ctx: &Context) -> Result<Option<Box<dyn Session>>> {
     let wanted = kind_for(&execution.spec.script, &ctx.preload);
     let mut miss = None;
@@ -185,6 +185,16 @@ async fn claim_warm(execution: &PythonExecution, limits: &Limits, ctx: &Context)
                 break;
             }
             Err(Miss::Empty) => miss = Some(Miss::Empty),
+        }
+    }
+    if miss == Some(Miss::Empty) {
+        // A pod already starting is ready sooner than one started now.
+        for pool in ctx.pools_for(&namespace_of(execution)?, wanted) {
+            match pool.claim_when_ready(execution, limits, wanted).await? {
+                Wait::Claimed(session) => return Ok(Some(session)),
+                Wait::InVain => break,
+                Wait::None => {}
+            }
         }
     }
     if let Some(miss) = miss {

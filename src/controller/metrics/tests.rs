@@ -37,6 +37,8 @@ fn the_controller_exposes_these_metrics() {
             "# TYPE pyexec_controller_pool_claims counter",
             "# HELP pyexec_controller_pool_misses Executions that found no warm pod of either kind, by reason.",
             "# TYPE pyexec_controller_pool_misses counter",
+            "# HELP pyexec_controller_pool_waits Executions that found no ready pod and waited for one already starting, by the pool's kind and how the wait ended (claimed, or in_vain: then a pod of its own).",
+            "# TYPE pyexec_controller_pool_waits counter",
             "# HELP pyexec_controller_pool_claim_latency_seconds Time to claim a warm pod.",
             "# TYPE pyexec_controller_pool_claim_latency_seconds histogram",
         ]
@@ -66,5 +68,6 @@ fn every_controller_metric_renders_as_declared() {
     metrics.record_pool_created("plain");
     metrics.set_pool("preloaded", 2, 1);
     metrics.set_pool_target("plain", 4);
+    metrics.record_pool_wait("plain", true);
     assert_eq!(mismatches(metrics.exposition()), Vec::<String>::new());
 }

@@ -15,7 +15,9 @@
 //! the executions that want this kind arrive at a rate, a pod takes a measured time from its
 //! creation to ready, and the pool keeps about twice the arrivals of one start, within its floor
 //! and ceiling; ready pods above that target are deleted once they have waited
-//! `SURPLUS_GRACE`.
+//! `SURPLUS_GRACE`. An execution that finds no ready pod of either kind waits for a pod already
+//! starting that no earlier waiter counts on, at most a measured start's time, since a pod of its
+//! own would take longer to start than that one's remainder.
 
 pub mod claim;
 
@@ -49,6 +51,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const CREATED_GRACE: Duration = Duration::from_secs(30);
 /// What a pool pod's start (creation to ready) is taken to cost before one was measured.
 const FIRST_START_GUESS: Duration = Duration::from_secs(2);
+/// The longest an execution waits for a starting pool pod.
+const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a claim found no pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +70,15 @@ impl Miss {
             Miss::Unfit => "unfit",
         }
     }
+}
+
+/// What waiting for a starting pod came to.
+pub enum Wait {
+    /// No start under way that an earlier waiter does not count on: nothing was waited for.
+    None,
+    Claimed(Box<dyn Session>),
+    /// None was ready in time.
+    InVain,
 }
 
 /// The pool of one kind of warm pod in one sandbox namespace.
@@ -86,6 +99,8 @@ pub struct WarmPool {
     metrics: Arc<ControllerMetrics>,
     state: Mutex<State>,
     wake: Notify,
+    /// Told when a pod becomes ready, for the executions waiting for one.
+    became_ready: Notify,
 }
 
 #[derive(Default)]
@@ -108,6 +123,10 @@ struct State {
     demand_at: Option<Instant>,
     /// The moving average of a pod's start, creation to ready, in seconds.
     start_seconds: Option<f64>,
+    /// Pods starting or being attached to, as of the last look.
+    warming: usize,
+    /// Executions waiting for one of them.
+    waiting: usize,
 }
 
 /// A ready pod's open session, and since when it has waited.
@@ -159,6 +178,7 @@ impl WarmPool {
             metrics,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            became_ready: Notify::new(),
         })
     }
 
@@ -212,6 +232,54 @@ impl WarmPool {
                     self.state().lingering.push(session);
                     return Err(err);
                 }
+            }
+        }
+    }
+
+    /// A pod for `execution` once one already starting is ready: none when every start under
+    /// way is counted on by an earlier waiter, or none is ready within a measured start's time
+    /// (`MAX_WAIT` at most). The caller then gives the execution a pod of its own.
+    pub async fn claim_when_ready(&self, execution: &PythonExecution, limits: &Limits, wanted: Kind) -> Result<Wait> {
+        if !claim::job_fits(&self.limits, limits) {
+            return Ok(Wait::None);
+        }
+        let wait = {
+            let mut state = self.state();
+            if state.warming <= state.waiting {
+                return Ok(Wait::None);
+            }
+            state.waiting += 1;
+            Duration::from_secs_f64(state.start_seconds.unwrap_or(FIRST_START_GUESS.as_secs_f64())).min(MAX_WAIT)
+        };
+        let claimed = self.claim_before(execution, wanted, tokio::time::Instant::now() + wait).await;
+        self.state().waiting -= 1;
+        let claimed = claimed?;
+        self.metrics.record_pool_wait(self.kind.as_str(), claimed.is_some());
+        Ok(claimed.map_or(Wait::InVain, Wait::Claimed))
+    }
+
+    /// Claims the next pod to become ready, until `deadline`.
+    async fn claim_before(
+        &self,
+        execution: &PythonExecution,
+        wanted: Kind,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Box<dyn Session>>> {
+        let started = Instant::now();
+        loop {
+            let notified = self.became_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            while let Some(session) = self.take_ready() {
+                if self.claim_pod(execution, session.pod()).await? {
+                    self.metrics.record_pool_claim(self.kind.as_str(), wanted.as_str(), started.elapsed());
+                    self.wake.notify_one();
+                    return Ok(Some(session));
+                }
+                self.state().lingering.push(session);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
             }
         }
     }
@@ -273,6 +341,16 @@ impl WarmPool {
     #[cfg(test)]
     pub fn add_ready(&self, session: Box<dyn Session>) {
         self.state().ready.push(Ready { session, since: Instant::now() });
+        self.became_ready.notify_waiters();
+    }
+
+    /// Takes the ready sessions out, counting their pods as starting, as if none were ready yet.
+    #[cfg(test)]
+    pub fn hold_back_ready(&self) -> Vec<Box<dyn Session>> {
+        let mut state = self.state();
+        let held: Vec<_> = state.ready.drain(..).map(|ready| ready.session).collect();
+        state.warming += held.len();
+        held
     }
 
     /// Keeps the pool filled until the process ends.
@@ -330,7 +408,8 @@ impl WarmPool {
             // Never attached to again while the watch still shows them.
             state.taken.extend(surplus.iter().cloned());
             let count = alive.len() + state.created.len() - surplus.len().min(alive.len());
-            self.metrics.set_pool(self.kind.as_str(), state.ready.len(), count.saturating_sub(state.ready.len()));
+            state.warming = count.saturating_sub(state.ready.len());
+            self.metrics.set_pool(self.kind.as_str(), state.ready.len(), state.warming);
             self.metrics.set_pool_target(self.kind.as_str(), target);
             (claim::to_create(target, count), surplus)
         };
@@ -371,6 +450,9 @@ impl WarmPool {
                         state.start_seconds = Some(demand::averaged(state.start_seconds, seconds));
                     }
                     state.ready.push(Ready { session, since: Instant::now() });
+                    state.warming = state.warming.saturating_sub(1);
+                    drop(state);
+                    pool.became_ready.notify_waiters();
                     tracing::info!(pod = %name, "warm pod ready");
                 }
                 Err(err) => {
