@@ -237,9 +237,16 @@ impl WarmPool {
     }
 
     /// A pod for `execution` once one already starting is ready: none when every start under
-    /// way is counted on by an earlier waiter, or none is ready within a measured start's time
-    /// (`MAX_WAIT` at most). The caller then gives the execution a pod of its own.
-    pub async fn claim_when_ready(&self, execution: &PythonExecution, limits: &Limits, wanted: Kind) -> Result<Wait> {
+    /// way is counted on by an earlier waiter, when the one it would get is not expected within
+    /// `within` (any time, when none), or when none is ready by then (one and a half `within`, or
+    /// a measured start's time; `MAX_WAIT` at most). The caller then tries elsewhere.
+    pub async fn claim_when_ready(
+        &self,
+        execution: &PythonExecution,
+        limits: &Limits,
+        wanted: Kind,
+        within: Option<Duration>,
+    ) -> Result<Wait> {
         if !claim::job_fits(&self.limits, limits) {
             return Ok(Wait::None);
         }
@@ -248,8 +255,18 @@ impl WarmPool {
             if state.warming <= state.waiting {
                 return Ok(Wait::None);
             }
+            let start = Duration::from_secs_f64(state.start_seconds.unwrap_or(FIRST_START_GUESS.as_secs_f64()));
+            // The starts under way, the longest going first: this waiter counts on the one after
+            // those earlier waiters count on (a pod another process created counts as just begun).
+            let mut going: Vec<Duration> = state.born.values().map(Instant::elapsed).collect();
+            going.sort_unstable_by(|a, b| b.cmp(a));
+            let expected = start.saturating_sub(going.get(state.waiting).copied().unwrap_or_default());
+            if within.is_some_and(|within| expected > within) {
+                return Ok(Wait::None);
+            }
             state.waiting += 1;
-            Duration::from_secs_f64(state.start_seconds.unwrap_or(FIRST_START_GUESS.as_secs_f64())).min(MAX_WAIT)
+            // Bounded by what the caller would do instead: its own pod takes at least a start.
+            within.map_or(start, |within| within.mul_f64(1.5)).min(MAX_WAIT)
         };
         let claimed = self.claim_before(execution, wanted, tokio::time::Instant::now() + wait).await;
         self.state().waiting -= 1;
