@@ -73,8 +73,15 @@ struct Container {
 
 impl Container {
     /// `documented` with only these changes: the engine for `docker`, `--detach --name <name>`
-    /// after `run`, and `-p 127.0.0.1:<free port>:8080` for `-p 8080:8080`.
+    /// after `run`, and `-p 127.0.0.1:<free port>:8080` for `-p 8080:8080`; ready.
     async fn start(documented: &[String], label: &str) -> Container {
+        let container = Container::run(documented, label);
+        container.wait_ready().await;
+        container
+    }
+
+    /// `start` without waiting for anything.
+    fn run(documented: &[String], label: &str) -> Container {
         assert_eq!(documented.get(..2), Some(&["docker".to_string(), "run".to_string()][..]), "{documented:?}");
         let name = format!("pyexec-container-test-{label}-{}", std::process::id());
         let port = free_port();
@@ -94,8 +101,24 @@ impl Container {
         };
         let words: Vec<&str> = args.iter().map(String::as_str).collect();
         engine_ok(&words);
-        container.wait_ready().await;
         container
+    }
+
+    /// Waits (with a timeout) for the first answer of /readyz: its status and body.
+    async fn first_readiness(&self) -> (u16, String) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(response) = self.client.get(format!("{}/readyz", self.base)).send().await {
+                return (response.status().as_u16(), response.text().await.unwrap_or_default());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not answer within {READY_TIMEOUT:?}:\n{}",
+                self.name,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn wait_ready(&self) {
@@ -294,6 +317,17 @@ async fn the_unprivileged_form_serves_the_documented_examples_with_its_pool_and_
 #[tokio::test]
 async fn the_privileged_form_serves_the_documented_examples_with_its_pool_and_cgroup_limits() {
     the_local_placement_holds(&documented_run(true), "privileged", true).await;
+}
+
+#[tokio::test]
+async fn a_plain_run_with_the_engines_default_profiles_is_not_ready() {
+    // What the README warns of: the default seccomp profile refuses nsjail's namespaces.
+    let plain: Vec<String> = ["docker", "run", "-p", "8080:8080", SANDBOX_IMAGE].map(String::from).to_vec();
+    let container = Container::run(&plain, "plain");
+    let (status, body) = container.first_readiness().await;
+    assert_eq!(status, 503, "{body}");
+    // /readyz runs a trivial script: nsjail could not make its namespaces.
+    assert!(body.contains("Not ready: a trivial script"), "{body}");
 }
 
 #[test]
