@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-#[path = "../shared/seed.rs"]
-mod seed;
+#[path = "../shared/curl_examples.rs"]
+mod curl_examples;
 
 const README: &str = include_str!("../../images/README.md");
 /// The sandbox image's name in the README's commands.
@@ -208,13 +208,13 @@ async fn the_local_placement_holds(documented: &[String], label: &str, cgroups: 
     let rlimits = log.contains("cgroups=off, rlimits only");
     assert_eq!(rlimits, !cgroups, "cgroups={cgroups} expected in this form:\n{log}");
 
-    seed::assert_the_documented_examples_answer(&container.base);
+    curl_examples::assert_the_documented_examples_answer(&container.base);
 
     // The pandas example, in a ready sandbox (the pool's hit counter says so).
     container.wait_for_the_pool().await;
     let hits = "pyexec_pool_hits_total{kind=\"preloaded\"}";
     let before = container.metric(hits).await.unwrap_or(0.0);
-    let sum = seed::run_curl(&container.base, seed::PANDAS);
+    let sum = curl_examples::run_curl(&container.base, curl_examples::PANDAS);
     assert_eq!(sum["result"], json!({"sum": 6}), "{sum}");
     assert_eq!(container.metric(hits).await, Some(before + 1.0), "the pandas example did not run warm: {sum}");
 

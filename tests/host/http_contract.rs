@@ -3,11 +3,11 @@
 //! Execution Service's documentation verbatim.
 
 mod common;
-#[path = "../shared/seed.rs"]
-mod seed;
+#[path = "../shared/curl_examples.rs"]
+mod curl_examples;
 
 use common::Server;
-use seed::documented_fields;
+use curl_examples::documented_fields;
 use serde_json::{json, Value};
 
 const NO_MAIN: &str = "Script must contain a 'main()' function.";
@@ -27,7 +27,7 @@ async fn the_documented_hello_world_returns_the_dict() {
 #[tokio::test]
 async fn the_documented_curl_examples_work_verbatim() {
     let server = Server::start().await;
-    seed::assert_the_documented_examples_answer(&server.base);
+    curl_examples::assert_the_documented_examples_answer(&server.base);
 }
 
 #[tokio::test]
