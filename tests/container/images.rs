@@ -173,6 +173,17 @@ impl Container {
         }
     }
 
+    /// `execute` in a ready sandbox of the plain kind: waits for one, and asserts through the
+    /// pool's hit counter that the script ran in it.
+    async fn execute_warm(&self, script: &str, limits: Value) -> (u16, Value) {
+        self.wait_for_the_pool().await;
+        let hits = "pyexec_pool_hits_total{kind=\"plain\"}";
+        let before = self.metric(hits).await.unwrap_or(0.0);
+        let (status, body) = self.execute(script, limits).await;
+        assert_eq!(self.metric(hits).await, Some(before + 1.0), "the script did not run warm: {body}");
+        (status, body)
+    }
+
     /// The processes in the container (`<engine> top`: user and command).
     fn processes(&self) -> Vec<String> {
         let text = engine_ok(&["top", &self.name, "user", "args"]);
@@ -257,21 +268,22 @@ def main():
     // 101: ENETUNREACH.
     assert_eq!(body["result"], json!({"gateway": 101, "outside": 101, "dns": "failed", "interfaces": ["lo"]}));
 
-    // The limits, each with its own clear error, on the warm path and the cold one.
+    // The limits, each with its own clear error, in ready sandboxes: without cgroups (the
+    // unprivileged form) their harness lowered its rlimits to the job's first.
     let memory_bomb = "def main():\n    hog = []\n    while True:\n        hog.append(bytearray(16 * 1024 * 1024))";
-    let (status, body) = container.execute(memory_bomb, json!({"memory_mb": 256})).await;
+    let (status, body) = container.execute_warm(memory_bomb, json!({"memory_mb": 256})).await;
     assert_eq!((status, &body["outcome"]), (200, &json!("memory_limit")), "{body}");
     let error = body["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("Memory limit of 256 MiB exceeded"), "{body}");
 
     let fork_bomb =
         "import os, time\ndef main():\n    while True:\n        if os.fork() == 0:\n            time.sleep(60)";
-    let (status, body) = container.execute(fork_bomb, json!({"max_pids": 16})).await;
+    let (status, body) = container.execute_warm(fork_bomb, json!({"max_pids": 16})).await;
     assert_eq!((status, &body["outcome"]), (200, &json!("exception")), "{body}");
     assert_eq!(body["error"], "BlockingIOError: [Errno 11] Resource temporarily unavailable");
 
     let forever = "def main():\n    while True:\n        pass";
-    let (status, body) = container.execute(forever, json!({"timeout_seconds": 2})).await;
+    let (status, body) = container.execute_warm(forever, json!({"timeout_seconds": 2})).await;
     assert_eq!((status, &body["outcome"]), (200, &json!("timeout")), "{body}");
     assert_eq!(body["error"], "Execution timed out after 2 s (wall-clock limit)");
 
