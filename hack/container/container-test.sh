@@ -13,8 +13,8 @@
 #      route on the host, so nothing can collide with the cluster's 10.88.0.0/16), and their
 #      default ulimits are this machine's hard limits (runc cannot raise them here);
 #   4. the tests, then the host checked against what it was before: no container, no process
-#      of podman's, no network device, route, iptables chain or cgroup added, and
-#      hack/check-leftovers.sh.
+#      of podman's, no network device, route, forwarding setting, iptables chain or cgroup
+#      added, and hack/check-leftovers.sh.
 # Needs root. Idempotent; everything it adds is removed on exit, failure included.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -76,8 +76,13 @@ export CONTAINERS_CONF=$work/containers.conf
 snapshot() {
   echo "== network devices"; ip -o link show | awk -F': ' '{print $2}' | grep -v '^veth' | sort
   echo "== routes"; ip route show | grep -v ' dev veth' | sort
+  echo "== forwarding"; sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding 2>/dev/null || true
   echo "== iptables chains"
-  for table in filter nat mangle; do iptables -t "$table" -S 2>/dev/null | awk -v t="$table" '$1 == "-N" && $2 !~ /^KUBE-/ {print t, $2}'; done | sort
+  for cmd in iptables ip6tables; do
+    for table in filter nat mangle; do
+      "$cmd" -t "$table" -S 2>/dev/null | awk -v t="$cmd $table" '$1 == "-N" && $2 !~ /^KUBE-/ {print t, $2}'
+    done
+  done | sort
   echo "== top-level cgroups"
   find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d 2>/dev/null | grep -vE '/(kubepods|k8s\.io)' | sort
 }
