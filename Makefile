@@ -10,7 +10,7 @@ export PYEXEC_NSJAIL ?= $(TOOLS)/nsjail/bin/nsjail
 export PYEXEC_NSJAIL_CONFIG ?= $(CURDIR)/nsjail.cfg
 export PYEXEC_PYTHON_ENV ?= $(TOOLS)/python
 
-.PHONY: all setup build run test unit-test integration-test client-test lint crd-check docs docs-check check-leftovers bench client-bench crd help
+.PHONY: all setup build run test unit-test integration-test client-test container-test lint crd-check docs docs-check check-leftovers bench client-bench crd help
 
 all: build
 
@@ -34,7 +34,7 @@ run: build ## Start the service on $(LISTEN) (local placement)
 
 ##@ Test
 
-test: setup lint crd-check docs-check helm-lint unit-test integration-test client-test gvisor-test check-leftovers ## Run every test
+test: setup lint crd-check docs-check helm-lint unit-test integration-test client-test gvisor-test container-test check-leftovers ## Run every test
 	@echo "make test: all checks passed"
 
 lint: ## cargo fmt --check and clippy -D warnings
@@ -74,6 +74,12 @@ docs-check: ## Fail when docs/configuration.md, docs/metrics.md or docs/openapi.
 	@$(CARGO) run --locked --quiet -- docs configuration | diff -u docs/configuration.md - || { echo "docs/configuration.md is stale: run make docs"; exit 1; }
 	@$(CARGO) run --locked --quiet -- docs metrics | diff -u docs/metrics.md - || { echo "docs/metrics.md is stale: run make docs"; exit 1; }
 	@$(CARGO) run --locked --quiet -- docs openapi | diff -u docs/openapi.json - || { echo "docs/openapi.json is stale: run make docs"; exit 1; }
+
+# Both images built from their Dockerfiles (buildah, the tags `make cluster-images` reuses) and
+# run by podman exactly as images/README.md tells a Docker user; podman is installed with apt-get
+# and configured for the run only (hack/container/container-test.sh). Needs root.
+container-test: setup ## Run the images with podman as images/README.md says (installs podman)
+	@CARGO="$(CARGO)" bash hack/container/container-test.sh
 
 check-leftovers: ## Assert no sandbox process, cgroup or temp file outlived the tests
 	@bash hack/check-leftovers.sh

@@ -49,7 +49,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let executor =
                 LocalExecutor::new(supervisor.clone(), concurrency, args.max_queue, defaults.clone(), metrics.clone())
                     .with_overload_wait_factor(args.overload_wait_factor);
-            match pool_refusal(&args.pool, &supervisor) {
+            match pool_refusal(&args.pool) {
                 Some(reason) => {
                     tracing::info!(reason, "no pool of ready sandboxes: every script starts its own sandbox");
                     Arc::new(executor)
@@ -57,6 +57,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 None => {
                     let slots = executor.slots();
                     let may_refill = Box::new(move || slots.available_permits() > 0);
+                    if !supervisor.cgroups().enabled() {
+                        tracing::info!(
+                            "no cgroups: a ready sandbox lowers its rlimits to its job's when the job arrives; memory is bounded per process (RLIMIT_AS), not for the script's whole process tree"
+                        );
+                    }
                     let pool = Pool::start(supervisor, args.pool.clone(), defaults, may_refill, metrics.clone());
                     tracing::info!(
                         min = args.pool.pool_min,
@@ -179,16 +184,10 @@ fn favor_dynamic_modifications() {
     }
 }
 
-/// Why the pool stays off, if it does: turned off, or no cgroups to set a ready sandbox's
-/// memory and process limits when its job arrives.
-fn pool_refusal(settings: &PoolSettings, supervisor: &Supervisor) -> Option<&'static str> {
-    if !settings.enabled() {
-        return Some("--pool-max is 0");
-    }
-    if !supervisor.cgroups().enabled() {
-        return Some("cgroups are off: a ready sandbox's limits could not be set when its job arrives");
-    }
-    None
+/// Why the pool stays off, if it does: turned off. (Without cgroups a ready sandbox's harness
+/// lowers its rlimits to its job's when the job arrives, as inside gVisor.)
+fn pool_refusal(settings: &PoolSettings) -> Option<&'static str> {
+    (!settings.enabled()).then_some("--pool-max is 0")
 }
 
 /// The API's guard from the settings: the token is read here, once.

@@ -35,6 +35,10 @@ pub struct SandboxSettings {
     pub python_env: PathBuf,
     /// Which cgroups limit memory and processes: auto (v2, then v1, else rlimits), v1, v2 or off.
     /// Always off with `--isolation gvisor` (gVisor does not enforce cgroup memory limits).
+    /// Without cgroups (off, or none writable, as in a container that is not privileged) memory
+    /// is RLIMIT_AS, bounded per process rather than for the script's whole process tree, and
+    /// processes RLIMIT_NPROC; a ready sandbox of the pool lowers both to its job's when the job
+    /// arrives (a job asking for more than the pool's limits starts cold).
     #[arg(long, env = "PYEXEC_CGROUPS", value_enum, default_value_t = CgroupChoice::Auto)]
     pub cgroups: CgroupChoice,
     /// Name of the parent cgroup that per-run cgroups are created under. The run cgroups carry

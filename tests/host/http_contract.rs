@@ -3,32 +3,14 @@
 //! Execution Service's documentation verbatim.
 
 mod common;
+#[path = "../shared/curl_examples.rs"]
+mod curl_examples;
 
 use common::Server;
+use curl_examples::documented_fields;
 use serde_json::{json, Value};
 
 const NO_MAIN: &str = "Script must contain a 'main()' function.";
-
-/// Runs one of the documented curl commands exactly as printed, with only the host replaced.
-fn run_curl(server: &Server, command: &str) -> Value {
-    let command = command
-        .replace("https://python-executor-abcxyz123.run.app", &server.base)
-        .replace("https://kavish-cloudrun-project-94871636326.europe-west1.run.app", &server.base);
-    let output = std::process::Command::new("bash").arg("-c").arg(format!("{command} -s")).output().expect("run curl");
-    assert!(output.status.success(), "curl failed: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
-}
-
-/// The documented fields of a response, without the extras pyexec adds.
-fn documented_fields(body: &Value) -> Value {
-    json!({
-        "result": body["result"],
-        "returncode": body["returncode"],
-        "stderr": body["stderr"],
-        "stdout": body["stdout"],
-    })
-}
 
 #[tokio::test]
 async fn the_documented_hello_world_returns_the_dict() {
@@ -43,55 +25,9 @@ async fn the_documented_hello_world_returns_the_dict() {
 }
 
 #[tokio::test]
-async fn the_documented_pandas_curl_example_sums_a_column() {
-    let server = Server::start().await;
-    let body = run_curl(
-        &server,
-        r#"curl -X POST https://python-executor-abcxyz123.run.app/execute \
-  -H "Content-Type: application/json" \
-  -d '{"script": "def main():\n    import pandas as pd\n    import numpy as np\n    data = {\"A\": [1, 2, 3], \"B\": [4, 5, 6]}\n    df = pd.DataFrame(data)\n    return {\"sum\": int(np.sum(df[\"A\"]))}"}'"#,
-    );
-    assert_eq!(documented_fields(&body), json!({"result": {"sum": 6}, "returncode": 0, "stderr": "", "stdout": ""}));
-}
-
-#[tokio::test]
 async fn the_documented_curl_examples_work_verbatim() {
     let server = Server::start().await;
-    let success = run_curl(
-        &server,
-        r#"curl -X POST https://kavish-cloudrun-project-94871636326.europe-west1.run.app/execute -H "Content-Type: application/json" -d "{\"script\": \"def main():\n  return {\"status\": \"success\", \"message\": \"Hello from main!\"}\"}""#,
-    );
-    assert_eq!(
-        documented_fields(&success),
-        json!({"result": {"status": "success", "message": "Hello from main!"}, "returncode": 0, "stderr": "", "stdout": ""})
-    );
-    assert_eq!(success["warnings"].as_array().map(Vec::len), Some(1), "the body was not valid JSON: {success}");
-
-    let printed = run_curl(
-        &server,
-        r#"curl -X POST https://kavish-cloudrun-project-94871636326.europe-west1.run.app/execute -H "Content-Type: application/json" -d "{\"script\": \"def main():\n  print(\\\"This should not be in output\\\")\n  return {\"result\": 123}\"}""#,
-    );
-    assert_eq!(
-        documented_fields(&printed),
-        json!({"result": {"result": 123}, "returncode": 0, "stderr": "", "stdout": "This should not be in output\n"})
-    );
-
-    let looped = run_curl(
-        &server,
-        r#"curl -X POST https://kavish-cloudrun-project-94871636326.europe-west1.run.app/execute -H "Content-Type: application/json" -d "{\"script\": \"def main():\n  data = {\"count\": 5}\n  for i in range(data[\"count\"]):\n    pass\n  return data\"}""#,
-    );
-    assert_eq!(
-        documented_fields(&looped),
-        json!({"result": {"count": 5}, "returncode": 0, "stderr": "", "stdout": ""})
-    );
-
-    // As printed, the file-system example's quoting leaves `os.listdir(\/\)` in the script.
-    let listing = run_curl(
-        &server,
-        r#"curl -X POST https://kavish-cloudrun-project-94871636326.europe-west1.run.app/execute -H "Content-Type: application/json" -d "{\"script\": \"def main():\n  import os\n  return os.listdir(\\"/\\")\"}""#,
-    );
-    let error = listing["error"].as_str().unwrap_or_default();
-    assert!(error.starts_with("SyntaxError: "), "{listing}");
+    curl_examples::assert_the_documented_examples_answer(&server.base);
 }
 
 #[tokio::test]

@@ -424,3 +424,26 @@ async fn a_request_waits_for_a_start_under_way_rather_than_starting_cold() {
     }
     server.assert_healthy_and_clean().await;
 }
+
+#[tokio::test]
+async fn without_cgroups_ready_sandboxes_lower_their_rlimits_to_each_jobs_memory_and_process_limits() {
+    // As in a container that is not privileged: no writable cgroups, so each ready sandbox's
+    // harness lowers RLIMIT_AS and RLIMIT_NPROC to its job's before the script runs.
+    let server = Server::start_with(&["--cgroups", "off", "--pool-min", "1", "--pool-max", "2"]).await;
+    let pandas = "import pandas as pd\ndef main():\n    return {'rows': len(pd.DataFrame({'a': [1, 2]}))}";
+    let body = run_warm(&server, pandas, None).await;
+    assert_eq!(body["result"], json!({"rows": 2}), "{body}");
+
+    let memory_bomb =
+        "import pandas\ndef main():\n    hog = []\n    while True:\n        hog.append(bytearray(16 * 1024 * 1024))";
+    let body = run_warm(&server, memory_bomb, Some(json!({"memory_mb": 300}))).await;
+    assert_eq!(body["outcome"], "memory_limit", "{body}");
+    assert_eq!(body["error"], "Memory limit of 300 MiB exceeded (MemoryError)");
+
+    let fork_bomb =
+        "import os, time\ndef main():\n    while True:\n        if os.fork() == 0:\n            time.sleep(60)";
+    let body = run_warm(&server, fork_bomb, Some(json!({"max_pids": 16}))).await;
+    assert_eq!(body["outcome"], "exception", "{body}");
+    assert_eq!(body["error"], "BlockingIOError: [Errno 11] Resource temporarily unavailable");
+    server.assert_healthy_and_clean().await;
+}

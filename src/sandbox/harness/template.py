@@ -173,8 +173,13 @@ def _enter_sandbox(libc, stdin_r, stdout_w, stderr_w, result_w, tmp_bytes, sandb
         source = f"{_TEMPLATE_IDS}/{sandbox_id}/{name}".encode()
         target = f"/dev/{target}".encode()
         _check(libc.mount(source, target, None, _MS_BIND, None), f"bind {source.decode()}")
-        # The template sees the ids' nodes read-only, so the bind is already; say it anyway.
-        _check(libc.mount(None, target, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None), f"read-only {target.decode()}")
+        # The template sees the ids' nodes read-only, so the bind is already; say it anyway,
+        # keeping the bind's nosuid, nodev and noexec: where they are locked (a /dev made in a
+        # container's namespaces), a remount that would clear them is refused (EPERM).
+        # (statvfs gives them at the same bits as mount takes them.)
+        kept = os.statvfs(target).f_flag & (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC)
+        flags = _MS_BIND | _MS_REMOUNT | _MS_RDONLY | kept
+        _check(libc.mount(None, target, None, flags, None), f"read-only {target.decode()}")
     shm = os.statvfs("/dev/shm")
     mounts = (
         (b"/tmp", f"size={tmp_bytes},mode=1777", _MS_NOSUID | _MS_NODEV),

@@ -49,6 +49,8 @@ impl Supervisor {
         let inner = &self.inner;
         let Jail { keeper: mut child, mut stdin, stdout, stderr, result, log, cgroup, mut terminate_on_drop, lease } =
             jail;
+        // Without a cgroup (inside gVisor, or cgroups off) RLIMIT_AS is the run's memory bound.
+        let memory_error_is_limit = cgroup.is_none();
         let feeder = tokio::spawn(async move {
             // A script that ends before reading all of stdin closes the pipe: not an error.
             let _ = stdin.write_all(&input).await;
@@ -77,7 +79,8 @@ impl Supervisor {
                 Event::Reported => {
                     answer_tried = true;
                     let oom_killed = cgroup.as_ref().is_some_and(RunCgroup::oom_killed);
-                    if let Some(envelope) = self.early_answer(&mut output, limits, started, oom_killed).await {
+                    let memory = (oom_killed, memory_error_is_limit);
+                    if let Some(envelope) = self.early_answer(&mut output, limits, started, memory).await {
                         feeder.abort();
                         let gvisor = inner.paths.gvisor.clone();
                         let removal = Removal::ended(child, terminate_on_drop, cgroup, lease, deadline, gvisor);
@@ -125,7 +128,7 @@ impl Supervisor {
             report: &report.bytes,
             report_overflow: report.truncated(),
             elapsed_ms,
-            memory_error_is_limit: inner.paths.gvisor.is_some(),
+            memory_error_is_limit,
             keeper_lost,
         });
         if keeper_lost {
@@ -145,7 +148,7 @@ impl Supervisor {
         output: &mut Output,
         limits: &Limits,
         started: Instant,
-        oom_killed: bool,
+        (oom_killed, memory_error_is_limit): (bool, bool),
     ) -> Option<Envelope> {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let verdict = output.report.inspect(|report| {
@@ -157,7 +160,7 @@ impl Supervisor {
                 report: &report.bytes,
                 report_overflow: report.truncated(),
                 elapsed_ms,
-                memory_error_is_limit: self.inner.paths.gvisor.is_some(),
+                memory_error_is_limit,
                 keeper_lost: false,
             })
         });

@@ -24,8 +24,8 @@ pub struct RunFacts<'a> {
     /// More than `report_limit` arrived on the result channel.
     pub report_overflow: bool,
     pub elapsed_ms: u64,
-    /// RLIMIT_AS is the run's only memory bound (inside gVisor), so a MemoryError that ended
-    /// the script means the memory limit was reached.
+    /// RLIMIT_AS is the run's only memory bound (no cgroup: inside gVisor, or cgroups off), so a
+    /// MemoryError that ended the script means the memory limit was reached.
     pub memory_error_is_limit: bool,
     /// The process that kept the sandbox (a forked sandbox's keeper) was killed before it said
     /// how the script ended: nothing the sandbox reported can be trusted to be whole.
