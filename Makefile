@@ -81,6 +81,9 @@ docs-check: ## Fail when docs/configuration.md, docs/metrics.md or docs/openapi.
 container-test: setup ## Run the images with podman as images/README.md says (installs podman)
 	@CARGO="$(CARGO)" bash hack/container/container-test.sh
 
+container-cluster-test: ## Run the service image with podman against the running cluster, as images/README.md says
+	@bash hack/container/service-on-cluster.sh
+
 check-leftovers: ## Assert no sandbox process, cgroup or temp file outlived the tests
 	@bash hack/check-leftovers.sh
 

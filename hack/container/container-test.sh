@@ -44,34 +44,9 @@ done
 log "images built in $(($(date +%s) - started)) s; tagged $SANDBOX_IMAGE_REPO and $SERVICE_IMAGE_REPO"
 
 work=$(mktemp -d /var/tmp/pyexec-podman.XXXXXX)
-# runc here cannot set RLIMIT_NPROC above the kernel's pid_max, whatever the hard limit.
-nofile=$(ulimit -Hn)
-nproc=$(ulimit -Hu)
-pid_max=$(cat /proc/sys/kernel/pid_max)
-[ "$nproc" = unlimited ] || [ "$nproc" -gt "$pid_max" ] && nproc=$pid_max
-[ "$nofile" = unlimited ] && nofile=1048576
-cat >"$work/containers.conf" <<EOF
-# Written by hack/container/container-test.sh for one run; removed with this directory.
-[containers]
-# Podman's default (1048576) is above this machine's hard limits, which runc cannot raise.
-default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
-# A user-mode network stack in the container's own namespace: nothing on the host's network.
-netns = "slirp4netns"
-
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "$work/events.log"
-# Podman's database and run state live here, not in /var/lib/containers/storage/libpod and
-# /run/libpod; the image storage stays buildah's.
-static_dir = "$work/libpod"
-tmp_dir = "$work/run"
-volume_path = "$work/volumes"
-
-[network]
-network_config_dir = "$work/networks"
-EOF
-export CONTAINERS_CONF=$work/containers.conf
+# shellcheck source=hack/container/podman-conf.sh
+. "$HERE/podman-conf.sh"
+podman_conf "$work"
 
 snapshot() {
   echo "== network devices"; ip -o link show | awk -F': ' '{print $2}' | grep -v '^veth' | sort
