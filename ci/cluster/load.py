@@ -7,7 +7,8 @@ MEASURE_WHAT=load). Prints Markdown lines:
   latency, answers by status, and host CPU per execution, by component, less the idle burn
   measured just before;
 - overload: the same at a higher rate: how many were answered, shed (429/503 with Retry-After)
-  and how fast, and how many timed out (504) or failed.
+  and how fast, and how many timed out (504) or failed (status 0: no answer, or a 200 whose
+  outcome is not success).
 
 CPU by component: processes alive across the window count their /proc/<pid>/stat delta; those
 that exit in it (pods' gVisor sandboxes, runsc invocations, shims, CNI plugins) are read from BSD
@@ -157,17 +158,20 @@ class Api:
         self.headers = {"Content-Type": "application/json", name.strip(): value.strip()}
 
     def execute(self, script, timeout=150):
-        """(status, seconds, Retry-After or None)."""
+        """(status, seconds, Retry-After or None); a 200 whose outcome is not success counts as
+        status 0."""
         body = json.dumps({"script": script})
         t0 = time.monotonic()
         try:
             conn = http.client.HTTPConnection(self.url.hostname, self.url.port or 80, timeout=timeout)
             conn.request("POST", "/execute", body=body, headers=self.headers)
             response = conn.getresponse()
-            response.read()
+            answer = response.read()
             status, retry = response.status, response.getheader("Retry-After")
             conn.close()
-        except OSError:
+            if status == 200 and json.loads(answer).get("outcome") != "success":
+                status = 0
+        except (OSError, ValueError):
             status, retry = 0, None
         return status, time.monotonic() - t0, retry
 
