@@ -66,13 +66,7 @@ before=$(snapshot)
 cleanup() {
   local status=$?
   podman ps --all --quiet | while read -r id; do podman rm --force --time 5 "$id" >/dev/null 2>&1 || true; done
-  # podman's cgroupfs manager makes libpod_parent (and its conmon group) in every hierarchy.
-  for dir in /sys/fs/cgroup/*/libpod_parent /sys/fs/cgroup/libpod_parent; do
-    [ -d "$dir" ] || continue
-    grep -qxF "$dir" <<<"$before" && continue
-    rmdir "$dir/conmon" 2>/dev/null || true
-    rmdir "$dir" 2>/dev/null || true
-  done
+  podman_cgroups_remove "$before"
   rm -rf "$work"
   exit "$status"
 }
@@ -85,9 +79,7 @@ grep -v '^#' "$CONTAINERS_CONF" | sed '/^$/d; s/^/  /' >&2
 
 remaining=$(podman ps --all --quiet)
 [ -z "$remaining" ] || { log "containers left behind: $remaining"; exit 1; }
-for dir in /sys/fs/cgroup/*/libpod_parent; do
-  grep -qxF "$dir" <<<"$before" || { rmdir "$dir/conmon" 2>/dev/null || true; rmdir "$dir" 2>/dev/null || true; }
-done
+podman_cgroups_remove "$before"
 # A process of podman's names its run state (conmon, slirp4netns, rootlessport); zombies are
 # only waiting for init to reap them.
 strays=$(ps -eo pid=,stat=,args= | awk -v w="$work" '$2 !~ /^Z/ && index($0, w) && !/awk/' || true)

@@ -1,9 +1,13 @@
-# Sourced by hack/container/*.sh: `podman_conf DIR` writes DIR/containers.conf, podman's
-# configuration for one run (its database and run state in DIR, the image storage buildah's), and
-# exports CONTAINERS_CONF. Containers get the slirp4netns network (a user-mode stack inside the
-# container's namespace: no bridge, no iptables rule, no route on the host, so nothing collides
-# with the cluster's 10.88.0.0/16) unless a command asks for another, and their default ulimits
-# are this machine's hard limits (runc cannot raise them here).
+# Sourced by hack/container/*.sh.
+#   podman_conf DIR             writes DIR/containers.conf, podman's configuration for one run (its
+#                               database and run state in DIR, the image storage buildah's), and
+#                               exports CONTAINERS_CONF. Containers get the slirp4netns network (a
+#                               user-mode stack inside the container's namespace: no bridge, no
+#                               iptables rule, no route on the host, so nothing collides with the
+#                               cluster's 10.88.0.0/16) unless a command asks for another, and their
+#                               default ulimits are this machine's hard limits (runc cannot raise
+#                               them here).
+#   podman_cgroups_remove [KEEP]  removes the cgroups podman made.
 podman_conf() {
   local work=$1 nofile nproc pid_max
   # runc here cannot set RLIMIT_NPROC above the kernel's pid_max, whatever the hard limit.
@@ -34,4 +38,16 @@ volume_path = "$work/volumes"
 network_config_dir = "$work/networks"
 EOF
   export CONTAINERS_CONF=$work/containers.conf
+}
+
+# Removes the cgroups podman's cgroupfs manager makes in every hierarchy (libpod_parent and its
+# conmon group), except those listed in KEEP (lines, as a snapshot of the host before the run).
+podman_cgroups_remove() {
+  local keep=${1:-} dir
+  for dir in /sys/fs/cgroup/*/libpod_parent /sys/fs/cgroup/libpod_parent; do
+    [ -d "$dir" ] || continue
+    [ -n "$keep" ] && grep -qxF "$dir" <<<"$keep" && continue
+    rmdir "$dir/conmon" 2>/dev/null || true
+    rmdir "$dir" 2>/dev/null || true
+  done
 }

@@ -28,10 +28,7 @@ name=pyexec-service-on-cluster-$$
 cleanup() {
   local status=$?
   podman rm --force --time 5 "$name" >/dev/null 2>&1 || true
-  for dir in /sys/fs/cgroup/*/libpod_parent; do
-    rmdir "$dir/conmon" 2>/dev/null || true
-    rmdir "$dir" 2>/dev/null || true
-  done
+  podman_cgroups_remove
   rm -rf "$work"
   exit "$status"
 }
