@@ -37,7 +37,7 @@ use super::metrics::ControllerMetrics;
 use super::reconcile::api_code;
 use super::{Error, Result};
 use crate::crd::PythonExecution;
-use crate::sandbox::warm::pool::demand::{self, Rate, SURPLUS_GRACE};
+use crate::sandbox::warm::pool::demand::{self, Arrivals, SURPLUS_GRACE};
 use crate::sandbox::warm::pool::Kind;
 use crate::sandbox::Limits;
 use claim::PoolPod;
@@ -118,9 +118,8 @@ struct State {
     taken: HashSet<String>,
     /// When each pod this process created was created, until it is ready (its start time).
     born: HashMap<String, Instant>,
-    /// The arrival rate of executions that want this kind, as of `demand_at`.
-    demand: Rate,
-    demand_at: Option<Instant>,
+    /// Executions that want this kind.
+    arrivals: Arrivals,
     /// The moving average of a pod's start, creation to ready, in seconds.
     start_seconds: Option<f64>,
     /// Pods starting or being attached to, as of the last look.
@@ -138,9 +137,8 @@ struct Ready {
 impl State {
     /// The pods to keep: about twice the executions expected while one starts, within bounds.
     fn target(&self, min: usize, max: usize, now: Instant) -> usize {
-        let since = self.demand_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
         let start = self.start_seconds.unwrap_or(FIRST_START_GUESS.as_secs_f64());
-        demand::target(self.demand.decayed(since), start, min, max)
+        demand::target(self.arrivals.rate_at(now), start, min, max)
     }
 }
 
@@ -210,7 +208,7 @@ impl WarmPool {
     ) -> Result<std::result::Result<Box<dyn Session>, Miss>> {
         let started = Instant::now();
         if wanted == self.kind {
-            self.arrived(started);
+            self.state().arrivals.arrive(started);
         }
         if !claim::job_fits(&self.limits, limits) {
             return Ok(Err(Miss::Unfit));
@@ -299,14 +297,6 @@ impl WarmPool {
                 return Ok(None);
             }
         }
-    }
-
-    /// One more execution wanted this kind at `now`.
-    fn arrived(&self, now: Instant) {
-        let mut state = self.state();
-        let since = state.demand_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-        state.demand = state.demand.arrived(since);
-        state.demand_at = Some(now);
     }
 
     /// The oldest ready session whose stream is still open, and whose pod is still the pool's.
@@ -533,14 +523,11 @@ mod tests {
         let mut state = State::default();
         assert_eq!(state.target(2, 6, now), 2, "no demand: the floor");
         // Two executions a second, and pods that take 1.5 s to start: about six wanted.
+        let last = now + Duration::from_millis(500) * 199;
         for i in 0..200u32 {
-            let at = now + Duration::from_millis(500) * i;
-            let since = state.demand_at.map_or(Duration::ZERO, |last| at.saturating_duration_since(last));
-            state.demand = state.demand.arrived(since);
-            state.demand_at = Some(at);
+            state.arrivals.arrive(now + Duration::from_millis(500) * i);
         }
         state.start_seconds = Some(1.5);
-        let last = state.demand_at.expect("arrivals");
         assert_eq!(state.target(2, 6, last), 6);
         assert_eq!(state.target(2, 4, last), 4, "never above the ceiling");
         // A minute without arrivals: back to the floor.

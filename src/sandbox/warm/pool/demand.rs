@@ -7,7 +7,7 @@
 //! the rate decays, and so does the target, down to `--pool-min`, and ready sandboxes above it
 //! are removed once they have waited `SURPLUS_GRACE`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How far back the arrival rate looks: an arrival's weight halves every `RATE_HALF_LIFE`.
 pub const RATE_HALF_LIFE: Duration = Duration::from_secs(5);
@@ -41,6 +41,32 @@ impl Rate {
 
     pub fn per_second(self) -> f64 {
         self.per_second
+    }
+}
+
+/// A kind's arrivals: their rate as of the last one, and when that was.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrivals {
+    rate: Rate,
+    updated: Instant,
+}
+
+impl Default for Arrivals {
+    fn default() -> Self {
+        Arrivals { rate: Rate::default(), updated: Instant::now() }
+    }
+}
+
+impl Arrivals {
+    /// Counts one arriving at `now`.
+    pub fn arrive(&mut self, now: Instant) {
+        self.rate = self.rate.arrived(now.saturating_duration_since(self.updated));
+        self.updated = now;
+    }
+
+    /// The rate at `now`, decayed since the last arrival.
+    pub fn rate_at(&self, now: Instant) -> Rate {
+        self.rate.decayed(now.saturating_duration_since(self.updated))
     }
 }
 

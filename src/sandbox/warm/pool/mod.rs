@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::sandbox::limits::Limits;
 use crate::sandbox::run::supervisor::Supervisor;
 use crate::sandbox::warm::ready::{fits, ReadySandbox, Unfit};
-use demand::{Rate, Starts};
+use demand::{Arrivals, Starts};
 use kind::next_to_start;
 
 /// How often the pool looks for dead and stale sandboxes when nothing wakes it.
@@ -106,9 +106,8 @@ impl Claim {
 /// What the pool knows of one kind's demand and of how long its starts take.
 #[derive(Clone, Copy, Debug)]
 struct Demand {
-    /// Arrivals of scripts of this kind, as of `updated`.
-    rate: Rate,
-    updated: Instant,
+    /// Arrivals of scripts of this kind.
+    arrivals: Arrivals,
     /// Moving averages, in seconds, of a ready sandbox's start, of an interpreter's start in a
     /// jail importing the kind's modules (a template's, or a ready sandbox's that did not fork),
     /// and of the successful cold runs; None until one was measured.
@@ -183,8 +182,7 @@ impl Pool {
         observer: Arc<dyn PoolObserver>,
     ) -> Pool {
         let preload = settings.preload.modules();
-        let demand =
-            Demand { rate: Rate::default(), updated: Instant::now(), start: None, interpreter: None, cold_runs: None };
+        let demand = Demand { arrivals: Arrivals::default(), start: None, interpreter: None, cold_runs: None };
         let shared = Arc::new(Shared {
             supervisor,
             backstop: settings.idle_lifetime() + BACKSTOP_BEYOND_IDLE,
@@ -293,8 +291,7 @@ impl Shared {
         let now = Instant::now();
         let mut demand = self.lock_demand();
         let demand = &mut demand[kind.index()];
-        demand.rate = demand.rate.arrived(now.saturating_duration_since(demand.updated));
-        demand.updated = now;
+        demand.arrivals.arrive(now);
     }
 
     /// Records that a ready sandbox of `kind` took `took` to start, and how long the start of an
@@ -416,7 +413,7 @@ impl Shared {
         Kind::ALL.map(|kind| {
             let (min, max) = self.settings.bounds(kind, &self.preload);
             let demand = demand[kind.index()];
-            let rate = demand.rate.decayed(now.saturating_duration_since(demand.updated));
+            let rate = demand.arrivals.rate_at(now);
             demand.start.map_or(min, |start| demand::target(rate, start, min, max))
         })
     }
