@@ -213,16 +213,29 @@ impl WarmPool {
         if !claim::job_fits(&self.limits, limits) {
             return Ok(Err(Miss::Unfit));
         }
-        loop {
-            let Some(session) = self.take_ready() else {
+        match self.claim_next(execution, wanted, started).await? {
+            Some(session) => Ok(Ok(session)),
+            None => {
                 self.wake.notify_one();
-                return Ok(Err(Miss::Empty));
-            };
+                Ok(Err(Miss::Empty))
+            }
+        }
+    }
+
+    /// Claims the oldest ready pod for `execution` (asked for at `started`); none when no ready
+    /// pod is left to claim.
+    async fn claim_next(
+        &self,
+        execution: &PythonExecution,
+        wanted: Kind,
+        started: Instant,
+    ) -> Result<Option<Box<dyn Session>>> {
+        while let Some(session) = self.take_ready() {
             match self.claim_pod(execution, session.pod()).await {
                 Ok(true) => {
                     self.metrics.record_pool_claim(self.kind.as_str(), wanted.as_str(), started.elapsed());
                     self.wake.notify_one();
-                    return Ok(Ok(session));
+                    return Ok(Some(session));
                 }
                 // Claimed by another replica, or gone: keep the stream open while the pod lives.
                 Ok(false) => self.state().lingering.push(session),
@@ -232,6 +245,7 @@ impl WarmPool {
                 }
             }
         }
+        Ok(None)
     }
 
     /// A pod for `execution` once one already starting is ready: none when every start under
@@ -285,13 +299,8 @@ impl WarmPool {
             let notified = self.became_ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            while let Some(session) = self.take_ready() {
-                if self.claim_pod(execution, session.pod()).await? {
-                    self.metrics.record_pool_claim(self.kind.as_str(), wanted.as_str(), started.elapsed());
-                    self.wake.notify_one();
-                    return Ok(Some(session));
-                }
-                self.state().lingering.push(session);
+            if let Some(session) = self.claim_next(execution, wanted, started).await? {
+                return Ok(Some(session));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Ok(None);
