@@ -136,9 +136,10 @@ async fn expire(execution: &PythonExecution, ctx: &Context, now: Timestamp) -> R
 /// status write that precedes the job is conditional on that copy's resourceVersion, so a stale
 /// copy costs the claimed pod (deleted unused, see `hand_over`), never a second delivery.
 async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Result<Action> {
-    if let Ok((limits, job)) = job_of(cached, &ctx.limits) {
-        if let Some(session) = claim_warm(cached, &limits, ctx).await? {
-            return hand_over(cached, session, job, &limits, true, ctx, now).await;
+    let mut prepared = job_of(cached, &ctx.limits);
+    if let Ok((limits, job)) = &mut prepared {
+        if let Some(session) = claim_warm(cached, limits, ctx).await? {
+            return hand_over(cached, session, std::mem::take(job), limits, true, ctx, now).await;
         }
     }
     let api = executions(ctx, cached)?;
@@ -151,8 +152,12 @@ async fn start(cached: &PythonExecution, ctx: &Context, now: Timestamp) -> Resul
     }
     let current = execution.status.clone().unwrap_or_default();
     let stamp = stamp_of(&execution, now);
-    let (limits, _job) = match job_of(&execution, &ctx.limits) {
-        Ok(prepared) => prepared,
+    // The job comes from the spec: the fresh copy's is the cached one's unless its generation moved.
+    if execution.meta().generation != cached.meta().generation {
+        prepared = job_of(&execution, &ctx.limits);
+    }
+    let limits = match prepared {
+        Ok((limits, _)) => limits,
         Err(failure) => return finish(&execution, status::failed(&current, failure, stamp), None, ctx).await,
     };
     let pod = build_pod(&execution, &ctx.pod, &limits)
