@@ -46,7 +46,8 @@ pub struct MissLabels {
     pub reason: &'static str,
 }
 
-/// A kind of ready sandbox and how a wait for one being started ended: `hit` or `cold`.
+/// A kind of ready sandbox (or warm pod) and how a wait for one being started ended: here `hit`
+/// or `cold`; the controller's `claimed` or `in_vain`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WaitLabels {
     pub kind: &'static str,

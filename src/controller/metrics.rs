@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::metrics::{Declaration, Exposition};
+use crate::metrics::{Declaration, Exposition, WaitLabels};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -38,13 +38,6 @@ pub struct KindLabels {
 pub struct ClaimLabels {
     pub kind: String,
     pub wanted: String,
-}
-
-/// The kind of pool waited on, and how the wait ended.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WaitLabels {
-    pub kind: String,
-    pub ended: String,
 }
 
 /// Every metric the controller exports, in the order of the exposition.
@@ -165,9 +158,9 @@ impl ControllerMetrics {
         self.pool_claim_latency.observe(latency.as_secs_f64());
     }
 
-    pub fn record_pool_wait(&self, kind: &str, claimed: bool) {
+    pub fn record_pool_wait(&self, kind: &'static str, claimed: bool) {
         let ended = if claimed { "claimed" } else { "in_vain" };
-        self.pool_waits.get_or_create(&WaitLabels { kind: kind.into(), ended: ended.into() }).inc();
+        self.pool_waits.get_or_create(&WaitLabels { kind, ended }).inc();
     }
 
     pub fn record_pool_created(&self, kind: &str) {
