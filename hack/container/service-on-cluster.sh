@@ -63,9 +63,11 @@ expect "pandas" "$answer" '"result":{"sum":6}'
 answer=$(post '{"script": "x = 1\n"}')
 expect "no main()" "$answer" '{"error":"Script must contain a '"'"'main()'"'"' function."}'
 expect "no main()" "$answer" $'\n400'
-# The executions ran in the cluster: the controller recorded them.
-podman logs "$name" 2>&1 | grep -q '"executor":"kubernetes"\|kubernetes executor ready' \
-  || { podman logs "$name" >&2; fail "the service did not say it runs on Kubernetes"; }
+# The service ran the Kubernetes executor: its start-up log says so. The log is read whole before
+# it is searched (`grep -q` in a pipe would end early and fail the pipe with SIGPIPE).
+logs=$(podman logs "$name" 2>&1)
+grep -F 'kubernetes executor ready' <<<"$logs" >/dev/null \
+  || { printf '%s\n' "$logs" >&2; fail "the service did not say it runs on Kubernetes"; }
 podman stop --time 10 "$name" >/dev/null
 code=$(podman inspect -f '{{.State.ExitCode}}' "$name")
 [ "$code" = 0 ] || fail "stopped with exit code $code"

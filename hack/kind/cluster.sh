@@ -45,7 +45,7 @@ cmd_up() {
   need_docker
   need_kubectl
   local context=kind-$KIND_CLUSTER
-  if "$KIND" get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
+  if "$KIND" get clusters 2>/dev/null | grep -x "$KIND_CLUSTER" >/dev/null; then
     log "kind cluster $KIND_CLUSTER exists; checking its gVisor set-up"
   else
     "$KIND" create cluster --name "$KIND_CLUSTER" --config "$KIND_CONFIG" --wait 180s
