@@ -28,7 +28,7 @@ if command -v nft >/dev/null && nft list table inet "$KNP_NFT_TABLE" >/dev/null 
   fail "nftables table inet $KNP_NFT_TABLE"
 fi
 for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
-  for top in kubepods kubepods.slice k8s.io; do
+  for top in kubepods kubepods.slice k8s.io "$ACCT_CGROUP_TOP"; do
     [ -d "$h$top" ] && fail "cgroup $h$top"
   done
 done

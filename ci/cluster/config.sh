@@ -49,6 +49,11 @@ PKI=$CLUSTER_RUN_DIR/pki
 KCFG=$CLUSTER_RUN_DIR/kubeconfig
 LOGS=$CLUSTER_RUN_DIR/logs
 PIDS=$CLUSTER_RUN_DIR/pids
+# Each component runs in a cgroup of its own in the cpuacct hierarchy (v1 only, which schedules
+# nothing): the exact CPU time of it and all its children (containerd's include the shims, the
+# runsc commands and the CNI plugins), for make cluster-measure (ci/cluster/load.py).
+ACCT_CGROUP_TOP=pyexec-cluster
+ACCT_CGROUP=/sys/fs/cgroup/cpuacct/$ACCT_CGROUP_TOP
 CONTAINERD_SOCK=$CLUSTER_RUN_DIR/containerd/containerd.sock
 ADMIN_KUBECONFIG=$KCFG/admin.kubeconfig
 KUBECTL_BIN=$BIN_K8S/kubectl

@@ -91,9 +91,10 @@ if command -v nft >/dev/null && nft list table inet "$KNP_NFT_TABLE" >/dev/null 
   nft delete table inet "$KNP_NFT_TABLE" 2>/dev/null || true
 fi
 
-# 7. cgroups the kubelet, containerd and runsc made (v1 hierarchies and the unified one).
+# 7. cgroups the kubelet, containerd and runsc made (v1 hierarchies and the unified one), and the
+#    components' accounting cgroups (config.sh, ACCT_CGROUP).
 for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
-  for top in kubepods kubepods.slice k8s.io; do
+  for top in kubepods kubepods.slice k8s.io "$ACCT_CGROUP_TOP"; do
     [ -d "$h$top" ] || continue
     find "$h$top" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done

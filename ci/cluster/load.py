@@ -10,10 +10,14 @@ MEASURE_WHAT=load). Prints Markdown lines:
   and how fast, and how many timed out (504) or failed (status 0: no answer, or a 200 whose
   outcome is not success).
 
-CPU by component: processes alive across the window count their /proc/<pid>/stat delta; those
-that exit in it (pods' gVisor sandboxes, runsc invocations, shims, CNI plugins) are read from BSD
-process accounting (acct(2)), switched on for the run and off after. Needs root. Standard library
-only.
+CPU by component, two ways. By cgroup, exact: the cluster runs each component in a cpuacct
+cgroup of its own (ci/cluster/up.sh), which counts its children too (containerd's: the shims,
+runsc commands and CNI plugins), and the kubelet puts every pod's processes under kubepods; the
+root cgroup holds the rest (kernel threads, this load). By process: processes alive across the
+window count their /proc/<pid>/stat delta; those that exit in it (pods' gVisor sandboxes, runsc
+invocations, shims, CNI plugins) are read from BSD process accounting (acct(2)), switched on for
+the run and off after, which samples CPU at each timer tick and so misses much of what
+short-lived processes use. Needs root. Standard library only.
 """
 
 import argparse
@@ -43,8 +47,17 @@ PANDAS = ('import pandas as pd\n\ndef main():\n    df = pd.DataFrame({"a": [1, 2
 
 # ---- where the CPU goes
 
-def group_of(comm, cmdline):
-    """The component a process belongs to, from its name and command line."""
+KERNEL = "kernel threads (workqueues: namespace and cgroup teardown; RCU, softirq)"
+# Names of kernel threads, for the exits process accounting records (it has no command line).
+KERNEL_THREADS = ("kworker/", "ksoftirqd/", "rcu_", "rcuc/", "rcuog/", "rcuop/", "kswapd", "migration/",
+                  "kcompactd", "khugepaged", "jbd2/", "kthreadd", "netns", "cpuhp/", "idle_inject/")
+
+
+def group_of(comm, cmdline, kernel=False):
+    """The component a process belongs to, from its name and command line (`kernel`: a kernel
+    thread, which has no command line)."""
+    if kernel or (not cmdline and comm.startswith(KERNEL_THREADS)):
+        return KERNEL
     first = cmdline.split(" ", 1)[0] if cmdline else ""
     if comm == "pyexec":
         return "pyexec API" if " serve" in f" {cmdline}" else "pyexec controller"
@@ -81,11 +94,34 @@ def snapshot():
             continue
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
-        if not cmdline:  # kernel threads
-            continue
+        # PF_KTHREAD (0x00200000) in the flags field marks a kernel thread.
+        kernel = bool(int(fields[6]) & 0x00200000)
         ticks = int(fields[11]) + int(fields[12])
-        procs[int(pid)] = (group_of(comm, cmdline), ticks, int(fields[19]))
+        procs[int(pid)] = (group_of(comm, cmdline, kernel), ticks, int(fields[19]))
     return procs
+
+
+CPUACCT = "/sys/fs/cgroup/cpuacct"
+# ci/cluster/config.sh's ACCT_CGROUP.
+COMPONENTS = os.path.join(CPUACCT, "pyexec-cluster")
+
+
+def cgroup_usage():
+    """Nanoseconds of CPU used so far by each accounting cgroup: the cluster's components, all
+    pods (kubepods), and everything (the root); empty without a cgroup v1 cpuacct hierarchy."""
+    paths = {"everything": CPUACCT, "pods (kubepods: sandboxes, the API and controller)": os.path.join(CPUACCT, "kubepods")}
+    if os.path.isdir(COMPONENTS):
+        for name in os.listdir(COMPONENTS):
+            label = f"{name} and its children" if name == "containerd" else name
+            paths[label] = os.path.join(COMPONENTS, name)
+    usage = {}
+    for label, path in paths.items():
+        try:
+            with open(os.path.join(path, "cpuacct.usage")) as f:
+                usage[label] = int(f.read())
+        except (OSError, ValueError):
+            pass
+    return usage
 
 
 def comp_t(value):
@@ -121,11 +157,13 @@ class CpuWindow:
             raise OSError(ctypes.get_errno(), "acct(2): process accounting needs root")
         self.before = snapshot()
         self.host_before = host_busy()
+        self.cgroups_before = cgroup_usage()
         self.t0 = time.monotonic()
 
     def stop(self):
         after = snapshot()
         host_after = host_busy()
+        cgroups_after = cgroup_usage()
         self.libc.acct(None)
         seconds = time.monotonic() - self.t0
         by_group = {}
@@ -139,14 +177,22 @@ class CpuWindow:
                 continue
             by_group[group] = by_group.get(group, 0.0) + max(0.0, total - (old[1] / TICKS if old else 0.0))
         os.unlink(self.path)
-        return seconds, by_group, (host_after - self.host_before) / TICKS
+        host = {state: (host_after[state] - self.host_before[state]) / TICKS for state in BUSY}
+        cgroups = {label: (used - self.cgroups_before[label]) / 1e9
+                   for label, used in cgroups_after.items() if label in self.cgroups_before}
+        return seconds, by_group, host, cgroups
+
+
+# /proc/stat's first line: user nice system idle iowait irq softirq steal guest guest_nice.
+# guest and guest_nice are already in user and nice; steal is time the hypervisor gave to others.
+BUSY = {"user": 0, "nice": 1, "system": 2, "irq": 5, "softirq": 6}
 
 
 def host_busy():
-    """Ticks the CPUs spent on anything but idle and iowait, since boot."""
+    """Ticks the CPUs spent since boot in each busy state of BUSY (not idle, iowait or steal)."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
-    return sum(fields) - fields[3] - fields[4]
+    return {state: fields[i] for state, i in BUSY.items()}
 
 
 # ---- requests
@@ -235,19 +281,97 @@ def report_answers(label, answers):
     print(line)
 
 
-def report_cpu(label, window, idle, executions):
-    seconds, groups, host = window
-    idle_seconds, idle_groups, idle_host = idle
+def net_of(window, idle):
+    """The window's CPU less the idle burn scaled to its length: (host by CPU state, by cgroup,
+    by process group), in CPU-seconds."""
+    seconds, groups, states, cgroups = window
+    idle_seconds, idle_groups, idle_states, idle_cgroups = idle
     scale = seconds / idle_seconds
-    net = {g: groups.get(g, 0.0) - idle_groups.get(g, 0.0) * scale for g in set(groups) | set(idle_groups)}
-    host_net = host - idle_host * scale
-    print(f"- {label}: host CPU {host:.1f} s over {seconds:.0f} s, idle burn {idle_host * scale:.1f} s; "
-          f"per execution {host_net / max(1, executions):.2f} CPU-s ({executions} executions)")
-    print("  | component | CPU-s per execution | CPU-s in the window | idle burn in it |")
-    print("  | --- | --- | --- | --- |")
-    for group, value in sorted(net.items(), key=lambda kv: -kv[1]):
-        print(f"  | {group} | {value / max(1, executions):.3f} | {groups.get(group, 0.0):.1f} | "
-              f"{idle_groups.get(group, 0.0) * scale:.1f} |")
+    minus = lambda now, before: {k: now.get(k, 0.0) - before.get(k, 0.0) * scale for k in set(now) | set(before)}
+    net_cg = minus(cgroups, idle_cgroups) if cgroups else {}
+    if net_cg:
+        named = sum(v for g, v in net_cg.items() if g != "everything")
+        net_cg[REST] = net_cg.get("everything", 0.0) - named
+    return minus(states, idle_states), net_cg, minus(groups, idle_groups)
+
+
+REST = "the rest (root cgroup: kernel threads, interrupts, this load)"
+
+
+def report_cpu(label, window, idle, executions, baseline=None):
+    """Host CPU per execution, by cgroup (exact) beside `baseline` (per bare gVisor pod, from
+    `bare_pods`), and by process (sampled)."""
+    states, cgroups, groups = net_of(window, idle)
+    per = max(1, executions)
+    host = sum(states.values())
+    print(f"- {label}: host CPU {sum(window[2].values()):.1f} s over {window[0]:.0f} s, "
+          f"idle burn {sum(window[2].values()) - host:.1f} s; per execution {host / per:.2f} CPU-s "
+          f"({executions} executions)")
+    split = ", ".join(f"{state} {states[state] / per:.3f}" for state in BUSY)
+    print(f"  by CPU state, CPU-s per execution: {split}")
+    if cgroups:
+        base_per, base = (baseline[0], baseline[1]) if baseline else (1, {})
+        what = f"a bare gVisor pod (baseline, {base_per} pods)" if baseline else "(no baseline measured)"
+        print("  by cgroup (exact; each component's cgroup holds its children):")
+        print(f"  | cgroup | CPU-s per execution | {what} |")
+        print("  | --- | --- | --- |")
+        for group, value in sorted(cgroups.items(), key=lambda kv: -kv[1]):
+            beside = f"{base[group] / base_per:.3f}" if group in base and group != REST else "-"
+            print(f"  | {group} | {value / per:.3f} | {beside} |")
+        if baseline:
+            mine = sum(v for g, v in cgroups.items() if g not in ("everything", REST))
+            theirs = sum(v for g, v in base.items() if g not in ("everything", REST))
+            print(f"  without the root cgroup (this load's own processes, kernel threads): {mine / per:.3f} CPU-s "
+                  f"per execution, {theirs / base_per:.3f} per bare gVisor pod")
+    print("  by process (sampled at each timer tick for processes that exit, so short-lived ones are undercounted):")
+    print("  | component | CPU-s per execution |")
+    print("  | --- | --- |")
+    for group, value in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  | {group} | {value / per:.3f} |")
+
+
+# A pod with nothing in it but the pause image, in the sandbox pods' runtime class: what the node
+# spends on a gVisor pod's life whatever it runs.
+BARE_POD = """apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  runtimeClassName: {runtime_class}
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  dnsPolicy: None
+  dnsConfig: {{nameservers: [127.0.0.1]}}
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: pause
+    image: {image}
+    imagePullPolicy: Never
+"""
+
+
+def bare_pods(kubectl, namespace, count, runtime_class, image):
+    """CPU by cgroup of `count` bare pods (BARE_POD), each created, waited for until Ready and
+    deleted (waiting for its end) before the next: (count, net CPU-s by cgroup). kubectl's own
+    CPU lands in the root cgroup, left out of the comparison."""
+    import shlex
+    import subprocess
+    kc = shlex.split(kubectl) + ["-n", namespace]
+    cpu = CpuWindow()
+    cpu.start()
+    time.sleep(10)
+    idle = cpu.stop()
+    cpu.start()
+    for i in range(count):
+        name = f"pyexec-bare-{os.getpid()}-{i}"
+        manifest = BARE_POD.format(name=name, runtime_class=runtime_class, image=image)
+        subprocess.run(kc + ["apply", "-f", "-"], input=manifest, text=True, capture_output=True, check=True)
+        subprocess.run(kc + ["wait", "--for=condition=Ready", f"pod/{name}", "--timeout=120s"],
+                       capture_output=True, check=True)
+        subprocess.run(kc + ["delete", "pod", name, "--wait=true"], capture_output=True, check=True)
+    time.sleep(3)
+    window = cpu.stop()
+    return count, net_of(window, idle)[1]
 
 
 def main():
@@ -262,6 +386,12 @@ def main():
     parser.add_argument("--overload-seconds", type=float, default=30, help="length of the overload")
     parser.add_argument("--idle-seconds", type=float, default=20, help="idle window measured first")
     parser.add_argument("--what", default="sequential,steady,overload", help="parts to run")
+    parser.add_argument("--kubectl", help="kubectl with its kubeconfig: the steady part then measures bare "
+                        "gVisor pods (pause image, in --namespace) first, as the CPU baseline")
+    parser.add_argument("--namespace", default="pyexec-sandbox", help="where the bare pods run")
+    parser.add_argument("--bare-pods", type=int, default=20, help="bare pods of the baseline")
+    parser.add_argument("--runtime-class", default="gvisor", help="the bare pods' runtime class")
+    parser.add_argument("--pause-image", default="registry.k8s.io/pause:3.10", help="the bare pods' image")
     args = parser.parse_args()
     api = Api(args.url, args.header)
 
@@ -269,6 +399,9 @@ def main():
         sequential(api, "hello", HELLO, args.runs, args.gap)
         sequential(api, "pandas", PANDAS, args.runs, args.gap)
     if "steady" in args.what:
+        baseline = None
+        if args.kubectl:
+            baseline = bare_pods(args.kubectl, args.namespace, args.bare_pods, args.runtime_class, args.pause_image)
         time.sleep(5)  # let the pool refill after the sequential runs
         cpu = CpuWindow()
         cpu.start()
@@ -278,7 +411,7 @@ def main():
         answers = steady(api, HELLO, args.rate, args.seconds)
         window = cpu.stop()
         report_answers(f"steady {args.rate}/s hello for {args.seconds:.0f} s", answers)
-        report_cpu(f"CPU at {args.rate}/s", window, idle, sum(1 for a in answers if a[0] == 200))
+        report_cpu(f"CPU at {args.rate}/s", window, idle, sum(1 for a in answers if a[0] == 200), baseline)
     if "overload" in args.what:
         time.sleep(10)
         answers = steady(api, HELLO, args.overload_rate, args.overload_seconds)

@@ -7,8 +7,10 @@
 #   - (burst) 30 executions at once with a pool of 4, and 48 POSTs 24 at a time;
 #   - (executions) the controller's memory with 1,000 finished PythonExecutions cached;
 #   - (load) 30 sequential hello and pandas, a steady 1 request/s for 60 s with the host's CPU
-#     per execution by component, and 4 requests/s for 30 s (ci/cluster/load.py).
-# MEASURE_RUNS (default 5) sets N. MEASURE_WHAT=memory,pods,api,burst,executions,load selects parts.
+#     per execution by component beside that of a bare gVisor pod (pause image) created and
+#     deleted, and 4 requests/s for 30 s (ci/cluster/load.py).
+# MEASURE_RUNS (default 5) sets N. MEASURE_WHAT=memory,pods,api,burst,executions,load selects parts;
+# LOAD_WHAT=sequential,steady,overload selects the load part's parts.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=ci/cluster/config.sh
@@ -192,5 +194,9 @@ fi
 if [[ $WHAT == *load* ]]; then
   api_setup
   echo "### Load on POST /execute in kubernetes mode, to the API pod ($API_URL), gVisor, pool ${pool_default:-2}"
-  python3 "$HERE/load.py" --url "$API_URL" --header "$AUTH_HEADER"
+  # The steady part's CPU baseline: bare gVisor pods in a namespace of their own.
+  kc create namespace pyexec-measure --dry-run=client -o yaml | kc apply -f - >/dev/null
+  python3 "$HERE/load.py" --url "$API_URL" --header "$AUTH_HEADER" --what "${LOAD_WHAT:-sequential,steady,overload}" \
+    --kubectl "$KUBECTL_BIN --kubeconfig $ADMIN_KUBECONFIG" --namespace pyexec-measure
+  kc delete namespace pyexec-measure --wait=false >/dev/null
 fi

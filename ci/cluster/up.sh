@@ -52,6 +52,10 @@ bash "$HERE/pki.sh"
 # start <name> <command...>: runs it in its own session, logs to $LOGS/<name>.log, pid file.
 start() {
   local name=$1; shift
+  if [ -d "${ACCT_CGROUP%/*}" ] && mkdir -p "$ACCT_CGROUP/$name" 2>/dev/null; then
+    # Into its accounting cgroup before it execs, so that all its children are counted there too.
+    set -- sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$ACCT_CGROUP/$name" "$@"
+  fi
   setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$PIDS/$name.pid"
 }
@@ -120,17 +124,24 @@ start etcd "$BIN_ETCD/etcd" --name pyexec --data-dir "$CLUSTER_RUN_DIR/etcd" \
 
 # --- containerd (runc and gVisor) --------------------------------------------------------------------
 mkdir -p "$CLUSTER_RUN_DIR/containerd" "$LOGS/runsc"
+# runsc's and the shim's debug logs cost every sandbox's start and end CPU and disk writes, so
+# they are written only when asked for (PYEXEC_CLUSTER_RUNSC_DEBUG=1, to diagnose a sandbox).
+runsc_debug=
+if [ "${PYEXEC_CLUSTER_RUNSC_DEBUG:-0}" = 1 ]; then
+  runsc_debug="log_path = \"$LOGS/runsc/shim-%ID%.log\"
+log_level = \"debug\""
+  runsc_debug_log="  debug-log = \"$LOGS/runsc/%ID%/\""
+fi
 cat >"$CLUSTER_RUN_DIR/containerd/runsc.toml" <<EOF
 # containerd-shim-runsc-v1 options. [runsc_config] keys are runsc flags without dashes.
 binary_name = "$BIN_GVISOR/runsc"
 root = "$CLUSTER_RUN_DIR/containerd/runsc-root"
-log_path = "$LOGS/runsc/shim-%ID%.log"
-log_level = "debug"
+$runsc_debug
 [runsc_config]
   # No network inside the sandbox at all (docs/gvisor.md: nsjail cannot make a netns there).
   network = "none"
   platform = "systrap"
-  debug-log = "$LOGS/runsc/%ID%/"
+${runsc_debug_log:-}
 EOF
 cat >"$CLUSTER_RUN_DIR/containerd/config.toml" <<EOF
 version = 2
