@@ -337,12 +337,18 @@ async fn complete_finish(execution: &PythonExecution, ctx: &Context) -> Result<(
     }
 }
 
-/// Deletes the finished execution's pod, records how it ended and counts it.
+/// Deletes the finished execution's pod, records how it ended (an event when it did not succeed)
+/// and counts it.
 async fn clean_up(execution: &PythonExecution, ending: Ending, pod: Option<&Pod>, ctx: &Context) -> Result<()> {
     if let Some(pod) = pod {
         delete_pod(ctx, execution, &pod.name_any(), pod.uid()).await?;
     }
-    publish(&ctx.recorder, execution, ending.event_type(), &ending.reason, ending.message.clone()).await;
+    // An execution that did not succeed gets a Warning event for `kubectl describe`; a success is
+    // told by its status alone (an event per success would be an API write each, about an object
+    // that is usually deleted at once).
+    if ending.event_type() == EventType::Warning {
+        publish(&ctx.recorder, execution, EventType::Warning, &ending.reason, ending.message.clone()).await;
+    }
     let latency = pod.and_then(pod_state::pod_start_latency);
     ctx.metrics.record_finish(ending.phase.as_str(), &ending.reason, &ending.outcome, latency);
     tracing::info!(execution = %execution.name_any(), phase = ending.phase.as_str(), reason = %ending.reason, outcome = %ending.outcome, "execution finished");

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, ResourceRequirements, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, Pod, PodDNSConfig, PodSpec, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -233,6 +233,12 @@ fn sandbox_pod(
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             host_network: Some(false),
+            // No network in the sandbox, so no name to resolve: the pod gets a resolver file that
+            // names the loopback and nothing of the cluster's DNS (its service address and search
+            // domains) or the node's, and the kubelet has no cluster DNS to miss for it (on
+            // clusters without one it would record a MissingClusterDNS event at every sync).
+            dns_policy: Some("None".into()),
+            dns_config: Some(PodDNSConfig { nameservers: Some(vec!["127.0.0.1".into()]), ..Default::default() }),
             host_pid: Some(false),
             host_ipc: Some(false),
             share_process_namespace: Some(false),
@@ -389,6 +395,10 @@ mod tests {
         assert_eq!(spec.automount_service_account_token, Some(false));
         assert_eq!(spec.enable_service_links, Some(false));
         assert_eq!(spec.host_network, Some(false));
+        assert_eq!(spec.dns_policy.as_deref(), Some("None"));
+        let dns = spec.dns_config.clone().expect("a resolver of its own");
+        assert_eq!(dns.nameservers, Some(vec!["127.0.0.1".to_string()]));
+        assert_eq!((dns.searches, dns.options), (None, None));
         assert_eq!(spec.host_pid, Some(false));
         assert_eq!(spec.host_ipc, Some(false));
         assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
