@@ -350,6 +350,19 @@ spec:
 """
 
 
+def settle(busy=0.3, look=5.0, longest=180.0):
+    """Waits until the host has used less than `busy` CPUs over `look` seconds (the pools done
+    starting and removing pods after earlier load), at most `longest` seconds; returns the
+    seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < longest:
+        before = sum(host_busy().values())
+        time.sleep(look)
+        if (sum(host_busy().values()) - before) / TICKS / look < busy:
+            break
+    return time.monotonic() - t0
+
+
 def bare_pods(kubectl, namespace, count, runtime_class, image):
     """CPU by cgroup of `count` bare pods (BARE_POD), each created, waited for until Ready and
     deleted (waiting for its end) before the next: (count, net CPU-s by cgroup). kubectl's own
@@ -357,6 +370,7 @@ def bare_pods(kubectl, namespace, count, runtime_class, image):
     import shlex
     import subprocess
     kc = shlex.split(kubectl) + ["-n", namespace]
+    settle()
     cpu = CpuWindow()
     cpu.start()
     time.sleep(10)
@@ -402,7 +416,7 @@ def main():
         baseline = None
         if args.kubectl:
             baseline = bare_pods(args.kubectl, args.namespace, args.bare_pods, args.runtime_class, args.pause_image)
-        time.sleep(5)  # let the pool refill after the sequential runs
+        settle()  # the pools refill and shrink back after the sequential runs
         cpu = CpuWindow()
         cpu.start()
         time.sleep(args.idle_seconds)
