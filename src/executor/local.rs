@@ -130,6 +130,7 @@ impl LocalExecutor {
                 _ => None,
             };
             let start = claim.as_ref().map_or("cold", Claim::start);
+            let claim_ms = started.elapsed().as_millis() as u64;
             if let (Some(kind), Some(claim)) = (kind, &claim) {
                 metrics.record_claim(kind, claim);
             }
@@ -149,6 +150,8 @@ impl LocalExecutor {
                 pool_kind = kind.map(Kind::as_str),
                 outcome = envelope.outcome.as_str(),
                 duration_ms = envelope.duration_ms,
+                claim_ms,
+                answer_ms = started.elapsed().as_millis() as u64,
                 "sandbox run finished"
             );
             if cancel.is_cancelled() {

@@ -106,6 +106,8 @@ pub struct Starts<'a> {
     pub waiting_elsewhere: usize,
     /// How many more starts (of any kind) the pool may begin now.
     pub free: usize,
+    /// How many starts the pool runs at the same time (`--pool-starts-at-once`).
+    pub at_once: usize,
     /// What a start of this kind takes (measured).
     pub start: Duration,
     /// What a cold start of this kind takes (measured).
@@ -113,21 +115,26 @@ pub struct Starts<'a> {
 }
 
 /// Whether to wait for a start rather than start cold, and how long that start is expected to
-/// take: the start under way that no earlier waiter counts on, or else the next one, which the
-/// pool begins for it now if it has room to; None when there is neither, or that start is not
-/// expected sooner than a cold start. A request never queues behind starts not begun yet:
-/// `--pool-starts-at-once` bounds how many sandboxes the pool makes per second, and under load
-/// a cold start adds one beside them where a queue behind them would make every request wait.
+/// take: the start under way that no earlier waiter counts on, or else one not begun yet. The
+/// pool begins it now if it has room to; otherwise it begins once as many starts have ended as
+/// there are earlier waiters ahead of it past the room, `at_once` of them ending each start's
+/// time. None when the start it would get is not expected sooner than a cold start: a burst
+/// queues behind starts of a few milliseconds (forks) rather than start cold beside them, but
+/// not behind starts as slow as a cold start, where one more cold start beside them is sooner.
 pub fn wait_for_start(starts: Starts<'_>) -> Option<Duration> {
     let expected = match starts.under_way.get(starts.waiting) {
         Some(going_for) => starts.start.saturating_sub(*going_for),
         None => {
             // Starts not begun yet that earlier waiters, of either kind, count on.
             let ahead = starts.waiting - starts.under_way.len() + starts.waiting_elsewhere;
-            if ahead >= starts.free {
-                return None;
+            match (ahead + 1).checked_sub(starts.free) {
+                Some(0) | None => starts.start,
+                // Its start begins after `ends` starts have ended.
+                Some(ends) => {
+                    let rounds = u32::try_from(ends.div_ceil(starts.at_once.max(1))).unwrap_or(u32::MAX);
+                    starts.start.saturating_mul(rounds.saturating_add(1))
+                }
             }
-            starts.start
         }
     };
     (expected < starts.cold).then_some(expected)
@@ -198,9 +205,9 @@ mod tests {
         assert!((averaged(Some(1.0), 2.0) - 1.2).abs() < 1e-9);
     }
 
-    /// Starts of 30 ms, `free` more of them possible now; cold starts of 200 ms.
+    /// Starts of 30 ms, two at a time, `free` more of them possible now; cold starts of 200 ms.
     fn starts(under_way: &[Duration], waiting: usize, free: usize) -> Starts<'_> {
-        Starts { under_way, waiting, waiting_elsewhere: 0, free, start: MS(30), cold: MS(200) }
+        Starts { under_way, waiting, waiting_elsewhere: 0, free, at_once: 2, start: MS(30), cold: MS(200) }
     }
 
     #[test]
@@ -217,12 +224,23 @@ mod tests {
         assert_eq!(wait_for_start(starts(&[MS(10)], 1, 1)), Some(MS(30)));
         assert_eq!(wait_for_start(starts(&[], 0, 2)), Some(MS(30)));
         assert_eq!(wait_for_start(starts(&[], 1, 2)), Some(MS(30)));
-        // No room for another start: cold, rather than queue behind those under way.
-        assert_eq!(wait_for_start(starts(&[MS(10)], 1, 0)), None);
-        assert_eq!(wait_for_start(starts(&[], 2, 2)), None);
         // Waiters of the other kind take the room first.
         assert_eq!(wait_for_start(Starts { waiting_elsewhere: 1, ..starts(&[], 0, 2) }), Some(MS(30)));
-        assert_eq!(wait_for_start(Starts { waiting_elsewhere: 2, ..starts(&[], 0, 2) }), None);
+    }
+
+    #[test]
+    fn past_the_room_a_request_queues_for_as_many_rounds_of_starts_as_are_ahead_of_it() {
+        // One start must end before its own begins: one round, then its own start.
+        assert_eq!(wait_for_start(starts(&[MS(10)], 1, 0)), Some(MS(60)));
+        assert_eq!(wait_for_start(starts(&[], 2, 2)), Some(MS(60)));
+        assert_eq!(wait_for_start(Starts { waiting_elsewhere: 2, ..starts(&[], 0, 2) }), Some(MS(60)));
+        // Two at a time: the fourth waiter past the room needs two rounds.
+        assert_eq!(wait_for_start(starts(&[], 5, 2)), Some(MS(90)));
+        // Deeper than a cold start takes: cold, beside the starts.
+        assert_eq!(wait_for_start(starts(&[], 11, 2)), Some(MS(180)));
+        assert_eq!(wait_for_start(starts(&[], 13, 2)), None);
+        let slow = Starts { start: MS(120), ..starts(&[], 2, 2) };
+        assert_eq!(wait_for_start(slow), None, "240 ms of starts ahead, a cold start takes 200");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! imported `--preload-modules` and serve scripts that name one of them; plain ones serve the
 //! rest. A request takes one of its kind (a hit) or, when none is ready or its limits cannot be
 //! applied to a ready one, starts a sandbox itself (a cold start). A request that finds none
-//! ready waits for a start of its kind already under way (or the next one) when that is
-//! expected sooner than a cold start, and no longer than a cold start takes (`demand`). A
+//! ready waits for a start of its kind already under way, or queues for one not begun yet, when
+//! that is expected sooner than a cold start, and no longer than a cold start takes (`demand`). A
 //! sandbox is never handed a second job: `Supervisor::run_ready` consumes it.
 //!
 //! One background task keeps the pool filled, up to `--pool-starts-at-once` sandboxes at a time
@@ -359,6 +359,7 @@ impl Shared {
             waiting: starting.waiting[kind.index()],
             waiting_elsewhere: starting.waiting[other].saturating_sub(starting.began[other].len()),
             free: self.settings.starts_at_once().saturating_sub(starting.in_flight()),
+            at_once: self.settings.starts_at_once(),
             start,
             cold,
         };
