@@ -324,6 +324,13 @@ impl ApiServer {
         self.respond(status, None).await
     }
 
+    /// Asserts that the reconciler makes no further call (within a tenth of a second).
+    pub async fn expect_no_call(&mut self) {
+        if let Ok(Some((request, _))) = tokio::time::timeout(Duration::from_millis(100), self.0.next_request()).await {
+            panic!("unexpected call {} {}", request.method(), request.uri().path());
+        }
+    }
+
     async fn respond(&mut self, status: u16, answer: Option<Vec<u8>>) -> Call {
         let (request, send) = self.0.next_request().await.expect("the reconciler made another call");
         let method = request.method().clone();
