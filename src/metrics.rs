@@ -166,7 +166,7 @@ pub const POOL_WAITS: Declaration = Declaration::counter(
 pub const POOL_TARGET: Declaration = Declaration::gauge(
     "pool_target",
     &["kind"],
-    "Ready sandboxes the pool keeps now, by kind: arrivals during one start (measured), doubled, within --pool-min and --pool-max",
+    "Ready sandboxes the pool keeps now, by kind: arrivals during one start (measured), doubled, or --pool-min plus the last burst of requests that found none ready (fading), whichever is more, within --pool-min and --pool-max",
 );
 pub const COLD_STARTS: Declaration =
     Declaration::counter("cold_starts", &[], "Executions that started their own sandbox (cold)");

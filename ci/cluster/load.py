@@ -363,7 +363,7 @@ def settle(busy=0.3, look=5.0, longest=180.0):
     return time.monotonic() - t0
 
 
-def bare_pods(kubectl, namespace, count, runtime_class, image):
+def bare_pods(kubectl, namespace, count, runtime_class, image, idle_seconds):
     """CPU by cgroup of `count` bare pods (BARE_POD), each created, waited for until Ready and
     deleted (waiting for its end) before the next: (count, net CPU-s by cgroup). kubectl's own
     CPU lands in the root cgroup, left out of the comparison."""
@@ -373,7 +373,7 @@ def bare_pods(kubectl, namespace, count, runtime_class, image):
     settle()
     cpu = CpuWindow()
     cpu.start()
-    time.sleep(10)
+    time.sleep(idle_seconds)
     idle = cpu.stop()
     cpu.start()
     for i in range(count):
@@ -415,7 +415,8 @@ def main():
     if "steady" in args.what:
         baseline = None
         if args.kubectl:
-            baseline = bare_pods(args.kubectl, args.namespace, args.bare_pods, args.runtime_class, args.pause_image)
+            baseline = bare_pods(args.kubectl, args.namespace, args.bare_pods, args.runtime_class, args.pause_image,
+                                 args.idle_seconds)
         settle()  # the pools refill and shrink back after the sequential runs
         cpu = CpuWindow()
         cpu.start()

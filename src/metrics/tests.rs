@@ -46,7 +46,7 @@ fn the_service_exposes_these_metrics() {
             "# TYPE pyexec_pool_misses counter",
             "# HELP pyexec_pool_waits Executions that found no ready sandbox and waited for one being started, by kind and how the wait ended: hit (they got it) or cold.",
             "# TYPE pyexec_pool_waits counter",
-            "# HELP pyexec_pool_target Ready sandboxes the pool keeps now, by kind: arrivals during one start (measured), doubled, within --pool-min and --pool-max.",
+            "# HELP pyexec_pool_target Ready sandboxes the pool keeps now, by kind: arrivals during one start (measured), doubled, or --pool-min plus the last burst of requests that found none ready (fading), whichever is more, within --pool-min and --pool-max.",
             "# TYPE pyexec_pool_target gauge",
             "# HELP pyexec_cold_starts Executions that started their own sandbox (cold).",
             "# TYPE pyexec_cold_starts counter",

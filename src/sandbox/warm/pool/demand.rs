@@ -70,6 +70,44 @@ impl Arrivals {
     }
 }
 
+/// How long the pool remembers a burst: the size of the last one halves every
+/// `BURST_HALF_LIFE`.
+pub const BURST_HALF_LIFE: Duration = Duration::from_secs(30);
+
+/// The largest recent burst of a kind: how many of its requests at once found none of its
+/// ready sandboxes, decaying with `BURST_HALF_LIFE`. An arrival rate cannot foresee a step (eight
+/// clients that send at the same moment after a lull look like a slow stream until they do); a
+/// pool that keeps room for the last burst it met serves the next one like it from ready
+/// sandboxes instead of from a queue of starts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Burst {
+    size: f64,
+    updated: Option<Instant>,
+}
+
+impl Burst {
+    /// Counts `short` requests at once without a ready sandbox at `now`: the burst is the larger
+    /// of that and the last one, decayed.
+    pub fn short(&mut self, short: usize, now: Instant) {
+        self.size = self.at(now).max(short as f64);
+        self.updated = Some(now);
+    }
+
+    /// The burst's size at `now`, decayed since it was met.
+    pub fn at(&self, now: Instant) -> f64 {
+        let Some(updated) = self.updated else { return 0.0 };
+        let halvings = now.saturating_duration_since(updated).as_secs_f64() / BURST_HALF_LIFE.as_secs_f64();
+        self.size * 0.5f64.powf(halvings)
+    }
+}
+
+/// The target with room for a burst of `burst` more than the least size, within `max`.
+pub fn with_burst(target: usize, burst: f64, min: usize, max: usize) -> usize {
+    // Less than a hundredth of a sandbox is none, as for the rate.
+    let room = (burst - 0.01).ceil().max(0.0) as usize;
+    target.max(min.saturating_add(room).min(max))
+}
+
 /// A moving average of `seconds` measurements: the first is taken as it is.
 pub fn averaged(average: Option<f64>, seconds: f64) -> f64 {
     match average {
@@ -197,6 +235,24 @@ mod tests {
         assert_eq!(surplus(&ages, 0), 3, "the youngest has not waited long enough");
         assert_eq!(surplus(&[s(5), s(1)], 0), 0);
         assert_eq!(surplus(&[], 1), 0);
+    }
+
+    #[test]
+    fn a_burst_is_remembered_as_room_above_the_least_size_and_fades() {
+        let t0 = Instant::now();
+        let mut burst = Burst::default();
+        assert_eq!(burst.at(t0), 0.0);
+        assert_eq!(with_burst(1, burst.at(t0), 1, 4), 1);
+        burst.short(3, t0);
+        burst.short(2, t0);
+        assert_eq!(burst.at(t0), 3.0, "the larger burst stays");
+        assert_eq!(with_burst(1, burst.at(t0), 1, 4), 4);
+        assert_eq!(with_burst(1, burst.at(t0), 1, 3), 3, "within the most");
+        assert_eq!(with_burst(4, burst.at(t0), 0, 8), 4, "the rate's target when it is larger");
+        let later = t0 + BURST_HALF_LIFE;
+        assert_eq!(burst.at(later), 1.5);
+        assert_eq!(with_burst(1, burst.at(later), 1, 4), 3);
+        assert_eq!(with_burst(1, burst.at(t0 + BURST_HALF_LIFE * 20), 1, 4), 1, "faded");
     }
 
     #[test]

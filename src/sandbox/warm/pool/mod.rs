@@ -12,8 +12,9 @@
 //! (each at a hundredth of a run's CPU weight, so that refilling never takes the CPU of running
 //! scripts), while a run slot is free or a request waits for a start; it replaces sandboxes that
 //! died or lived past `--pool-idle-seconds`. Each kind's size follows demand (`demand`): the
-//! recent arrival rate of its scripts times how long one of its starts takes (measured), within
-//! `--pool-min` and `--pool-max`, shrinking again as arrivals stop.
+//! recent arrival rate of its scripts times how long one of its starts takes (measured), or room
+//! for the last burst of its requests that found none ready, within `--pool-min` and
+//! `--pool-max`, shrinking again as arrivals stop and bursts fade.
 
 pub mod demand;
 mod kind;
@@ -34,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::sandbox::limits::Limits;
 use crate::sandbox::run::supervisor::Supervisor;
 use crate::sandbox::warm::ready::{fits, ReadySandbox, Unfit};
-use demand::{Arrivals, Starts};
+use demand::{Arrivals, Burst, Starts};
 use kind::next_to_start;
 
 /// How often the pool looks for dead and stale sandboxes when nothing wakes it.
@@ -108,6 +109,8 @@ impl Claim {
 struct Demand {
     /// Arrivals of scripts of this kind.
     arrivals: Arrivals,
+    /// The largest recent burst of its requests that found none ready.
+    burst: Burst,
     /// Moving averages, in seconds, of a ready sandbox's start, of an interpreter's start in a
     /// jail importing the kind's modules (a template's, or a ready sandbox's that did not fork),
     /// and of the successful cold runs; None until one was measured.
@@ -182,7 +185,13 @@ impl Pool {
         observer: Arc<dyn PoolObserver>,
     ) -> Pool {
         let preload = settings.preload.modules();
-        let demand = Demand { arrivals: Arrivals::default(), start: None, interpreter: None, cold_runs: None };
+        let demand = Demand {
+            arrivals: Arrivals::default(),
+            burst: Burst::default(),
+            start: None,
+            interpreter: None,
+            cold_runs: None,
+        };
         let shared = Arc::new(Shared {
             supervisor,
             backstop: settings.idle_lifetime() + BACKSTOP_BEYOND_IDLE,
@@ -224,6 +233,7 @@ impl Pool {
         if let Err(unfit) = fits(&shared.limits, limits, Duration::ZERO, shared.backstop) {
             return Claim::Miss(Miss::Unfit(unfit));
         }
+        shared.short(kind);
         let Some((waiting, cold)) = shared.wait_for_start(kind) else { return Claim::Miss(Miss::Empty) };
         // The refilling task begins a start for this request if none is under way for it.
         shared.wake.notify_one();
@@ -292,6 +302,13 @@ impl Shared {
         let mut demand = self.lock_demand();
         let demand = &mut demand[kind.index()];
         demand.arrivals.arrive(now);
+    }
+
+    /// Records that a request of `kind` found none ready, with those already waiting for a start:
+    /// a burst the pool keeps room for (`demand::Burst`).
+    fn short(&self, kind: Kind) {
+        let short = self.lock_starting().waiting[kind.index()] + 1;
+        self.lock_demand()[kind.index()].burst.short(short, Instant::now());
     }
 
     /// Records that a ready sandbox of `kind` took `took` to start, and how long the start of an
@@ -415,7 +432,8 @@ impl Shared {
             let (min, max) = self.settings.bounds(kind, &self.preload);
             let demand = demand[kind.index()];
             let rate = demand.arrivals.rate_at(now);
-            demand.start.map_or(min, |start| demand::target(rate, start, min, max))
+            let target = demand.start.map_or(min, |start| demand::target(rate, start, min, max));
+            demand::with_burst(target, demand.burst.at(now), min, max)
         })
     }
 

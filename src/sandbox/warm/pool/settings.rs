@@ -17,9 +17,10 @@ pub struct PoolSettings {
     #[arg(long, env = "PYEXEC_POOL_MIN", default_value_t = 1)]
     pub pool_min: usize,
     /// Most ready sandboxes of each kind; a kind keeps as many as its scripts arrive while one
-    /// of its sandboxes starts (twice that, for bursts), within --pool-min and this, and shrinks
-    /// again as arrivals stop. 0 turns the pool off: every script starts its own sandbox (the
-    /// cold path).
+    /// of its sandboxes starts (twice that, for bursts), or room above --pool-min for the last
+    /// burst of its scripts that found none ready (fading by half every 30 s), within
+    /// --pool-min and this, and shrinks again as arrivals stop. 0 turns the pool off: every
+    /// script starts its own sandbox (the cold path).
     #[arg(long, env = "PYEXEC_POOL_MAX", default_value_t = 4)]
     pub pool_max: usize,
     /// Seconds a ready sandbox waits for a script before it is replaced (up to its kind's
