@@ -126,6 +126,17 @@ async fn an_execution_finding_no_ready_pod_waits_for_one_already_starting() {
 }
 
 #[tokio::test]
+async fn a_wait_for_a_starting_pod_that_is_cancelled_no_longer_counts_as_waiting() {
+    let (ctx, _server, _attacher) = context_with(&[pool_pod("pyexec-warm-a")], &["pyexec-warm-a"]);
+    let pool = ctx.pools[0].clone();
+    let _starting = pool.hold_back_ready();
+    let (new, limits) = (execution("hello"), limits());
+    let wait = pool.claim_when_ready(&new, &limits, crate::sandbox::warm::pool::Kind::Plain, None);
+    assert!(tokio::time::timeout(Duration::from_millis(50), wait).await.is_err(), "still waiting");
+    assert_eq!(pool.waiting(), 0, "the cancelled wait was uncounted");
+}
+
+#[tokio::test]
 async fn a_pod_claimed_by_another_replica_is_skipped_and_the_next_one_claimed() {
     let new = execution("hello");
     let fresh = new.clone();

@@ -154,6 +154,17 @@ pub struct PoolConfig {
     pub limits: Limits,
 }
 
+/// One execution counted as waiting for a starting pod until this is dropped: when the wait
+/// ends, or when the future waiting is dropped midway (its reconcile cancelled), so that a
+/// cancelled wait does not keep the next executions from waiting.
+struct Waiter<'a>(&'a WarmPool);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.state().waiting -= 1;
+    }
+}
+
 impl WarmPool {
     pub fn new(
         config: PoolConfig,
@@ -280,8 +291,9 @@ impl WarmPool {
             // Bounded by what the caller would do instead: its own pod takes at least a start.
             within.map_or(start, |within| within.mul_f64(1.5)).min(MAX_WAIT)
         };
+        let waiter = Waiter(self);
         let claimed = self.claim_before(execution, wanted, tokio::time::Instant::now() + wait).await;
-        self.state().waiting -= 1;
+        drop(waiter);
         let claimed = claimed?;
         self.metrics.record_pool_wait(self.kind.as_str(), claimed.is_some());
         Ok(claimed.map_or(Wait::InVain, Wait::Claimed))
@@ -351,6 +363,12 @@ impl WarmPool {
             }
         }
         Ok(false)
+    }
+
+    /// Executions waiting for a starting pod now.
+    #[cfg(test)]
+    pub fn waiting(&self) -> usize {
+        self.state().waiting
     }
 
     /// Puts an open session in the ready list, as an attach that saw the ready line does.
