@@ -19,6 +19,11 @@ const SMOOTHING: f64 = 0.2;
 /// few seconds in a steady load does not throw away what the next burst needs.
 pub const SURPLUS_GRACE: Duration = Duration::from_secs(30);
 
+/// `value` after `since` of halving every `half_life`.
+fn halved(value: f64, since: Duration, half_life: Duration) -> f64 {
+    value * 0.5f64.powf(since.as_secs_f64() / half_life.as_secs_f64())
+}
+
 /// An arrival rate that decays exponentially between arrivals: each arrival adds
 /// `ln 2 / RATE_HALF_LIFE`, so a steady stream of r per second settles at r.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -29,8 +34,7 @@ pub struct Rate {
 impl Rate {
     /// The rate `since` after it was last updated, with nothing arriving meanwhile.
     pub fn decayed(self, since: Duration) -> Rate {
-        let halvings = since.as_secs_f64() / RATE_HALF_LIFE.as_secs_f64();
-        Rate { per_second: self.per_second * 0.5f64.powf(halvings) }
+        Rate { per_second: halved(self.per_second, since, RATE_HALF_LIFE) }
     }
 
     /// The rate after one arrival, `since` after the last update.
@@ -96,8 +100,7 @@ impl Burst {
     /// The burst's size at `now`, decayed since it was met.
     pub fn at(&self, now: Instant) -> f64 {
         let Some(updated) = self.updated else { return 0.0 };
-        let halvings = now.saturating_duration_since(updated).as_secs_f64() / BURST_HALF_LIFE.as_secs_f64();
-        self.size * 0.5f64.powf(halvings)
+        halved(self.size, now.saturating_duration_since(updated), BURST_HALF_LIFE)
     }
 }
 
