@@ -26,8 +26,10 @@ import ctypes
 import http.client
 import json
 import os
+import shlex
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -367,8 +369,6 @@ def bare_pods(kubectl, namespace, count, runtime_class, image, idle_seconds):
     """CPU by cgroup of `count` bare pods (BARE_POD), each created, waited for until Ready and
     deleted (waiting for its end) before the next: (count, net CPU-s by cgroup). kubectl's own
     CPU lands in the root cgroup, left out of the comparison."""
-    import shlex
-    import subprocess
     kc = shlex.split(kubectl) + ["-n", namespace]
     settle()
     cpu = CpuWindow()

@@ -19,6 +19,15 @@ RUNS=${MEASURE_RUNS:-5}
 WHAT=${MEASURE_WHAT:-memory,pods,api,burst,executions,load}
 [ -f "$ADMIN_KUBECONFIG" ] || cdie "the cluster is not up (make cluster-up)"
 
+# The namespace of the measurement's own pods (the pods part, the load part's baseline): made once
+# when first needed, deleted on exit.
+MEASURE_NS=pyexec-measure
+measure_namespace() {
+  kc get namespace "$MEASURE_NS" >/dev/null 2>&1 && return
+  kc create namespace "$MEASURE_NS" >/dev/null
+  trap 'kc delete namespace "$MEASURE_NS" --wait=false >/dev/null 2>&1 || true' EXIT
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
@@ -35,7 +44,7 @@ if [[ $WHAT == *memory* ]]; then
 fi
 
 if [[ $WHAT == *pods* ]]; then
-  kc create namespace pyexec-measure --dry-run=client -o yaml | kc apply -f - >/dev/null
+  measure_namespace
   for rc in runc gvisor; do
     times=()
     for i in $(seq 1 "$RUNS"); do
@@ -43,7 +52,7 @@ if [[ $WHAT == *pods* ]]; then
       rcfield=""
       [ "$rc" = gvisor ] && rcfield="runtimeClassName: gvisor"
       t0=$(now_ms)
-      kc -n pyexec-measure apply -f - >/dev/null <<EOF
+      kc -n "$MEASURE_NS" apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Pod
 metadata: {name: $name}
@@ -56,17 +65,16 @@ spec:
     image: registry.k8s.io/pause:3.10
     imagePullPolicy: Never
 EOF
-      if kc -n pyexec-measure wait --for=condition=Ready "pod/$name" --timeout=120s >/dev/null; then
+      if kc -n "$MEASURE_NS" wait --for=condition=Ready "pod/$name" --timeout=120s >/dev/null; then
         times+=($(( $(now_ms) - t0 )))
       else
         echo "- $rc pod $name did not become Ready:" >&2
-        kc -n pyexec-measure describe pod "$name" | tail -n 15 >&2
+        kc -n "$MEASURE_NS" describe pod "$name" | tail -n 15 >&2
       fi
-      kc -n pyexec-measure delete pod "$name" --wait=false >/dev/null
+      kc -n "$MEASURE_NS" delete pod "$name" --wait=false >/dev/null
     done
     echo "- pod start (create -> Ready), $rc: p50 $(printf '%s\n' "${times[@]}" | median) ms over ${#times[@]} runs (all: ${times[*]})"
   done
-  kc delete namespace pyexec-measure --wait=false >/dev/null
 fi
 
 # ---- the API in kubernetes mode, straight to the API pod (no port-forward on the path)
@@ -195,8 +203,7 @@ if [[ $WHAT == *load* ]]; then
   api_setup
   echo "### Load on POST /execute in kubernetes mode, to the API pod ($API_URL), gVisor, pool ${pool_default:-2}"
   # The steady part's CPU baseline: bare gVisor pods in a namespace of their own.
-  kc create namespace pyexec-measure --dry-run=client -o yaml | kc apply -f - >/dev/null
+  measure_namespace
   python3 "$HERE/load.py" --url "$API_URL" --header "$AUTH_HEADER" --what "${LOAD_WHAT:-sequential,steady,overload}" \
-    --kubectl "$KUBECTL_BIN --kubeconfig $ADMIN_KUBECONFIG" --namespace pyexec-measure
-  kc delete namespace pyexec-measure --wait=false >/dev/null
+    --kubectl "$KUBECTL_BIN --kubeconfig $ADMIN_KUBECONFIG" --namespace "$MEASURE_NS"
 fi
