@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the e2e suite (tests/cluster/e2e.rs) against the chart deployed in the local cluster
 # (make cluster-e2e): port-forwards the API to 127.0.0.1:$E2E_PORT, runs
-# `cargo test --test e2e -- --ignored --test-threads=1`, and on failure prints the executions,
-# sandbox pods, events, pod logs and the controller's and API's logs.
+# `cargo test --test e2e -- --ignored --test-threads=1` (only the cases whose names contain
+# $E2E_TESTS when it is set, and then not the Python client's cases), and on failure prints the
+# executions, sandbox pods, events, pod logs and the controller's and API's logs.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -41,7 +42,7 @@ env "PYEXEC_E2E_URL=http://127.0.0.1:$E2E_PORT" \
   "PYEXEC_E2E_CONTROLLER_DEPLOYMENT=$controller" \
   "PYEXEC_E2E_RUNTIME_CLASS=$CLUSTER_RUNTIME_CLASS" \
   ${token_secret:+"PYEXEC_E2E_API_TOKEN_SECRET=$token_secret"} \
-  "$CARGO" test --locked --test e2e -- --ignored --test-threads=1
+  "$CARGO" test --locked --test e2e -- --ignored --test-threads=1 ${E2E_TESTS:+"$E2E_TESTS"}
 rc=$?
 set -e
 clog "e2e suite finished in $(( $(date +%s) - start ))s (exit $rc)"
@@ -49,7 +50,9 @@ clog "e2e suite finished in $(( $(date +%s) - start ))s (exit $rc)"
 
 # The Python client's contract cases that hold in either placement, against the cluster's API
 # (the client test environment comes from make client-test, which make test runs first).
-if [ -x "$REPO/.venv-client/bin/pytest" ]; then
+if [ -n "${E2E_TESTS:-}" ]; then
+  clog "E2E_TESTS=$E2E_TESTS picked the cases: the Python client's cluster cases are skipped"
+elif [ -x "$REPO/.venv-client/bin/pytest" ]; then
   token=""
   [ -z "$token_secret" ] || token=$(kc -n "$HELM_NAMESPACE" get secret "$token_secret" -o jsonpath='{.data.token}' | base64 -d)
   clog "running the Python client's placement-independent contract cases against the cluster's API"

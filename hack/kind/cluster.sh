@@ -5,6 +5,7 @@
 #   hack/kind/cluster.sh load     load both images into the kind node
 #   hack/kind/cluster.sh deploy   helm upgrade --install the chart into the current kubectl context
 #   hack/kind/cluster.sh e2e      port-forward the API and run `cargo test --test e2e` against it
+#                                 (only the cases whose names contain $E2E_TESTS when it is set)
 # Settings come from the environment, with the defaults of hack/defaults.env (hack/lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -157,7 +158,7 @@ cmd_e2e() {
     "PYEXEC_E2E_CONTROLLER_DEPLOYMENT=$controller" \
     "PYEXEC_E2E_RUNTIME_CLASS=$CLUSTER_RUNTIME_CLASS" \
     ${token_secret:+"PYEXEC_E2E_API_TOKEN_SECRET=$token_secret"} \
-    "$CARGO" test --locked --test e2e -- --ignored --test-threads=1; then
+    "$CARGO" test --locked --test e2e -- --ignored --test-threads=1 ${E2E_TESTS:+"$E2E_TESTS"}; then
     dump_cluster_state "$api" "$controller"
     exit 1
   fi

@@ -283,6 +283,12 @@ async fn the_event_stream_carries_prints_from_the_pod_as_they_happen_then_the_re
     .await;
 }
 
+/// Executions the shedding case creates before its first request, and at most in all: one more
+/// joins with each accepted request (about 3 a second), within what the sandbox namespace's
+/// quota and a small node schedule before the pod start timeout.
+const INITIAL_BACKLOG: usize = 12;
+const MAX_BACKLOG: usize = 30;
+
 #[tokio::test]
 #[ignore = "needs a cluster: run make cluster-e2e"]
 async fn an_execution_that_would_wait_past_its_timeout_for_a_pod_is_shed_with_429_and_retry_after() {
@@ -291,10 +297,11 @@ async fn an_execution_that_would_wait_past_its_timeout_for_a_pod_is_shed_with_42
         let shed_series = "pyexec_rejected_requests_total{reason=\"overloaded\"} ";
         let shed_before = api.metric(shed_series).await.unwrap_or(0.0);
         // A backlog made with the Kubernetes API itself, as kubectl would: more executions than
-        // the pools hold, so most wait for pods of their own.
+        // the pools hold, so most wait for pods of their own. It grows while nothing is shed,
+        // faster than a node starts pods, so executions keep waiting however fast the node is.
         let sleeper = "import time\ndef main():\n    time.sleep(2)\n    return {'slept': True}\n";
         let mut backlog = Vec::new();
-        for i in 0..12 {
+        for i in 0..INITIAL_BACKLOG {
             backlog.push(case.create(&format!("sleeper-{i}"), sleeper, None, None).await);
         }
         // A request whose timeout is far shorter than the wait for a pod is refused at once once
@@ -312,6 +319,9 @@ async fn an_execution_that_would_wait_past_its_timeout_for_a_pod_is_shed_with_42
             }
             assert_eq!(status, 200, "an accepted request is answered: {answer}");
             assert!(Instant::now() < deadline, "never shed while {} executions waited", backlog.len());
+            if backlog.len() < MAX_BACKLOG {
+                backlog.push(case.create(&format!("sleeper-{}", backlog.len()), sleeper, None, None).await);
+            }
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
         let error = refusal["error"].as_str().unwrap_or_default();
