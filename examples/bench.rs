@@ -251,7 +251,9 @@ impl Server {
             // when one looks (their slots never mix either way: slots carry the server's pid).
             .args(["--cgroup-parent", &format!("pyexec-bench-{port}")])
             .args(extra)
-            .env("PYEXEC_LOG", "warn")
+            // The server logs warnings only, unless PYEXEC_LOG asks for more (its lines go to
+            // stderr: `PYEXEC_LOG=info make bench MODE=mixed 2>log` keeps each run's path and times).
+            .env("PYEXEC_LOG", std::env::var("PYEXEC_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .spawn()
             .expect("start pyexec");

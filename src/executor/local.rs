@@ -140,6 +140,7 @@ impl LocalExecutor {
                 }
                 _ => {
                     metrics.cold_starts.inc();
+                    let _cold = pool.as_ref().map(Pool::cold_start);
                     supervisor.run_cancellable(&request.id, &request.job, &cancel, request.output.as_ref()).await
                 }
             };

@@ -155,6 +155,14 @@ pub struct Starts<'a> {
     pub cold: Duration,
 }
 
+/// What a cold start is expected to take beside `under_way` others on `cpus` CPUs, when one
+/// alone takes `alone`: an interpreter's start is CPU work, so each cold start already running
+/// slows the next by its share of the CPUs (a burst that went cold at once took 3 to 8 times as
+/// long as one cold start alone).
+pub fn cold_beside(alone: Duration, under_way: usize, cpus: usize) -> Duration {
+    alone.mul_f64(1.0 + under_way as f64 / cpus.max(1) as f64)
+}
+
 /// Whether to wait for a start rather than start cold, and how long that start is expected to
 /// take: the start under way that no earlier waiter counts on, or else one not begun yet. The
 /// pool begins it now if it has room to; otherwise it begins once as many starts have ended as
@@ -300,6 +308,19 @@ mod tests {
         assert_eq!(wait_for_start(starts(&[], 13, 2)), None);
         let slow = Starts { start: MS(120), ..starts(&[], 2, 2) };
         assert_eq!(wait_for_start(slow), None, "240 ms of starts ahead, a cold start takes 200");
+    }
+
+    #[test]
+    fn each_cold_start_under_way_slows_the_next_by_its_share_of_the_cpus() {
+        assert_eq!(cold_beside(MS(20), 0, 2), MS(20));
+        assert_eq!(cold_beside(MS(20), 1, 2), MS(30));
+        assert_eq!(cold_beside(MS(20), 4, 2), MS(60));
+        assert_eq!(cold_beside(MS(20), 3, 0), MS(80), "no CPU count is taken as one");
+        // Five waiting ahead: queueing takes 90 ms, a cold start alone 40 but beside three
+        // others 100, so the request queues.
+        let queued = Starts { cold: cold_beside(MS(40), 3, 2), ..starts(&[], 5, 2) };
+        assert_eq!(wait_for_start(queued), Some(MS(90)));
+        assert_eq!(wait_for_start(Starts { cold: MS(40), ..queued }), None);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! rest. A request takes one of its kind (a hit) or, when none is ready or its limits cannot be
 //! applied to a ready one, starts a sandbox itself (a cold start). A request that finds none
 //! ready waits for a start of its kind already under way, or queues for one not begun yet, when
-//! that is expected sooner than a cold start, and no longer than a cold start takes (`demand`). A
+//! that is expected sooner than a cold start, and no longer than a cold start takes (`demand`);
+//! the sandboxes started go to the waiting requests first come, first served (`handoff`). A
 //! sandbox is never handed a second job: `Supervisor::run_ready` consumes it.
 //!
 //! One background task keeps the pool filled, up to `--pool-starts-at-once` sandboxes at a time
@@ -17,6 +18,7 @@
 //! `--pool-max`, shrinking again as arrivals stop and bursts fade.
 
 pub mod demand;
+mod handoff;
 mod kind;
 mod settings;
 
@@ -24,7 +26,7 @@ pub use kind::{kind_for, Kind};
 pub use settings::{PoolSettings, PreloadSettings};
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,7 @@ use crate::sandbox::limits::Limits;
 use crate::sandbox::run::supervisor::Supervisor;
 use crate::sandbox::warm::ready::{fits, ReadySandbox, Unfit};
 use demand::{Arrivals, Burst, Starts};
+use handoff::Waiters;
 use kind::next_to_start;
 
 /// How often the pool looks for dead and stale sandboxes when nothing wakes it.
@@ -157,11 +160,15 @@ struct Shared {
     backstop: Duration,
     /// The ready sandboxes of each kind (indexed by `Kind::index`), oldest first.
     ready: Mutex<[VecDeque<ReadySandbox>; 2]>,
+    /// The requests of each kind waiting for a sandbox being started, oldest first. Locked
+    /// after `ready`, when both are.
+    waiters: Mutex<[Waiters<ReadySandbox>; 2]>,
     /// Each kind's arrivals and start times, from which its target follows.
     demand: Mutex<[Demand; 2]>,
     wake: Notify,
-    /// Told when a sandbox of each kind is ready, for the requests waiting for one.
-    arrived: [Notify; 2],
+    /// Told when a start of each kind ends, however, for the requests waiting for one: they look
+    /// again whether one may still come.
+    start_ended: [Notify; 2],
     stop: CancellationToken,
     /// Whether a sandbox may be started now (a run slot is free).
     may_refill: Box<dyn Fn() -> bool + Send + Sync>,
@@ -171,6 +178,17 @@ struct Shared {
     starting: Mutex<Starting>,
     /// Whether the pool pauses after failed starts (`backoff`).
     paused: AtomicBool,
+    /// Cold starts (jobs that got no ready sandbox) running now, of either kind.
+    colds: AtomicUsize,
+}
+
+/// One cold start counted as running until this is dropped (`Pool::cold_start`).
+pub struct ColdStart(Arc<Shared>);
+
+impl Drop for ColdStart {
+    fn drop(&mut self) {
+        self.0.colds.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Pool {
@@ -196,11 +214,12 @@ impl Pool {
             supervisor,
             backstop: settings.idle_lifetime() + BACKSTOP_BEYOND_IDLE,
             demand: Mutex::new([demand; 2]),
-            arrived: [Notify::new(), Notify::new()],
+            start_ended: [Notify::new(), Notify::new()],
             preload,
             settings,
             limits,
             ready: Mutex::new([VecDeque::new(), VecDeque::new()]),
+            waiters: Mutex::new([Waiters::default(), Waiters::default()]),
             wake: Notify::new(),
             stop: CancellationToken::new(),
             may_refill,
@@ -208,6 +227,7 @@ impl Pool {
             started: AtomicU64::new(0),
             starting: Mutex::new(Starting::default()),
             paused: AtomicBool::new(false),
+            colds: AtomicUsize::new(0),
         });
         let task = tokio::spawn(refill(shared.clone()));
         Pool { shared, task: Arc::new(Mutex::new(Some(task))) }
@@ -238,22 +258,57 @@ impl Pool {
         // The refilling task begins a start for this request if none is under way for it.
         shared.wake.notify_one();
         let deadline = tokio::time::Instant::now() + cold;
+        // This request's place in the queue of waiters, once it joined it.
+        let mut place = None;
         let claim = loop {
-            let arrived = shared.arrived[kind.index()].notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            match shared.take(kind, limits) {
-                Taken::Ready(sandbox) => break Claim::Hit { sandbox, waited: true },
-                Taken::Unfit(unfit) => break Claim::Miss(Miss::Unfit(unfit)),
-                Taken::None if !shared.may_start(kind) => break Claim::Miss(Miss::WaitedInVain),
-                Taken::None => {}
-            }
-            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+            let ended = shared.start_ended[kind.index()].notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let mut handed = match place.take() {
+                Some(handed) => handed,
+                None => match shared.take_or_join(kind, limits) {
+                    Ok(Taken::Ready(sandbox)) => break Claim::Hit { sandbox, waited: true },
+                    Ok(Taken::Unfit(unfit)) => break Claim::Miss(Miss::Unfit(unfit)),
+                    // (Not when joining: a request finding none joins the queue instead.)
+                    Ok(Taken::None) => break Claim::Miss(Miss::WaitedInVain),
+                    Err(handed) => handed,
+                },
+            };
+            if !shared.may_start(kind) {
+                place = Some(handed);
                 break Claim::Miss(Miss::WaitedInVain);
             }
+            tokio::select! {
+                sandbox = &mut handed => match sandbox {
+                    Ok(sandbox) => match shared.fit(kind, sandbox, limits) {
+                        Some(claim) => break claim,
+                        // It died while it waited: join the queue again.
+                        None => continue,
+                    },
+                    Err(_) => continue,
+                },
+                // A start ended (perhaps failed): look again whether one may still come.
+                () = &mut ended => place = Some(handed),
+                () = tokio::time::sleep_until(deadline) => {
+                    place = Some(handed);
+                    break Claim::Miss(Miss::WaitedInVain);
+                }
+            }
         };
+        // Leaving the queue: a sandbox handed over meanwhile goes on to the next waiter.
+        if let Some(sandbox) = place.and_then(handoff::leave) {
+            shared.give(kind, sandbox);
+        }
         drop(waiting);
         claim
+    }
+
+    /// Counts a job that got no ready sandbox as starting cold until the returned guard drops:
+    /// a request that finds none ready weighs the wait for a start against a cold start beside
+    /// those (`demand::cold_beside`).
+    pub fn cold_start(&self) -> ColdStart {
+        self.shared.colds.fetch_add(1, Ordering::SeqCst);
+        ColdStart(self.shared.clone())
     }
 
     /// Tells the pool that a script of `kind` started cold and succeeded after `took`: what a
@@ -322,14 +377,42 @@ impl Shared {
         }
     }
 
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, [Waiters<ReadySandbox>; 2]> {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A ready sandbox of `kind` that takes `limits`, if one is ready.
     fn take(&self, kind: Kind, limits: &Limits) -> Taken {
+        match self.take_then(kind, limits, false) {
+            Ok(taken) => taken,
+            Err(_) => Taken::None,
+        }
+    }
+
+    /// `take`, or else, when none is ready, this request's place at the end of the queue of
+    /// waiters (`handoff`): the sandbox started for it comes through the receiver.
+    fn take_or_join(&self, kind: Kind, limits: &Limits) -> Result<Taken, tokio::sync::oneshot::Receiver<ReadySandbox>> {
+        self.take_then(kind, limits, true)
+    }
+
+    fn take_then(
+        &self,
+        kind: Kind,
+        limits: &Limits,
+        join: bool,
+    ) -> Result<Taken, tokio::sync::oneshot::Receiver<ReadySandbox>> {
         let mut gone = Vec::new();
         let taken = {
             let mut all = self.lock_ready();
             let ready = &mut all[kind.index()];
             loop {
-                let Some(mut sandbox) = ready.pop_front() else { break Taken::None };
+                let Some(mut sandbox) = ready.pop_front() else {
+                    if join {
+                        // Joined while `ready` is locked: what `give` hands on next reaches it.
+                        return Err(self.lock_waiters()[kind.index()].join());
+                    }
+                    break Taken::None;
+                };
                 match sandbox.claim(limits, self.backstop) {
                     Ok(()) => break Taken::Ready(Box::new(sandbox)),
                     Err(Unfit::Gone) => gone.push(sandbox),
@@ -351,7 +434,33 @@ impl Shared {
         }
         // No refill is started here: it would take CPU from the run that just claimed; the
         // run's end wakes the pool (`wake`).
-        taken
+        Ok(taken)
+    }
+
+    /// A sandbox of `kind` that became ready, or came back: to the oldest request waiting for
+    /// one, or else into the pool.
+    fn give(&self, kind: Kind, sandbox: ReadySandbox) {
+        let mut all = self.lock_ready();
+        if let Some(sandbox) = self.lock_waiters()[kind.index()].hand(sandbox) {
+            all[kind.index()].push_back(sandbox);
+        }
+    }
+
+    /// What a request waiting for a start makes of the sandbox handed to it: a hit when the
+    /// sandbox takes its `limits`; a miss when it cannot (the sandbox goes on to the next
+    /// waiter); None when it ended while it waited.
+    fn fit(&self, kind: Kind, mut sandbox: ReadySandbox, limits: &Limits) -> Option<Claim> {
+        match sandbox.claim(limits, self.backstop) {
+            Ok(()) => Some(Claim::Hit { sandbox: Box::new(sandbox), waited: true }),
+            Err(Unfit::Gone) => {
+                tokio::spawn(sandbox.destroy());
+                None
+            }
+            Err(unfit) => {
+                self.give(kind, sandbox);
+                Some(Claim::Miss(Miss::Unfit(unfit)))
+            }
+        }
     }
 
     /// Whether a request of `kind` that found none ready should wait for a start (`demand`):
@@ -362,6 +471,7 @@ impl Shared {
             let demand = self.lock_demand()[kind.index()];
             (Duration::from_secs_f64(demand.start?), Duration::from_secs_f64(demand.cold()?))
         };
+        let cold = demand::cold_beside(cold, self.colds.load(Ordering::SeqCst), settings::cpus());
         let now = Instant::now();
         let mut starting = self.lock_starting();
         let under_way: Vec<Duration> =
@@ -551,9 +661,8 @@ async fn start_one(starting: StartUnderWay) -> bool {
             let cold = if forked { shared.supervisor.template_start(preload) } else { Some(took) };
             shared.measured(kind, took, cold);
             tracing::debug!(kind = kind.as_str(), id, ms = took.as_millis() as u64, forked, "a ready sandbox started");
-            shared.lock_ready()[kind.index()].push_back(sandbox);
+            shared.give(kind, sandbox);
             drop(starting);
-            shared.arrived[kind.index()].notify_waiters();
             // Let the refilling task look again (and the gauges follow) at once.
             shared.wake.notify_one();
             true
@@ -594,7 +703,7 @@ impl Drop for StartUnderWay {
         }
         drop(starting);
         // A start that failed leaves its waiters to look again (and, in time, start cold).
-        self.shared.arrived[self.kind.index()].notify_waiters();
+        self.shared.start_ended[self.kind.index()].notify_waiters();
     }
 }
 
