@@ -27,10 +27,9 @@ pub struct PoolSettings {
     /// target from demand; above the target it is removed after 30 s).
     #[arg(long, env = "PYEXEC_POOL_IDLE_SECONDS", default_value_t = 300)]
     pub pool_idle_seconds: u64,
-    /// Most ready sandboxes started at the same time when the pool refills (default: twice the
-    /// number of CPUs: a forked sandbox's start waits on the kernel, making its namespaces, about
-    /// as long as it computes). They start at a hundredth of a running script's CPU weight,
-    /// forks at a script's.
+    /// Most ready sandboxes started at the same time when the pool refills (default: the
+    /// number of CPUs). They start at a hundredth of a running script's CPU weight, forks at a
+    /// script's.
     #[arg(long, env = "PYEXEC_POOL_STARTS_AT_ONCE", value_parser = clap::value_parser!(u16).range(1..))]
     pub pool_starts_at_once: Option<u16>,
     /// Fork the ready sandboxes from a template interpreter per kind (the preloaded kind's
@@ -96,7 +95,7 @@ impl PoolSettings {
 
     /// How many ready sandboxes may be started at the same time.
     pub fn starts_at_once(&self) -> usize {
-        self.pool_starts_at_once.map_or_else(|| 2 * cpus(), usize::from)
+        self.pool_starts_at_once.map_or_else(cpus, usize::from)
     }
 
     /// The least and most ready sandboxes of `kind`, given the preloaded modules: none
