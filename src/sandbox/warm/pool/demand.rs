@@ -157,8 +157,8 @@ pub struct Starts<'a> {
 
 /// What a cold start is expected to take beside `under_way` others on `cpus` CPUs, when one
 /// alone takes `alone`: an interpreter's start is CPU work, so each cold start already running
-/// slows the next by its share of the CPUs (a burst that went cold at once took 3 to 8 times as
-/// long as one cold start alone).
+/// slows the next by its share of the CPUs (eight cold starts at once on 2 CPUs take 3 to 8 times
+/// as long as one alone).
 pub fn cold_beside(alone: Duration, under_way: usize, cpus: usize) -> Duration {
     alone.mul_f64(1.0 + under_way as f64 / cpus.max(1) as f64)
 }

@@ -1,7 +1,7 @@
 //! The requests waiting for a ready sandbox of one kind, first come first served: a sandbox
-//! that becomes ready goes to the oldest of them, never to whoever looks first. (When every
-//! waiter was woken to race for it, a request that had waited 150 ms lost again and again to
-//! requests that had just arrived, under a burst.)
+//! that becomes ready goes to the oldest of them, never to whoever looks first. Were every
+//! waiter woken to race for it, requests that had just arrived would win it again and again,
+//! and under a burst the unluckiest would wait several times the average.
 
 use std::collections::VecDeque;
 
