@@ -54,6 +54,15 @@ pub struct WaitLabels {
     pub ended: &'static str,
 }
 
+/// The values of `WhenLabels::when`.
+const TEMPLATE_STARTS: [&str; 2] = ["at_need", "ahead"];
+
+/// When a template of the pool was started: `at_need` or `ahead`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhenLabels {
+    pub when: &'static str,
+}
+
 /// Why a request was refused before any execution: the label of `pyexec_rejected_requests_total`,
 /// carried by the refusal itself (see `server::error::ApiError`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -144,6 +153,11 @@ pub const POOL_TEMPLATE_MEMORY: Declaration = Declaration::gauge(
     &[],
     "Memory of the templates the ready sandboxes are forked from (shared by them, not counted in pyexec_pool_ready_memory_bytes); 0 when there are none",
 );
+pub const POOL_TEMPLATE_STARTS: Declaration = Declaration::counter(
+    "pool_template_starts",
+    &["when"],
+    "Templates started, by when: at_need (a fork waited for its imports: the first of its modules, or one replacing a template that ended, or was spent before its successor was ready), ahead (a successor, started near the end of a template's life, that took over with no fork waiting)",
+);
 /// From a plain sandbox on an idle machine (~20 ms) to a preloaded one starved by busy CPUs.
 pub const POOL_START: Declaration = Declaration::histogram(
     "pool_start_seconds",
@@ -192,6 +206,7 @@ pub struct Metrics {
     /// Ready sandboxes being started (importing) now.
     pub pool_starting: Gauge,
     pub pool_template_memory: Gauge,
+    pub pool_template_starts: Family<WhenLabels, Counter>,
     /// How long ready sandboxes took to start, by kind.
     pub pool_start: Family<KindLabels, Histogram>,
     /// Executions that got a ready sandbox, by kind.
@@ -225,6 +240,7 @@ impl Default for Metrics {
             pool_ready_memory: e.add(&POOL_READY_MEMORY, Family::default()),
             pool_starting: e.add(&POOL_STARTING, Gauge::default()),
             pool_template_memory: e.add(&POOL_TEMPLATE_MEMORY, Gauge::default()),
+            pool_template_starts: e.add(&POOL_TEMPLATE_STARTS, Family::default()),
             pool_start: e
                 .add(&POOL_START, Family::new_with_constructor((|| POOL_START.new_histogram()) as fn() -> Histogram)),
             pool_hits: e.add(&POOL_HITS, Family::default()),
@@ -237,6 +253,9 @@ impl Default for Metrics {
         for outcome in Outcome::ALL {
             let labels = OutcomeLabels { outcome: outcome.as_str().to_string() };
             let _ = metrics.executions.get_or_create(&labels);
+        }
+        for when in TEMPLATE_STARTS {
+            let _ = metrics.pool_template_starts.get_or_create(&WhenLabels { when });
         }
         for kind in Kind::ALL {
             let labels = KindLabels::of(kind);
@@ -277,6 +296,13 @@ impl PoolObserver for Metrics {
 
     fn template(&self, memory_bytes: u64) {
         self.pool_template_memory.set(i64::try_from(memory_bytes).unwrap_or(i64::MAX));
+    }
+
+    fn template_starts(&self, at_need: u64, ahead: u64) {
+        for (when, total) in TEMPLATE_STARTS.into_iter().zip([at_need, ahead]) {
+            let counter = self.pool_template_starts.get_or_create(&WhenLabels { when });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 }
 

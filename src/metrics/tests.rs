@@ -38,6 +38,8 @@ fn the_service_exposes_these_metrics() {
             "# TYPE pyexec_pool_starting gauge",
             "# HELP pyexec_pool_template_memory_bytes Memory of the templates the ready sandboxes are forked from (shared by them, not counted in pyexec_pool_ready_memory_bytes); 0 when there are none.",
             "# TYPE pyexec_pool_template_memory_bytes gauge",
+            "# HELP pyexec_pool_template_starts Templates started, by when: at_need (a fork waited for its imports: the first of its modules, or one replacing a template that ended, or was spent before its successor was ready), ahead (a successor, started near the end of a template's life, that took over with no fork waiting).",
+            "# TYPE pyexec_pool_template_starts counter",
             "# HELP pyexec_pool_start_seconds Time from a ready sandbox's start to its interpreter waiting for a script, by kind.",
             "# TYPE pyexec_pool_start_seconds histogram",
             "# HELP pyexec_pool_hits Executions that ran in a ready sandbox (warm), by kind.",

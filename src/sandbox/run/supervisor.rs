@@ -140,8 +140,9 @@ impl Supervisor {
         self.inner.removals.close();
         self.inner.removals.wait().await;
         let templates: Vec<Template> = {
-            let Templates { serving, retired } = std::mem::take(&mut *self.inner.templates.lock().await);
-            serving.into_iter().chain(retired).collect()
+            let Templates { serving, successors, retired, .. } =
+                std::mem::take(&mut *self.inner.templates.lock().await);
+            serving.into_iter().chain(successors).chain(retired).collect()
         };
         futures::future::join_all(templates.into_iter().map(Template::destroy)).await;
         let inner = self.inner.clone();

@@ -33,6 +33,13 @@ impl Supervisor {
         Some(running.all().filter_map(|t| t.cgroup.as_ref()?.memory_usage()).sum())
     }
 
+    /// How many templates were started while a fork waited for them, and how many successors
+    /// took over with none waiting (`start_successor`); None while the templates are in use.
+    pub fn template_starts(&self) -> Option<(u64, u64)> {
+        let running = self.inner.templates.try_lock().ok()?;
+        Some((running.started_at_need, running.took_over))
+    }
+
     /// How long the serving template for `preload` took to start (an interpreter started in a
     /// jail, importing `preload`: what a cold start of the same kind takes); None without one,
     /// or while the templates are in use.
@@ -75,14 +82,46 @@ impl Supervisor {
                 Some(at) => at,
                 None => {
                     let template = self.start_template(limits, preload).await?;
+                    templates.started_at_need += 1;
                     templates.serving.push(template);
                     templates.serving.len() - 1
                 }
             };
-            templates.serving[at].fork(limits.tmp_mb * 1024 * 1024, backstop, lease)?
+            let pending = templates.serving[at].fork(limits.tmp_mb * 1024 * 1024, backstop, lease)?;
+            if templates.wants_successor(preload, life) {
+                templates.succeeding.push(preload.to_vec());
+                self.start_successor(limits, preload);
+            }
+            pending
         };
         let jail = ready_jail(pending.into_cgroup(cgroup).await?).await?;
         Ok(ReadySandbox { jail, born: Instant::now(), limits: limits.clone() })
+    }
+
+    /// Starts the successor of the template for `preload` in the background, beside it: ready
+    /// when that one is spent (`Templates::retire` hands over), so that forks of these modules
+    /// never wait for a template to import them. Tracked with the removals, so that shutdown
+    /// waits for it; one that is ready after shutdown began is ended at once.
+    fn start_successor(&self, limits: &Limits, preload: &[String]) {
+        let (supervisor, limits, preload) = (self.clone(), limits.clone(), preload.to_vec());
+        self.inner.removals.spawn(async move {
+            let successor = match supervisor.start_template(&limits, &preload).await {
+                Ok(successor) => Some(successor),
+                Err(err) => {
+                    tracing::warn!(modules = preload.join(","), error = %err, "a template's successor failed to start");
+                    None
+                }
+            };
+            let mut templates = supervisor.inner.templates.lock().await;
+            match successor {
+                Some(successor) if supervisor.inner.removals.is_closed() => {
+                    templates.succeeded(&preload, None);
+                    drop(templates);
+                    successor.destroy().await;
+                }
+                successor => templates.succeeded(&preload, successor),
+            }
+        });
     }
 
     /// Starts the template: a jail of nsjail.cfg without its namespace and mount denials (each

@@ -235,6 +235,36 @@ async fn a_template_forks_at_most_its_allowance_then_a_new_one_with_new_secrets_
     assert!(distinct.len() >= 3, "{seen:?}");
 }
 
+/// A template's successor starts near the end of its life and takes over when it is spent, with
+/// secrets of its own: with --pool-template-forks 10, 25 warm runs see three templates, no more
+/// than ten runs share one's hash seed, and at least one successor took over ahead of need
+/// (the first to take over may still have been starting when its predecessor was spent).
+#[tokio::test]
+async fn a_successor_template_starts_ahead_and_takes_over_when_the_template_is_spent() {
+    let server = Server::start_with(&["--pool-template-forks", "10"]).await;
+    let script = "def main():\n    return {'hash': hash('pyexec')}";
+    let mut seen: Vec<i64> = Vec::new();
+    for _ in 0..25 {
+        let body = server.execute_warm(script, None, "pyexec_pool_hits_total{kind=\"plain\"}").await;
+        seen.push(body["result"]["hash"].as_i64().unwrap_or_else(|| panic!("{body}")));
+    }
+    let mut distinct = seen.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    for value in &distinct {
+        let n = seen.iter().filter(|v| *v == value).count();
+        assert!(n <= 10, "{n} sandboxes shared one template's hash seed: {seen:?}");
+    }
+    assert!(distinct.len() >= 3, "{seen:?}");
+    let ahead = "pyexec_pool_template_starts_total{when=\"ahead\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric(ahead).await.unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "no successor took over ahead of need:\n{}", server.metrics().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.assert_healthy_and_clean().await;
+}
+
 /// Restores the host's core_pattern when dropped.
 struct CorePattern(String);
 

@@ -63,6 +63,9 @@ pub trait PoolObserver: Send + Sync {
     fn target(&self, kind: Kind, count: usize);
     /// Memory of the template preloaded sandboxes are forked from (0 without one).
     fn template(&self, memory_bytes: u64);
+    /// Templates started so far while a fork waited for them (`at_need`), and successors that
+    /// took over from a spent template with no fork waiting (`ahead`).
+    fn template_starts(&self, at_need: u64, ahead: u64);
 }
 
 /// The answer to a request for a ready sandbox.
@@ -565,6 +568,9 @@ impl Shared {
         }
         self.observer.starting(self.lock_starting().in_flight());
         self.observer.template(self.supervisor.template_memory().unwrap_or(0));
+        if let Some((at_need, ahead)) = self.supervisor.template_starts() {
+            self.observer.template_starts(at_need, ahead);
+        }
     }
 
     /// Reports the ready sandboxes of `kind` in `all` and the memory they hold.

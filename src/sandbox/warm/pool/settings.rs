@@ -43,7 +43,9 @@ pub struct PoolSettings {
     pub pool_fork: bool,
     /// Most sandboxes one template forks before a new template takes over. Forks share the
     /// secrets their template's interpreter drew when it started (the hash seed, the stack
-    /// canary, the pointer guard): this bounds how many sandboxes share them.
+    /// canary, the pointer guard): this bounds how many sandboxes share them. The new template
+    /// starts beside the old one in the last fifth of its forks or of its seconds, so that no
+    /// fork waits for its imports.
     #[arg(long, env = "PYEXEC_POOL_TEMPLATE_FORKS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub pool_template_forks: u64,
     /// Most seconds one template forks sandboxes before a new template takes over (the old one

@@ -76,6 +76,11 @@ impl Template {
         self.forks >= life.max_forks || self.born.elapsed() >= life.max_age
     }
 
+    /// Whether it is in the last fifth of its life (`Life::ending`): time to start its successor.
+    pub(in crate::sandbox) fn ending(&self, life: &Life) -> bool {
+        life.ending(self.forks, self.born.elapsed())
+    }
+
     /// Whether no sandbox it forked is still alive.
     pub(in crate::sandbox) fn unused(&self) -> bool {
         Arc::strong_count(&self.live) == 1
@@ -151,18 +156,49 @@ pub struct Life {
     pub max_age: Duration,
 }
 
-/// The pool's templates: those that fork (one per list of preloaded modules), and retired ones
-/// that still have live forks (ending a template ends every sandbox it forked).
+impl Life {
+    /// Whether a template that forked `forks` sandboxes and lived `age` is in the last fifth of
+    /// its life, by either measure: its successor starts then, so that it is ready to take over
+    /// when this one is spent, instead of every fork of these modules waiting for an import.
+    pub fn ending(&self, forks: u64, age: Duration) -> bool {
+        forks.saturating_mul(5) >= self.max_forks.saturating_mul(4) || age.mul_f64(5.0) >= self.max_age.mul_f64(4.0)
+    }
+}
+
+/// The pool's templates: those that fork (one per list of preloaded modules), their successors
+/// (started near the end of their life, waiting to take over), and retired ones that still have
+/// live forks (ending a template ends every sandbox it forked).
 #[derive(Debug, Default)]
 pub(in crate::sandbox) struct Templates {
     pub(in crate::sandbox) serving: Vec<Template>,
+    pub(in crate::sandbox) successors: Vec<Template>,
     pub(in crate::sandbox) retired: Vec<Template>,
+    /// The modules whose successor is being started now.
+    pub(in crate::sandbox) succeeding: Vec<Vec<String>>,
+    /// Templates started while a fork waited for them, and successors that took over from a
+    /// spent template with no fork waiting, since start-up.
+    pub(in crate::sandbox) started_at_need: u64,
+    pub(in crate::sandbox) took_over: u64,
 }
 
 impl Templates {
-    /// Every template, serving or retired.
+    /// Every template, serving, waiting to serve or retired.
     pub(in crate::sandbox) fn all(&self) -> impl Iterator<Item = &Template> {
-        self.serving.iter().chain(self.retired.iter())
+        self.serving.iter().chain(self.successors.iter()).chain(self.retired.iter())
+    }
+
+    /// Whether the template serving `preload` is near its end with no successor ready or on
+    /// its way: the caller starts one (and says so with `succeeding`).
+    pub(in crate::sandbox) fn wants_successor(&self, preload: &[String], life: &Life) -> bool {
+        self.serving.iter().any(|t| t.preload == preload && t.ending(life))
+            && !self.successors.iter().any(|t| t.preload == preload)
+            && !self.succeeding.iter().any(|p| p == preload)
+    }
+
+    /// A successor of `preload` is ready (or failed to start: None).
+    pub(in crate::sandbox) fn succeeded(&mut self, preload: &[String], successor: Option<Template>) {
+        self.succeeding.retain(|p| p != preload);
+        self.successors.extend(successor);
     }
 
     /// Takes the template for `preload` out of service when it has ended (at once) or is
@@ -171,16 +207,26 @@ impl Templates {
     pub(in crate::sandbox) async fn retire(&mut self, preload: &[String], life: &Life) {
         if let Some(at) = self.serving.iter().position(|t| t.preload == preload) {
             if !self.serving[at].alive() {
-                tracing::warn!(modules = preload.join(","), "a template of the pool ended; starting a new one");
+                tracing::warn!(modules = preload.join(","), "a template of the pool ended; replacing it");
                 self.serving.swap_remove(at).destroy().await;
             } else if self.serving[at].spent(life) {
                 let template = self.serving.swap_remove(at);
-                tracing::info!(
-                    modules = preload.join(","),
-                    forks = template.forks,
-                    "a template of the pool retires; starting a new one"
-                );
+                tracing::info!(modules = preload.join(","), forks = template.forks, "a template of the pool retires");
                 self.retired.push(template);
+            }
+        }
+        if !self.serving.iter().any(|t| t.preload == preload) {
+            if let Some(at) = self.successors.iter().position(|t| t.preload == preload) {
+                let mut successor = self.successors.swap_remove(at);
+                if successor.alive() {
+                    tracing::info!(modules = preload.join(","), "a template's successor takes over");
+                    // Its life counts from when it began to serve.
+                    successor.born = Instant::now();
+                    self.serving.push(successor);
+                    self.took_over += 1;
+                } else {
+                    successor.destroy().await;
+                }
             }
         }
         let (done, kept): (Vec<Template>, Vec<Template>) =
@@ -327,6 +373,20 @@ pub fn parse_status(said: &[u8]) -> Option<ChildStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_template_is_ending_in_the_last_fifth_of_its_forks_or_of_its_time() {
+        let life = Life { max_forks: 1000, max_age: Duration::from_secs(300) };
+        let s = Duration::from_secs;
+        assert!(!life.ending(0, s(0)));
+        assert!(!life.ending(799, s(239)));
+        assert!(life.ending(800, s(0)), "four fifths of its forks");
+        assert!(life.ending(0, s(240)), "four fifths of its time");
+        assert!(life.ending(u64::MAX, s(0)));
+        let one = Life { max_forks: 1, max_age: Duration::from_secs(1) };
+        assert!(!one.ending(0, Duration::ZERO));
+        assert!(one.ending(1, Duration::ZERO));
+    }
 
     #[test]
     fn a_keeper_says_how_the_sandbox_ended() {
