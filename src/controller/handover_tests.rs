@@ -94,8 +94,15 @@ async fn a_script_naming_a_preloaded_module_takes_a_plain_pod_when_no_preloaded_
     assert!(!metrics.contains("pyexec_controller_pool_misses_total"), "{metrics}");
 }
 
-#[tokio::test]
-async fn an_execution_finding_no_ready_pod_waits_for_one_already_starting() {
+/// The execution "hello" finds no ready pod while the pool's one pod starts, and waits; 200 ms
+/// later the pod becomes ready and `then` runs at once with the pool. The execution must claim
+/// that pod and run its job there. Returns the metrics and what `then` came to.
+async fn waiting_for_the_starting_pod<T, F, Fut>(then: F) -> (String, T)
+where
+    F: FnOnce(Arc<super::warm_pods::WarmPool>) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send,
+    T: Send + 'static,
+{
     let new = execution("hello");
     let fresh = new.clone();
     let warm = pool_pod("pyexec-warm-a");
@@ -103,11 +110,12 @@ async fn an_execution_finding_no_ready_pod_waits_for_one_already_starting() {
     let (ctx, server, attacher) = context_with(&[warm], &["pyexec-warm-a"]);
     let pool = ctx.pools[0].clone();
     let starting = pool.hold_back_ready();
-    tokio::spawn(async move {
+    let then = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for session in starting {
             pool.add_ready(session);
         }
+        then(pool).await
     });
     let action = reconcile_against(ctx.clone(), server, new, |mut server| async move {
         server.answer(200, &claimed).await.expect(Method::PATCH, WARM);
@@ -120,9 +128,29 @@ async fn an_execution_finding_no_ready_pod_waits_for_one_already_starting() {
     assert_eq!(action.expect("reconciled"), Action::await_change());
     let pods: Vec<String> = jobs(&attacher).into_iter().map(|(pod, _)| pod).collect();
     assert_eq!(pods, ["pyexec-warm-a"], "the pod that became ready, not one of its own");
-    let metrics = ctx.metrics.render();
+    (ctx.metrics.render(), then.await.expect("what followed the pod's start"))
+}
+
+#[tokio::test]
+async fn an_execution_finding_no_ready_pod_waits_for_one_already_starting() {
+    let (metrics, ()) = waiting_for_the_starting_pod(|_| async {}).await;
     assert!(metrics.contains(r#"pyexec_controller_pool_waits_total{kind="plain",ended="claimed"} 1"#), "{metrics}");
     assert!(!metrics.contains("pyexec_controller_pool_misses_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_pod_that_becomes_ready_goes_to_the_execution_waiting_for_it_not_to_a_later_one() {
+    // An execution that arrives just as the pod becomes ready, before the waiter has run again.
+    let (_, later) = waiting_for_the_starting_pod(|pool| async move {
+        let got = pool.claim(&execution("later"), &limits(), crate::sandbox::warm::pool::Kind::Plain).await;
+        got.map(|claim| claim.map(|session| session.pod().to_string()))
+    })
+    .await;
+    assert_eq!(
+        later.expect("no API error"),
+        Err(super::warm_pods::Miss::Empty),
+        "the later execution found none ready"
+    );
 }
 
 #[tokio::test]

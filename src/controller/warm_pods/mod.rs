@@ -17,7 +17,9 @@
 //! and ceiling; ready pods above that target are deleted once they have waited
 //! `SURPLUS_GRACE`. An execution that finds no ready pod of either kind waits for a pod already
 //! starting that no earlier waiter counts on, at most a measured start's time, since a pod of its
-//! own would take longer to start than that one's remainder.
+//! own would take longer to start than that one's remainder; the pods that become ready go to
+//! the waiting executions first come, first served (`handoff`), never to an execution that
+//! arrived later.
 
 pub mod claim;
 
@@ -38,6 +40,7 @@ use super::reconcile::api_code;
 use super::{Error, Result};
 use crate::crd::PythonExecution;
 use crate::sandbox::warm::pool::demand::{self, Arrivals, SURPLUS_GRACE};
+use crate::sandbox::warm::pool::handoff::{self, Waiters};
 use crate::sandbox::warm::pool::Kind;
 use crate::sandbox::Limits;
 use claim::PoolPod;
@@ -99,8 +102,6 @@ pub struct WarmPool {
     metrics: Arc<ControllerMetrics>,
     state: Mutex<State>,
     wake: Notify,
-    /// Told when a pod becomes ready, for the executions waiting for one.
-    became_ready: Notify,
 }
 
 #[derive(Default)]
@@ -126,6 +127,9 @@ struct State {
     warming: usize,
     /// Executions waiting for one of them.
     waiting: usize,
+    /// Their places in the queue, oldest first: a pod that becomes ready goes to the first
+    /// (`handoff`), never to whichever execution looks first.
+    waiters: Waiters<Box<dyn Session>>,
 }
 
 /// A ready pod's open session, and since when it has waited.
@@ -152,6 +156,24 @@ pub struct PoolConfig {
     pub idle: Duration,
     pub template: Pod,
     pub limits: Limits,
+}
+
+/// What a pod handed to a waiting execution comes through.
+type Handed = tokio::sync::oneshot::Receiver<Box<dyn Session>>;
+
+/// An execution's place in the queue of waiters (`claim_before`): when it stops waiting, a
+/// session handed to it meanwhile goes on to the next waiter, or back to the ready list.
+struct Place<'a> {
+    pool: &'a WarmPool,
+    handed: Option<Handed>,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.handed.take().and_then(handoff::leave) {
+            self.pool.give(session);
+        }
+    }
 }
 
 /// One execution counted as waiting for a starting pod until this is dropped: when the wait
@@ -187,7 +209,6 @@ impl WarmPool {
             metrics,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
-            became_ready: Notify::new(),
         })
     }
 
@@ -242,18 +263,8 @@ impl WarmPool {
         started: Instant,
     ) -> Result<Option<Box<dyn Session>>> {
         while let Some(session) = self.take_ready() {
-            match self.claim_pod(execution, session.pod()).await {
-                Ok(true) => {
-                    self.metrics.record_pool_claim(self.kind.as_str(), wanted.as_str(), started.elapsed());
-                    self.wake.notify_one();
-                    return Ok(Some(session));
-                }
-                // Claimed by another replica, or gone: keep the stream open while the pod lives.
-                Ok(false) => self.state().lingering.push(session),
-                Err(err) => {
-                    self.state().lingering.push(session);
-                    return Err(err);
-                }
+            if let Some(session) = self.claim_taken(execution, session, wanted, started).await? {
+                return Ok(Some(session));
             }
         }
         Ok(None)
@@ -299,7 +310,8 @@ impl WarmPool {
         Ok(claimed.map_or(Wait::InVain, Wait::Claimed))
     }
 
-    /// Claims the next pod to become ready, until `deadline`.
+    /// Claims the next pod to become ready, until `deadline`: a ready one, or else the one handed
+    /// to this execution's place in the queue of waiters.
     async fn claim_before(
         &self,
         execution: &PythonExecution,
@@ -307,34 +319,114 @@ impl WarmPool {
         deadline: tokio::time::Instant,
     ) -> Result<Option<Box<dyn Session>>> {
         let started = Instant::now();
+        let mut place = Place { pool: self, handed: None };
         loop {
-            let notified = self.became_ready.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(session) = self.claim_next(execution, wanted, started).await? {
+            let session = match place.handed.take() {
+                Some(mut handed) => tokio::select! {
+                    session = &mut handed => match session {
+                        Ok(session) if self.claimable(session.as_ref()) => {
+                            self.state().taken.insert(session.pod().to_string());
+                            session
+                        }
+                        Ok(session) => {
+                            self.state().lingering.push(session);
+                            continue;
+                        }
+                        Err(_) => continue,
+                    },
+                    () = tokio::time::sleep_until(deadline) => {
+                        place.handed = Some(handed);
+                        return Ok(None);
+                    }
+                },
+                None => match self.take_ready_or_join() {
+                    Ok(session) => session,
+                    Err(handed) => {
+                        place.handed = Some(handed);
+                        continue;
+                    }
+                },
+            };
+            if let Some(session) = self.claim_taken(execution, session, wanted, started).await? {
                 return Ok(Some(session));
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(None);
             }
         }
     }
 
+    /// Claims the pod of `session`, taken from the pool for `execution` (asked for at
+    /// `started`): the session when the claim succeeded; None when the pod is no longer the
+    /// pool's (its session is kept open, unused, while the pod lives).
+    async fn claim_taken(
+        &self,
+        execution: &PythonExecution,
+        session: Box<dyn Session>,
+        wanted: Kind,
+        started: Instant,
+    ) -> Result<Option<Box<dyn Session>>> {
+        match self.claim_pod(execution, session.pod()).await {
+            Ok(true) => {
+                self.metrics.record_pool_claim(self.kind.as_str(), wanted.as_str(), started.elapsed());
+                self.wake.notify_one();
+                Ok(Some(session))
+            }
+            // Claimed by another replica, or gone: keep the stream open while the pod lives.
+            Ok(false) => {
+                self.state().lingering.push(session);
+                Ok(None)
+            }
+            Err(err) => {
+                self.state().lingering.push(session);
+                Err(err)
+            }
+        }
+    }
+
+    /// Whether `session`'s stream is still open and its pod still the pool's.
+    fn claimable(&self, session: &dyn Session) -> bool {
+        let pod = self.cache.get(&ObjectRef::new(session.pod()).within(&self.namespace));
+        session.is_open()
+            && pod.is_some_and(|pod| claim::classify(&pod, self.idle, Timestamp::now()) == PoolPod::Running)
+    }
+
     /// The oldest ready session whose stream is still open, and whose pod is still the pool's.
     fn take_ready(&self) -> Option<Box<dyn Session>> {
-        let now = Timestamp::now();
+        self.take_ready_then(false).ok()
+    }
+
+    /// `take_ready`, or else, when none is ready, a place at the end of the queue of waiters
+    /// (taken while the state is locked, so that no pod becomes ready unseen in between).
+    fn take_ready_or_join(&self) -> std::result::Result<Box<dyn Session>, Handed> {
+        match self.take_ready_then(true) {
+            Ok(session) => Ok(session),
+            Err(handed) => Err(handed.unwrap_or_else(|| self.state().waiters.join())),
+        }
+    }
+
+    fn take_ready_then(&self, join: bool) -> std::result::Result<Box<dyn Session>, Option<Handed>> {
         let mut state = self.state();
         while !state.ready.is_empty() {
             let Ready { session, .. } = state.ready.remove(0);
-            let pod = self.cache.get(&ObjectRef::new(session.pod()).within(&self.namespace));
-            let claimable = pod.is_some_and(|pod| claim::classify(&pod, self.idle, now) == PoolPod::Running);
-            if session.is_open() && claimable {
+            if self.claimable(session.as_ref()) {
                 state.taken.insert(session.pod().to_string());
-                return Some(session);
+                return Ok(session);
             }
             state.lingering.push(session);
         }
-        None
+        Err(join.then(|| state.waiters.join()))
+    }
+
+    /// A session whose pod became ready (or came back from a waiter that left): to the oldest
+    /// execution waiting for one, or else into the ready list.
+    fn give(&self, session: Box<dyn Session>) {
+        let pod = session.pod().to_string();
+        let mut state = self.state();
+        match state.waiters.hand(session) {
+            Some(session) => state.ready.push(Ready { session, since: Instant::now() }),
+            // On its way to a claim: never attached to again meanwhile.
+            None => {
+                state.taken.insert(pod);
+            }
+        }
     }
 
     /// Patches `pod_name` as `execution`'s if nobody changed it since it was read: true when the
@@ -374,8 +466,7 @@ impl WarmPool {
     /// Puts an open session in the ready list, as an attach that saw the ready line does.
     #[cfg(test)]
     pub fn add_ready(&self, session: Box<dyn Session>) {
-        self.state().ready.push(Ready { session, since: Instant::now() });
-        self.became_ready.notify_waiters();
+        self.give(session);
     }
 
     /// Takes the ready sessions out, counting their pods as starting, as if none were ready yet.
@@ -483,10 +574,9 @@ impl WarmPool {
                         let seconds = born.elapsed().as_secs_f64();
                         state.start_seconds = Some(demand::averaged(state.start_seconds, seconds));
                     }
-                    state.ready.push(Ready { session, since: Instant::now() });
                     state.warming = state.warming.saturating_sub(1);
                     drop(state);
-                    pool.became_ready.notify_waiters();
+                    pool.give(session);
                     tracing::info!(pod = %name, "warm pod ready");
                 }
                 Err(err) => {

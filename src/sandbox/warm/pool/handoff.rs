@@ -1,5 +1,6 @@
-//! The requests waiting for a ready sandbox of one kind, first come first served: a sandbox
-//! that becomes ready goes to the oldest of them, never to whoever looks first. Were every
+//! The requests waiting for a ready sandbox of one kind (or, in the controller, for a warm pod),
+//! first come first served: a sandbox that becomes ready goes to the oldest of them, never to
+//! whoever looks first. Were every
 //! waiter woken to race for it, requests that had just arrived would win it again and again,
 //! and under a burst the unluckiest would wait several times the average.
 

@@ -18,7 +18,7 @@
 //! `--pool-max`, shrinking again as arrivals stop and bursts fade.
 
 pub mod demand;
-mod handoff;
+pub mod handoff;
 mod kind;
 mod settings;
 
