@@ -390,29 +390,26 @@ impl WarmPool {
 
     /// The oldest ready session whose stream is still open, and whose pod is still the pool's.
     fn take_ready(&self) -> Option<Box<dyn Session>> {
-        self.take_ready_then(false).ok()
+        self.take_ready_from(&mut self.state())
     }
 
     /// `take_ready`, or else, when none is ready, a place at the end of the queue of waiters
     /// (taken while the state is locked, so that no pod becomes ready unseen in between).
     fn take_ready_or_join(&self) -> std::result::Result<Box<dyn Session>, Handed> {
-        match self.take_ready_then(true) {
-            Ok(session) => Ok(session),
-            Err(handed) => Err(handed.unwrap_or_else(|| self.state().waiters.join())),
-        }
+        let mut state = self.state();
+        self.take_ready_from(&mut state).ok_or_else(|| state.waiters.join())
     }
 
-    fn take_ready_then(&self, join: bool) -> std::result::Result<Box<dyn Session>, Option<Handed>> {
-        let mut state = self.state();
+    fn take_ready_from(&self, state: &mut State) -> Option<Box<dyn Session>> {
         while !state.ready.is_empty() {
             let Ready { session, .. } = state.ready.remove(0);
             if self.claimable(session.as_ref()) {
                 state.taken.insert(session.pod().to_string());
-                return Ok(session);
+                return Some(session);
             }
             state.lingering.push(session);
         }
-        Err(join.then(|| state.waiters.join()))
+        None
     }
 
     /// A session whose pod became ready (or came back from a waiter that left): to the oldest
