@@ -170,11 +170,12 @@ impl LocalExecutor {
             }
             let _ = answer.send(envelope);
             removal.wait().await;
-            metrics.in_flight.dec();
             {
                 let mut average = run_seconds.lock().unwrap_or_else(|p| p.into_inner());
                 *average = Some(overload::averaged(*average, started.elapsed().as_secs_f64()));
             }
+            // Only now out of flight: a run counted as ended has its time in the average.
+            metrics.in_flight.dec();
             drop(permit);
             if let Some(pool) = &pool {
                 pool.wake();

@@ -93,6 +93,8 @@ async fn a_request_that_would_not_start_within_its_timeout_gets_429_at_once() {
     // One run teaches the server how long these scripts hold the slot.
     let (status, _, body) = post_second(&server, "/execute", 10.0).await;
     assert_eq!(status, 200, "{body}");
+    // Its answer comes before its sandbox is gone; its time counts once it is out of flight.
+    server.wait_for_in_flight(0).await;
 
     // A flood: one runs, two wait, each of them within its 10 s timeout.
     let mut flood = Vec::new();
@@ -138,6 +140,7 @@ async fn overload_refusals_can_be_turned_off() {
     let server = Server::start_with(&flags).await;
     let (status, _, body) = post_second(&server, "/execute", 10.0).await;
     assert_eq!(status, 200, "{body}");
+    server.wait_for_in_flight(0).await;
     let (client, url) = (server.client().clone(), server.url("/execute"));
     let first = tokio::spawn(async move {
         let body = json!({"script": SECOND, "limits": {"timeout_seconds": 10}});
