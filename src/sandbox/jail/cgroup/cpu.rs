@@ -7,7 +7,9 @@
 //! its turn behind scripts that spin or fork until their timeout. (A tenth of the weight, what
 //! long runs got before, still left a hello's p99 at 150-200 ms beside three spinners or three
 //! fork bombs on 2 CPUs; as idle groups, 30-45 ms, its idle p99 being 25 ms.) Where the kernel
-//! has no `cpu.idle`, a long run keeps the tenth of the weight it is also given. A ready sandbox
+//! has no `cpu.idle`, a long run keeps the tenth of the weight it is also given. A long run in
+//! the idle class that starves beside short runs gets a run's weight back for a while
+//! (`starvation`), so that it still reaches its end under sustained load. A ready sandbox
 //! of the pool imports its modules at a hundredth of the weight, raised to a run's when its job
 //! arrives.
 
@@ -38,6 +40,9 @@ pub enum Weight {
     Run,
     /// A script has used `long_run_after` of CPU time.
     LongRun,
+    /// A long run in the idle class that waited for the CPU without getting its floor: a run's
+    /// weight, outside the idle class, for a window (see `starvation`).
+    Starving,
     /// A ready sandbox starts or waits for its job.
     Refill,
     /// The pool's template forks a ready sandbox, which makes its namespaces: a few milliseconds
@@ -62,7 +67,7 @@ impl CpuShare {
     /// a long run's enters it last.
     pub fn files(&self, weight: Weight, unified: bool) -> Vec<(&'static str, String)> {
         let value = match weight {
-            Weight::Run | Weight::Fork => RUN_WEIGHT,
+            Weight::Run | Weight::Fork | Weight::Starving => RUN_WEIGHT,
             Weight::LongRun => LONG_RUN_WEIGHT,
             Weight::Refill => REFILL_WEIGHT,
         };

@@ -17,6 +17,7 @@ mod cpu;
 mod detect;
 mod dynmods;
 mod naming;
+mod starvation;
 
 pub use cpu::{parse_cpus, parse_seconds, CpuShare, Weight};
 pub use detect::{detect_parent, remove_parent, CgroupMode};
@@ -27,6 +28,38 @@ pub use naming::remove_orphan_slots;
 const LONG_RUN_POLL: Duration = Duration::from_millis(50);
 /// How long to wait for a killed run's processes to leave its cgroup before giving up on rmdir.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Gives the long run in the idle group `dir` a run's weight for each window after one in which
+/// it starved, and the idle class again after one in which it did not (see `starvation`), until
+/// the group's weight is set again (its run ended).
+async fn keep_from_starving(cpu: CpuShare, dir: &std::path::Path, unified: bool, epochs: &Mutex<u64>, epoch: u64) {
+    let mut last = starvation::progress(dir, unified);
+    let mut lifted = false;
+    loop {
+        tokio::time::sleep(starvation::WINDOW).await;
+        let current = epochs.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != epoch {
+            return;
+        }
+        let now = starvation::progress(dir, unified);
+        let starving = match (last, now) {
+            (Some(earlier), Some(now)) => starvation::starving(starvation::WINDOW, now.since(earlier)),
+            _ => false,
+        };
+        last = now;
+        if starving == lifted {
+            continue;
+        }
+        let weight = if starving { Weight::Starving } else { Weight::LongRun };
+        match cpu.apply(dir, weight, unified) {
+            Ok(()) => {
+                tracing::debug!(cgroup = %dir.display(), starving, "a long run's CPU weight follows its progress");
+                lifted = starving;
+            }
+            Err(err) => tracing::warn!(cgroup = %dir.display(), error = %err, "could not set a long run's CPU weight"),
+        }
+    }
+}
 
 /// Reusable cgroups for runs ("slots"), one run at a time in each. Creating and removing a
 /// memory cgroup around every run cost about 7 ms of a 20 ms hello world on cgroup v1 (the
@@ -295,8 +328,11 @@ impl RunCgroup {
                     if let Err(err) = cpu.apply(&dir, Weight::LongRun, unified) {
                         tracing::warn!(cgroup = %dir.display(), error = %err, "could not lower a long run's CPU weight");
                     }
-                    return;
+                    break;
                 }
+            }
+            if cpu.long_run_idle {
+                keep_from_starving(cpu, &dir, unified, &epochs, epoch).await;
             }
         });
         Ok(())
