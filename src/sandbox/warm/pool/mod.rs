@@ -386,58 +386,54 @@ impl Shared {
 
     /// A ready sandbox of `kind` that takes `limits`, if one is ready.
     fn take(&self, kind: Kind, limits: &Limits) -> Taken {
-        match self.take_then(kind, limits, false) {
-            Ok(taken) => taken,
-            Err(_) => Taken::None,
-        }
+        let (taken, gone) = self.take_from(&mut self.lock_ready()[kind.index()], limits);
+        self.took(kind, &taken, gone);
+        taken
     }
 
     /// `take`, or else, when none is ready, this request's place at the end of the queue of
     /// waiters (`handoff`): the sandbox started for it comes through the receiver.
     fn take_or_join(&self, kind: Kind, limits: &Limits) -> Result<Taken, tokio::sync::oneshot::Receiver<ReadySandbox>> {
-        self.take_then(kind, limits, true)
+        let (taken, gone, joined) = {
+            let mut all = self.lock_ready();
+            let (taken, gone) = self.take_from(&mut all[kind.index()], limits);
+            // Joined while `ready` is locked: what `give` hands on next reaches it.
+            let joined = matches!(taken, Taken::None).then(|| self.lock_waiters()[kind.index()].join());
+            (taken, gone, joined)
+        };
+        self.took(kind, &taken, gone);
+        joined.map_or(Ok(taken), Err)
     }
 
-    fn take_then(
-        &self,
-        kind: Kind,
-        limits: &Limits,
-        join: bool,
-    ) -> Result<Taken, tokio::sync::oneshot::Receiver<ReadySandbox>> {
+    /// The first of the `ready` sandboxes that takes `limits`, and those found ended on the way.
+    fn take_from(&self, ready: &mut VecDeque<ReadySandbox>, limits: &Limits) -> (Taken, Vec<ReadySandbox>) {
         let mut gone = Vec::new();
-        let taken = {
-            let mut all = self.lock_ready();
-            let ready = &mut all[kind.index()];
-            loop {
-                let Some(mut sandbox) = ready.pop_front() else {
-                    if join {
-                        // Joined while `ready` is locked: what `give` hands on next reaches it.
-                        return Err(self.lock_waiters()[kind.index()].join());
-                    }
-                    break Taken::None;
-                };
-                match sandbox.claim(limits, self.backstop) {
-                    Ok(()) => break Taken::Ready(Box::new(sandbox)),
-                    Err(Unfit::Gone) => gone.push(sandbox),
-                    Err(unfit) => {
-                        ready.push_front(sandbox);
-                        break Taken::Unfit(unfit);
-                    }
+        while let Some(mut sandbox) = ready.pop_front() {
+            match sandbox.claim(limits, self.backstop) {
+                Ok(()) => return (Taken::Ready(Box::new(sandbox)), gone),
+                Err(Unfit::Gone) => gone.push(sandbox),
+                Err(unfit) => {
+                    ready.push_front(sandbox);
+                    return (Taken::Unfit(unfit), gone);
                 }
             }
-        };
+        }
+        (Taken::None, gone)
+    }
+
+    /// After a take from `kind`'s ready sandboxes, with the pool unlocked: the ended ones found
+    /// are destroyed, and the gauge follows at once when the pool changed (the claimed run may
+    /// answer before the pool next looks; only this kind's, since the report reads each ready
+    /// sandbox's memory from its cgroup). No refill is started here: it would take CPU from the
+    /// run that just claimed; the run's end wakes the pool (`wake`).
+    fn took(&self, kind: Kind, taken: &Taken, gone: Vec<ReadySandbox>) {
         let changed = matches!(taken, Taken::Ready(_)) || !gone.is_empty();
         for sandbox in gone {
             tokio::spawn(sandbox.destroy());
         }
         if changed {
-            // The gauge follows at once: the claimed run may answer before the pool next looks.
-            // Only this kind's: the report reads each ready sandbox's memory from its cgroup.
             self.report_kind(&self.lock_ready(), kind);
         }
-        // No refill is started here: it would take CPU from the run that just claimed; the
-        // run's end wakes the pool (`wake`).
-        Ok(taken)
     }
 
     /// A sandbox of `kind` that became ready, or came back: to the oldest request waiting for
