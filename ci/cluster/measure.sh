@@ -8,8 +8,12 @@
 #   - (executions) the controller's memory with 1,000 finished PythonExecutions cached;
 #   - (load) 30 sequential hello and pandas, a steady 1 request/s for 60 s with the host's CPU
 #     per execution by component beside that of a bare gVisor pod (pause image) created and
-#     deleted, and 4 requests/s for 30 s (ci/cluster/load.py).
-# MEASURE_RUNS (default 5) sets N. MEASURE_WHAT=memory,pods,api,burst,executions,load selects parts;
+#     deleted, and 4 requests/s for 30 s (ci/cluster/load.py);
+#   - (runsc, not in the default set) every runsc command the gVisor shim runs while N*2 hello
+#     executions are answered 5 s apart and their pods replaced, each timed exactly
+#     (ci/cluster/runsc_timing.py): the shim's runtime config points at the timing wrapper for
+#     the part's length, then back.
+# MEASURE_RUNS (default 5) sets N. MEASURE_WHAT=memory,pods,api,burst,executions,load,runsc selects parts;
 # LOAD_WHAT=sequential,steady,overload selects the load part's parts.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -206,4 +210,29 @@ if [[ $WHAT == *load* ]]; then
   measure_namespace
   python3 "$HERE/load.py" --url "$API_URL" --header "$AUTH_HEADER" --what "${LOAD_WHAT:-sequential,steady,overload}" \
     --kubectl "$KUBECTL_BIN --kubeconfig $ADMIN_KUBECONFIG" --namespace "$MEASURE_NS"
+fi
+
+if [[ $WHAT == *runsc* ]]; then
+  api_setup
+  config=$CLUSTER_RUN_DIR/containerd/runsc.toml
+  [ -f "$config" ] || cdie "no $config: the runsc part needs the packaged cluster (make cluster-up)"
+  timing=$(mktemp -d)
+  cp "$HERE/runsc_timing.py" "$timing/runsc"
+  sed -n 's/^binary_name = "\(.*\)"$/\1/p' "$config" >"$timing/real"
+  [ -s "$timing/real" ] || cdie "no binary_name in $config"
+  cp "$config" "$timing/runsc.toml"
+  # (Replaces measure_namespace's trap, so it does its work too.)
+  trap 'cp "$timing/runsc.toml" "$config"; rm -rf "$timing"
+        kc delete namespace "$MEASURE_NS" --wait=false >/dev/null 2>&1 || true' EXIT
+  # Every shim started from now on (one per pod) runs runsc through the wrapper.
+  sed -i "s|^binary_name = .*|binary_name = \"$timing/runsc\"|" "$config"
+  executions=$((RUNS * 2))
+  echo "### runsc commands per execution (hello, $executions executions 5 s apart, each pod replaced by the pool)"
+  for _ in $(seq 1 "$executions"); do
+    post "$HELLO" | grep -q '^200 ' || echo "- an execution was not answered 200"
+    sleep 5
+  done
+  sleep 10
+  cp "$timing/runsc.toml" "$config"
+  python3 "$HERE/runsc_timing.py" --summarize "$timing/calls.log" "$executions"
 fi
