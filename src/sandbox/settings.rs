@@ -69,9 +69,9 @@ pub struct SandboxSettings {
     /// Whether a long run also becomes an idle group (cpu.idle, Linux 5.15+; ignored where the
     /// kernel lacks it): it then runs only when no newer script wants the CPU, which keeps a
     /// hello's latency near idle beside scripts that spin or fork until their timeout. While
-    /// newer scripts keep every CPU busy, an idle long run that waited a quarter second for the
-    /// CPU and got less than a tenth of one has a run's weight for the next quarter second, so
-    /// it still progresses; `false` keeps just the tenth (a few percent of a busy CPU).
+    /// newer scripts keep every CPU busy, an idle long run that waited most of the last second
+    /// for the CPU and got less than 5% of one has a run's weight for the next quarter second,
+    /// so it still progresses; `false` keeps just the tenth (a few percent of a busy CPU).
     #[arg(long, env = "PYEXEC_CPU_LONG_RUN_IDLE", default_value_t = true, action = clap::ArgAction::Set)]
     pub cpu_long_run_idle: bool,
     /// The first host uid (and gid) of the range sandboxes run as, with `--isolation host` and a

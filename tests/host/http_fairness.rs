@@ -277,17 +277,17 @@ async fn with_cpu_long_run_idle_false_a_long_run_only_drops_to_the_long_run_weig
 }
 
 /// A long run in the idle class beside runs that keep every CPU busy at a run's weight is not
-/// left without CPU: after a window in which it waited and ran under its floor, its group gets
+/// left without CPU: after a second in which it waited and ran under its floor, its group gets
 /// a run's weight, outside the idle class, and the long run ends with what it computed.
 #[tokio::test]
 async fn a_starving_long_run_gets_a_run_weight_back_for_a_while() {
-    // Spinners keep a run's weight for their first 2 CPU-seconds, capped at one CPU each.
+    // Spinners keep a run's weight for their first 3 CPU-seconds, capped at one CPU each.
     let server =
-        Server::start_with(&["--pool-max", "0", "--cpu-per-sandbox", "1", "--cpu-long-run-seconds", "2"]).await;
+        Server::start_with(&["--pool-max", "0", "--cpu-per-sandbox", "1", "--cpu-long-run-seconds", "3"]).await;
     let spinner = |seconds: u32| {
         format!("import time\ndef main():\n    start = time.monotonic()\n    while time.monotonic() - start < {seconds}:\n        pass\n    return {{'cpu': time.process_time()}}\n")
     };
-    let long = spawn(&server, spinner(6));
+    let long = spawn(&server, spinner(7));
     server.wait_for_in_flight(1).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
     let demoted = loop {
@@ -300,7 +300,7 @@ async fn a_starving_long_run_gets_a_run_weight_back_for_a_while() {
     };
     // As many fresh spinners as CPUs: each keeps a CPU busy at a run's weight.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let fresh: Vec<_> = (0..cpus).map(|_| spawn(&server, spinner(3))).collect();
+    let fresh: Vec<_> = (0..cpus).map(|_| spawn(&server, spinner(4))).collect();
     server.wait_for_in_flight(1 + cpus).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {

@@ -41,7 +41,7 @@ pub enum Weight {
     /// A script has used `long_run_after` of CPU time.
     LongRun,
     /// A long run in the idle class that waited for the CPU without getting its floor: a run's
-    /// weight, outside the idle class, for a window (see `starvation`).
+    /// weight, outside the idle class, for a step (see `starvation`).
     Starving,
     /// A ready sandbox starts or waits for its job.
     Refill,

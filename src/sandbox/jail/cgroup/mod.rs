@@ -29,24 +29,27 @@ const LONG_RUN_POLL: Duration = Duration::from_millis(50);
 /// How long to wait for a killed run's processes to leave its cgroup before giving up on rmdir.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Gives the long run in the idle group `dir` a run's weight for each window after one in which
-/// it starved, and the idle class again after one in which it did not (see `starvation`), until
-/// the group's weight is set again (its run ended).
+/// Gives the long run in the idle group `dir` a run's weight for the next step after each step
+/// at which it has starved over the last span, and the idle class again once it has not (see
+/// `starvation`), until the group's weight is set again (its run ended).
 async fn keep_from_starving(cpu: CpuShare, dir: &std::path::Path, unified: bool, epochs: &Mutex<u64>, epoch: u64) {
-    let mut last = starvation::progress(dir, unified);
+    let mut history = std::collections::VecDeque::with_capacity(starvation::STEPS_PER_SPAN + 1);
+    history.push_back(starvation::progress(dir, unified));
     let mut lifted = false;
     loop {
-        tokio::time::sleep(starvation::WINDOW).await;
+        tokio::time::sleep(starvation::STEP).await;
         let current = epochs.lock().unwrap_or_else(|p| p.into_inner());
         if *current != epoch {
             return;
         }
-        let now = starvation::progress(dir, unified);
-        let starving = match (last, now) {
-            (Some(earlier), Some(now)) => starvation::starving(starvation::WINDOW, now.since(earlier)),
+        history.push_back(starvation::progress(dir, unified));
+        if history.len() <= starvation::STEPS_PER_SPAN {
+            continue;
+        }
+        let starving = match (history.pop_front().flatten(), history.back().copied().flatten()) {
+            (Some(earlier), Some(now)) => starvation::starving(starvation::SPAN, now.since(earlier)),
             _ => false,
         };
-        last = now;
         if starving == lifted {
             continue;
         }

@@ -1,10 +1,11 @@
 //! A floor for long runs in the idle class. An idle group runs only when no other group wants
 //! the CPU, so while short runs and forks keep every CPU busy, a long run (a pandas import that
 //! passed `--cpu-long-run-seconds`, or a spinner) gets almost nothing, and can reach its timeout
-//! without having run. So a long run's group is looked at over windows of `WINDOW`: one that
-//! waited on a run queue for most of a window and ran less than `FLOOR_SHARE` of a CPU in it
-//! is starving, and gets a run's weight, outside the idle class, for the next window. Over
-//! time a starving long run gets at least its floor; one that gets the CPU nobody else wants
+//! without having run. So a long run's group is looked at every `STEP`: one that over the last
+//! `SPAN` waited on a run queue for more than half of it and ran less than `FLOOR_SHARE` of a
+//! CPU is starving, and gets a run's weight, outside the idle class, for the next step. A long
+//! run that gets CPU now and then (a cold pandas import beside a few short scripts) is never
+//! lifted; one that gets none gets about its floor; one that gets the CPU nobody else wants
 //! stays idle. The scheduler's own counts, per thread, say how long each ran and waited
 //! (`/proc/TID/schedstat`).
 
@@ -12,11 +13,15 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-/// How long a window of a long run's progress is.
-pub const WINDOW: Duration = Duration::from_millis(250);
-/// The least share of one CPU a long run that wants the CPU gets in a window.
-const FLOOR_SHARE: f64 = 0.1;
-/// The share of a window that a long run's threads, together, waited to run.
+/// How often a long run's progress is looked at, and how long a starving one is lifted for.
+pub const STEP: Duration = Duration::from_millis(250);
+/// How many steps back its progress is measured from.
+pub const STEPS_PER_SPAN: usize = 4;
+/// The span its progress is measured over.
+pub const SPAN: Duration = Duration::from_millis(250 * STEPS_PER_SPAN as u64);
+/// The least share of one CPU a long run that wants the CPU gets over a span.
+const FLOOR_SHARE: f64 = 0.05;
+/// The share of a span that a long run's threads, together, waited to run.
 const WAITING_SHARE: f64 = 0.5;
 
 /// What a group's threads have done so far: time on a CPU and time waiting on a run queue.
@@ -34,10 +39,10 @@ impl Progress {
     }
 }
 
-/// Whether a long run starved in a window of `window` in which it made `progress`: it wanted
-/// the CPU (its threads waited for more than half the window) and ran less than its floor.
-pub fn starving(window: Duration, progress: Progress) -> bool {
-    progress.waited > window.mul_f64(WAITING_SHARE) && progress.ran < window.mul_f64(FLOOR_SHARE)
+/// Whether a long run starved over a span of `span` in which it made `progress`: it wanted the
+/// CPU (its threads waited for more than half the span) and ran less than its floor.
+pub fn starving(span: Duration, progress: Progress) -> bool {
+    progress.waited > span.mul_f64(WAITING_SHARE) && progress.ran < span.mul_f64(FLOOR_SHARE)
 }
 
 /// The progress of the threads in the cpu group `dir` now (v1 `tasks`, v2 `cgroup.threads`);
@@ -71,17 +76,17 @@ mod tests {
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
     #[test]
-    fn a_run_that_waited_most_of_the_window_and_ran_under_its_floor_is_starving() {
-        assert!(starving(MS(250), Progress { ran: MS(1), waited: MS(240) }));
-        assert!(starving(MS(250), Progress { ran: MS(24), waited: MS(130) }));
+    fn a_run_that_waited_most_of_the_span_and_ran_under_its_floor_is_starving() {
+        assert!(starving(MS(1000), Progress { ran: MS(1), waited: MS(990) }));
+        assert!(starving(MS(1000), Progress { ran: MS(49), waited: MS(501) }));
     }
 
     #[test]
     fn a_run_that_got_its_floor_or_did_not_want_the_cpu_is_not() {
-        assert!(!starving(MS(250), Progress { ran: MS(25), waited: MS(240) }));
+        assert!(!starving(MS(1000), Progress { ran: MS(50), waited: MS(950) }));
         // It slept: it neither ran nor waited.
-        assert!(!starving(MS(250), Progress { ran: MS(0), waited: MS(10) }));
-        assert!(!starving(MS(250), Progress { ran: MS(0), waited: MS(125) }));
+        assert!(!starving(MS(1000), Progress { ran: MS(0), waited: MS(10) }));
+        assert!(!starving(MS(1000), Progress { ran: MS(0), waited: MS(500) }));
     }
 
     #[test]
