@@ -116,7 +116,7 @@ cluster-up: ## Start the cluster with gVisor (runsc) and the gvisor RuntimeClass
 cluster-images: ## Build the sandbox and service images and put them into the cluster's node
 cluster-deploy: ## helm upgrade --install the chart into the cluster with those images
 cluster-e2e: ## Run the e2e suite against the deployed API (E2E_TESTS=part-of-a-name picks cases; prints the cluster's state on failure)
-cluster-measure: ## (packaged) Pod start latency, control-plane memory, API p50 latencies
+cluster-measure: ## (packaged) Pod start, control-plane memory, API latencies, load and CPU (MEASURE_WHAT=memory,pods,api,burst,executions,load,runsc picks parts)
 cluster-down: ## Delete the cluster (packaged: fails if any process, mount or rule is left)
 
 include ci/cluster/cluster.mk
