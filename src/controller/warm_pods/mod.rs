@@ -324,10 +324,8 @@ impl WarmPool {
             let session = match place.handed.take() {
                 Some(mut handed) => tokio::select! {
                     session = &mut handed => match session {
-                        Ok(session) if self.claimable(session.as_ref()) => {
-                            self.state().taken.insert(session.pod().to_string());
-                            session
-                        }
+                        // `give` counted its pod as taken when it handed it over.
+                        Ok(session) if self.claimable(session.as_ref()) => session,
                         Ok(session) => {
                             self.state().lingering.push(session);
                             continue;
