@@ -29,6 +29,14 @@ const LONG_RUN_POLL: Duration = Duration::from_millis(50);
 /// How long to wait for a killed run's processes to leave its cgroup before giving up on rmdir.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The lock on a group's weights, while no weight was set on it since `epoch` (its run goes on):
+/// held while a weight is written, so that a run's pending change never lands after the next
+/// weight set; None once one was (its run ended, or the next began).
+fn unchanged(epochs: &Mutex<u64>, epoch: u64) -> Option<std::sync::MutexGuard<'_, u64>> {
+    let current = epochs.lock().unwrap_or_else(|p| p.into_inner());
+    (*current == epoch).then_some(current)
+}
+
 /// Gives the long run in the idle group `dir` a run's weight for the next step after each step
 /// at which it has starved over the last span, and the idle class again once it has not (see
 /// `starvation`), until the group's weight is set again (its run ended).
@@ -38,15 +46,13 @@ async fn keep_from_starving(cpu: CpuShare, dir: &std::path::Path, unified: bool,
     let mut lifted = false;
     loop {
         tokio::time::sleep(starvation::STEP).await;
-        let current = epochs.lock().unwrap_or_else(|p| p.into_inner());
-        if *current != epoch {
-            return;
-        }
-        history.push_back(starvation::progress(dir, unified));
+        let now = starvation::progress(dir, unified);
+        let Some(_unchanged) = unchanged(epochs, epoch) else { return };
+        history.push_back(now);
         if history.len() <= starvation::STEPS_PER_SPAN {
             continue;
         }
-        let starving = match (history.pop_front().flatten(), history.back().copied().flatten()) {
+        let starving = match (history.pop_front().flatten(), now) {
             (Some(earlier), Some(now)) => starvation::starving(starvation::SPAN, now.since(earlier)),
             _ => false,
         };
@@ -322,10 +328,7 @@ impl RunCgroup {
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(LONG_RUN_POLL).await;
-                let current = epochs.lock().unwrap_or_else(|p| p.into_inner());
-                if *current != epoch {
-                    return;
-                }
+                let Some(_unchanged) = unchanged(&epochs, epoch) else { return };
                 let used = cpu::cpu_used(&dir, unified).unwrap_or_default().saturating_sub(baseline);
                 if used >= after {
                     if let Err(err) = cpu.apply(&dir, Weight::LongRun, unified) {
