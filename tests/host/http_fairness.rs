@@ -58,18 +58,24 @@ fn occupied_cpu_groups(server: &Server) -> Vec<CpuFiles> {
     groups
 }
 
-/// The first occupied cpu group not named `besides`: a run's sandbox joins its cgroup a moment
-/// after the run is counted in flight, so this polls, bounded.
-async fn occupied_group_besides(server: &Server, besides: Option<&str>) -> CpuFiles {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+/// The first occupied cpu group that is `found`, polled for at most `seconds` (a run's weight
+/// changes, and its sandbox joins its cgroup, a moment after what the test waited for); fails
+/// saying it `never` happened, with the groups last seen.
+async fn group_where(server: &Server, seconds: u64, never: &str, found: impl Fn(&CpuFiles) -> bool) -> CpuFiles {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     loop {
-        let groups = occupied_cpu_groups(server);
-        if let Some(group) = groups.into_iter().find(|g| Some(g.name.as_str()) != besides) {
+        let mut groups = occupied_cpu_groups(server);
+        if let Some(group) = groups.iter().position(&found).map(|at| groups.swap_remove(at)) {
             return group;
         }
-        assert!(std::time::Instant::now() < deadline, "the run never entered a cgroup");
+        assert!(std::time::Instant::now() < deadline, "{never}: {groups:?}");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+/// The first occupied cpu group not named `besides`.
+async fn occupied_group_besides(server: &Server, besides: Option<&str>) -> CpuFiles {
+    group_where(server, 5, "the run never entered a cgroup", |g| Some(g.name.as_str()) != besides).await
 }
 
 /// Whether the group has this weight, and is out of the idle class.
@@ -187,15 +193,7 @@ async fn a_long_run_drops_to_the_long_run_weight_and_a_new_run_keeps_the_run_wei
     let long = spawn(&server, spinner.to_string());
     server.wait_for_in_flight(1).await;
     // The weight drops once the spinner used 0.3 s of CPU; poll for it, bounded.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    let demoted = loop {
-        let groups = occupied_cpu_groups(&server);
-        if let Some(group) = groups.iter().find(|g| long_run(g)) {
-            break group.name.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "the long run kept its weight: {groups:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let demoted = group_where(&server, 3, "the long run kept its weight", long_run).await.name;
     // A script that waits uses no CPU: it keeps the run weight.
     let fresh = spawn(&server, sleeper(1.0));
     server.wait_for_in_flight(2).await;
@@ -261,16 +259,8 @@ async fn with_cpu_long_run_idle_false_a_long_run_only_drops_to_the_long_run_weig
     let spinner = "import time\ndef main():\n    start = time.monotonic()\n    while time.monotonic() - start < 2:\n        pass\n    return {}\n";
     let long = spawn(&server, spinner.to_string());
     server.wait_for_in_flight(1).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    loop {
-        let groups = occupied_cpu_groups(&server);
-        if let Some(group) = groups.iter().find(|g| long_run_weight(g)) {
-            assert_ne!(group.idle, "1", "the long run is not in the idle class: {group:?}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the long run kept its weight: {groups:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let group = group_where(&server, 3, "the long run kept its weight", long_run_weight).await;
+    assert_ne!(group.idle, "1", "the long run is not in the idle class: {group:?}");
     let (status, body) = long.await.expect("task");
     assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
     server.assert_healthy_and_clean().await;
@@ -289,29 +279,13 @@ async fn a_starving_long_run_gets_a_run_weight_back_for_a_while() {
     };
     let long = spawn(&server, spinner(7));
     server.wait_for_in_flight(1).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
-    let demoted = loop {
-        let groups = occupied_cpu_groups(&server);
-        if let Some(group) = groups.iter().find(|g| g.idle == "1") {
-            break group.name.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "the long run never entered the idle class: {groups:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let demoted = group_where(&server, 8, "the long run never entered the idle class", |g| g.idle == "1").await.name;
     // As many fresh spinners as CPUs: each keeps a CPU busy at a run's weight.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let fresh: Vec<_> = (0..cpus).map(|_| spawn(&server, spinner(4))).collect();
     server.wait_for_in_flight(1 + cpus).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let groups = occupied_cpu_groups(&server);
-        let long_group = groups.iter().find(|g| g.name == demoted);
-        if long_group.is_some_and(|g| weight(g, RUN_WEIGHT)) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the starving long run never got a run's weight: {groups:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let never = "the starving long run never got a run's weight";
+    group_where(&server, 5, never, |g| g.name == demoted && weight(g, RUN_WEIGHT)).await;
     for run in fresh.into_iter().chain([long]) {
         let (status, body) = run.await.expect("task");
         assert_eq!((status, body["outcome"].as_str()), (200, Some("success")), "{body}");
