@@ -23,13 +23,18 @@ RUNS=${MEASURE_RUNS:-5}
 WHAT=${MEASURE_WHAT:-memory,pods,api,burst,executions,load}
 [ -f "$ADMIN_KUBECONFIG" ] || cdie "the cluster is not up (make cluster-up)"
 
+# What the parts undo on exit, in order: each adds its command with at_exit.
+AT_EXIT=()
+at_exit() { AT_EXIT+=("$1"); }
+trap 'for undo in "${AT_EXIT[@]}"; do eval "$undo"; done' EXIT
+
 # The namespace of the measurement's own pods (the pods part, the load part's baseline): made once
 # when first needed, deleted on exit.
 MEASURE_NS=pyexec-measure
 measure_namespace() {
   kc get namespace "$MEASURE_NS" >/dev/null 2>&1 && return
   kc create namespace "$MEASURE_NS" >/dev/null
-  trap 'kc delete namespace "$MEASURE_NS" --wait=false >/dev/null 2>&1 || true' EXIT
+  at_exit 'kc delete namespace "$MEASURE_NS" --wait=false >/dev/null 2>&1 || true'
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
@@ -221,9 +226,7 @@ if [[ $WHAT == *runsc* ]]; then
   sed -n 's/^binary_name = "\(.*\)"$/\1/p' "$config" >"$timing/real"
   [ -s "$timing/real" ] || cdie "no binary_name in $config"
   cp "$config" "$timing/runsc.toml"
-  # (Replaces measure_namespace's trap, so it does its work too.)
-  trap 'cp "$timing/runsc.toml" "$config"; rm -rf "$timing"
-        kc delete namespace "$MEASURE_NS" --wait=false >/dev/null 2>&1 || true' EXIT
+  at_exit 'cp "$timing/runsc.toml" "$config"; rm -rf "$timing"'
   # Every shim started from now on (one per pod) runs runsc through the wrapper.
   sed -i "s|^binary_name = .*|binary_name = \"$timing/runsc\"|" "$config"
   executions=$((RUNS * 2))
